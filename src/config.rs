@@ -1,0 +1,285 @@
+//! Settings: defaults, then the TOML config file, then environment variables and flags.
+//!
+//! Flags and environment variables arrive together through clap (`env = ...`), so this module
+//! only merges them over the file. No config file is needed for the defaults to work.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::identity::{self, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("no data directory: set --data-dir or BRAIN_DATA_DIR (no home directory found)")]
+    NoDataDir,
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// The config file, as written by a person. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    #[serde(default)]
+    user: UserSection,
+    #[serde(default)]
+    identity: IdentitySection,
+    #[serde(default)]
+    daemon: DaemonSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSection {
+    email: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentitySection {
+    users_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonSection {
+    max_frame_bytes: Option<usize>,
+    max_connections: Option<usize>,
+}
+
+/// What flags and environment variables set (clap fills both).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub user_email: Option<String>,
+    pub users_file: Option<PathBuf>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub user_email: String,
+    pub user_id: UserId,
+    /// A users file whose ids the automatic identity migration honours.
+    pub users_file: Option<PathBuf>,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Linux's `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+impl Config {
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("brain.db")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.data_dir.join("brain.lock")
+    }
+}
+
+/// The default config file: `$XDG_CONFIG_HOME/brain/config.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("brain").join("config.toml"))
+}
+
+/// The default data dir: `$XDG_DATA_HOME/brain`, else `~/.local/share/brain`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("brain"))
+}
+
+/// The default socket: `$XDG_RUNTIME_DIR/brain.sock`, else `brain.sock` in the data dir.
+pub fn default_socket(data_dir: &Path) -> PathBuf {
+    match dirs::runtime_dir() {
+        Some(run) => run.join("brain.sock"),
+        None => data_dir.join("brain.sock"),
+    }
+}
+
+pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
+    let (file, config_file) = load_file(o.config.as_deref())?;
+    let data_dir = o
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .or_else(default_data_dir)
+        .ok_or(ConfigError::NoDataDir)?;
+    let data_dir = absolute(&data_dir, "data_dir")?;
+    let socket = o
+        .socket
+        .clone()
+        .or(file.socket)
+        .unwrap_or_else(|| default_socket(&data_dir));
+    let socket = absolute(&socket, "socket")?;
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(ConfigError::Invalid {
+            name: "socket",
+            message: format!(
+                "{} is longer than {MAX_SOCKET_PATH} bytes, which Unix sockets cannot use",
+                socket.display()
+            ),
+        });
+    }
+    let raw_email = o
+        .user_email
+        .clone()
+        .or(file.user.email)
+        .unwrap_or_else(identity::default_email);
+    let user_email = identity::normalize_email(&raw_email);
+    if !identity::is_email(&user_email) {
+        return Err(ConfigError::Invalid {
+            name: "user.email",
+            message: format!("{raw_email:?} is not an e-mail address"),
+        });
+    }
+    let users_file = o.users_file.clone().or(file.identity.users_file);
+    let max_frame_bytes = file
+        .daemon
+        .max_frame_bytes
+        .unwrap_or(DEFAULT_MAX_FRAME_BYTES);
+    if max_frame_bytes < 1024 {
+        return Err(ConfigError::Invalid {
+            name: "daemon.max_frame_bytes",
+            message: "must be at least 1024".into(),
+        });
+    }
+    Ok(Config {
+        user_id: UserId::for_email(&user_email),
+        user_email,
+        data_dir,
+        socket,
+        users_file,
+        max_frame_bytes,
+        max_connections: file
+            .daemon
+            .max_connections
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+            .max(1),
+        config_file,
+    })
+}
+
+/// Socket path only, for clients: they need no data dir when `BRAIN_SOCKET` is set.
+pub fn resolve_socket(o: &Overrides) -> Result<PathBuf, ConfigError> {
+    if let Some(s) = &o.socket {
+        return absolute(s, "socket");
+    }
+    resolve(o).map(|c| c.socket)
+}
+
+fn load_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+    let path = match explicit {
+        Some(p) => p.to_owned(),
+        None => match default_config_path() {
+            Some(p) if p.exists() => p,
+            _ => return Ok((FileConfig::default(), None)),
+        },
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let file = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.clone(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    Ok((file, Some(path)))
+}
+
+fn absolute(p: &Path, name: &'static str) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(p).map_err(|e| ConfigError::Invalid {
+        name,
+        message: format!("{}: {e}", p.display()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        resolve(&Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+    }
+
+    #[test]
+    fn file_settings_apply() {
+        let c = with_file(
+            "data_dir = \"/tmp/b\"\nsocket = \"/tmp/b/s.sock\"\n[user]\nemail = \" Me@X.org \"\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/b"));
+        assert_eq!(c.socket, PathBuf::from("/tmp/b/s.sock"));
+        assert_eq!(c.user_email, "me@x.org");
+        assert_eq!(c.user_id, UserId::for_email("me@x.org"));
+        assert_eq!(c.store_path(), PathBuf::from("/tmp/b/brain.db"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "data_dir = \"/tmp/file\"\n").unwrap();
+        let c = resolve(&Overrides {
+            config: Some(path),
+            data_dir: Some("/tmp/flag".into()),
+            socket: Some("/tmp/flag.sock".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/flag"));
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let e = with_file("data_dir = [").unwrap_err();
+        assert!(e.to_string().starts_with("invalid config file"), "{e}");
+        let e = with_file("colour = 1").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = with_file("[user]\nemail = \"nobody\"").unwrap_err();
+        assert!(e.to_string().contains("user.email"), "{e}");
+        let e = resolve(&Overrides {
+            config: Some("/nonexistent/brain.toml".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/brain.toml"), "{e}");
+    }
+
+    #[test]
+    fn long_socket_paths_are_refused() {
+        let long = format!("/tmp/{}/s.sock", "x".repeat(120));
+        let e = resolve(&Overrides {
+            data_dir: Some("/tmp/b".into()),
+            socket: Some(long.into()),
+            config: Some("/dev/null".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("socket"), "{e}");
+    }
+}

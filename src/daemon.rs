@@ -1,0 +1,229 @@
+//! The daemon's lifecycle: data dir, instance lock, store, socket, signals, shutdown.
+//!
+//! Owns process-level resources and nothing else; requests are the server's business and
+//! everything they touch is the façade's. Architecture Invariant: one daemon per data dir,
+//! enforced by an OS file lock that dies with the process, so a killed daemon never leaves a
+//! lock behind; the socket it leaves is detected as stale and replaced.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tracing::{info, warn};
+
+use crate::brain::Brain;
+use crate::config::Config;
+use crate::identity::migrate;
+use crate::rpc::server::{self, ServerConfig, Shutdown};
+use crate::store::{self, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("failed to create data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another brain daemon{} is already using {data_dir}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    AlreadyRunning { data_dir: PathBuf, pid: Option<u32> },
+    #[error("failed to lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("store query failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("identity migration failed: {0}")]
+    Identity(#[from] migrate::MigrateError),
+    #[error("{0}")]
+    Brain(#[from] crate::error::Error),
+    #[error("socket {} is in use by a running daemon (another data dir?); choose another with --socket or BRAIN_SOCKET", socket.display())]
+    SocketInUse { socket: PathBuf },
+    #[error("{} exists and is not a socket; refusing to replace it", socket.display())]
+    NotASocket { socket: PathBuf },
+    #[error("failed to listen on {}: {source}", socket.display())]
+    Bind {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs the daemon until SIGINT, SIGTERM or `daemon.shutdown`.
+pub fn run(config: &Config) -> Result<(), DaemonError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .map_err(|source| DaemonError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    let _lock = acquire_lock(&config.lock_path(), &config.data_dir)?;
+
+    let store = Arc::new(Store::open(&config.store_path())?);
+    migrate_identities(&store, config)?;
+    let brain = Arc::new(Brain::new(
+        store,
+        config.data_dir.clone(),
+        &config.user_email,
+        &config.user_id,
+    )?);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(async {
+        let (listener, bound) = bind(&config.socket)?;
+        let shutdown = Shutdown::default();
+        tokio::spawn(forward_signals(shutdown.clone()));
+        info!(
+            socket = %config.socket.display(),
+            data_dir = %config.data_dir.display(),
+            user = %brain.user_id(),
+            "daemon ready"
+        );
+        let cfg = ServerConfig {
+            max_frame_bytes: config.max_frame_bytes,
+            max_connections: config.max_connections,
+            own_uid: rustix::process::getuid().as_raw(),
+        };
+        server::run(listener, brain, cfg, shutdown).await;
+        remove_socket_if_ours(&config.socket, bound);
+        info!("daemon stopped");
+        Ok(())
+    })
+}
+
+/// Holds the instance lock for as long as it lives.
+struct InstanceLock {
+    _file: File,
+}
+
+fn acquire_lock(path: &Path, data_dir: &Path) -> Result<InstanceLock, DaemonError> {
+    let lock_err = |source| DaemonError::Lock {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(lock_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(DaemonError::AlreadyRunning {
+                data_dir: data_dir.to_owned(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(lock_err(e)),
+    }
+    // The pid is only for the message a second instance prints; the lock is what counts.
+    file.set_len(0).map_err(lock_err)?;
+    file.rewind().map_err(lock_err)?;
+    writeln!(file, "{}", std::process::id()).map_err(lock_err)?;
+    Ok(InstanceLock { _file: file })
+}
+
+/// Runs the identity migration when the store still holds e-mail addresses where user ids
+/// belong. A store that needs nothing is stamped as migrated without a backup.
+fn migrate_identities(store: &Store, config: &Config) -> Result<(), DaemonError> {
+    let needed = store.read(migrate::needed)?;
+    if needed {
+        info!("store holds e-mail identities; migrating them to user ids");
+        let report = migrate::run(&migrate::Options {
+            store: store.path().to_owned(),
+            users: config.users_file.clone(),
+        })?;
+        info!(%report, "identity migration done");
+    } else if store
+        .read(|c| store::meta_get(c, migrate::META_KEY))?
+        .is_none()
+    {
+        store.write(|tx| store::meta_set(tx, migrate::META_KEY, &crate::clock::now()))?;
+    }
+    Ok(())
+}
+
+/// Binds the socket, replacing a stale one left by a killed daemon. Returns the listener and
+/// the socket file's inode, so shutdown removes only the file it created.
+fn bind(socket: &Path) -> Result<(UnixListener, (u64, u64)), DaemonError> {
+    let bind_err = |source| DaemonError::Bind {
+        socket: socket.to_owned(),
+        source,
+    };
+    if let Some(dir) = socket.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(bind_err)?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        if !meta.file_type().is_socket() {
+            return Err(DaemonError::NotASocket {
+                socket: socket.to_owned(),
+            });
+        }
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(DaemonError::SocketInUse {
+                socket: socket.to_owned(),
+            });
+        }
+        warn!(socket = %socket.display(), "replacing a stale socket");
+        std::fs::remove_file(socket).map_err(bind_err)?;
+    }
+    let std_listener = std::os::unix::net::UnixListener::bind(socket).map_err(bind_err)?;
+    // Between bind and chmod the socket has the umask's mode; a peer of another user that
+    // connects in that window is still refused by the SO_PEERCRED check.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    std_listener.set_nonblocking(true).map_err(bind_err)?;
+    let meta = std::fs::metadata(socket).map_err(bind_err)?;
+    let listener = UnixListener::from_std(std_listener).map_err(bind_err)?;
+    Ok((listener, (meta.dev(), meta.ino())))
+}
+
+fn remove_socket_if_ours(socket: &Path, bound: (u64, u64)) {
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if (m.dev(), m.ino()) == bound => {
+            if let Err(e) = std::fs::remove_file(socket) {
+                warn!(error = %e, socket = %socket.display(), "failed to remove socket");
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn forward_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "cannot install signal handlers; use `brain stop`");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = int.recv() => info!("SIGINT received"),
+        _ = term.recv() => info!("SIGTERM received"),
+    }
+    shutdown.trigger();
+}

@@ -1,0 +1,135 @@
+//! The product-wide error-code table.
+//!
+//! Every error that reaches a client has a stable snake_case `kind` (the contract; messages may
+//! change) and a JSON-RPC code: the reserved -32700..-32603 for protocol faults, -32000..-32099
+//! for ours. Engine modules keep their own `thiserror` enums and map into [`Error`] here.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The line was not JSON.
+    ParseError,
+    /// JSON, but not a JSON-RPC 2.0 request.
+    InvalidRequest,
+    MethodNotFound,
+    InvalidParams,
+    Internal,
+    /// A frame longer than the configured limit.
+    FrameTooLarge,
+    /// The store failed (I/O, corruption, a full disk).
+    StoreError,
+    NodeNotFound,
+    NotFound,
+    Io,
+    ShuttingDown,
+    /// The peer on the socket is another user.
+    PermissionDenied,
+}
+
+impl Kind {
+    pub const ALL: &[Kind] = &[
+        Kind::ParseError,
+        Kind::InvalidRequest,
+        Kind::MethodNotFound,
+        Kind::InvalidParams,
+        Kind::Internal,
+        Kind::FrameTooLarge,
+        Kind::StoreError,
+        Kind::NodeNotFound,
+        Kind::NotFound,
+        Kind::Io,
+        Kind::ShuttingDown,
+        Kind::PermissionDenied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ParseError => "parse_error",
+            Kind::InvalidRequest => "invalid_request",
+            Kind::MethodNotFound => "method_not_found",
+            Kind::InvalidParams => "invalid_params",
+            Kind::Internal => "internal",
+            Kind::FrameTooLarge => "frame_too_large",
+            Kind::StoreError => "store_error",
+            Kind::NodeNotFound => "node_not_found",
+            Kind::NotFound => "not_found",
+            Kind::Io => "io_error",
+            Kind::ShuttingDown => "shutting_down",
+            Kind::PermissionDenied => "permission_denied",
+        }
+    }
+
+    pub fn code(self) -> i64 {
+        match self {
+            Kind::ParseError => -32700,
+            Kind::InvalidRequest | Kind::FrameTooLarge => -32600,
+            Kind::MethodNotFound => -32601,
+            Kind::InvalidParams => -32602,
+            Kind::Internal => -32603,
+            Kind::StoreError => -32000,
+            Kind::NodeNotFound => -32001,
+            Kind::NotFound => -32002,
+            Kind::Io => -32003,
+            Kind::ShuttingDown => -32004,
+            Kind::PermissionDenied => -32005,
+        }
+    }
+}
+
+/// An error as the façade reports it: a kind from the table plus a human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Error {
+        Error::new(Kind::StoreError, e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::new(Kind::StoreError, format!("store query failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn kinds_are_unique_snake_case_and_codes_in_range() {
+        let mut seen = HashSet::new();
+        for k in Kind::ALL {
+            let s = k.as_str();
+            assert!(seen.insert(s), "duplicate kind {s}");
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+            let c = k.code();
+            assert!(
+                (-32700..=-32600).contains(&c) || (-32099..=-32000).contains(&c),
+                "{s} {c}"
+            );
+        }
+    }
+}

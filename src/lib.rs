@@ -1,0 +1,17 @@
+//! brain: a personal knowledge-graph daemon.
+//!
+//! The library holds everything; the `brain` binary only parses arguments and calls in here.
+//! Layering (enforced by `tests/layering.rs`): `cli` talks to the daemon through `rpc::client`
+//! only; `rpc::server` calls the `brain` façade; the engine modules (`store`, `identity`, ...)
+//! know nothing about sockets or JSON-RPC.
+#![forbid(unsafe_code)]
+
+pub mod brain;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod identity;
+pub mod rpc;
+pub mod store;

@@ -1,0 +1,72 @@
+//! The `brain` binary: parse arguments, set up logging, call the library, map errors to exit
+//! codes. Nothing else lives here.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use brain::cli::{Cli, Command, IdentityCommand};
+use brain::{config, daemon, identity};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match &cli.command {
+        Command::Daemon { users_file } => report(run_daemon(&cli, users_file.clone())),
+        Command::Identity(IdentityCommand::Id { email }) => brain::cli::identity_id(email),
+        Command::Identity(IdentityCommand::Migrate { store, users, json }) => {
+            let opts = identity::migrate::Options {
+                store: store.clone(),
+                users: users.clone(),
+            };
+            match identity::migrate::run(&opts) {
+                Ok(report) => {
+                    if *json {
+                        match serde_json::to_string_pretty(&report) {
+                            Ok(s) => println!("{s}"),
+                            Err(e) => return report_err(anyhow::anyhow!(e)),
+                        }
+                    } else {
+                        println!("{report}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report_err(anyhow::Error::new(e)),
+            }
+        }
+        other => brain::cli::run_client(&cli.global, other),
+    }
+}
+
+fn run_daemon(cli: &Cli, users_file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let mut overrides = cli.global.overrides();
+    overrides.users_file = users_file;
+    let config = config::resolve(&overrides).context("invalid configuration")?;
+    daemon::run(&config)?;
+    Ok(())
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report_err(e),
+    }
+}
+
+fn report_err(e: anyhow::Error) -> ExitCode {
+    eprintln!("brain: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// Logs go to stderr, filtered by `BRAIN_LOG` (else `RUST_LOG`, else `info`).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("BRAIN_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

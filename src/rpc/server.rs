@@ -1,0 +1,345 @@
+//! The socket server: accepts connections, frames lines, dispatches to the façade.
+//!
+//! Each connection is served by its own task; requests on one connection are answered in order.
+//! The façade blocks on SQLite, so every call hops to a blocking thread. The server takes its
+//! shutdown signal as a parameter so tests and the daemon drive it the same way.
+//! Architecture Invariant: a bad frame, a bad request or a panicking method gets an error
+//! answer; it never takes down the connection's peers or the daemon.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::protocol::{self, Request};
+use crate::brain::Brain;
+use crate::error::{Error, Kind};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    /// The uid peers must have: the daemon's own.
+    pub own_uid: u32,
+}
+
+/// A shutdown latch: anyone holding it can trigger it; everyone can wait for it.
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+    rx: watch::Receiver<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let (tx, rx) = watch::channel(false);
+        Shutdown {
+            tx: Arc::new(tx),
+            rx,
+        }
+    }
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        // An error means every sender is gone, which can only happen once we are shutting down.
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// Whether a peer may talk to us. Only the daemon's own user may; root is not special-cased,
+/// because a root client can read the store directly anyway and needs no socket to do harm.
+pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
+    peer_uid == own_uid
+}
+
+/// How long in-flight requests get to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` until `shutdown` fires, then waits for open connections to finish their
+/// current request.
+pub async fn run(listener: UnixListener, brain: Arc<Brain>, cfg: ServerConfig, shutdown: Shutdown) {
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let cfg = Arc::new(cfg);
+    let next_conn = AtomicU64::new(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed; defensive
+            },
+            _ = shutdown.wait() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let id = next_conn.fetch_add(1, Ordering::Relaxed);
+        let (brain, cfg, shutdown) = (brain.clone(), cfg.clone(), shutdown.clone());
+        tasks.spawn(
+            async move {
+                serve_connection(stream, brain, &cfg, shutdown).await;
+                drop(permit);
+            }
+            .instrument(info_span!("conn", id)),
+        );
+        // Reap finished connections so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+    }
+    info!(open = tasks.len(), "server stopping");
+    if tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!("connections did not finish in time; closing them");
+        tasks.abort_all();
+    }
+}
+
+enum Frame {
+    Line,
+    TooLarge,
+    Eof,
+}
+
+/// Reads one `\n`-terminated frame into `buf` (without the newline). A frame over `max` bytes
+/// is skipped up to its newline and reported as `TooLarge`, so the stream stays in sync and
+/// memory stays bounded.
+async fn read_frame<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Frame> {
+    buf.clear();
+    let mut too_large = false;
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(match (too_large, buf.is_empty()) {
+                (true, _) => Frame::TooLarge,
+                (false, true) => Frame::Eof,
+                (false, false) => Frame::Line,
+            });
+        }
+        let (chunk, consumed, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        if !too_large {
+            buf.extend_from_slice(chunk);
+            if buf.len() > max {
+                too_large = true;
+                buf.clear();
+                buf.shrink_to(64 * 1024);
+            }
+        }
+        r.consume(consumed);
+        if done {
+            return Ok(if too_large {
+                Frame::TooLarge
+            } else {
+                Frame::Line
+            });
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    brain: Arc<Brain>,
+    cfg: &ServerConfig,
+    shutdown: Shutdown,
+) {
+    let peer_uid = match stream.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(e) => {
+            warn!(error = %e, "cannot read peer credentials; closing");
+            return;
+        }
+    };
+    let (rd, mut wr) = stream.into_split();
+    if !peer_allowed(peer_uid, cfg.own_uid) {
+        warn!(peer_uid, "refusing a peer of another user");
+        let e = Error::new(
+            Kind::PermissionDenied,
+            "this daemon serves only its own user",
+        );
+        let _ = write_line(&mut wr, &protocol::error_response(Value::Null, &e)).await;
+        return;
+    }
+    debug!(peer_uid, "connected");
+    let mut rd = BufReader::new(rd);
+    let mut buf = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut rd, &mut buf, cfg.max_frame_bytes) => f,
+            _ = shutdown.wait() => break,
+        };
+        let answer = match frame {
+            Ok(Frame::Eof) => break,
+            Err(e) => {
+                debug!(error = %e, "read failed");
+                break;
+            }
+            Ok(Frame::TooLarge) => Some(protocol::error_response(
+                Value::Null,
+                &Error::new(
+                    Kind::FrameTooLarge,
+                    format!("request larger than {} bytes", cfg.max_frame_bytes),
+                ),
+            )),
+            Ok(Frame::Line) if buf.iter().all(u8::is_ascii_whitespace) => None,
+            Ok(Frame::Line) => match protocol::parse_request(&buf) {
+                Err((id, e)) => Some(protocol::error_response(id, &e)),
+                Ok(req) => handle(req, &brain, &shutdown).await,
+            },
+        };
+        if let Some(answer) = answer
+            && let Err(e) = write_line(&mut wr, &answer).await
+        {
+            debug!(error = %e, "write failed");
+            break;
+        }
+    }
+    debug!("disconnected");
+}
+
+async fn handle(req: Request, brain: &Arc<Brain>, shutdown: &Shutdown) -> Option<Value> {
+    let Request { id, method, params } = req;
+    let span =
+        info_span!("rpc", method = %method, id = %id.clone().unwrap_or(serde_json::Value::Null));
+    let result = async {
+        if shutdown.is_triggered() && method != "daemon.status" {
+            return Err(Error::new(Kind::ShuttingDown, "daemon is shutting down"));
+        }
+        if method == "daemon.shutdown" {
+            let _: protocol::NoParams = protocol::params(&method, params)?;
+            info!("shutdown requested over the socket");
+            shutdown.trigger();
+            return Ok(serde_json::json!({ "stopping": true }));
+        }
+        let brain = brain.clone();
+        let method_name = method.clone();
+        match tokio::task::spawn_blocking(move || dispatch(&brain, &method_name, params)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "method panicked");
+                Err(Error::new(
+                    Kind::Internal,
+                    "internal error while handling the request",
+                ))
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    let id = id?; // a notification gets no answer, not even an error
+    Some(match result {
+        Ok(v) => protocol::ok_response(id, v),
+        Err(e) => protocol::error_response(id, &e),
+    })
+}
+
+/// Maps a method name to a façade call. Runs on a blocking thread.
+fn dispatch(brain: &Brain, method: &str, params: Value) -> Result<Value, Error> {
+    use protocol::{
+        IdentityIdParams, IdentityIdResult, NoParams, StatusWire, UserListResult, UserWire,
+    };
+    match method {
+        "daemon.status" => {
+            let _: NoParams = protocol::params(method, params)?;
+            to_value(StatusWire::from(brain.status()?))
+        }
+        "identity.id" => {
+            let p: IdentityIdParams = protocol::params(method, params)?;
+            to_value(IdentityIdResult {
+                id: brain.identity_id(&p.email)?.to_string(),
+            })
+        }
+        "user.list" => {
+            let _: NoParams = protocol::params(method, params)?;
+            let users = brain.user_list()?.into_iter().map(UserWire::from).collect();
+            to_value(UserListResult { users })
+        }
+        _ => Err(Error::new(
+            Kind::MethodNotFound,
+            format!("unknown method {method:?}"),
+        )),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, Error> {
+    serde_json::to_value(v)
+        .map_err(|e| Error::new(Kind::Internal, format!("cannot encode result: {e}")))
+}
+
+async fn write_line<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, v: &Value) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    w.write_all(&bytes).await?;
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_own_uid_is_allowed() {
+        assert!(peer_allowed(1000, 1000));
+        assert!(!peer_allowed(1001, 1000));
+        assert!(!peer_allowed(0, 1000));
+        assert!(!peer_allowed(1000, 0));
+    }
+
+    async fn frames(input: &[u8], max: usize) -> Vec<String> {
+        let mut r = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_frame(&mut r, &mut buf, max).await.unwrap() {
+                Frame::Eof => break,
+                Frame::TooLarge => out.push("<too large>".to_owned()),
+                Frame::Line => out.push(String::from_utf8_lossy(&buf).into_owned()),
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn framing() {
+        assert_eq!(frames(b"a\nbb\n", 10).await, ["a", "bb"]);
+        assert_eq!(frames(b"a\nlast", 10).await, ["a", "last"]);
+        assert_eq!(
+            frames(b"0123456789ABC\nok\n", 10).await,
+            ["<too large>", "ok"]
+        );
+        assert_eq!(frames(b"0123456789ABC", 10).await, ["<too large>"]);
+        assert_eq!(frames(b"", 10).await, Vec::<String>::new());
+    }
+}

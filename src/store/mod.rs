@@ -1,0 +1,304 @@
+//! The SQLite store: the only ground truth.
+//!
+//! Owns opening (pragmas, migrations), the single write connection and a pool of read
+//! connections. Architecture Invariant: every mutation goes through [`Store::write`], which
+//! serializes writers on one connection; readers never wait on it (WAL). This module knows
+//! nothing about tokio, sockets or JSON-RPC; callers on async threads must hop to a blocking
+//! thread first.
+
+pub mod migrations;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::clock;
+use crate::identity::UserId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to open store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("failed to create directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("migration {name} failed: {source}")]
+    Migration {
+        name: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "store has schema version {found}, this build supports up to {supported}; upgrade brain"
+    )]
+    TooNew { found: u32, supported: u32 },
+    #[error("store is not a brain store or is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// How long a connection waits for a lock held by another process (an offline tool, say)
+/// before giving up. Our own writers are serialized by a mutex and never contend here.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read connections kept open for reuse; more are opened on demand and dropped after use.
+const READ_POOL_SIZE: usize = 8;
+
+pub struct Store {
+    path: PathBuf,
+    // std Mutex, not tokio's: the writer is only ever used from blocking threads, and a guard
+    // is never held across an await.
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        configure(&conn).map_err(|e| corrupt_or(path, e))?;
+        migrations::apply(&mut conn)?;
+        Ok(Store {
+            path: path.to_owned(),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` inside one IMMEDIATE transaction on the write connection and commits it.
+    /// If `f` fails, nothing it did is kept.
+    pub fn write<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<rusqlite::Error>,
+    {
+        // A poisoned lock means a writer panicked mid-closure; its transaction was rolled back
+        // when the guard unwound, so the connection is still consistent and safe to reuse.
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a read connection from the pool.
+    pub fn read<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<rusqlite::Error>,
+    {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI;
+                let c = Connection::open_with_flags(&self.path, flags)?;
+                c.busy_timeout(BUSY_TIMEOUT)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READ_POOL_SIZE {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Bytes on disk: the database plus its write-ahead log.
+    pub fn size_bytes(&self) -> u64 {
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        [self.path.as_path(), wal.as_path()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers run beside the writer. synchronous=NORMAL is crash-safe in WAL mode (a
+    // killed process loses nothing committed); only a power cut can drop the last commits.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
+fn corrupt_or(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(format!("{}: {e}", path.display()))
+        }
+        _ => StoreError::Open {
+            path: path.to_owned(),
+            source: e,
+        },
+    }
+}
+
+/// Reads a value from the meta table.
+pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+pub fn meta_set(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )?;
+    Ok(())
+}
+
+/// Makes sure the acting user has a row. An existing row for the e-mail keeps its id, which is
+/// what a users file may have assigned; that id is returned.
+pub fn ensure_user(tx: &Transaction<'_>, id: &UserId, email: &str) -> rusqlite::Result<UserId> {
+    let now = clock::now();
+    tx.execute(
+        "INSERT INTO users(id, email, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT DO NOTHING",
+        rusqlite::params![id.as_str(), email, now],
+    )?;
+    let existing: String = tx.query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
+        r.get(0)
+    })?;
+    Ok(UserId::parse(&existing).unwrap_or_else(|| id.clone()))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub users: i64,
+    /// Current nodes by kind.
+    pub nodes: BTreeMap<String, i64>,
+    /// Current edges by type.
+    pub edges: BTreeMap<String, i64>,
+    /// Live sources by status.
+    pub sources: BTreeMap<String, i64>,
+}
+
+pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
+    fn grouped(conn: &Connection, sql: &str) -> rusqlite::Result<BTreeMap<String, i64>> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+    Ok(Counts {
+        users: conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?,
+        nodes: grouped(
+            conn,
+            "SELECT kind, count(*) FROM nodes WHERE valid_to IS NULL GROUP BY kind",
+        )?,
+        edges: grouped(
+            conn,
+            "SELECT type, count(*) FROM edges WHERE valid_to IS NULL GROUP BY type",
+        )?,
+        sources: grouped(
+            conn,
+            "SELECT status, count(*) FROM sources WHERE deleted_at IS NULL GROUP BY status",
+        )?,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub created_at: String,
+}
+
+pub fn list_users(conn: &Connection) -> rusqlite::Result<Vec<UserRow>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, email, display_name, created_at FROM users ORDER BY email")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(UserRow {
+            id: r.get(0)?,
+            email: r.get(1)?,
+            display_name: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_a_wal_store_with_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/brain.db");
+        let store = Store::open(&path).unwrap();
+        let mode: String = store
+            .read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = store
+            .write(|tx| tx.query_row("PRAGMA foreign_keys", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(fk, 1);
+        assert!(store.size_bytes() > 0);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("brain.db")).unwrap();
+        let r: Result<(), rusqlite::Error> = store.write(|tx| {
+            meta_set(tx, "k", "v")?;
+            Err(rusqlite::Error::InvalidQuery)
+        });
+        assert!(r.is_err());
+        let v = store.read(|c| meta_get(c, "k")).unwrap();
+        assert_eq!(v, None);
+    }
+
+    #[test]
+    fn ensure_user_is_idempotent_and_counts_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("brain.db")).unwrap();
+        let id = UserId::for_email("a@b.c");
+        for _ in 0..2 {
+            let got = store.write(|tx| ensure_user(tx, &id, "a@b.c")).unwrap();
+            assert_eq!(got, id);
+        }
+        let c = store.read(counts).unwrap();
+        assert_eq!(c.users, 1);
+        assert!(c.nodes.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("brain.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = Store::open(&path).err().expect("must fail");
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![b'x'; 4096]);
+    }
+}

@@ -1,0 +1,6 @@
+//! The one integration-test binary: every test here drives the real `brain` binary.
+
+mod daemon;
+mod harness;
+mod identity;
+mod layering;
