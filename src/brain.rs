@@ -8,12 +8,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::path::Path;
+
 use crate::error::{Error, Kind};
+use crate::graph::{self, Direction, NodeRef, NodeView, SourceView, Subgraph, TitleHit};
 use crate::identity::{self, UserId};
+use crate::ingest::watch::{ProgressFn, Worker, WorkerState};
+use crate::ingest::{self, Ingestor, RootInfo, Scope, SyncReport};
 use crate::store::{self, Counts, Store, UserRow};
 
 pub struct Brain {
     store: Arc<Store>,
+    ingestor: Arc<Ingestor>,
+    worker: Arc<Worker>,
     data_dir: PathBuf,
     user_id: UserId,
     user_email: String,
@@ -32,6 +39,7 @@ pub struct Status {
     pub user_id: UserId,
     pub user_email: String,
     pub counts: Counts,
+    pub worker: WorkerState,
 }
 
 impl Brain {
@@ -45,8 +53,16 @@ impl Brain {
         // A users file may have given this address another id; the stored one wins so that
         // every row the daemon writes agrees with the users table.
         let user_id = store.write(|tx| store::ensure_user(tx, user_id, user_email))?;
+        let ingestor = Arc::new(Ingestor::new(
+            store.clone(),
+            user_id.as_str(),
+            ingest::DEFAULT_MAX_FILE_BYTES,
+        ));
+        let worker = Worker::start(ingestor.clone());
         Ok(Brain {
             store,
+            ingestor,
+            worker,
             data_dir,
             user_id,
             user_email: user_email.to_owned(),
@@ -71,7 +87,112 @@ impl Brain {
             user_id: self.user_id.clone(),
             user_email: self.user_email.clone(),
             counts,
+            worker: self.worker.state(),
         })
+    }
+
+    /// Watches every watched root and queues a reconcile of each against the disk, so what
+    /// changed while the daemon was down is applied. Returns at once.
+    pub fn start_watching(&self) -> Result<(), Error> {
+        for root in self.ingestor.roots(true)? {
+            self.worker.watch(&root.path);
+            self.worker.enqueue(root, Scope::All);
+        }
+        Ok(())
+    }
+
+    /// Stops the watcher and the ingest worker; an interrupted sync is redone on next start.
+    pub fn shutdown(&self) {
+        self.worker.stop();
+    }
+
+    /// Adds a watched root, starts watching it and queues its first sync. Returns at once.
+    pub fn watch_add(&self, path: &Path) -> Result<RootInfo, Error> {
+        let root = self.ingestor.add_root(path, true)?;
+        self.worker.watch(&root.path);
+        self.worker.enqueue(root.clone(), Scope::All);
+        Ok(root)
+    }
+
+    pub fn watch_remove(&self, path: &Path) -> Result<RootInfo, Error> {
+        Ok(self.worker.remove_wait(path)?)
+    }
+
+    pub fn watch_list(&self) -> Result<Vec<RootInfo>, Error> {
+        Ok(self.ingestor.roots(true)?)
+    }
+
+    /// Ingests a file or folder once and waits for it. A path inside a known root is synced as
+    /// part of that root; any other folder becomes an unwatched root (a file, its folder).
+    pub fn ingest_path(
+        &self,
+        path: &Path,
+        progress: Option<ProgressFn>,
+    ) -> Result<SyncReport, Error> {
+        let abs = std::fs::canonicalize(path).map_err(|e| {
+            Error::new(
+                Kind::InvalidParams,
+                format!("cannot ingest {}: {e}", path.display()),
+            )
+        })?;
+        let (root, scope) = match self.ingestor.root_for(&abs)? {
+            Some(root) if root.path == abs => (root, Scope::All),
+            Some(root) => (
+                root,
+                Scope::Paths {
+                    paths: vec![abs.clone()],
+                    renames: Vec::new(),
+                },
+            ),
+            None if abs.is_dir() => (self.ingestor.add_root(&abs, false)?, Scope::All),
+            None => {
+                let dir = abs.parent().unwrap_or(Path::new("/"));
+                let root = self.ingestor.add_root(dir, false)?;
+                (
+                    root,
+                    Scope::Paths {
+                        paths: vec![abs.clone()],
+                        renames: Vec::new(),
+                    },
+                )
+            }
+        };
+        Ok(self.worker.sync_wait(root, scope, progress)?)
+    }
+
+    pub fn node_get(&self, r: &NodeRef) -> Result<NodeView, Error> {
+        self.store.read(|c| graph::node_get(c, r))
+    }
+
+    pub fn node_search_title(&self, query: &str, limit: usize) -> Result<Vec<TitleHit>, Error> {
+        self.store.read(|c| graph::search_title(c, query, limit))
+    }
+
+    pub fn graph_neighbors(
+        &self,
+        id: &str,
+        direction: Direction,
+        edge_types: &[String],
+        depth: u32,
+        limit: usize,
+    ) -> Result<Subgraph, Error> {
+        self.store
+            .read(|c| graph::neighbors(c, id, direction, edge_types, depth, limit))
+    }
+
+    pub fn graph_backlinks(&self, id: &str, limit: usize) -> Result<Subgraph, Error> {
+        self.store.read(|c| graph::backlinks(c, id, limit))
+    }
+
+    pub fn source_list(
+        &self,
+        status: Option<&str>,
+        root: Option<&Path>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<SourceView>, u64), Error> {
+        self.store
+            .read(|c| graph::source_list(c, status, root, limit, offset))
     }
 
     pub fn identity_id(&self, email: &str) -> Result<UserId, Error> {

@@ -97,7 +97,11 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             max_connections: config.max_connections,
             own_uid: rustix::process::getuid().as_raw(),
         };
-        server::run(listener, brain, cfg, shutdown).await;
+        brain.start_watching()?;
+        server::run(listener, brain.clone(), cfg, shutdown).await;
+        let b = brain.clone();
+        // Joining the ingest worker blocks; it finishes its current write batch first.
+        let _ = tokio::task::spawn_blocking(move || b.shutdown()).await;
         remove_socket_if_ours(&config.socket, bound);
         info!("daemon stopped");
         Ok(())

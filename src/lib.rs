@@ -12,6 +12,8 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod graph;
 pub mod identity;
+pub mod ingest;
 pub mod rpc;
 pub mod store;

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use crate::brain::Status;
 use crate::error::{Error, Kind};
+use crate::graph::{EdgeView, NodeView, Provenance, SourceView, Subgraph, TitleHit};
+use crate::ingest::{RootInfo, SyncReport};
 use crate::store::UserRow;
 
 pub const JSONRPC: &str = "2.0";
@@ -119,6 +121,17 @@ pub struct StatusWire {
     pub user_id: String,
     pub user_email: String,
     pub counts: CountsWire,
+    pub watcher: WatcherWire,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WatcherWire {
+    /// `watching`, `idle` (no roots) or `unavailable` (the OS refused a watch).
+    pub state: String,
+    pub roots: Vec<String>,
+    pub queue_depth: usize,
+    pub busy: bool,
+    pub error: Option<String>,
 }
 
 impl From<Status> for StatusWire {
@@ -138,6 +151,25 @@ impl From<Status> for StatusWire {
                 nodes: s.counts.nodes,
                 edges: s.counts.edges,
                 sources: s.counts.sources,
+            },
+            watcher: WatcherWire {
+                state: if s.worker.watcher_error.is_some() {
+                    "unavailable"
+                } else if s.worker.watching.is_empty() {
+                    "idle"
+                } else {
+                    "watching"
+                }
+                .into(),
+                roots: s
+                    .worker
+                    .watching
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                queue_depth: s.worker.queue_depth,
+                busy: s.worker.busy,
+                error: s.worker.watcher_error,
             },
         }
     }
@@ -165,6 +197,292 @@ impl From<UserRow> for UserWire {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UserListResult {
     pub users: Vec<UserWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProvenanceWire {
+    pub path: Option<String>,
+    pub lines: Option<[u32; 2]>,
+    pub bytes: Option<[u64; 2]>,
+    pub content_hash: Option<String>,
+    pub extractor: String,
+    pub extractor_version: String,
+    pub actor_id: String,
+    pub run_id: Option<String>,
+    pub step_key: Option<String>,
+    pub recorded_at: String,
+}
+
+impl From<Provenance> for ProvenanceWire {
+    fn from(p: Provenance) -> Self {
+        ProvenanceWire {
+            path: p.path,
+            lines: p.lines.map(|(a, b)| [a, b]),
+            bytes: p.bytes.map(|(a, b)| [a, b]),
+            content_hash: p.content_hash,
+            extractor: p.extractor,
+            extractor_version: p.extractor_version,
+            actor_id: p.actor_id,
+            run_id: p.run_id,
+            step_key: p.step_key,
+            recorded_at: p.recorded_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeWire {
+    pub id: String,
+    pub kind: String,
+    pub key: String,
+    pub title: Option<String>,
+    pub path: Option<String>,
+    pub aliases: Vec<String>,
+    pub props: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    pub parent_id: Option<String>,
+    pub owner_id: String,
+    pub valid_from: String,
+    pub valid_to: Option<String>,
+    pub provenance: Vec<ProvenanceWire>,
+}
+
+impl From<NodeView> for NodeWire {
+    fn from(n: NodeView) -> Self {
+        NodeWire {
+            id: n.id,
+            kind: n.kind,
+            key: n.key,
+            title: n.title,
+            path: n.path,
+            aliases: n.aliases,
+            props: n.props,
+            content: n.content,
+            parent_id: n.parent_id,
+            owner_id: n.owner_id,
+            valid_from: n.valid_from,
+            valid_to: n.valid_to,
+            provenance: n.provenance.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EdgeWire {
+    pub id: String,
+    pub src_id: String,
+    pub dst_id: String,
+    #[serde(rename = "type")]
+    pub edge_type: String,
+    pub props: Value,
+    pub created_by: String,
+    pub provenance: Vec<ProvenanceWire>,
+}
+
+impl From<EdgeView> for EdgeWire {
+    fn from(e: EdgeView) -> Self {
+        EdgeWire {
+            id: e.id,
+            src_id: e.src_id,
+            dst_id: e.dst_id,
+            edge_type: e.edge_type,
+            props: e.props,
+            created_by: e.created_by,
+            provenance: e.provenance.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubgraphWire {
+    pub nodes: Vec<NodeWire>,
+    pub edges: Vec<EdgeWire>,
+}
+
+impl From<Subgraph> for SubgraphWire {
+    fn from(g: Subgraph) -> Self {
+        SubgraphWire {
+            nodes: g.nodes.into_iter().map(Into::into).collect(),
+            edges: g.edges.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeGetParams {
+    pub id: Option<String>,
+    pub path: Option<String>,
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchTitleParams {
+    pub query: String,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TitleHitWire {
+    pub id: String,
+    pub kind: String,
+    pub title: Option<String>,
+    pub path: Option<String>,
+    pub matched: String,
+    pub score: f64,
+}
+
+impl From<TitleHit> for TitleHitWire {
+    fn from(h: TitleHit) -> Self {
+        TitleHitWire {
+            id: h.node.id,
+            kind: h.node.kind,
+            title: h.node.title,
+            path: h.node.path,
+            matched: h.matched,
+            score: h.score,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborsParams {
+    pub id: String,
+    pub direction: Option<String>,
+    #[serde(default)]
+    pub edge_types: Vec<String>,
+    pub depth: Option<u32>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacklinksParams {
+    pub id: String,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceListParams {
+    pub status: Option<String>,
+    pub root: Option<String>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SourceWire {
+    pub id: i64,
+    pub root: String,
+    pub path: String,
+    pub rel_path: String,
+    pub file_type: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub size: Option<i64>,
+    pub content_hash: Option<String>,
+    pub diagnostics: Value,
+    pub indexed_at: Option<String>,
+    pub last_seen_at: String,
+}
+
+impl From<SourceView> for SourceWire {
+    fn from(s: SourceView) -> Self {
+        SourceWire {
+            id: s.id,
+            root: s.root,
+            path: s.path,
+            rel_path: s.rel_path,
+            file_type: s.file_type,
+            status: s.status,
+            reason: s.reason,
+            size: s.size,
+            content_hash: s.content_hash,
+            diagnostics: s.diagnostics,
+            indexed_at: s.indexed_at,
+            last_seen_at: s.last_seen_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SourceListResult {
+    pub sources: Vec<SourceWire>,
+    pub total: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathParams {
+    pub path: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RootWire {
+    pub id: i64,
+    pub path: String,
+    pub watched: bool,
+    pub added_at: String,
+}
+
+impl From<RootInfo> for RootWire {
+    fn from(r: RootInfo) -> Self {
+        RootWire {
+            id: r.id,
+            path: r.path.display().to_string(),
+            watched: r.watched,
+            added_at: r.added_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WatchListResult {
+    pub roots: Vec<RootWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SyncReportWire {
+    pub seen: u64,
+    pub indexed: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub deleted: u64,
+    pub moved: u64,
+    pub reresolved: u64,
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+impl From<SyncReport> for SyncReportWire {
+    fn from(r: SyncReport) -> Self {
+        SyncReportWire {
+            seen: r.seen,
+            indexed: r.indexed,
+            unchanged: r.unchanged,
+            skipped: r.skipped,
+            failed: r.failed,
+            deleted: r.deleted,
+            moved: r.moved,
+            reresolved: r.reresolved,
+            bytes: r.bytes,
+            elapsed_ms: r.elapsed_ms,
+        }
+    }
+}
+
+/// `ingest.progress` notification params.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgressWire {
+    pub done: u64,
+    pub total: u64,
+    pub bytes: u64,
+    pub path: String,
 }
 
 #[cfg(test)]

@@ -216,7 +216,7 @@ async fn serve_connection(
             Ok(Frame::Line) if buf.iter().all(u8::is_ascii_whitespace) => None,
             Ok(Frame::Line) => match protocol::parse_request(&buf) {
                 Err((id, e)) => Some(protocol::error_response(id, &e)),
-                Ok(req) => handle(req, &brain, &shutdown).await,
+                Ok(req) => handle(req, &brain, &shutdown, &mut wr).await,
             },
         };
         if let Some(answer) = answer
@@ -229,7 +229,15 @@ async fn serve_connection(
     debug!("disconnected");
 }
 
-async fn handle(req: Request, brain: &Arc<Brain>, shutdown: &Shutdown) -> Option<Value> {
+/// A sink for notifications a method sends before its answer (progress, for instance).
+pub type Notifier = tokio::sync::mpsc::UnboundedSender<Value>;
+
+async fn handle<W: tokio::io::AsyncWrite + Unpin>(
+    req: Request,
+    brain: &Arc<Brain>,
+    shutdown: &Shutdown,
+    wr: &mut W,
+) -> Option<Value> {
     let Request { id, method, params } = req;
     let span =
         info_span!("rpc", method = %method, id = %id.clone().unwrap_or(serde_json::Value::Null));
@@ -245,7 +253,22 @@ async fn handle(req: Request, brain: &Arc<Brain>, shutdown: &Shutdown) -> Option
         }
         let brain = brain.clone();
         let method_name = method.clone();
-        match tokio::task::spawn_blocking(move || dispatch(&brain, &method_name, params)).await {
+        let (notes_tx, mut notes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut task =
+            tokio::task::spawn_blocking(move || dispatch(&brain, &method_name, params, &notes_tx));
+        let joined = loop {
+            tokio::select! {
+                r = &mut task => break r,
+                Some(n) = notes_rx.recv() => {
+                    // A client that stopped reading only loses its progress notes.
+                    let _ = write_line(wr, &n).await;
+                }
+            }
+        };
+        while let Ok(n) = notes_rx.try_recv() {
+            let _ = write_line(wr, &n).await;
+        }
+        match joined {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "method panicked");
@@ -266,9 +289,13 @@ async fn handle(req: Request, brain: &Arc<Brain>, shutdown: &Shutdown) -> Option
 }
 
 /// Maps a method name to a façade call. Runs on a blocking thread.
-fn dispatch(brain: &Brain, method: &str, params: Value) -> Result<Value, Error> {
+fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Result<Value, Error> {
+    use crate::graph::{Direction, NodeRef};
     use protocol::{
-        IdentityIdParams, IdentityIdResult, NoParams, StatusWire, UserListResult, UserWire,
+        BacklinksParams, IdentityIdParams, IdentityIdResult, JSONRPC, NeighborsParams, NoParams,
+        NodeGetParams, NodeWire, PathParams, ProgressWire, RootWire, SearchTitleParams,
+        SourceListParams, SourceListResult, StatusWire, SubgraphWire, SyncReportWire, TitleHitWire,
+        UserListResult, UserWire, WatchListResult,
     };
     match method {
         "daemon.status" => {
@@ -286,11 +313,126 @@ fn dispatch(brain: &Brain, method: &str, params: Value) -> Result<Value, Error> 
             let users = brain.user_list()?.into_iter().map(UserWire::from).collect();
             to_value(UserListResult { users })
         }
+        "watch.add" => {
+            let p: PathParams = protocol::params(method, params)?;
+            to_value(RootWire::from(brain.watch_add(&absolute(&p.path)?)?))
+        }
+        "watch.remove" => {
+            let p: PathParams = protocol::params(method, params)?;
+            to_value(RootWire::from(brain.watch_remove(&absolute(&p.path)?)?))
+        }
+        "watch.list" => {
+            let _: NoParams = protocol::params(method, params)?;
+            let roots = brain
+                .watch_list()?
+                .into_iter()
+                .map(RootWire::from)
+                .collect();
+            to_value(WatchListResult { roots })
+        }
+        "ingest.path" => {
+            let p: PathParams = protocol::params(method, params)?;
+            let notes = notes.clone();
+            let mut last = std::time::Instant::now();
+            let progress = Box::new(move |pr: &crate::ingest::Progress<'_>| {
+                // At most ten notes a second, and always the last one.
+                if pr.done == pr.total || last.elapsed() >= std::time::Duration::from_millis(100) {
+                    last = std::time::Instant::now();
+                    let params = ProgressWire {
+                        done: pr.done,
+                        total: pr.total,
+                        bytes: pr.bytes,
+                        path: pr.path.to_owned(),
+                    };
+                    let _ = notes.send(serde_json::json!({
+                        "jsonrpc": JSONRPC, "method": "ingest.progress", "params": params,
+                    }));
+                }
+            });
+            let report = brain.ingest_path(&absolute(&p.path)?, Some(progress))?;
+            to_value(SyncReportWire::from(report))
+        }
+        "node.get" => {
+            let p: NodeGetParams = protocol::params(method, params)?;
+            let r = match (p.id, p.path, p.title) {
+                (Some(id), None, None) => NodeRef::Id(id),
+                (None, Some(path), None) => NodeRef::Path(absolute(&path)?),
+                (None, None, Some(t)) => NodeRef::Title(t),
+                _ => {
+                    return Err(Error::new(
+                        Kind::InvalidParams,
+                        "node.get takes exactly one of id, path, title",
+                    ));
+                }
+            };
+            to_value(NodeWire::from(brain.node_get(&r)?))
+        }
+        "node.search_title" => {
+            let p: SearchTitleParams = protocol::params(method, params)?;
+            let hits: Vec<TitleHitWire> = brain
+                .node_search_title(&p.query, p.limit.unwrap_or(20).min(200))?
+                .into_iter()
+                .map(Into::into)
+                .collect();
+            to_value(serde_json::json!({ "hits": hits }))
+        }
+        "graph.neighbors" => {
+            let p: NeighborsParams = protocol::params(method, params)?;
+            let direction = match p.direction.as_deref().unwrap_or("both") {
+                "out" => Direction::Out,
+                "in" => Direction::In,
+                "both" => Direction::Both,
+                other => {
+                    return Err(Error::new(
+                        Kind::InvalidParams,
+                        format!("direction must be out, in or both, not {other:?}"),
+                    ));
+                }
+            };
+            let g = brain.graph_neighbors(
+                &p.id,
+                direction,
+                &p.edge_types,
+                p.depth.unwrap_or(1),
+                p.limit.unwrap_or(100).min(1000),
+            )?;
+            to_value(SubgraphWire::from(g))
+        }
+        "graph.backlinks" => {
+            let p: BacklinksParams = protocol::params(method, params)?;
+            let g = brain.graph_backlinks(&p.id, p.limit.unwrap_or(100).min(1000))?;
+            to_value(SubgraphWire::from(g))
+        }
+        "source.list" => {
+            let p: SourceListParams = protocol::params(method, params)?;
+            let root = p.root.as_deref().map(absolute).transpose()?;
+            let (sources, total) = brain.source_list(
+                p.status.as_deref(),
+                root.as_deref(),
+                p.limit.unwrap_or(1000).min(100_000),
+                p.offset.unwrap_or(0),
+            )?;
+            to_value(SourceListResult {
+                sources: sources.into_iter().map(Into::into).collect(),
+                total,
+            })
+        }
         _ => Err(Error::new(
             Kind::MethodNotFound,
             format!("unknown method {method:?}"),
         )),
     }
+}
+
+fn absolute(p: &str) -> Result<std::path::PathBuf, Error> {
+    let path = std::path::Path::new(p);
+    if !path.is_absolute() {
+        return Err(Error::new(
+            Kind::InvalidParams,
+            format!("path must be absolute: {p:?}"),
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, Error> {

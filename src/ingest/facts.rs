@@ -1,0 +1,668 @@
+//! Writing one file's facts into the graph, inside the caller's transaction.
+//!
+//! Identity rules: a file's own node is keyed by its source row (`source:<id>`), which survives
+//! edits, renames and moves; sections, chunks and edges are keyed under that node, so what a
+//! file still says keeps its id on re-ingest and what it no longer says is retired
+//! (`valid_to`), never deleted. Tags, placeholders and URLs are shared by key. Provenance is
+//! replaced per source: every current fact gets a fresh row citing this file version.
+//! Architecture Invariant: nothing here commits; the caller's transaction makes a file's
+//! writes all-or-nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::{Value, json};
+
+use super::parse::{self, Document, LinkKind, Span, Subpath};
+use super::resolve::{self, Target};
+
+/// What every write needs to know.
+pub struct Ctx<'a> {
+    pub now: &'a str,
+    pub user: &'a str,
+    pub root_id: i64,
+}
+
+/// The file version being written.
+pub struct FileVersion<'a> {
+    pub source_id: i64,
+    pub rel_path: &'a str,
+    pub content_hash: &'a str,
+    pub size: u64,
+    pub lines: u32,
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Creates or finds the node of a file (`note` for parsed files, `file` for the rest) and
+/// registers the names links can use for it. Returns the node id and the names that changed.
+pub fn ensure_file_node(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    source_id: i64,
+    rel_path: &str,
+    kind: &str,
+    is_markdown: bool,
+) -> rusqlite::Result<(String, Vec<String>)> {
+    let key = format!("source:{source_id}");
+    let existing: Option<(String, String)> = tx
+        .prepare_cached(
+            "SELECT id, kind FROM nodes WHERE key = ?1 AND kind IN ('note', 'file') AND valid_to IS NULL",
+        )?
+        .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let stem = rel_path.rsplit('/').next().unwrap_or(rel_path);
+    let title = if is_markdown {
+        stem.strip_suffix(".md").unwrap_or(stem)
+    } else {
+        stem
+    };
+    let id = match existing {
+        Some((id, old_kind)) => {
+            if old_kind != kind {
+                tx.prepare_cached("UPDATE nodes SET kind = ?2, updated_at = ?3 WHERE id = ?1")?
+                    .execute(params![id, kind, ctx.now])?;
+            }
+            id
+        }
+        None => {
+            let id = new_id();
+            tx.prepare_cached(
+                "INSERT INTO nodes(id, kind, key, title, source_id, owner_id, valid_from, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
+            )?
+            .execute(params![id, kind, key, title, source_id, ctx.user, ctx.now])?;
+            id
+        }
+    };
+    let old: HashSet<String> = names_of(tx, &id, &["stem", "path"])?;
+    let new = resolve::names_for(rel_path, is_markdown);
+    let new_set: HashSet<String> = new.iter().map(|(n, _)| n.clone()).collect();
+    let mut changed = Vec::new();
+    if old != new_set {
+        tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1 AND how IN ('stem', 'path')")?
+            .execute([&id])?;
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (name, how) in &new {
+            ins.execute(params![
+                ctx.root_id,
+                name,
+                how,
+                id,
+                resolve::depth(rel_path),
+                rel_path
+            ])?;
+        }
+        changed.extend(old.symmetric_difference(&new_set).cloned());
+    }
+    Ok((id, changed))
+}
+
+fn names_of(
+    tx: &Transaction<'_>,
+    node_id: &str,
+    hows: &[&str],
+) -> rusqlite::Result<HashSet<String>> {
+    let mut stmt = tx.prepare_cached("SELECT name, how FROM note_names WHERE node_id = ?1")?;
+    let rows = stmt.query_map([node_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = HashSet::new();
+    for row in rows {
+        let (name, how) = row?;
+        if hows.contains(&how.as_str()) {
+            out.insert(name);
+        }
+    }
+    Ok(out)
+}
+
+struct OwnedNode {
+    kind: &'static str,
+    key: String,
+    title: String,
+    props: Value,
+    content: Option<String>,
+    span: Span,
+}
+
+struct WantedEdge {
+    dst: String,
+    edge_type: String,
+    key: String,
+    props: Value,
+    span: Option<Span>,
+}
+
+/// Writes everything `doc` says about the file whose node is `note_id`. Returns the names whose
+/// resolution may have changed (aliases gained or lost).
+pub fn write_document(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    note_id: &str,
+    file: &FileVersion<'_>,
+    doc: Option<&Document>,
+) -> rusqlite::Result<Vec<String>> {
+    // This version replaces every citation the file made before.
+    tx.prepare_cached(
+        "UPDATE provenance SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
+    )?
+    .execute(params![file.source_id, ctx.now])?;
+    let whole = Span {
+        byte_start: 0,
+        byte_end: file.size as usize,
+        line_start: 1,
+        line_end: file.lines.max(1),
+    };
+    add_provenance(tx, ctx, file, Some(note_id), None, Some(whole))?;
+
+    let mut changed_names = Vec::new();
+    let mut owned = Vec::new();
+    let mut edges = Vec::new();
+    tx.prepare_cached("DELETE FROM link_refs WHERE src_node_id = ?1")?
+        .execute([note_id])?;
+
+    if let Some(doc) = doc {
+        let mut props = doc.properties.clone();
+        if !doc.block_ids.is_empty() {
+            let blocks: serde_json::Map<String, Value> = doc
+                .block_ids
+                .iter()
+                .map(|b| (b.id.clone(), json!([b.span.line_start, b.span.line_end])))
+                .collect();
+            props.insert("_blocks".into(), Value::Object(blocks));
+        }
+        if let Some(id) = &doc.front_matter_id {
+            props.insert("_id".into(), json!(id));
+        }
+        let stem = file.rel_path.rsplit('/').next().unwrap_or(file.rel_path);
+        let stem = stem.strip_suffix(".md").unwrap_or(stem);
+        let title = doc.title.clone().unwrap_or_else(|| stem.to_owned());
+        tx.prepare_cached(
+            "UPDATE nodes SET title = ?2, aliases = ?3, props = ?4, updated_at = ?5 WHERE id = ?1
+               AND (title IS NOT ?2 OR aliases IS NOT ?3 OR props IS NOT ?4)",
+        )?
+        .execute(params![
+            note_id,
+            title,
+            Value::from(doc.aliases.clone()).to_string(),
+            Value::Object(props).to_string(),
+            ctx.now
+        ])?;
+        changed_names.extend(write_aliases(
+            tx,
+            ctx,
+            note_id,
+            file.rel_path,
+            &doc.aliases,
+        )?);
+        plan_sections_and_chunks(doc, note_id, &mut owned);
+        plan_tags(tx, ctx, file, doc, &mut edges)?;
+        plan_links(tx, ctx, note_id, file, doc, &mut edges)?;
+    } else {
+        changed_names.extend(write_aliases(tx, ctx, note_id, file.rel_path, &[])?);
+    }
+
+    // Owned nodes: keep by key, create new, retire the rest.
+    let mut existing: HashMap<(String, String), String> = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, kind, key FROM nodes WHERE parent_id = ?1 AND valid_to IS NULL",
+        )?;
+        let rows = stmt.query_map([note_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        for row in rows {
+            let (id, kind, key) = row?;
+            existing.insert((kind, key), id);
+        }
+    }
+    let mut ins_node = tx.prepare_cached(
+        "INSERT INTO nodes(id, kind, key, title, props, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+    )?;
+    for n in &owned {
+        let id = match existing.remove(&(n.kind.to_owned(), n.key.clone())) {
+            Some(id) => id,
+            None => {
+                let id = new_id();
+                ins_node.execute(params![
+                    id,
+                    n.kind,
+                    n.key,
+                    n.title,
+                    n.props.to_string(),
+                    n.content,
+                    file.source_id,
+                    note_id,
+                    ctx.user,
+                    ctx.now
+                ])?;
+                id
+            }
+        };
+        let edge_type = if n.kind == "section" {
+            "has_section"
+        } else {
+            "has_chunk"
+        };
+        edges.push(WantedEdge {
+            dst: id.clone(),
+            edge_type: edge_type.into(),
+            key: String::new(),
+            props: json!({}),
+            span: Some(n.span),
+        });
+        add_provenance(tx, ctx, file, Some(&id), None, Some(n.span))?;
+    }
+    for id in existing.into_values() {
+        retire_node(tx, ctx, &id)?;
+    }
+    write_edges(tx, ctx, note_id, file, edges)?;
+    Ok(changed_names)
+}
+
+fn write_aliases(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    note_id: &str,
+    rel_path: &str,
+    aliases: &[String],
+) -> rusqlite::Result<Vec<String>> {
+    let old = names_of(tx, note_id, &["alias"])?;
+    let new: HashSet<String> = aliases
+        .iter()
+        .map(|a| a.trim().to_lowercase())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if old == new {
+        return Ok(Vec::new());
+    }
+    tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1 AND how = 'alias'")?
+        .execute([note_id])?;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path) VALUES (?1, ?2, 'alias', ?3, ?4, ?5)",
+    )?;
+    for a in &new {
+        ins.execute(params![
+            ctx.root_id,
+            a,
+            note_id,
+            resolve::depth(rel_path),
+            rel_path
+        ])?;
+    }
+    Ok(old.symmetric_difference(&new).cloned().collect())
+}
+
+fn plan_sections_and_chunks(doc: &Document, note_id: &str, owned: &mut Vec<OwnedNode>) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut stack: Vec<(u8, String)> = Vec::new();
+    for h in &doc.headings {
+        while stack.last().is_some_and(|(l, _)| *l >= h.level) {
+            stack.pop();
+        }
+        stack.push((h.level, h.text.clone()));
+        let path: Vec<&str> = stack.iter().map(|(_, t)| t.as_str()).collect();
+        let base = format!("{note_id}/h/{}", Value::from(path.clone()));
+        let n = seen.entry(base.clone()).or_default();
+        *n += 1;
+        owned.push(OwnedNode {
+            kind: "section",
+            key: format!("{base}#{n}"),
+            title: h.text.clone(),
+            props: json!({ "level": h.level, "heading_path": path }),
+            content: None,
+            span: h.span,
+        });
+    }
+    for c in &doc.chunks {
+        let hash = blake3::hash(c.text.as_bytes()).to_hex();
+        let base = format!("{note_id}/c/{}", &hash[..32]);
+        let n = seen.entry(base.clone()).or_default();
+        *n += 1;
+        owned.push(OwnedNode {
+            kind: "chunk",
+            key: format!("{base}#{n}"),
+            title: c.heading_path.last().cloned().unwrap_or_default(),
+            props: json!({ "heading_path": c.heading_path }),
+            content: Some(c.text.clone()),
+            span: c.span,
+        });
+    }
+}
+
+/// Gets or creates a shared node (tag, placeholder, url) by kind and key.
+fn shared_node(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    kind: &str,
+    key: &str,
+    title: &str,
+) -> rusqlite::Result<(String, bool)> {
+    let found: Option<String> = tx
+        .prepare_cached("SELECT id FROM nodes WHERE kind = ?1 AND key = ?2 AND valid_to IS NULL")?
+        .query_row([kind, key], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        return Ok((id, false));
+    }
+    let id = new_id();
+    tx.prepare_cached(
+        "INSERT INTO nodes(id, kind, key, title, owner_id, valid_from, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+    )?
+    .execute(params![id, kind, key, title, ctx.user, ctx.now])?;
+    Ok((id, true))
+}
+
+fn plan_tags(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    file: &FileVersion<'_>,
+    doc: &Document,
+    edges: &mut Vec<WantedEdge>,
+) -> rusqlite::Result<()> {
+    let mut done = HashSet::new();
+    for tag in &doc.tags {
+        let name = tag.name.trim_matches('/').to_owned();
+        let lower = name.to_lowercase();
+        if lower.is_empty() || !done.insert(lower.clone()) {
+            continue;
+        }
+        let (id, _) = shared_node(tx, ctx, "tag", &format!("tag:{lower}"), &name)?;
+        add_provenance(tx, ctx, file, Some(&id), None, Some(tag.span))?;
+        edges.push(WantedEdge {
+            dst: id.clone(),
+            edge_type: "tagged".into(),
+            key: String::new(),
+            props: json!({ "from_front_matter": tag.from_front_matter }),
+            span: Some(tag.span),
+        });
+        // Nested tags: a/b/c child_of a/b child_of a. These edges belong to the tags, not to
+        // this file, so they are created once and cited by every file that implies them.
+        let mut child = (id, name.clone());
+        while let Some((parent, _)) = child.1.rsplit_once('/') {
+            let parent = parent.to_owned();
+            let (pid, _) = shared_node(
+                tx,
+                ctx,
+                "tag",
+                &format!("tag:{}", parent.to_lowercase()),
+                &parent,
+            )?;
+            add_provenance(tx, ctx, file, Some(&pid), None, Some(tag.span))?;
+            let eid = shared_edge(tx, ctx, &child.0, &pid, "child_of")?;
+            add_provenance(tx, ctx, file, None, Some(&eid), Some(tag.span))?;
+            child = (pid, parent);
+        }
+    }
+    Ok(())
+}
+
+fn shared_edge(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    src: &str,
+    dst: &str,
+    edge_type: &str,
+) -> rusqlite::Result<String> {
+    let found: Option<String> = tx
+        .prepare_cached(
+            "SELECT id FROM edges WHERE src_id = ?1 AND dst_id = ?2 AND type = ?3 AND key = '' AND valid_to IS NULL",
+        )?
+        .query_row([src, dst, edge_type], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    let id = new_id();
+    tx.prepare_cached(
+        "INSERT INTO edges(id, src_id, dst_id, type, key, created_by, valid_from, created_at)
+         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?6)",
+    )?
+    .execute(params![id, src, dst, edge_type, ctx.user, ctx.now])?;
+    Ok(id)
+}
+
+fn plan_links(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    note_id: &str,
+    file: &FileVersion<'_>,
+    doc: &Document,
+    edges: &mut Vec<WantedEdge>,
+) -> rusqlite::Result<()> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut refs = HashSet::new();
+    let in_front_matter = |s: &Span| {
+        doc.front_matter
+            .is_some_and(|fm| s.byte_start >= fm.byte_start && s.byte_end <= fm.byte_end)
+    };
+    for link in &doc.links {
+        let (dst, subpath_json) = if link.kind == LinkKind::External {
+            let (id, _) = shared_node(tx, ctx, "url", &link.target, &link.target)?;
+            (id, Value::Null)
+        } else {
+            let subpath = match &link.subpath {
+                Some(Subpath::Heading(h)) => json!({ "heading": h }),
+                Some(Subpath::Block(b)) => json!({ "block": b }),
+                None => Value::Null,
+            };
+            match Target::new(&link.target, file.rel_path) {
+                None => (note_id.to_owned(), subpath),
+                Some(target) => {
+                    for name in target.watch_names() {
+                        refs.insert(name);
+                    }
+                    match resolve::resolve(tx, ctx.root_id, &target)? {
+                        Some(id) => (id, subpath),
+                        None => {
+                            let key = format!("{}:{}", ctx.root_id, target.name);
+                            let title = link.target.trim().to_owned();
+                            let (id, _) = shared_node(tx, ctx, "placeholder", &key, &title)?;
+                            (id, subpath)
+                        }
+                    }
+                }
+            }
+        };
+        let kind = match (&link.subpath, link.kind) {
+            (_, LinkKind::External) => "external",
+            (Some(Subpath::Heading(_)), _) => "heading",
+            (Some(Subpath::Block(_)), _) => "block",
+            (None, k) => parse::link_kind_name(&k),
+        };
+        let props = json!({
+            "kind": kind,
+            "syntax": parse::link_kind_name(&link.kind),
+            "target": link.target,
+            "subpath": subpath_json,
+            "display": link.display,
+        });
+        let from_fm = in_front_matter(&link.span);
+        let mut types = Vec::new();
+        if !from_fm {
+            types.push("links_to".to_owned());
+        }
+        if let Some(p) = &link.property {
+            types.push(p.trim().to_owned());
+        }
+        for edge_type in types {
+            let base = format!(
+                "{edge_type}|{kind}|{subpath_json}|{}",
+                link.display.as_deref().unwrap_or("")
+            );
+            let n = seen.entry(format!("{dst}|{base}")).or_default();
+            *n += 1;
+            edges.push(WantedEdge {
+                dst: dst.clone(),
+                edge_type,
+                key: format!("{base}#{n}"),
+                props: props.clone(),
+                span: Some(link.span),
+            });
+        }
+    }
+    let mut ins =
+        tx.prepare_cached("INSERT INTO link_refs(root_id, name, src_node_id) VALUES (?1, ?2, ?3)")?;
+    for name in refs {
+        ins.execute(params![ctx.root_id, name, note_id])?;
+    }
+    Ok(())
+}
+
+/// Current edges from the note: keep those still wanted, create new ones, retire the rest.
+fn write_edges(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    note_id: &str,
+    file: &FileVersion<'_>,
+    wanted: Vec<WantedEdge>,
+) -> rusqlite::Result<()> {
+    let mut existing: HashMap<(String, String, String), String> = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, dst_id, type, key FROM edges WHERE src_id = ?1 AND valid_to IS NULL",
+        )?;
+        let rows = stmt.query_map([note_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        for row in rows {
+            let (id, dst, t, k) = row?;
+            existing.insert((dst, t, k), id);
+        }
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+    )?;
+    for e in wanted {
+        let k = (e.dst.clone(), e.edge_type.clone(), e.key.clone());
+        let id = match existing.remove(&k) {
+            Some(id) => {
+                tx.prepare_cached("UPDATE edges SET props = ?2 WHERE id = ?1 AND props IS NOT ?2")?
+                    .execute(params![id, e.props.to_string()])?;
+                id
+            }
+            None => {
+                let id = new_id();
+                ins.execute(params![
+                    id,
+                    note_id,
+                    e.dst,
+                    e.edge_type,
+                    e.key,
+                    e.props.to_string(),
+                    ctx.user,
+                    ctx.now
+                ])?;
+                id
+            }
+        };
+        add_provenance(tx, ctx, file, None, Some(&id), e.span)?;
+    }
+    let mut retire = tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE id = ?1")?;
+    for id in existing.into_values() {
+        retire.execute(params![id, ctx.now])?;
+    }
+    Ok(())
+}
+
+fn add_provenance(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    file: &FileVersion<'_>,
+    node: Option<&str>,
+    edge: Option<&str>,
+    span: Option<Span>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO provenance(node_id, edge_id, source_id, byte_start, byte_end, line_start, line_end,
+                                content_hash, extractor, extractor_version, actor_id, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        node,
+        edge,
+        file.source_id,
+        span.map(|s| s.byte_start as i64),
+        span.map(|s| s.byte_end as i64),
+        span.map(|s| s.line_start),
+        span.map(|s| s.line_end),
+        file.content_hash,
+        parse::EXTRACTOR,
+        parse::EXTRACTOR_VERSION,
+        ctx.user,
+        ctx.now
+    ])?;
+    Ok(())
+}
+
+/// Retires a node and every current edge touching it.
+pub fn retire_node(tx: &Transaction<'_>, ctx: &Ctx<'_>, id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE nodes SET valid_to = ?2 WHERE id = ?1 AND valid_to IS NULL")?
+        .execute(params![id, ctx.now])?;
+    tx.prepare_cached(
+        "UPDATE edges SET valid_to = ?2 WHERE (src_id = ?1 OR dst_id = ?1) AND valid_to IS NULL",
+    )?
+    .execute(params![id, ctx.now])?;
+    tx.prepare_cached(
+        "UPDATE provenance SET valid_to = ?2 WHERE node_id = ?1 AND valid_to IS NULL",
+    )?
+    .execute(params![id, ctx.now])?;
+    Ok(())
+}
+
+/// Retires everything a file said, and the file's node. Returns the names that went away.
+pub fn retire_file(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    source_id: i64,
+) -> rusqlite::Result<Vec<String>> {
+    let ids: Vec<String> = tx
+        .prepare_cached("SELECT id FROM nodes WHERE source_id = ?1 AND valid_to IS NULL")?
+        .query_map([source_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut names = Vec::new();
+    for id in &ids {
+        names.extend(names_of(tx, id, &["stem", "path", "alias"])?);
+        tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1")?
+            .execute([id])?;
+        tx.prepare_cached("DELETE FROM link_refs WHERE src_node_id = ?1")?
+            .execute([id])?;
+        retire_node(tx, ctx, id)?;
+    }
+    tx.prepare_cached(
+        "UPDATE provenance SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
+    )?
+    .execute(params![source_id, ctx.now])?;
+    Ok(names)
+}
+
+/// Retires shared nodes nothing points at any more: placeholders and URLs without incoming
+/// edges, tags without files or child tags.
+pub fn collect_garbage(tx: &Transaction<'_>, ctx: &Ctx<'_>) -> rusqlite::Result<usize> {
+    let mut total = 0;
+    loop {
+        let ids: Vec<String> = tx
+            .prepare_cached(
+                "SELECT n.id FROM nodes n
+                 WHERE n.kind IN ('placeholder', 'url', 'tag') AND n.valid_to IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM edges e WHERE e.dst_id = n.id AND e.valid_to IS NULL)",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(total);
+        }
+        total += ids.len();
+        for id in ids {
+            retire_node(tx, ctx, &id)?;
+        }
+    }
+}

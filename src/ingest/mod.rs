@@ -1,0 +1,809 @@
+//! Ingestion: files on disk become nodes, edges and provenance in the store.
+//!
+//! [`Ingestor::sync`] brings the store in step with the disk for a whole root or for some
+//! paths in it: it walks, compares with the sources table (size + mtime, then content hash),
+//! detects moves (by rename events or equal content), then writes in two phases — first every
+//! file's own node and link names, then each file's facts — so links between files of one
+//! batch resolve on the first pass. Notes whose links may now resolve differently are redone.
+//! Architecture Invariant: one file's facts are written in one transaction; a crash leaves the
+//! previous version, and a file left `pending` is redone on the next sync. No tokio here.
+
+pub mod facts;
+pub mod parse;
+pub mod resolve;
+pub mod rules;
+pub mod walk;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::clock;
+use crate::store::Store;
+use facts::{Ctx, FileVersion};
+use parse::FileType;
+use rules::Rules;
+use walk::{DiskFile, Found};
+
+/// Files above this size are recorded as skipped (`too_large`) and not read.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Files whose first bytes hold a NUL are binary.
+const BINARY_SNIFF_BYTES: usize = 8000;
+/// Files written per transaction in a large sync: big enough to amortize commits, small enough
+/// that a crash redoes little.
+const WRITE_BATCH: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{path}: {message}")]
+    BadRoot { path: PathBuf, message: String },
+    #[error("{} is not inside a known root", .0.display())]
+    NotInRoot(PathBuf),
+    #[error("no watch on {}", .0.display())]
+    NoSuchWatch(PathBuf),
+    #[error("the ingest worker has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl From<IngestError> for crate::error::Error {
+    fn from(e: IngestError) -> Self {
+        use crate::error::{Error, Kind};
+        let kind = match &e {
+            IngestError::BadRoot { .. } => Kind::InvalidParams,
+            IngestError::NotInRoot(_) | IngestError::NoSuchWatch(_) => Kind::NotFound,
+            IngestError::Stopped => Kind::ShuttingDown,
+            IngestError::Sqlite(_) => Kind::StoreError,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootInfo {
+    pub id: i64,
+    pub path: PathBuf,
+    pub watched: bool,
+    pub added_at: String,
+}
+
+/// What a sync covers.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    All,
+    /// These paths (files or folders, present or gone) and renames seen by the watcher.
+    Paths {
+        paths: Vec<PathBuf>,
+        renames: Vec<(PathBuf, PathBuf)>,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub seen: u64,
+    pub indexed: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub deleted: u64,
+    pub moved: u64,
+    pub reresolved: u64,
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub done: u64,
+    pub total: u64,
+    pub bytes: u64,
+    pub path: &'a str,
+}
+
+pub struct Ingestor {
+    store: Arc<Store>,
+    user: String,
+    max_file_bytes: u64,
+}
+
+/// A live source row.
+#[derive(Debug, Clone)]
+struct SourceRow {
+    id: i64,
+    rel: String,
+    hash: Option<String>,
+    size: Option<i64>,
+    mtime_ns: Option<i64>,
+    status: String,
+}
+
+/// A file to (re)write.
+struct Job {
+    source_id: Option<i64>,
+    file: DiskFile,
+    outcome: Outcome,
+    hash: Option<String>,
+    bytes: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Parse(FileType),
+    Skip(&'static str),
+    Fail(String),
+}
+
+fn file_type_name(t: Option<FileType>) -> &'static str {
+    match t {
+        Some(FileType::Markdown) => "markdown",
+        Some(FileType::Text) => "text",
+        Some(FileType::Code) => "code",
+        Some(FileType::Html) => "html",
+        None => "other",
+    }
+}
+
+impl Ingestor {
+    pub fn new(store: Arc<Store>, user: &str, max_file_bytes: u64) -> Ingestor {
+        Ingestor {
+            store,
+            user: user.to_owned(),
+            max_file_bytes,
+        }
+    }
+
+    /// Registers a folder as a root (watched or not). An existing root keeps its id; asking to
+    /// watch a one-off root turns it into a watched one.
+    pub fn add_root(&self, path: &Path, watched: bool) -> Result<RootInfo, IngestError> {
+        let canonical = std::fs::canonicalize(path).map_err(|e| IngestError::BadRoot {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if !canonical.is_dir() {
+            return Err(IngestError::BadRoot {
+                path: path.to_owned(),
+                message: "not a directory".into(),
+            });
+        }
+        let Some(text) = canonical.to_str() else {
+            return Err(IngestError::BadRoot {
+                path: path.to_owned(),
+                message: "path is not UTF-8".into(),
+            });
+        };
+        let now = clock::now();
+        self.store.write(|tx| {
+            tx.execute(
+                "INSERT INTO roots(path, watched, added_by, added_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(path) DO UPDATE SET
+                   watched = CASE WHEN roots.removed_at IS NULL THEN max(roots.watched, excluded.watched)
+                                  ELSE excluded.watched END,
+                   removed_at = NULL",
+                params![text, watched, self.user, now],
+            )?;
+            Ok::<_, IngestError>(())
+        })?;
+        self.root_by_path(&canonical)?
+            .ok_or_else(|| IngestError::NotInRoot(canonical.clone()))
+    }
+
+    fn root_by_path(&self, canonical: &Path) -> Result<Option<RootInfo>, IngestError> {
+        let text = canonical.to_string_lossy().into_owned();
+        Ok(self.store.read(|c| {
+            c.query_row(
+                "SELECT id, path, watched, added_at FROM roots WHERE path = ?1 AND removed_at IS NULL",
+                [text],
+                row_to_root,
+            )
+            .optional()
+        })?)
+    }
+
+    /// Live roots, watched ones only when asked.
+    pub fn roots(&self, watched_only: bool) -> Result<Vec<RootInfo>, IngestError> {
+        Ok(self.store.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, path, watched, added_at FROM roots
+                 WHERE removed_at IS NULL AND (?1 = 0 OR watched = 1) ORDER BY path",
+            )?;
+            let rows = stmt.query_map([watched_only], row_to_root)?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })?)
+    }
+
+    /// The live root containing `abs` (the deepest one when roots nest).
+    pub fn root_for(&self, abs: &Path) -> Result<Option<RootInfo>, IngestError> {
+        Ok(self
+            .roots(false)?
+            .into_iter()
+            .filter(|r| abs.starts_with(&r.path))
+            .max_by_key(|r| r.path.as_os_str().len()))
+    }
+
+    /// Stops watching a root and retires everything its files said.
+    pub fn remove_root(&self, path: &Path) -> Result<RootInfo, IngestError> {
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let root = self
+            .root_by_path(&canonical)?
+            .filter(|r| r.watched)
+            .ok_or_else(|| IngestError::NoSuchWatch(path.to_owned()))?;
+        let now = clock::now();
+        let ctx = Ctx {
+            now: &now,
+            user: &self.user,
+            root_id: root.id,
+        };
+        self.store.write(|tx| {
+            let ids: Vec<i64> = tx
+                .prepare("SELECT id FROM sources WHERE root_id = ?1 AND deleted_at IS NULL")?
+                .query_map([root.id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in ids {
+                facts::retire_file(tx, &ctx, id)?;
+                tx.execute(
+                    "UPDATE sources SET deleted_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+            }
+            tx.execute(
+                "UPDATE roots SET removed_at = ?2, watched = 0 WHERE id = ?1",
+                params![root.id, now],
+            )?;
+            facts::collect_garbage(tx, &ctx)?;
+            Ok::<_, IngestError>(())
+        })?;
+        Ok(root)
+    }
+
+    /// Brings the store in step with the disk for `scope` under `root`.
+    pub fn sync(
+        &self,
+        root: &RootInfo,
+        scope: &Scope,
+        progress: &mut dyn FnMut(&Progress<'_>),
+    ) -> Result<SyncReport, IngestError> {
+        self.sync_cancellable(root, scope, progress, &AtomicBool::new(false))
+    }
+
+    /// [`Ingestor::sync`] that stops between write batches once `cancel` is set; files not
+    /// written yet stay as they were (or `pending`) and are redone by the next sync.
+    pub fn sync_cancellable(
+        &self,
+        root: &RootInfo,
+        scope: &Scope,
+        progress: &mut dyn FnMut(&Progress<'_>),
+        cancel: &AtomicBool,
+    ) -> Result<SyncReport, IngestError> {
+        let started = Instant::now();
+        let mut report = SyncReport::default();
+        let rules = Rules::new(&root.path);
+        let canonical_root =
+            std::fs::canonicalize(&root.path).unwrap_or_else(|_| root.path.clone());
+
+        // 1. What is on disk, and what the store believes, for the scope.
+        let (found, scope_rels) = self.discover(root, &canonical_root, &rules, scope);
+        let mut sources = self.live_sources(root.id, scope_rels.as_deref())?;
+
+        // 2. Compare.
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut touch: Vec<(i64, u64, i64)> = Vec::new();
+        let mut marks: Vec<(Option<i64>, String, &'static str, String)> = Vec::new();
+        for f in found {
+            report.seen += 1;
+            match f {
+                Found::File(file) => {
+                    let existing = sources.remove(&file.rel);
+                    if let Some(src) = &existing
+                        && src.size == Some(file.size as i64)
+                        && src.mtime_ns == Some(file.mtime_ns)
+                        && (src.status == "indexed" || src.status == "skipped")
+                    {
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    let job = self.prepare(existing.as_ref().map(|s| s.id), file);
+                    if let (Some(src), Some(h)) = (&existing, &job.hash)
+                        && src.hash.as_deref() == Some(h)
+                        && (src.status == "indexed" || src.status == "skipped")
+                    {
+                        touch.push((src.id, job.file.size, job.file.mtime_ns));
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    jobs.push(job);
+                }
+                Found::Ignored { rel } => {
+                    let id = sources.remove(&rel).map(|s| s.id);
+                    marks.push((id, rel, "skipped", "ignored".into()));
+                }
+                Found::OutsideRoot { rel } => {
+                    let id = sources.remove(&rel).map(|s| s.id);
+                    marks.push((id, rel, "skipped", "symlink leaves the root".into()));
+                }
+                Found::Error { rel, message } => {
+                    let id = sources.remove(&rel).map(|s| s.id);
+                    marks.push((id, rel, "failed", message));
+                }
+            }
+        }
+        // What remains in `sources` is gone from disk.
+        let mut gone: Vec<SourceRow> = sources.into_values().collect();
+
+        // 3. Moves: rename events first, then equal content.
+        if let Scope::Paths { renames, .. } = scope {
+            for (from, to) in renames {
+                let (Some(from), Some(to)) = (
+                    walk::rel_path(&root.path, from),
+                    walk::rel_path(&root.path, to),
+                ) else {
+                    continue;
+                };
+                let Some(gi) = gone.iter().position(|g| g.rel == from) else {
+                    continue;
+                };
+                if let Some(job) = jobs
+                    .iter_mut()
+                    .find(|j| j.source_id.is_none() && j.file.rel == to)
+                {
+                    job.source_id = Some(gone.remove(gi).id);
+                    report.moved += 1;
+                }
+            }
+        }
+        for job in jobs.iter_mut().filter(|j| j.source_id.is_none()) {
+            let Some(h) = &job.hash else { continue };
+            if let Some(gi) = gone.iter().position(|g| g.hash.as_deref() == Some(h)) {
+                job.source_id = Some(gone.remove(gi).id);
+                report.moved += 1;
+            }
+        }
+
+        // 4. Phase one: source rows, file nodes, names; deletions and marks.
+        let now = clock::now();
+        let ctx = Ctx {
+            now: &now,
+            user: &self.user,
+            root_id: root.id,
+        };
+        let mut changed_names: HashSet<String> = HashSet::new();
+        let mut note_ids: Vec<String> = Vec::with_capacity(jobs.len());
+        self.store.write(|tx| {
+            for (id, size, mtime) in &touch {
+                tx.prepare_cached(
+                    "UPDATE sources SET size = ?2, mtime_ns = ?3, last_seen_at = ?4 WHERE id = ?1",
+                )?
+                .execute(params![id, *size as i64, mtime, now])?;
+            }
+            for g in &gone {
+                changed_names.extend(facts::retire_file(tx, &ctx, g.id)?);
+                tx.execute(
+                    "UPDATE sources SET deleted_at = ?2 WHERE id = ?1",
+                    params![g.id, now],
+                )?;
+                report.deleted += 1;
+            }
+            for (id, rel, status, reason) in &marks {
+                if let Some(id) = id {
+                    changed_names.extend(facts::retire_file(tx, &ctx, *id)?);
+                }
+                upsert_source(
+                    tx,
+                    &ctx,
+                    *id,
+                    rel,
+                    "other",
+                    None,
+                    None,
+                    None,
+                    status,
+                    Some(reason),
+                )?;
+                if *status == "failed" {
+                    report.failed += 1;
+                } else {
+                    report.skipped += 1;
+                }
+            }
+            for job in jobs.iter_mut() {
+                let (status, reason, kind) = match &job.outcome {
+                    Outcome::Parse(_) => ("pending", None, "note"),
+                    Outcome::Skip(r) => ("pending", Some(r.to_string()), "file"),
+                    Outcome::Fail(m) => ("failed", Some(m.clone()), "file"),
+                };
+                let ft = match &job.outcome {
+                    Outcome::Parse(t) => file_type_name(Some(*t)),
+                    _ => file_type_name(FileType::from_path(Path::new(&job.file.rel))),
+                };
+                let id = upsert_source(
+                    tx,
+                    &ctx,
+                    job.source_id,
+                    &job.file.rel,
+                    ft,
+                    job.hash.as_deref(),
+                    Some(job.file.size),
+                    Some(job.file.mtime_ns),
+                    status,
+                    reason.as_deref(),
+                )?;
+                job.source_id = Some(id);
+                let is_md = job.outcome == Outcome::Parse(FileType::Markdown);
+                let (nid, names) =
+                    facts::ensure_file_node(tx, &ctx, id, &job.file.rel, kind, is_md)?;
+                changed_names.extend(names);
+                note_ids.push(nid);
+            }
+            Ok::<_, IngestError>(())
+        })?;
+
+        // 5. Phase two: each file's facts, a batch of files per transaction.
+        let total = jobs.len() as u64;
+        let mut processed: HashSet<String> = HashSet::new();
+        let mut alias_names: HashSet<String> = HashSet::new();
+        let mut done = 0u64;
+        let mut pairs: Vec<(Job, String)> = jobs.into_iter().zip(note_ids).collect();
+        while !pairs.is_empty() {
+            if cancel.load(Ordering::Relaxed) {
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                return Ok(report);
+            }
+            let batch: Vec<(Job, String)> = pairs.drain(..pairs.len().min(WRITE_BATCH)).collect();
+            let parsed: Vec<(Job, String, Option<parse::Document>)> = batch
+                .into_iter()
+                .map(|(mut job, nid)| {
+                    let doc = match (&job.outcome, job.bytes.take()) {
+                        (Outcome::Parse(t), Some(bytes)) => Some(parse::parse(&bytes, *t)),
+                        _ => None,
+                    };
+                    (job, nid, doc)
+                })
+                .collect();
+            self.store.write(|tx| {
+                for (job, nid, doc) in &parsed {
+                    let names = write_job(tx, &ctx, job, nid, doc.as_ref())?;
+                    alias_names.extend(names);
+                    processed.insert(nid.clone());
+                    match &job.outcome {
+                        Outcome::Parse(_) => report.indexed += 1,
+                        Outcome::Skip(_) => report.skipped += 1,
+                        Outcome::Fail(_) => report.failed += 1,
+                    }
+                    report.bytes += job.file.size;
+                }
+                Ok::<_, IngestError>(())
+            })?;
+            for (job, _, _) in &parsed {
+                done += 1;
+                progress(&Progress {
+                    done,
+                    total,
+                    bytes: report.bytes,
+                    path: &job.file.rel,
+                });
+            }
+        }
+
+        // 6. Links elsewhere that may now resolve differently.
+        let mut redo: HashSet<String> = self.referrers(root.id, &changed_names)?;
+        redo.retain(|id| !processed.contains(id));
+        redo.extend(self.referrers(root.id, &alias_names)?);
+        if !redo.is_empty() {
+            report.reresolved = self.reresolve(root, &ctx, &redo)?;
+        }
+        self.store
+            .write(|tx| facts::collect_garbage(tx, &ctx).map_err(IngestError::from))?;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// Walks the scope. Returns what was found and, for a partial scope, the relative paths it
+    /// covers (a path covers itself and everything below it).
+    fn discover(
+        &self,
+        root: &RootInfo,
+        canonical_root: &Path,
+        rules: &Rules,
+        scope: &Scope,
+    ) -> (Vec<Found>, Option<Vec<String>>) {
+        match scope {
+            Scope::All => (
+                walk::walk(&root.path, canonical_root, rules, &root.path),
+                None,
+            ),
+            Scope::Paths { paths, renames } => {
+                let mut all: Vec<PathBuf> = paths.clone();
+                for (a, b) in renames {
+                    all.push(a.clone());
+                    all.push(b.clone());
+                }
+                all.sort();
+                all.dedup();
+                let mut found = Vec::new();
+                let mut rels = Vec::new();
+                for p in all {
+                    let Some(rel) = walk::rel_path(&root.path, &p) else {
+                        continue;
+                    };
+                    if p.file_name()
+                        .is_some_and(|n| rules::IGNORE_FILES.iter().any(|f| n == *f))
+                        && let Some(dir) = p.parent()
+                    {
+                        rules.invalidate(dir);
+                    }
+                    rels.push(rel.clone());
+                    match std::fs::symlink_metadata(&p) {
+                        Ok(m) if m.is_dir() => {
+                            if !rules.is_ignored(&p, true) {
+                                found.extend(walk::walk(&root.path, canonical_root, rules, &p));
+                            }
+                        }
+                        Ok(_) => {
+                            let one = walk::walk(&root.path, canonical_root, rules, &p);
+                            found.extend(one.into_iter().filter(|f| match f {
+                                Found::File(d) => d.rel == rel,
+                                Found::Ignored { rel: r }
+                                | Found::OutsideRoot { rel: r }
+                                | Found::Error { rel: r, .. } => *r == rel,
+                            }));
+                        }
+                        Err(_) => {}
+                    }
+                }
+                let mut seen = HashSet::new();
+                found.retain(|f| {
+                    let r = match f {
+                        Found::File(d) => d.rel.clone(),
+                        Found::Ignored { rel }
+                        | Found::OutsideRoot { rel }
+                        | Found::Error { rel, .. } => rel.clone(),
+                    };
+                    seen.insert(r)
+                });
+                (found, Some(rels))
+            }
+        }
+    }
+
+    fn live_sources(
+        &self,
+        root_id: i64,
+        scope: Option<&[String]>,
+    ) -> Result<BTreeMap<String, SourceRow>, IngestError> {
+        Ok(self.store.read(|c| {
+            let mut out = BTreeMap::new();
+            let mut stmt = c.prepare_cached(
+                "SELECT id, rel_path, content_hash, size, mtime_ns, status FROM sources
+                 WHERE root_id = ?1 AND deleted_at IS NULL
+                   AND (?2 IS NULL OR rel_path = ?2 OR substr(rel_path, 1, length(?2) + 1) = ?2 || '/')",
+            )?;
+            let mut run = |prefix: Option<&str>| -> rusqlite::Result<()> {
+                let rows = stmt.query_map(params![root_id, prefix], |r| {
+                    Ok(SourceRow {
+                        id: r.get(0)?,
+                        rel: r.get(1)?,
+                        hash: r.get(2)?,
+                        size: r.get(3)?,
+                        mtime_ns: r.get(4)?,
+                        status: r.get(5)?,
+                    })
+                })?;
+                for row in rows {
+                    let row = row?;
+                    out.insert(row.rel.clone(), row);
+                }
+                Ok(())
+            };
+            match scope {
+                None => run(None)?,
+                Some(rels) => {
+                    for rel in rels {
+                        run(Some(rel))?;
+                    }
+                }
+            }
+            Ok::<_, rusqlite::Error>(out)
+        })?)
+    }
+
+    /// Reads and classifies one file.
+    fn prepare(&self, source_id: Option<i64>, file: DiskFile) -> Job {
+        let file_type = FileType::from_path(Path::new(&file.rel));
+        if file.size > self.max_file_bytes {
+            return Job {
+                source_id,
+                file,
+                outcome: Outcome::Skip("too_large"),
+                hash: None,
+                bytes: None,
+            };
+        }
+        match std::fs::read(&file.abs) {
+            Err(e) => Job {
+                source_id,
+                file,
+                outcome: Outcome::Fail(format!("cannot read: {e}")),
+                hash: None,
+                bytes: None,
+            },
+            Ok(bytes) => {
+                let hash = blake3::hash(&bytes).to_hex().to_string();
+                let sniff = &bytes[..bytes.len().min(BINARY_SNIFF_BYTES)];
+                let outcome = if sniff.contains(&0) {
+                    Outcome::Skip("binary")
+                } else {
+                    match file_type {
+                        Some(t) => Outcome::Parse(t),
+                        None => Outcome::Skip("unsupported_type"),
+                    }
+                };
+                let mut file = file;
+                file.size = bytes.len() as u64;
+                Job {
+                    source_id,
+                    file,
+                    outcome,
+                    hash: Some(hash),
+                    bytes: Some(bytes),
+                }
+            }
+        }
+    }
+
+    fn referrers(
+        &self,
+        root_id: i64,
+        names: &HashSet<String>,
+    ) -> Result<HashSet<String>, IngestError> {
+        if names.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(self.store.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT src_node_id FROM link_refs WHERE root_id = ?1 AND name = ?2",
+            )?;
+            let mut out = HashSet::new();
+            for n in names {
+                for id in stmt.query_map(params![root_id, n], |r| r.get::<_, String>(0))? {
+                    out.insert(id?);
+                }
+            }
+            Ok::<_, rusqlite::Error>(out)
+        })?)
+    }
+
+    /// Re-reads and rewrites the given notes so their links resolve against the current names.
+    fn reresolve(
+        &self,
+        root: &RootInfo,
+        ctx: &Ctx<'_>,
+        ids: &HashSet<String>,
+    ) -> Result<u64, IngestError> {
+        let mut n = 0;
+        for id in ids {
+            let row: Option<(i64, String)> = self.store.read(|c| {
+                c.query_row(
+                    "SELECT s.id, s.rel_path FROM nodes n JOIN sources s ON s.id = n.source_id
+                     WHERE n.id = ?1 AND n.valid_to IS NULL AND s.deleted_at IS NULL",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })?;
+            let Some((sid, rel)) = row else { continue };
+            let abs = root.path.join(&rel);
+            let Ok((size, mtime_ns)) = walk::stat(&abs) else {
+                continue;
+            };
+            let job = self.prepare(
+                Some(sid),
+                DiskFile {
+                    rel,
+                    abs,
+                    size,
+                    mtime_ns,
+                },
+            );
+            let doc = match (&job.outcome, &job.bytes) {
+                (Outcome::Parse(t), Some(b)) => Some(parse::parse(b, *t)),
+                _ => None,
+            };
+            self.store.write(|tx| {
+                write_job(tx, ctx, &job, id, doc.as_ref())?;
+                Ok::<_, IngestError>(())
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn row_to_root(r: &rusqlite::Row<'_>) -> rusqlite::Result<RootInfo> {
+    Ok(RootInfo {
+        id: r.get(0)?,
+        path: PathBuf::from(r.get::<_, String>(1)?),
+        watched: r.get(2)?,
+        added_at: r.get(3)?,
+    })
+}
+
+/// Writes one prepared file: its facts and its final source status.
+fn write_job(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    job: &Job,
+    note_id: &str,
+    doc: Option<&parse::Document>,
+) -> Result<Vec<String>, IngestError> {
+    let Some(source_id) = job.source_id else {
+        return Ok(Vec::new());
+    };
+    let lines = doc
+        .and(job.bytes.as_ref())
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u32 + 1)
+        .or_else(|| doc.and_then(|d| d.chunks.last().map(|c| c.span.line_end)))
+        .unwrap_or(1);
+    let fv = FileVersion {
+        source_id,
+        rel_path: &job.file.rel,
+        content_hash: job.hash.as_deref().unwrap_or(""),
+        size: job.file.size,
+        lines,
+    };
+    let names = facts::write_document(tx, ctx, note_id, &fv, doc)?;
+    let (status, reason) = match &job.outcome {
+        Outcome::Parse(_) => ("indexed", None),
+        Outcome::Skip(r) => ("skipped", Some(r.to_string())),
+        Outcome::Fail(m) => ("failed", Some(m.clone())),
+    };
+    let diagnostics: Vec<serde_json::Value> = doc
+        .map(|d| {
+            d.diagnostics
+                .iter()
+                .map(|x| serde_json::json!({ "message": x.message, "lines": x.span.map(|s| [s.line_start, s.line_end]) }))
+                .collect()
+        })
+        .unwrap_or_default();
+    tx.prepare_cached(
+        "UPDATE sources SET status = ?2, reason = ?3, diagnostics = ?4, indexed_at = ?5, last_seen_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![source_id, status, reason, serde_json::Value::from(diagnostics).to_string(), ctx.now])?;
+    Ok(names)
+}
+
+/// Inserts or updates a live source row; returns its id.
+#[allow(clippy::too_many_arguments)]
+fn upsert_source(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    id: Option<i64>,
+    rel: &str,
+    file_type: &str,
+    hash: Option<&str>,
+    size: Option<u64>,
+    mtime_ns: Option<i64>,
+    status: &str,
+    reason: Option<&str>,
+) -> rusqlite::Result<i64> {
+    let size = size.map(|s| s as i64);
+    if let Some(id) = id {
+        tx.prepare_cached(
+            "UPDATE sources SET rel_path = ?2, file_type = ?3, content_hash = ?4, size = ?5, mtime_ns = ?6,
+                    status = ?7, reason = ?8, last_seen_at = ?9, deleted_at = NULL WHERE id = ?1",
+        )?
+        .execute(params![id, rel, file_type, hash, size, mtime_ns, status, reason, ctx.now])?;
+        return Ok(id);
+    }
+    tx.prepare_cached(
+        "INSERT INTO sources(root_id, rel_path, file_type, content_hash, size, mtime_ns, status, reason,
+                             first_seen_at, last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+    )?
+    .execute(params![ctx.root_id, rel, file_type, hash, size, mtime_ns, status, reason, ctx.now])?;
+    Ok(tx.last_insert_rowid())
+}
