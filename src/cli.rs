@@ -4,16 +4,22 @@
 //! never open the store. The daemon itself and offline maintenance (`identity migrate`) are
 //! dispatched by `main.rs` to the library directly.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
-use crate::rpc::client::{Client, ClientError};
-use crate::rpc::protocol::{StatusWire, UserListResult};
+use crate::rpc::client::{Client, ClientError, RemoteError};
+use crate::rpc::protocol::{
+    NodeWire, ProgressWire, ProvenanceWire, RootWire, SourceListResult, StatusWire, SubgraphWire,
+    SyncReportWire, TitleHitWire, UserListResult, WatchListResult,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +84,123 @@ pub enum Command {
     /// Users known to the store
     #[command(subcommand)]
     User(UserCommand),
+    /// Folders the daemon keeps in sync
+    #[command(subcommand)]
+    Watch(WatchCommand),
+    /// Index a file or folder now, showing progress
+    Ingest {
+        #[arg(value_parser = absolute_path)]
+        path: String,
+        /// One JSON object a line: progress events, then the report
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files the daemon has seen, with their status
+    Sources {
+        /// Only sources with this status
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// Only sources under this root
+        #[arg(long, value_name = "PATH", value_parser = absolute_path)]
+        root: Option<String>,
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Nodes of the graph
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Walk the graph
+    #[command(subcommand)]
+    Graph(GraphCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WatchCommand {
+    /// Start watching a folder
+    Add {
+        #[arg(value_parser = absolute_path)]
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop watching a folder
+    Remove {
+        #[arg(value_parser = absolute_path)]
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List watched folders
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Show one node and where it came from
+    Get {
+        #[command(flatten)]
+        by: NodeSelector,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find nodes by title or alias
+    Search {
+        query: String,
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exactly one way to name a node.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct NodeSelector {
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long, value_parser = absolute_path)]
+    pub path: Option<String>,
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCommand {
+    /// Nodes linked to a node
+    Neighbors {
+        id: String,
+        #[arg(long, value_parser = ["out", "in", "both"], default_value = "both")]
+        direction: String,
+        /// Follow only edges of this type (repeatable)
+        #[arg(long = "edge-type", value_name = "TYPE")]
+        edge_types: Vec<String>,
+        #[arg(long, value_name = "N")]
+        depth: Option<u32>,
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Nodes that link to a node
+    Backlinks {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Paths are resolved here, against the caller's working directory, not the daemon's.
+fn absolute_path(s: &str) -> Result<String, String> {
+    let p = std::path::absolute(s).map_err(|e| format!("cannot resolve {s:?}: {e}"))?;
+    p.into_os_string()
+        .into_string()
+        .map_err(|p| format!("{} is not valid UTF-8", Path::new(&p).display()))
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +260,13 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Ingest reads progress notifications, which `Client::call` skips, so it owns its stream.
+    if let Command::Ingest { path, json } = command {
+        return match ingest(&socket, path, *json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report_client_error(&e),
+        };
+    }
     let result = Client::connect(&socket).and_then(|mut client| match command {
         Command::Status { json } => status(&mut client, *json),
         Command::Stop => {
@@ -145,8 +275,50 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             Ok(())
         }
         Command::User(UserCommand::List { json }) => user_list(&mut client, *json),
-        Command::Daemon { .. } | Command::Identity(_) => {
-            unreachable!("dispatched by main before connecting")
+        Command::Watch(WatchCommand::Add { path, json }) => {
+            watch_change(&mut client, "watch.add", path, *json)
+        }
+        Command::Watch(WatchCommand::Remove { path, json }) => {
+            watch_change(&mut client, "watch.remove", path, *json)
+        }
+        Command::Watch(WatchCommand::List { json }) => watch_list(&mut client, *json),
+        Command::Sources {
+            status,
+            root,
+            limit,
+            json,
+        } => {
+            let params = json!({ "status": status, "root": root, "limit": limit });
+            sources(&mut client, params, *json)
+        }
+        Command::Node(NodeCommand::Get { by, json }) => {
+            let params = json!({ "id": by.id, "path": by.path, "title": by.title });
+            node_get(&mut client, params, *json)
+        }
+        Command::Node(NodeCommand::Search { query, limit, json }) => node_search(
+            &mut client,
+            json!({ "query": query, "limit": limit }),
+            *json,
+        ),
+        Command::Graph(GraphCommand::Neighbors {
+            id,
+            direction,
+            edge_types,
+            depth,
+            limit,
+            json,
+        }) => {
+            let params = json!({
+                "id": id, "direction": direction, "edge_types": edge_types,
+                "depth": depth, "limit": limit,
+            });
+            subgraph(&mut client, "graph.neighbors", params, *json)
+        }
+        Command::Graph(GraphCommand::Backlinks { id, json }) => {
+            subgraph(&mut client, "graph.backlinks", json!({ "id": id }), *json)
+        }
+        Command::Daemon { .. } | Command::Identity(_) | Command::Ingest { .. } => {
+            unreachable!("dispatched before connecting")
         }
     });
     match result {
@@ -202,6 +374,253 @@ fn user_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
     Ok(())
 }
 
+fn decode<T: DeserializeOwned>(method: &str, v: Value) -> Result<T, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("{method}: {e}")))
+}
+
+fn watch_change(
+    client: &mut Client,
+    method: &str,
+    path: &str,
+    as_json: bool,
+) -> Result<(), ClientError> {
+    let v = client.call(method, json!({ "path": path }))?;
+    if as_json {
+        return print_json(&v);
+    }
+    let root: RootWire = decode(method, v)?;
+    // The answer describes the root as it was, so the verb comes from the request.
+    let done = if method == "watch.add" {
+        "watching"
+    } else {
+        "stopped watching"
+    };
+    println!("{done} {}", root.path);
+    Ok(())
+}
+
+fn watch_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
+    let v = client.call("watch.list", json!({}))?;
+    if as_json {
+        return print_json(&v);
+    }
+    let list: WatchListResult = decode("watch.list", v)?;
+    if list.roots.is_empty() {
+        println!("no watched folders");
+    }
+    for r in list.roots {
+        let state = if r.watched { "watched" } else { "paused" };
+        println!("{state:<8}  {}", r.path);
+    }
+    Ok(())
+}
+
+/// `brain ingest PATH`: one request, then progress notifications until the report arrives.
+fn ingest(socket: &Path, path: &str, as_json: bool) -> Result<(), ClientError> {
+    let io = |source| ClientError::Io {
+        socket: socket.to_owned(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoDaemon {
+            socket: socket.to_owned(),
+        },
+        _ => io(e),
+    })?;
+    let req =
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "ingest.path", "params": { "path": path } });
+    let mut line = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+
+    let bar = (!as_json).then(progress_bar);
+    let mut reader = BufReader::new(stream);
+    let result = loop {
+        let mut buf = String::new();
+        if reader.read_line(&mut buf).map_err(io)? == 0 {
+            return Err(ClientError::Closed);
+        }
+        let mut msg: Value =
+            serde_json::from_str(&buf).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if msg.get("id").is_none_or(Value::is_null) && msg.get("method").is_some() {
+            if msg["method"] != "ingest.progress" {
+                continue;
+            }
+            let params = msg["params"].take();
+            if let Some(bar) = &bar {
+                let p: ProgressWire = decode("ingest.progress", params)?;
+                bar.set_length(p.total);
+                bar.set_position(p.done);
+                bar.set_message(p.path);
+            } else {
+                print_event("progress", params)?;
+            }
+            continue;
+        }
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        break answer_result(msg)?;
+    };
+    if as_json {
+        return print_event("done", result);
+    }
+    let r: SyncReportWire = decode("ingest.path", result)?;
+    println!(
+        "indexed {}, unchanged {}, skipped {}, failed {}, deleted {}, moved {} in {} ms",
+        r.indexed, r.unchanged, r.skipped, r.failed, r.deleted, r.moved, r.elapsed_ms
+    );
+    Ok(())
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    // Drawn to stderr, and hidden when stderr is not a terminal.
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files {per_sec} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// One line of `brain ingest --json`: `{"event": EVENT, ...fields}`.
+fn print_event(event: &str, fields: Value) -> Result<(), ClientError> {
+    let mut obj = serde_json::Map::new();
+    obj.insert("event".into(), json!(event));
+    if let Value::Object(fields) = fields {
+        obj.extend(fields);
+    }
+    let s = serde_json::to_string(&obj).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+/// The result of an answer, or the daemon's error as `ClientError::Rpc`.
+fn answer_result(mut answer: Value) -> Result<Value, ClientError> {
+    if let Some(err) = answer.get_mut("error") {
+        let data = err.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+        return Err(ClientError::Rpc(Box::new(RemoteError {
+            code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+            kind: data
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_owned(),
+            message: err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            data,
+        })));
+    }
+    answer
+        .get_mut("result")
+        .map(Value::take)
+        .ok_or_else(|| ClientError::Protocol("answer without result or error".into()))
+}
+
+fn sources(client: &mut Client, params: Value, as_json: bool) -> Result<(), ClientError> {
+    let v = client.call("source.list", params)?;
+    if as_json {
+        return print_json(&v);
+    }
+    let list: SourceListResult = decode("source.list", v)?;
+    let shown = list.sources.len();
+    for s in list.sources {
+        let reason = s.reason.as_deref().unwrap_or("-");
+        println!("{:<9} {:<16} {}", s.status, reason, s.path);
+    }
+    println!("{shown} of {}", list.total);
+    Ok(())
+}
+
+fn node_get(client: &mut Client, params: Value, as_json: bool) -> Result<(), ClientError> {
+    let v = client.call("node.get", params)?;
+    if as_json {
+        return print_json(&v);
+    }
+    let n: NodeWire = decode("node.get", v)?;
+    println!("id     {}", n.id);
+    println!("kind   {}", n.kind);
+    println!("title  {}", n.title.as_deref().unwrap_or("-"));
+    println!("path   {}", n.path.as_deref().unwrap_or("-"));
+    for p in &n.provenance {
+        println!("  {}", provenance_line(p));
+    }
+    Ok(())
+}
+
+/// `path:L1-L2 bytes B1..B2 HASH12 extractor@version [run=… step=…]`, leaving out what is unknown.
+fn provenance_line(p: &ProvenanceWire) -> String {
+    let mut parts = Vec::new();
+    match (&p.path, p.lines) {
+        (Some(path), Some([a, b])) => parts.push(format!("{path}:{a}-{b}")),
+        (Some(path), None) => parts.push(path.clone()),
+        (None, _) => {}
+    }
+    if let Some([a, b]) = p.bytes {
+        parts.push(format!("bytes {a}..{b}"));
+    }
+    if let Some(h) = &p.content_hash {
+        parts.push(h.chars().take(12).collect());
+    }
+    parts.push(format!("{}@{}", p.extractor, p.extractor_version));
+    if let Some(r) = &p.run_id {
+        parts.push(format!("run={r}"));
+    }
+    if let Some(s) = &p.step_key {
+        parts.push(format!("step={s}"));
+    }
+    parts.join(" ")
+}
+
+fn node_search(client: &mut Client, params: Value, as_json: bool) -> Result<(), ClientError> {
+    let v = client.call("node.search_title", params)?;
+    if as_json {
+        return print_json(&v);
+    }
+    #[derive(serde::Deserialize)]
+    struct Hits {
+        hits: Vec<TitleHitWire>,
+    }
+    let found: Hits = decode("node.search_title", v)?;
+    for h in found.hits {
+        println!(
+            "{:.3}  {}  {}",
+            h.score,
+            h.title.as_deref().unwrap_or("-"),
+            h.path.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+fn subgraph(
+    client: &mut Client,
+    method: &str,
+    params: Value,
+    as_json: bool,
+) -> Result<(), ClientError> {
+    let v = client.call(method, params)?;
+    if as_json {
+        return print_json(&v);
+    }
+    let g: SubgraphWire = decode(method, v)?;
+    for n in &g.nodes {
+        println!(
+            "{}  {}  {}  {}",
+            n.kind,
+            n.title.as_deref().unwrap_or("-"),
+            n.path.as_deref().unwrap_or("-"),
+            n.id
+        );
+    }
+    println!("{} edges", g.edges.len());
+    Ok(())
+}
+
 fn join_counts(m: &std::collections::BTreeMap<String, i64>) -> String {
     if m.is_empty() {
         return "none".into();
@@ -235,6 +654,27 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn node_get_takes_exactly_one_selector() {
+        let parses = |args: &[&str]| Cli::try_parse_from(args).is_ok();
+        assert!(parses(&["brain", "node", "get", "--id", "x"]));
+        assert!(parses(&["brain", "node", "get", "--title", "Home"]));
+        assert!(!parses(&["brain", "node", "get"]));
+        assert!(!parses(&[
+            "brain", "node", "get", "--id", "x", "--title", "y"
+        ]));
+    }
+
+    #[test]
+    fn paths_are_made_absolute() {
+        let Cli { command, .. } = Cli::try_parse_from(["brain", "ingest", "notes"]).unwrap();
+        let Command::Ingest { path, .. } = command else {
+            panic!("parsed {command:?}");
+        };
+        assert!(Path::new(&path).is_absolute(), "{path}");
+        assert!(path.ends_with("notes"), "{path}");
     }
 
     #[test]

@@ -3,4 +3,5 @@
 mod daemon;
 mod harness;
 mod identity;
+mod ingest;
 mod layering;

@@ -1,0 +1,374 @@
+//! Ingestion and watching through the real daemon: the fixture vault, live changes in a
+//! watched folder, changes made while the daemon was down, and the real-world vaults.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Daemon, temp_layout, wait_until};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+fn node_by_path(d: &Daemon, p: &Path) -> Result<Value, String> {
+    d.call("node.get", json!({ "path": p }))
+        .map_err(|e| e.kind().unwrap_or("").to_owned())
+}
+
+fn wait_node(d: &Daemon, p: &Path) -> Value {
+    let mut out = Value::Null;
+    wait_until(
+        &format!("node for {}", p.display()),
+        || match node_by_path(d, p) {
+            Ok(v) => {
+                out = v;
+                true
+            }
+            Err(_) => false,
+        },
+    );
+    out
+}
+
+fn wait_gone(d: &Daemon, p: &Path) {
+    wait_until(&format!("{} to stop answering", p.display()), || {
+        node_by_path(d, p) == Err("node_not_found".to_owned())
+    });
+}
+
+fn out_links(d: &Daemon, id: &str) -> Vec<(String, String)> {
+    let g = d
+        .call(
+            "graph.neighbors",
+            json!({ "id": id, "direction": "out", "edge_types": ["links_to"] }),
+        )
+        .unwrap();
+    let mut v: Vec<(String, String)> = g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["kind"].as_str().unwrap().to_owned(),
+                n["title"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_fixture_vault_becomes_a_cited_graph() {
+    let d = Daemon::start();
+    let vault = d.dir.join("vault");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vault"),
+        &vault,
+    );
+    let report = d.call("ingest.path", json!({ "path": vault })).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    let status = d.call("daemon.status", json!({})).unwrap();
+    let counts = &status["counts"];
+    // 11 notes + notes.txt + script.py + page.html are parsed; the PNG is recorded as skipped.
+    assert_eq!(counts["sources"]["indexed"], 14, "{counts}");
+    assert_eq!(counts["sources"]["skipped"], 1, "{counts}");
+    assert_eq!(counts["nodes"]["note"], 14, "{counts}");
+    for kind in ["section", "chunk", "tag", "placeholder"] {
+        assert!(
+            counts["nodes"][kind].as_u64().unwrap_or(0) > 0,
+            "{kind}: {counts}"
+        );
+    }
+    for t in [
+        "links_to",
+        "has_section",
+        "has_chunk",
+        "tagged",
+        "child_of",
+        "related",
+        "up",
+    ] {
+        assert!(
+            counts["edges"][t].as_u64().unwrap_or(0) > 0,
+            "{t}: {counts}"
+        );
+    }
+
+    // By title, by alias, by path: the same note, with its citation.
+    let home = d.call("node.get", json!({ "title": "home" })).unwrap();
+    let by_alias = d.call("node.get", json!({ "title": "Dashboard" })).unwrap();
+    let by_path = node_by_path(&d, &vault.join("Home.md")).unwrap();
+    assert_eq!(home["id"], by_alias["id"]);
+    assert_eq!(home["id"], by_path["id"]);
+    assert_eq!(home["kind"], "note");
+    let prov = &home["provenance"][0];
+    assert_eq!(prov["path"], vault.join("Home.md").display().to_string());
+    assert_eq!(prov["lines"][0], 1);
+    assert_eq!(prov["extractor"], "brain-parse");
+    assert_eq!(prov["content_hash"].as_str().unwrap().len(), 64);
+    assert!(prov["actor_id"].as_str().unwrap().starts_with("user:"));
+
+    let links = out_links(&d, home["id"].as_str().unwrap());
+    assert!(
+        links.contains(&("note".into(), "Reading List".into())),
+        "{links:?}"
+    );
+    assert!(
+        links.contains(&("note".into(), "Project Alpha".into())),
+        "{links:?}"
+    );
+    assert!(
+        links.contains(&("placeholder".into(), "Someday Maybe".into())),
+        "{links:?}"
+    );
+    // `[[Ideas]]` resolves to the copy closest to the root.
+    let ideas = d
+        .call("node.get", json!({ "path": vault.join("Ideas.md") }))
+        .unwrap();
+    let back = d
+        .call("graph.backlinks", json!({ "id": ideas["id"] }))
+        .unwrap();
+    let names: Vec<&str> = back["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["title"].as_str())
+        .collect();
+    assert!(names.contains(&"Home"), "{names:?}");
+
+    // Nothing failed, and the skipped file says why.
+    let skipped = d
+        .call("source.list", json!({ "status": "skipped" }))
+        .unwrap();
+    assert_eq!(skipped["sources"][0]["reason"], "binary", "{skipped}");
+    d.stop();
+}
+
+#[test]
+fn a_watched_folder_stays_in_step_and_keeps_ids() {
+    let d = Daemon::start();
+    let vault = d.dir.join("notes");
+    std::fs::create_dir_all(vault.join("sub")).unwrap();
+    std::fs::write(vault.join("a.md"), "# A\n\nSee [[b]].\n").unwrap();
+    std::fs::write(vault.join("b.md"), "# B\n\nBee.\n").unwrap();
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    let list = d.call("watch.list", json!({})).unwrap();
+    assert_eq!(
+        list["roots"][0]["path"],
+        std::fs::canonicalize(&vault).unwrap().display().to_string()
+    );
+    let a = wait_node(&d, &vault.join("a.md"));
+    let id = a["id"].as_str().unwrap().to_owned();
+    assert_eq!(out_links(&d, &id), [("note".to_owned(), "B".to_owned())]);
+
+    // Create.
+    std::fs::write(vault.join("c.md"), "new note #fresh\n").unwrap();
+    wait_node(&d, &vault.join("c.md"));
+
+    // Edit: the note keeps its id, the old chunk is retired.
+    std::fs::write(vault.join("a.md"), "# A\n\nSee [[b]] and [[c]].\n").unwrap();
+    wait_until("edit to show", || out_links(&d, &id).len() == 2);
+    assert_eq!(node_by_path(&d, &vault.join("a.md")).unwrap()["id"], id);
+
+    // Atomic save: write a temp file, rename it over the original.
+    std::fs::write(vault.join(".a.md.tmp"), "# A\n\nOnly [[c]] now.\n").unwrap();
+    std::fs::rename(vault.join(".a.md.tmp"), vault.join("a.md")).unwrap();
+    wait_until("atomic save to show", || {
+        out_links(&d, &id) == [("note".to_owned(), "c".to_owned())]
+    });
+    assert_eq!(node_by_path(&d, &vault.join("a.md")).unwrap()["id"], id);
+
+    // Rename, then move into a folder: same id, the old path stops answering.
+    std::fs::rename(vault.join("a.md"), vault.join("renamed.md")).unwrap();
+    let renamed = wait_node(&d, &vault.join("renamed.md"));
+    assert_eq!(renamed["id"], id);
+    wait_gone(&d, &vault.join("a.md"));
+    std::fs::rename(vault.join("renamed.md"), vault.join("sub/moved.md")).unwrap();
+    let moved = wait_node(&d, &vault.join("sub/moved.md"));
+    assert_eq!(moved["id"], id);
+    wait_gone(&d, &vault.join("renamed.md"));
+
+    // Delete: the target's facts are retired and the link falls back to a placeholder; the
+    // note coming back resolves it again.
+    std::fs::remove_file(vault.join("c.md")).unwrap();
+    wait_gone(&d, &vault.join("c.md"));
+    wait_until("link to fall back to a placeholder", || {
+        out_links(&d, &id) == [("placeholder".to_owned(), "c".to_owned())]
+    });
+    std::fs::write(vault.join("c.md"), "back again\n").unwrap();
+    wait_until("link to resolve again", || {
+        out_links(&d, &id) == [("note".to_owned(), "c".to_owned())]
+    });
+
+    let status = d.call("daemon.status", json!({})).unwrap();
+    assert_eq!(status["watcher"]["state"], "watching");
+    d.call("watch.remove", json!({ "path": vault })).unwrap();
+    wait_gone(&d, &vault.join("sub/moved.md"));
+    d.stop();
+}
+
+#[test]
+fn changes_made_while_the_daemon_was_down_are_picked_up() {
+    let (temp, data, socket) = temp_layout();
+    let vault: PathBuf = temp.path().join("notes");
+    std::fs::create_dir_all(&vault).unwrap();
+    std::fs::write(vault.join("keep.md"), "stays\n").unwrap();
+    std::fs::write(vault.join("edit.md"), "before\n").unwrap();
+    std::fs::write(vault.join("gone.md"), "going\n").unwrap();
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    let edit = wait_node(&d, &vault.join("edit.md"));
+    wait_node(&d, &vault.join("gone.md"));
+    d.stop();
+
+    std::fs::write(vault.join("edit.md"), "after, with more text\n").unwrap();
+    std::fs::remove_file(vault.join("gone.md")).unwrap();
+    std::fs::write(vault.join("new.md"), "arrived\n").unwrap();
+
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    wait_node(&d, &vault.join("new.md"));
+    wait_gone(&d, &vault.join("gone.md"));
+    wait_until("the edit to be read", || {
+        let n = node_by_path(&d, &vault.join("edit.md")).unwrap();
+        let hash = n["provenance"][0]["content_hash"].clone();
+        hash != edit["provenance"][0]["content_hash"] && n["id"] == edit["id"]
+    });
+    d.stop();
+}
+
+/// The real vaults from ../shared/data: every Markdown file becomes a note, and every
+/// wikilink that stays unresolved names a file the vault does not have.
+#[test]
+fn the_real_vaults_ingest_and_resolve_their_links() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/vaults");
+    if !base.is_dir() {
+        eprintln!(
+            "SKIPPED: {} is absent; the real-vault check needs it",
+            base.display()
+        );
+        return;
+    }
+    let d = Daemon::start();
+    for name in ["obsidian-help", "obsidian-hub"] {
+        let vault = base.join(name);
+        if !vault.is_dir() {
+            eprintln!("SKIPPED: {} is absent", vault.display());
+            continue;
+        }
+        let report = d.call("ingest.path", json!({ "path": vault })).unwrap();
+        let mut md = Vec::new();
+        collect_md(&vault, &mut md);
+        assert_eq!(
+            report["indexed"].as_u64().unwrap() as usize,
+            md_count_with_others(&vault, md.len()),
+            "{name}: {report}"
+        );
+        let canonical = std::fs::canonicalize(&vault).unwrap();
+        let store = rusqlite::Connection::open(d.data_dir.join("brain.db")).unwrap();
+        let notes: i64 = store
+            .query_row(
+                "SELECT count(*) FROM nodes n JOIN sources s ON s.id = n.source_id JOIN roots r ON r.id = s.root_id
+                 WHERE n.kind = 'note' AND n.valid_to IS NULL AND r.path = ?1 AND s.rel_path LIKE '%.md'",
+                [canonical.to_str().unwrap()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(notes as usize, md.len(), "{name}: every .md file is a note");
+        let (total, resolved): (i64, i64) = store
+            .query_row(
+                "SELECT count(*), sum(d.kind <> 'placeholder') FROM edges e
+                   JOIN nodes s ON s.id = e.src_id JOIN sources src ON src.id = s.source_id
+                   JOIN roots r ON r.id = src.root_id JOIN nodes d ON d.id = e.dst_id
+                 WHERE e.type = 'links_to' AND e.valid_to IS NULL AND r.path = ?1
+                   AND json_extract(e.props, '$.syntax') = 'wikilink'",
+                [canonical.to_str().unwrap()],
+                |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
+            )
+            .unwrap();
+        let share = resolved as f64 / total.max(1) as f64;
+        eprintln!(
+            "{name}: {} notes, {resolved}/{total} wikilinks resolved ({:.1}%)",
+            md.len(),
+            share * 100.0
+        );
+        assert!(total > 100, "{name}: too few wikilinks found: {total}");
+        // Every unresolved wikilink target must really be missing from the vault.
+        let stems: std::collections::HashSet<String> = md
+            .iter()
+            .map(|p| p.file_stem().unwrap().to_string_lossy().to_lowercase())
+            .collect();
+        let mut stmt = store
+            .prepare(
+                "SELECT DISTINCT d.title FROM edges e JOIN nodes d ON d.id = e.dst_id
+                   JOIN nodes s ON s.id = e.src_id JOIN sources src ON src.id = s.source_id
+                   JOIN roots r ON r.id = src.root_id
+                 WHERE e.type = 'links_to' AND e.valid_to IS NULL AND d.kind = 'placeholder' AND r.path = ?1
+                   AND json_extract(e.props, '$.syntax') = 'wikilink'",
+            )
+            .unwrap();
+        let missing: Vec<String> = stmt
+            .query_map([canonical.to_str().unwrap()], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for t in &missing {
+            let last = t.rsplit('/').next().unwrap().to_lowercase();
+            let last = last.strip_suffix(".md").unwrap_or(&last).to_owned();
+            assert!(
+                !stems.contains(&last),
+                "{name}: [[{t}]] left unresolved but the vault has it"
+            );
+        }
+        assert!(share > 0.9, "{name}: only {share:.3} of wikilinks resolved");
+    }
+    d.stop();
+}
+
+fn collect_md(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            collect_md(&p, out);
+        } else if name.ends_with(".md") {
+            out.push(p);
+        }
+    }
+}
+
+/// Parsed files other than Markdown (JSON settings files count as code).
+fn md_count_with_others(vault: &Path, md: usize) -> usize {
+    let mut n = md;
+    fn walk(d: &Path, n: &mut usize) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, n);
+            } else if name.ends_with(".json") {
+                *n += 1;
+            }
+        }
+    }
+    walk(vault, &mut n);
+    n
+}
