@@ -54,7 +54,9 @@ fn check(modules: &[&str], forbidden: &[&str], why: &str) {
 #[test]
 fn engine_modules_know_nothing_of_transport() {
     check(
-        &["store", "identity", "brain", "config", "clock", "error"],
+        &[
+            "store", "identity", "ingest", "graph", "brain", "config", "clock", "error",
+        ],
         &[
             "crate::rpc",
             "tokio::net",
@@ -69,7 +71,7 @@ fn engine_modules_know_nothing_of_transport() {
 #[test]
 fn store_and_pure_modules_have_no_tokio() {
     check(
-        &["store", "identity", "clock", "config"],
+        &["store", "identity", "ingest", "graph", "clock", "config"],
         &["tokio"],
         "store, identity and pure modules are synchronous",
     );
