@@ -130,6 +130,8 @@ struct Job {
     outcome: Outcome,
     hash: Option<String>,
     bytes: Option<Vec<u8>>,
+    /// Lines in the file as read, counted before `bytes` is handed to the parser.
+    lines: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -545,26 +547,13 @@ impl Ingestor {
                         }
                         Ok(_) => {
                             let one = walk::walk(&root.path, canonical_root, rules, &p);
-                            found.extend(one.into_iter().filter(|f| match f {
-                                Found::File(d) => d.rel == rel,
-                                Found::Ignored { rel: r }
-                                | Found::OutsideRoot { rel: r }
-                                | Found::Error { rel: r, .. } => *r == rel,
-                            }));
+                            found.extend(one.into_iter().filter(|f| f.rel() == rel));
                         }
                         Err(_) => {}
                     }
                 }
                 let mut seen = HashSet::new();
-                found.retain(|f| {
-                    let r = match f {
-                        Found::File(d) => d.rel.clone(),
-                        Found::Ignored { rel }
-                        | Found::OutsideRoot { rel }
-                        | Found::Error { rel, .. } => rel.clone(),
-                    };
-                    seen.insert(r)
-                });
+                found.retain(|f| seen.insert(f.rel().to_owned()));
                 (found, Some(rels))
             }
         }
@@ -621,6 +610,7 @@ impl Ingestor {
                 outcome: Outcome::Skip("too_large"),
                 hash: None,
                 bytes: None,
+                lines: 1,
             };
         }
         match std::fs::read(&file.abs) {
@@ -630,6 +620,7 @@ impl Ingestor {
                 outcome: Outcome::Fail(format!("cannot read: {e}")),
                 hash: None,
                 bytes: None,
+                lines: 1,
             },
             Ok(bytes) => {
                 let hash = blake3::hash(&bytes).to_hex().to_string();
@@ -644,12 +635,15 @@ impl Ingestor {
                 };
                 let mut file = file;
                 file.size = bytes.len() as u64;
+                // Lines as the parser counts them: one more than the newlines.
+                let lines = bytes.iter().filter(|&&c| c == b'\n').count() as u32 + 1;
                 Job {
                     source_id,
                     file,
                     outcome,
                     hash: Some(hash),
                     bytes: Some(bytes),
+                    lines,
                 }
             }
         }
@@ -743,17 +737,12 @@ fn write_job(
     let Some(source_id) = job.source_id else {
         return Ok(Vec::new());
     };
-    let lines = doc
-        .and(job.bytes.as_ref())
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u32 + 1)
-        .or_else(|| doc.and_then(|d| d.chunks.last().map(|c| c.span.line_end)))
-        .unwrap_or(1);
     let fv = FileVersion {
         source_id,
         rel_path: &job.file.rel,
         content_hash: job.hash.as_deref().unwrap_or(""),
         size: job.file.size,
-        lines,
+        lines: job.lines,
     };
     let names = facts::write_document(tx, ctx, note_id, &fv, doc)?;
     let (status, reason) = match &job.outcome {

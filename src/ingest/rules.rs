@@ -17,17 +17,19 @@ pub const IGNORE_FILES: [&str; 2] = [".gitignore", ".brainignore"];
 /// Directories never descended into: version control, editor state, trash, dependencies.
 const IGNORED_DIRS: [&str; 5] = ["node_modules", "__pycache__", "_site", ".venv", "venv"];
 
+/// Cloning is cheap and clones share the cache of parsed ignore files.
+#[derive(Clone)]
 pub struct Rules {
     root: PathBuf,
     // std Mutex: held only for a map lookup, never across I/O on another thread's behalf.
-    cache: Mutex<HashMap<PathBuf, Arc<Gitignore>>>,
+    cache: Arc<Mutex<HashMap<PathBuf, Arc<Gitignore>>>>,
 }
 
 impl Rules {
     pub fn new(root: &Path) -> Rules {
         Rules {
             root: root.to_owned(),
-            cache: Mutex::new(HashMap::new()),
+            cache: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 

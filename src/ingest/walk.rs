@@ -30,6 +30,16 @@ pub enum Found {
     },
 }
 
+impl Found {
+    /// The path relative to the root, whatever was found there.
+    pub fn rel(&self) -> &str {
+        match self {
+            Found::File(d) => &d.rel,
+            Found::Ignored { rel } | Found::OutsideRoot { rel } | Found::Error { rel, .. } => rel,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskFile {
     pub rel: String,
@@ -66,9 +76,8 @@ pub fn walk(root: &Path, canonical_root: &Path, rules: &Rules, start: &Path) -> 
         .follow_links(true)
         .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry({
-            let root = root.to_owned();
-            // `filter_entry` needs 'static; the rules are cheap to rebuild per walk.
-            let rules = Rules::new(&root);
+            // `filter_entry` needs 'static; the clone shares the parsed ignore files.
+            let rules = rules.clone();
             move |e| {
                 let is_dir = e.file_type().is_some_and(|t| t.is_dir());
                 !is_dir || e.depth() == 0 || !rules.is_ignored(e.path(), true)
