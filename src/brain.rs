@@ -10,17 +10,22 @@ use std::time::Instant;
 
 use std::path::Path;
 
+use crate::config::Config;
 use crate::error::{Error, Kind};
 use crate::graph::{self, Direction, NodeRef, NodeView, SourceView, Subgraph, TitleHit};
 use crate::identity::{self, UserId};
 use crate::ingest::watch::{ProgressFn, Worker, WorkerState};
 use crate::ingest::{self, Ingestor, RootInfo, Scope, SyncReport};
+use crate::search::{self, Search, models};
 use crate::store::{self, Counts, Store, UserRow};
 
 pub struct Brain {
     store: Arc<Store>,
     ingestor: Arc<Ingestor>,
     worker: Arc<Worker>,
+    search: Arc<Search>,
+    /// The model named in the config file; it wins over the stored choice.
+    configured_model: Option<String>,
     data_dir: PathBuf,
     user_id: UserId,
     user_email: String,
@@ -40,34 +45,139 @@ pub struct Status {
     pub user_email: String,
     pub counts: Counts,
     pub worker: WorkerState,
+    pub search: search::SearchStatus,
 }
 
 impl Brain {
-    /// Wraps an open store and records the acting user in it.
-    pub fn new(
-        store: Arc<Store>,
-        data_dir: PathBuf,
-        user_email: &str,
-        user_id: &UserId,
-    ) -> Result<Brain, Error> {
+    /// Wraps an open store and records the acting user in it; opens the search index and
+    /// starts its background catch-up and the embedding worker.
+    pub fn new(store: Arc<Store>, config: &Config) -> Result<Brain, Error> {
+        let (data_dir, user_email) = (config.data_dir.clone(), config.user_email.as_str());
         // A users file may have given this address another id; the stored one wins so that
         // every row the daemon writes agrees with the users table.
-        let user_id = store.write(|tx| store::ensure_user(tx, user_id, user_email))?;
-        let ingestor = Arc::new(Ingestor::new(
+        let user_id = store.write(|tx| store::ensure_user(tx, &config.user_id, user_email))?;
+        let search = Search::open(
             store.clone(),
-            user_id.as_str(),
-            ingest::DEFAULT_MAX_FILE_BYTES,
-        ));
+            &search::index_dir(&data_dir),
+            config.search_tuning,
+        )?;
+        let hook = search.clone();
+        let ingestor = Arc::new(
+            Ingestor::new(
+                store.clone(),
+                user_id.as_str(),
+                ingest::DEFAULT_MAX_FILE_BYTES,
+            )
+            .with_after_write(Box::new(move || {
+                if let Err(e) = hook.catch_up() {
+                    tracing::warn!(error = %e, "search index catch-up failed");
+                }
+            })),
+        );
         let worker = Worker::start(ingestor.clone());
-        Ok(Brain {
+        search.start_background();
+        let brain = Brain {
             store,
             ingestor,
             worker,
+            search,
+            configured_model: config.search_model.clone(),
             data_dir,
             user_id,
             user_email: user_email.to_owned(),
             started: Instant::now(),
+        };
+        brain.load_active_model();
+        Ok(brain)
+    }
+
+    /// The active model's name: the config file's, else the one stored by `models use`.
+    pub fn active_model(&self) -> Result<Option<String>, Error> {
+        if let Some(m) = &self.configured_model {
+            return Ok(Some(m.clone()));
+        }
+        Ok(self.store.read(|c| store::meta_get(c, "search.model"))?)
+    }
+
+    /// Loads the active model on a background thread; search by words works meanwhile.
+    fn load_active_model(&self) {
+        let name = match self.active_model() {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the active model");
+                return;
+            }
+        };
+        let search = self.search.clone();
+        let data_dir = self.data_dir.clone();
+        search.set_model_state("loading");
+        std::thread::Builder::new()
+            .name("model-load".into())
+            .spawn(move || {
+                let r = models::folder(&data_dir, &name).and_then(|dir| models::load(&dir));
+                match r {
+                    Ok(e) => {
+                        if let Err(e) = search.set_model(e) {
+                            search.set_model_state(&format!("error: {e}"));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %name, error = %e, "cannot load the embedding model");
+                        search.set_model_state(&format!("error: {e}"));
+                    }
+                }
+            })
+            .ok();
+    }
+
+    pub fn search(&self, req: &search::Request) -> Result<search::Response, Error> {
+        Ok(self.search.query(req)?)
+    }
+
+    /// Rebuilds the text index from the store. Returns (chunks, seconds).
+    pub fn reindex(&self) -> Result<(usize, f64), Error> {
+        Ok(self.search.rebuild()?)
+    }
+
+    /// Adds a model folder to the data dir; makes it active when asked or when none is.
+    pub fn models_add(
+        &self,
+        name: &str,
+        path: &Path,
+        link: bool,
+        activate: bool,
+    ) -> Result<models::ModelInfo, Error> {
+        let dest = models::add(&self.data_dir, name, path, link)?;
+        let activate = activate || self.active_model()?.is_none();
+        if activate {
+            self.models_use(name)?;
+        }
+        Ok(models::ModelInfo {
+            name: name.to_owned(),
+            linked: link,
+            active: self.active_model()?.as_deref() == Some(name),
+            path: dest,
         })
+    }
+
+    /// Makes `name` the active model; chunks are (re-)embedded for it in the background.
+    pub fn models_use(&self, name: &str) -> Result<(), Error> {
+        let dir = models::folder(&self.data_dir, name)?;
+        let embedder = models::load(&dir)?;
+        self.store
+            .write(|tx| store::meta_set(tx, "search.model", name))?;
+        if self.configured_model.is_none() {
+            self.search.set_model(embedder)?;
+        }
+        Ok(())
+    }
+
+    pub fn models_list(&self) -> Result<Vec<models::ModelInfo>, Error> {
+        Ok(models::list(
+            &self.data_dir,
+            self.active_model()?.as_deref(),
+        )?)
     }
 
     pub fn user_id(&self) -> &UserId {
@@ -88,6 +198,7 @@ impl Brain {
             user_email: self.user_email.clone(),
             counts,
             worker: self.worker.state(),
+            search: self.search.status()?,
         })
     }
 
@@ -104,6 +215,7 @@ impl Brain {
     /// Stops the watcher and the ingest worker; an interrupted sync is redone on next start.
     pub fn shutdown(&self) {
         self.worker.stop();
+        self.search.stop();
     }
 
     /// Adds a watched root, starts watching it and queues its first sync. Returns at once.

@@ -17,8 +17,9 @@ use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
 use crate::rpc::client::{Client, ClientError, RemoteError};
 use crate::rpc::protocol::{
-    NodeWire, ProgressWire, ProvenanceWire, RootWire, SourceListResult, StatusWire, SubgraphWire,
-    SyncReportWire, TitleHitWire, UserListResult, WatchListResult,
+    ModelListResult, ModelWire, NodeWire, ProgressWire, ProvenanceWire, ReindexResult, RootWire,
+    SearchResultWire, SourceListResult, StatusWire, SubgraphWire, SyncReportWire, TitleHitWire,
+    UserListResult, WatchListResult,
 };
 
 #[derive(Debug, Parser)]
@@ -114,6 +115,138 @@ pub enum Command {
     /// Walk the graph
     #[command(subcommand)]
     Graph(GraphCommand),
+    /// Search notes by words and meaning
+    Search(SearchArgs),
+    /// Rebuild the search index from the store
+    Reindex {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embedding models for search by meaning
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Measure retrieval quality; runs in-process, no daemon needed
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Measure speed
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    pub query: String,
+    /// bm25, dense or hybrid [default: hybrid when vectors exist, else bm25]
+    #[arg(long, value_parser = ["bm25", "dense", "hybrid"])]
+    pub mode: Option<String>,
+    /// Number of hits
+    #[arg(short, long, default_value_t = 10)]
+    pub k: usize,
+    /// Only notes with this tag or a tag below it (repeatable; any of them)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only files under this path
+    #[arg(long, value_name = "PATH", value_parser = absolute_path)]
+    pub path: Option<String>,
+    /// Only nodes of this kind or file type: note, file, markdown, text, code, html (repeatable)
+    #[arg(long = "kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
+    /// Modified at or after: RFC 3339, YYYY-MM-DD, Unix seconds, or an age like 7d
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Modified at or before
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Front-matter property equals value (repeatable): --prop status=done
+    #[arg(long = "prop", value_name = "KEY=VALUE")]
+    pub props: Vec<String>,
+    /// Boost and add notes linked to the top hits
+    #[arg(long)]
+    pub graph: bool,
+    /// One hit per chunk instead of the best chunk per note
+    #[arg(long)]
+    pub chunks: bool,
+    /// Show each signal's rank and score
+    #[arg(long)]
+    pub explain: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Copy (or link) a model folder into the data dir
+    Add {
+        name: String,
+        #[arg(value_parser = absolute_path)]
+        path: String,
+        /// Link to the folder instead of copying it
+        #[arg(long)]
+        link: bool,
+        /// Make it the active model (the first model added always is)
+        #[arg(long)]
+        activate: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a model the active one; chunks are re-embedded in the background
+    Use {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List models
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Run a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) on a throwaway store
+    Beir {
+        dir: PathBuf,
+        #[arg(long, value_parser = ["bm25", "dense", "hybrid"], default_value = "bm25")]
+        mode: String,
+        /// Model folder for dense and hybrid
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Write a TREC run file (qid Q0 docid rank score tag), top 100 per query
+        #[arg(long, value_name = "FILE")]
+        run_file: Option<PathBuf>,
+        /// Add graph proximity
+        #[arg(long)]
+        graph: bool,
+        /// Only the first N queries
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Latency of search.query through the socket over a generated corpus
+    Search {
+        /// Where to build (or reuse) the corpus and its store [default: a temporary folder]
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Chunks in the generated corpus
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// Queries per mode
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Model folder; with it dense and hybrid are measured too
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,7 +450,68 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         Command::Graph(GraphCommand::Backlinks { id, json }) => {
             subgraph(&mut client, "graph.backlinks", json!({ "id": id }), *json)
         }
-        Command::Daemon { .. } | Command::Identity(_) | Command::Ingest { .. } => {
+        Command::Search(args) => search(&mut client, args),
+        Command::Reindex { json } => {
+            let v = client.call("search.reindex", json!({}))?;
+            if *json {
+                return print_json(&v);
+            }
+            let r: ReindexResult = decode("search.reindex", v)?;
+            println!("reindexed {} chunks in {:.1} s", r.chunks, r.secs);
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Add {
+            name,
+            path,
+            link,
+            activate,
+            json,
+        }) => {
+            let v = client.call(
+                "models.add",
+                json!({ "name": name, "path": path, "link": link, "activate": activate }),
+            )?;
+            if *json {
+                return print_json(&v);
+            }
+            let m: ModelWire = decode("models.add", v)?;
+            let how = if m.linked { "linked" } else { "copied" };
+            let active = if m.active {
+                "; active — chunks are being embedded in the background (`brain status`)"
+            } else {
+                ""
+            };
+            println!("model {} {how} to {}{active}", m.name, m.path);
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Use { name, json }) => {
+            let v = client.call("models.use", json!({ "name": name }))?;
+            if *json {
+                return print_json(&v);
+            }
+            println!("model {name} is active; chunks are embedded for it in the background");
+            Ok(())
+        }
+        Command::Models(ModelsCommand::List { json }) => {
+            let v = client.call("models.list", json!({}))?;
+            if *json {
+                return print_json(&v);
+            }
+            let list: ModelListResult = decode("models.list", v)?;
+            if list.models.is_empty() {
+                println!("no models; add one with `brain models add NAME PATH`");
+            }
+            for m in list.models {
+                let mark = if m.active { "*" } else { " " };
+                println!("{mark} {:<24} {}", m.name, m.path);
+            }
+            Ok(())
+        }
+        Command::Daemon { .. }
+        | Command::Identity(_)
+        | Command::Ingest { .. }
+        | Command::Eval(_)
+        | Command::Bench(_) => {
             unreachable!("dispatched before connecting")
         }
     });
@@ -325,6 +519,107 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report_client_error(&e),
     }
+}
+
+/// Builds `search.query` parameters from the command line.
+pub fn search_params(args: &SearchArgs) -> Result<Value, ClientError> {
+    let mut props = serde_json::Map::new();
+    for p in &args.props {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(ClientError::Usage(format!(
+                "--prop takes KEY=VALUE, not {p:?}"
+            )));
+        };
+        props.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));
+    }
+    Ok(json!({
+        "query": args.query,
+        "mode": args.mode,
+        "k": args.k,
+        "filters": {
+            "tags": args.tags,
+            "path_prefix": args.path,
+            "kinds": args.kinds,
+            "since": args.since,
+            "until": args.until,
+            "props": props,
+        },
+        "graph": args.graph,
+        "explain": args.explain,
+        "group": if args.chunks { "chunk" } else { "note" },
+    }))
+}
+
+fn search(client: &mut Client, args: &SearchArgs) -> Result<(), ClientError> {
+    let v = client.call("search.query", search_params(args)?)?;
+    if args.json {
+        return print_json(&v);
+    }
+    let r: SearchResultWire = decode("search.query", v)?;
+    for w in &r.warnings {
+        eprintln!("note: {w}");
+    }
+    if r.hits.is_empty() {
+        println!("no hits ({} search)", r.mode);
+        return Ok(());
+    }
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    for (i, h) in r.hits.iter().enumerate() {
+        let heading = if h.heading_path.is_empty() {
+            String::new()
+        } else {
+            format!(" › {}", h.heading_path.join(" › "))
+        };
+        println!("{:>2}. {}{heading}  [{:.4}]", i + 1, h.title, h.score);
+        println!("    {}:{}-{}", h.path, h.lines[0], h.lines[1]);
+        println!("    {}", render_snippet(&h.snippet, &h.highlights, color));
+        if let Some(e) = &h.explain {
+            let sig = |name: &str, s: &Option<crate::rpc::protocol::SignalWire>| {
+                s.as_ref()
+                    .map(|s| format!("{name} #{} ({:.4})", s.rank, s.score))
+                    .unwrap_or_else(|| format!("{name} —"))
+            };
+            println!(
+                "    explain: {}, {}, {}, fused {:.5}",
+                sig("bm25", &e.bm25),
+                sig("dense", &e.dense),
+                sig("graph", &e.graph),
+                e.fused
+            );
+        }
+    }
+    println!(
+        "{} search, {} hits of {} candidates, {:.1} ms",
+        r.mode,
+        r.hits.len(),
+        r.total,
+        r.took_ms
+    );
+    Ok(())
+}
+
+/// One line of snippet with the matched words emphasized (bold on a terminal, `**` otherwise).
+fn render_snippet(s: &str, highlights: &[[usize; 2]], color: bool) -> String {
+    let (on, off) = if color {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("**", "**")
+    };
+    let mut out = String::with_capacity(s.len() + highlights.len() * 8);
+    let mut at = 0;
+    for [a, b] in highlights {
+        let (a, b) = ((*a).min(s.len()), (*b).min(s.len()));
+        if a < at || !s.is_char_boundary(a) || !s.is_char_boundary(b) {
+            continue;
+        }
+        out.push_str(&s[at..a]);
+        out.push_str(on);
+        out.push_str(&s[a..b]);
+        out.push_str(off);
+        at = b;
+    }
+    out.push_str(&s[at..]);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn print_json(v: &Value) -> Result<(), ClientError> {

@@ -36,6 +36,20 @@ struct FileConfig {
     identity: IdentitySection,
     #[serde(default)]
     daemon: DaemonSection,
+    #[serde(default)]
+    search: SearchSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchSection {
+    /// A model name under `<data_dir>/models/` (see `brain models add`); overrides the one
+    /// chosen with `brain models use`.
+    model: Option<String>,
+    rrf_k: Option<f32>,
+    weight_bm25: Option<f32>,
+    weight_dense: Option<f32>,
+    weight_graph: Option<f32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +94,9 @@ pub struct Config {
     pub max_connections: usize,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// The embedding model named in the config file, if any.
+    pub search_model: Option<String>,
+    pub search_tuning: crate::search::Tuning,
 }
 
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -162,7 +179,35 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
             message: "must be at least 1024".into(),
         });
     }
+    let mut tuning = crate::search::Tuning::default();
+    let s = &file.search;
+    for (name, v, slot) in [
+        ("search.rrf_k", s.rrf_k, &mut tuning.rrf_k),
+        ("search.weight_bm25", s.weight_bm25, &mut tuning.weight_bm25),
+        (
+            "search.weight_dense",
+            s.weight_dense,
+            &mut tuning.weight_dense,
+        ),
+        (
+            "search.weight_graph",
+            s.weight_graph,
+            &mut tuning.weight_graph,
+        ),
+    ] {
+        if let Some(v) = v {
+            if !v.is_finite() || v < 0.0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    message: format!("must be a non-negative number, not {v}"),
+                });
+            }
+            *slot = v;
+        }
+    }
     Ok(Config {
+        search_model: file.search.model.clone(),
+        search_tuning: tuning,
         user_id: UserId::for_email(&user_email),
         user_email,
         data_dir,

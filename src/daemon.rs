@@ -69,12 +69,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
 
     let store = Arc::new(Store::open(&config.store_path())?);
     migrate_identities(&store, config)?;
-    let brain = Arc::new(Brain::new(
-        store,
-        config.data_dir.clone(),
-        &config.user_email,
-        &config.user_id,
-    )?);
+    let brain = Arc::new(Brain::new(store, config)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -25,6 +25,10 @@ pub enum Kind {
     ShuttingDown,
     /// The peer on the socket is another user.
     PermissionDenied,
+    /// A search mode needs an embedding model and none is loaded.
+    ModelUnavailable,
+    /// The search index failed (I/O, a full disk, corruption).
+    IndexError,
 }
 
 impl Kind {
@@ -41,6 +45,8 @@ impl Kind {
         Kind::Io,
         Kind::ShuttingDown,
         Kind::PermissionDenied,
+        Kind::ModelUnavailable,
+        Kind::IndexError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +63,8 @@ impl Kind {
             Kind::Io => "io_error",
             Kind::ShuttingDown => "shutting_down",
             Kind::PermissionDenied => "permission_denied",
+            Kind::ModelUnavailable => "model_unavailable",
+            Kind::IndexError => "index_error",
         }
     }
 
@@ -73,6 +81,8 @@ impl Kind {
             Kind::Io => -32003,
             Kind::ShuttingDown => -32004,
             Kind::PermissionDenied => -32005,
+            Kind::ModelUnavailable => -32010,
+            Kind::IndexError => -32011,
         }
     }
 }

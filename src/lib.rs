@@ -6,14 +6,17 @@
 //! know nothing about sockets or JSON-RPC.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod brain;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod embed;
 pub mod error;
 pub mod graph;
 pub mod identity;
 pub mod ingest;
 pub mod rpc;
+pub mod search;
 pub mod store;

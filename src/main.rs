@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use brain::cli::{Cli, Command, IdentityCommand};
+use brain::cli::{BenchCommand, Cli, Command, EvalCommand, IdentityCommand};
 use brain::{config, daemon, identity};
 use clap::Parser;
 
@@ -33,6 +33,60 @@ fn main() -> ExitCode {
                 }
                 Err(e) => report_err(anyhow::Error::new(e)),
             }
+        }
+        Command::Eval(EvalCommand::Beir {
+            dir,
+            mode,
+            model,
+            split,
+            run_file,
+            graph,
+            limit,
+            json,
+        }) => {
+            let run = || -> anyhow::Result<()> {
+                let config = config::resolve(&cli.global.overrides()).ok();
+                let opts = brain::search::eval::Options {
+                    dir: dir.clone(),
+                    mode: brain::search::Mode::parse(mode)?,
+                    model: model.clone(),
+                    split: split.clone(),
+                    run_file: run_file.clone(),
+                    graph: *graph,
+                    tuning: config.map(|c| c.search_tuning).unwrap_or_default(),
+                    limit_queries: *limit,
+                };
+                let report = brain::search::eval::run(&opts)?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!("{report}");
+                }
+                Ok(())
+            };
+            report(run())
+        }
+        Command::Bench(BenchCommand::Search {
+            data,
+            chunks,
+            queries,
+            model,
+            json,
+        }) => {
+            let opts = brain::bench::SearchBench {
+                data: data.clone(),
+                chunks: *chunks,
+                queries: *queries,
+                model: model.clone(),
+            };
+            report(brain::bench::search(&opts).and_then(|r| {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!("{r}");
+                }
+                Ok(())
+            }))
         }
         other => brain::cli::run_client(&cli.global, other),
     }

@@ -110,7 +110,14 @@ pub struct Ingestor {
     store: Arc<Store>,
     user: String,
     max_file_bytes: u64,
+    /// Called after writes commit (at the end of a sync, and every [`AFTER_WRITE_EVERY`] during
+    /// a long one) so derived indexes catch up.
+    after_write: Option<AfterWrite>,
 }
+
+pub type AfterWrite = Box<dyn Fn() + Send + Sync>;
+/// During a long sync, derived indexes catch up at least this often.
+const AFTER_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A live source row.
 #[derive(Debug, Clone)]
@@ -157,6 +164,19 @@ impl Ingestor {
             store,
             user: user.to_owned(),
             max_file_bytes,
+            after_write: None,
+        }
+    }
+
+    /// Sets the hook run after writes commit.
+    pub fn with_after_write(mut self, f: AfterWrite) -> Ingestor {
+        self.after_write = Some(f);
+        self
+    }
+
+    fn after_write(&self) {
+        if let Some(f) = &self.after_write {
+            f();
         }
     }
 
@@ -260,6 +280,7 @@ impl Ingestor {
             facts::collect_garbage(tx, &ctx)?;
             Ok::<_, IngestError>(())
         })?;
+        self.after_write();
         Ok(root)
     }
 
@@ -449,6 +470,7 @@ impl Ingestor {
         let mut processed: HashSet<String> = HashSet::new();
         let mut alias_names: HashSet<String> = HashSet::new();
         let mut done = 0u64;
+        let mut last_hook = Instant::now();
         let mut pairs: Vec<(Job, String)> = jobs.into_iter().zip(note_ids).collect();
         while !pairs.is_empty() {
             if cancel.load(Ordering::Relaxed) {
@@ -480,6 +502,10 @@ impl Ingestor {
                 }
                 Ok::<_, IngestError>(())
             })?;
+            if last_hook.elapsed() >= AFTER_WRITE_EVERY {
+                self.after_write();
+                last_hook = Instant::now();
+            }
             for (job, _, _) in &parsed {
                 done += 1;
                 progress(&Progress {
@@ -500,6 +526,7 @@ impl Ingestor {
         }
         self.store
             .write(|tx| facts::collect_garbage(tx, &ctx).map_err(IngestError::from))?;
+        self.after_write();
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }

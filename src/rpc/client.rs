@@ -27,6 +27,9 @@ pub enum ClientError {
     /// The daemon answered with an error.
     #[error("{}", .0.message)]
     Rpc(Box<RemoteError>),
+    /// The command line asked for something malformed.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// An error answer from the daemon.

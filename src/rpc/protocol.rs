@@ -122,6 +122,23 @@ pub struct StatusWire {
     pub user_email: String,
     pub counts: CountsWire,
     pub watcher: WatcherWire,
+    pub search: SearchStatusWire,
+}
+
+/// The text index and the embedding progress.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SearchStatusWire {
+    /// `ready`, `rebuilding` or `error: ...`.
+    pub index_state: String,
+    pub indexed_chunks: u64,
+    /// The store change (outbox sequence number) the index reflects, and the newest one.
+    pub index_seq: i64,
+    pub outbox_head: i64,
+    pub model: Option<String>,
+    /// `none`, `loading`, `ready` or `error: ...`.
+    pub model_state: String,
+    pub embedded_chunks: usize,
+    pub total_chunks: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -170,6 +187,16 @@ impl From<Status> for StatusWire {
                 queue_depth: s.worker.queue_depth,
                 busy: s.worker.busy,
                 error: s.worker.watcher_error,
+            },
+            search: SearchStatusWire {
+                index_state: s.search.index_state,
+                indexed_chunks: s.search.indexed_chunks,
+                index_seq: s.search.index_seq,
+                outbox_head: s.search.outbox_head,
+                model: s.search.model,
+                model_state: s.search.model_state,
+                embedded_chunks: s.search.embedded_chunks,
+                total_chunks: s.search.total_chunks,
             },
         }
     }
@@ -544,5 +571,185 @@ mod tests {
         assert_eq!(v["error"]["code"], -32601);
         assert_eq!(v["error"]["data"]["kind"], "method_not_found");
         assert_eq!(v["id"], 3);
+    }
+}
+
+/// `search.query` parameters.
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub filters: SearchFilters,
+    #[serde(default)]
+    pub explain: bool,
+    /// Add graph proximity (links and shared tags of the top notes) as a signal.
+    #[serde(default)]
+    pub graph: bool,
+    /// `note` (default: the best chunk per note) or `chunk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFilters {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// RFC 3339, YYYY-MM-DD, Unix seconds, or an age such as `7d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Value>,
+    /// Front-matter property equals value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub props: std::collections::BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignalWire {
+    pub rank: usize,
+    pub score: f32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExplainWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bm25: Option<SignalWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense: Option<SignalWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<SignalWire>,
+    pub fused: f32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SearchHitWire {
+    pub node_id: String,
+    pub chunk_id: String,
+    pub title: String,
+    pub path: String,
+    pub lines: [u32; 2],
+    pub bytes: [u64; 2],
+    pub content_hash: String,
+    pub heading_path: Vec<String>,
+    pub score: f32,
+    pub snippet: String,
+    pub highlights: Vec<[usize; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<ExplainWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SearchResultWire {
+    pub mode: String,
+    pub hits: Vec<SearchHitWire>,
+    pub total: usize,
+    pub took_ms: f64,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReindexResult {
+    pub chunks: usize,
+    pub secs: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelAddParams {
+    pub name: String,
+    pub path: String,
+    #[serde(default)]
+    pub link: bool,
+    #[serde(default)]
+    pub activate: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelNameParams {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelWire {
+    pub name: String,
+    pub path: String,
+    pub linked: bool,
+    pub active: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelListResult {
+    pub models: Vec<ModelWire>,
+}
+
+impl From<crate::search::Signal> for SignalWire {
+    fn from(s: crate::search::Signal) -> Self {
+        SignalWire {
+            rank: s.rank,
+            score: s.score,
+        }
+    }
+}
+
+impl From<crate::search::Hit> for SearchHitWire {
+    fn from(h: crate::search::Hit) -> Self {
+        SearchHitWire {
+            node_id: h.node_id,
+            chunk_id: h.chunk_id,
+            title: h.title,
+            path: h.path,
+            lines: h.lines,
+            bytes: h.bytes,
+            content_hash: h.content_hash,
+            heading_path: h.heading_path,
+            score: h.score,
+            snippet: h.snippet,
+            highlights: h.highlights,
+            explain: h.explain.map(|e| ExplainWire {
+                bm25: e.bm25.map(Into::into),
+                dense: e.dense.map(Into::into),
+                graph: e.graph.map(Into::into),
+                fused: e.fused,
+            }),
+        }
+    }
+}
+
+impl From<crate::search::Response> for SearchResultWire {
+    fn from(r: crate::search::Response) -> Self {
+        SearchResultWire {
+            mode: match r.mode {
+                crate::search::Mode::Bm25 => "bm25",
+                crate::search::Mode::Dense => "dense",
+                crate::search::Mode::Hybrid => "hybrid",
+            }
+            .into(),
+            hits: r.hits.into_iter().map(Into::into).collect(),
+            total: r.total,
+            took_ms: r.took_ms,
+            warnings: r.warnings,
+        }
+    }
+}
+
+impl From<crate::search::models::ModelInfo> for ModelWire {
+    fn from(m: crate::search::models::ModelInfo) -> Self {
+        ModelWire {
+            name: m.name,
+            path: m.path.display().to_string(),
+            linked: m.linked,
+            active: m.active,
+        }
     }
 }

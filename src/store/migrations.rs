@@ -18,6 +18,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_link_resolution.sql",
         include_str!("../../schema/0002_link_resolution.sql"),
     ),
+    (
+        "0003_search.sql",
+        include_str!("../../schema/0003_search.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

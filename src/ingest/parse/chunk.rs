@@ -75,6 +75,9 @@ fn split_long(text: &str, block: Range<usize>, max: usize) -> Vec<Range<usize>> 
                 while !text.is_char_boundary(end) {
                     end -= 1;
                 }
+                if end < line.end {
+                    end = soft_break(text, at, end);
+                }
                 if end == at {
                     // Unreachable while `max` is at least 4 (the longest char); kept so a tiny
                     // `max` cannot loop forever.
@@ -102,6 +105,29 @@ fn split_long(text: &str, block: Range<usize>, max: usize) -> Vec<Range<usize>> 
         .map(|p| trim(text, p))
         .filter(|p| !p.is_empty())
         .collect()
+}
+
+/// Where to cut `text[at..end]` so that a long line splits between sentences, else between
+/// words, rather than inside a word: the last sentence end, else the last space, in the
+/// window's second half; `end` itself when there is neither.
+fn soft_break(text: &str, at: usize, end: usize) -> usize {
+    let window = &text[at..end];
+    let half = window.len() / 2;
+    let after = |i: usize| at + i + 1;
+    let sentence = window
+        .char_indices()
+        .rev()
+        .take_while(|(i, _)| *i > half)
+        .find(|(i, c)| {
+            c.is_whitespace() && *i > 0 && matches!(window.as_bytes()[i - 1], b'.' | b'?' | b'!')
+        });
+    if let Some((i, _)) = sentence {
+        return after(i);
+    }
+    match window[half..].rfind(char::is_whitespace) {
+        Some(i) => after(half + i),
+        None => end,
+    }
 }
 
 /// Drops leading blank lines and trailing whitespace; the first line keeps its indentation so
@@ -170,7 +196,14 @@ mod tests {
         check("l1\nl2\nl3\nl4\nl5\n", 5, &["l1\nl2", "l3\nl4", "l5"]);
         check("ééééé", 4, &["éé", "éé", "é"]);
         check("x\n\n\n\ny", 3, &["x", "y"]);
-        check("ab   cd", 3, &["ab", "  c", "d"]);
+        // Long lines split between sentences, else between words, not inside a word.
+        check("ab   cd", 3, &["ab", "cd"]);
+        check(
+            "One two. Three four five",
+            12,
+            &["One two.", "Three four", "five"],
+        );
+        check("abcdefghij", 4, &["abcd", "efgh", "ij"]);
     }
 
     fn check_trim(text: &str, expected: &str) {

@@ -1,0 +1,1020 @@
+//! Hybrid retrieval: BM25 over a tantivy index, exact dense vectors, graph proximity, fused by
+//! reciprocal rank.
+//!
+//! Owns the text index, the in-memory vectors, the embedding worker and query planning.
+//! Architecture Invariant: everything here is derived from the store and can be rebuilt from
+//! it; hits are hydrated from SQLite (text, spans, hashes), never from the index. Knows nothing
+//! about sockets.
+
+pub mod eval;
+pub mod index;
+pub mod models;
+pub mod vectors;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::clock;
+use crate::store::{self, Store};
+use index::{Boosts, ChunkDoc, Filters, IndexError, Opened, Payload, TextIndex};
+use vectors::Vectors;
+
+/// A sentence-embedding model as search uses it.
+pub trait Embed: Send + Sync {
+    fn model_id(&self) -> &str;
+    fn dim(&self) -> usize;
+    /// L2-normalized vectors of passages (chunks), one per text.
+    fn embed_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+    /// The L2-normalized vector of a query (models such as e5 and bge prefix queries).
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, String>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("search: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("{0}")]
+    InvalidParams(String),
+    #[error("{0}")]
+    ModelUnavailable(String),
+    #[error("embedding the query failed: {0}")]
+    Embed(String),
+}
+
+impl From<SearchError> for crate::error::Error {
+    fn from(e: SearchError) -> Self {
+        use crate::error::{Error, Kind};
+        let kind = match &e {
+            SearchError::Index(_) => Kind::IndexError,
+            SearchError::Store(_) => Kind::StoreError,
+            SearchError::InvalidParams(_) => Kind::InvalidParams,
+            SearchError::ModelUnavailable(_) | SearchError::Embed(_) => Kind::ModelUnavailable,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+impl From<models::ModelError> for crate::error::Error {
+    fn from(e: models::ModelError) -> Self {
+        use crate::error::{Error, Kind};
+        let kind = match &e {
+            models::ModelError::Io { .. } => Kind::Io,
+            models::ModelError::Unknown(_) => Kind::NotFound,
+            _ => Kind::InvalidParams,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+impl From<tantivy::TantivyError> for SearchError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        SearchError::Index(IndexError::Tantivy(e))
+    }
+}
+
+/// Fusion settings. Defaults were chosen on BEIR SciFact (see the README).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    pub rrf_k: f32,
+    pub weight_bm25: f32,
+    pub weight_dense: f32,
+    pub weight_graph: f32,
+    pub boosts: Boosts,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            rrf_k: 60.0,
+            weight_bm25: 1.0,
+            weight_dense: 1.0,
+            weight_graph: 0.5,
+            boosts: Boosts::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Bm25,
+    Dense,
+    Hybrid,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode, SearchError> {
+        match s {
+            "bm25" => Ok(Mode::Bm25),
+            "dense" => Ok(Mode::Dense),
+            "hybrid" => Ok(Mode::Hybrid),
+            other => Err(SearchError::InvalidParams(format!(
+                "mode must be bm25, dense or hybrid, not {other:?}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub query: String,
+    /// `None`: hybrid when vectors exist, else BM25.
+    pub mode: Option<Mode>,
+    pub k: usize,
+    pub filters: Filters,
+    pub graph: bool,
+    pub explain: bool,
+    /// One hit per note (the best chunk) when true, else one per chunk.
+    pub group_by_note: bool,
+}
+
+pub const MAX_K: usize = 200;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub node_id: String,
+    pub chunk_id: String,
+    pub title: String,
+    pub path: String,
+    pub lines: [u32; 2],
+    pub bytes: [u64; 2],
+    pub content_hash: String,
+    pub heading_path: Vec<String>,
+    pub score: f32,
+    pub snippet: String,
+    /// Byte ranges of the matched words inside `snippet`.
+    pub highlights: Vec<[usize; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explain>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Explain {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bm25: Option<Signal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense: Option<Signal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph: Option<Signal>,
+    /// Sum of weight / (rrf_k + rank) over the signals.
+    pub fused: f32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Signal {
+    /// 1-based rank of the chunk in this signal's list.
+    pub rank: usize,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Response {
+    pub mode: Mode,
+    pub hits: Vec<Hit>,
+    /// Candidates considered after filtering, before cutting to `k`.
+    pub total: usize,
+    pub took_ms: f64,
+    pub warnings: Vec<String>,
+}
+
+/// What `daemon.status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchStatus {
+    pub index_state: String,
+    pub indexed_chunks: u64,
+    pub index_seq: i64,
+    pub outbox_head: i64,
+    pub model: Option<String>,
+    pub model_state: String,
+    pub embedded_chunks: usize,
+    pub total_chunks: u64,
+}
+
+struct Model {
+    embedder: Arc<dyn Embed>,
+    vectors: Vectors,
+}
+
+pub struct Search {
+    store: Arc<Store>,
+    text: TextIndex,
+    store_id: String,
+    applied: AtomicI64,
+    /// Set while a rebuild is running or pending.
+    rebuilding: AtomicBool,
+    state: Mutex<String>,
+    model: RwLock<Option<Model>>,
+    model_state: Mutex<String>,
+    tuning: Tuning,
+    /// Wakes the embedding worker.
+    embed_signal: (Mutex<bool>, Condvar),
+    stopping: AtomicBool,
+}
+
+/// Chunks embedded per batch; each batch is one store transaction.
+const EMBED_BATCH: usize = 32;
+/// Outbox rows applied per index commit during catch-up.
+const APPLY_PAGE: usize = 20_000;
+
+impl Search {
+    /// Opens (or creates) the index under `dir`. A fresh index is marked for a rebuild that
+    /// [`Search::start_background`] runs while the daemon serves.
+    pub fn open(store: Arc<Store>, dir: &Path, tuning: Tuning) -> Result<Arc<Search>, SearchError> {
+        let store_id = store.write(|tx| {
+            if let Some(id) = store::meta_get(tx, "store_id")? {
+                return Ok::<_, rusqlite::Error>(id);
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            store::meta_set(tx, "store_id", &id)?;
+            Ok(id)
+        })?;
+        let (text, opened) = TextIndex::open(dir, &store_id)?;
+        let (applied, rebuild) = match &opened {
+            Opened::Existing(p) => {
+                let head = store.read(index::outbox_head)?;
+                if p.seq > head && head > 0 {
+                    // The index claims changes the store never made: a restored or swapped
+                    // store. Only a rebuild is trustworthy.
+                    info!(
+                        index_seq = p.seq,
+                        head, "search index is ahead of the store; rebuilding"
+                    );
+                    (0, true)
+                } else {
+                    (p.seq, false)
+                }
+            }
+            Opened::Fresh(reason) => {
+                info!(%reason, dir = %dir.display(), "search index will be rebuilt");
+                (0, true)
+            }
+        };
+        Ok(Arc::new(Search {
+            store,
+            text,
+            store_id,
+            applied: AtomicI64::new(applied),
+            rebuilding: AtomicBool::new(rebuild),
+            state: Mutex::new(if rebuild { "rebuilding" } else { "ready" }.into()),
+            model: RwLock::new(None),
+            model_state: Mutex::new("none".into()),
+            tuning,
+            embed_signal: (Mutex::new(false), Condvar::new()),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn index_dir(&self) -> &Path {
+        &self.text.dir
+    }
+
+    /// Runs a pending rebuild (or catch-up) and starts the embedding worker, each on its own
+    /// thread, so the daemon serves meanwhile.
+    pub fn start_background(self: &Arc<Search>) {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("search-index".into())
+            .spawn(move || {
+                let r = if me.rebuilding.load(Ordering::SeqCst) {
+                    me.rebuild().map(|_| ())
+                } else {
+                    me.catch_up().map(|_| ())
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "search index catch-up failed");
+                    *me.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+                }
+            })
+            .ok();
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("embedder".into())
+            .spawn(move || me.embed_loop())
+            .ok();
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.kick_embedder();
+    }
+
+    /// Applies every queued change to the index and commits. Returns the notes reindexed.
+    pub fn catch_up(&self) -> Result<usize, SearchError> {
+        let mut writer = self.text.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.rebuilding.load(Ordering::SeqCst) {
+            // The rebuild thread owns the index until it is done; it applies the outbox too.
+            return Ok(0);
+        }
+        let mut total = 0;
+        loop {
+            let after = self.applied.load(Ordering::SeqCst);
+            let (notes, head, docs) = self.store.read(|c| {
+                let (notes, head) = index::outbox_after(c, after, APPLY_PAGE)?;
+                let docs = index::load_docs(c, Some(&notes))?;
+                Ok::<_, rusqlite::Error>((notes, head, docs))
+            })?;
+            if notes.is_empty() {
+                break;
+            }
+            for n in &notes {
+                self.text.delete_note(&writer, n);
+            }
+            for d in &docs {
+                self.text.add(&writer, d)?;
+            }
+            self.text.commit(
+                &mut writer,
+                &Payload {
+                    format: index::INDEX_FORMAT,
+                    store_id: self.store_id.clone(),
+                    seq: head,
+                },
+            )?;
+            self.applied.store(head, Ordering::SeqCst);
+            self.after_commit(head, &notes, &docs)?;
+            total += notes.len();
+        }
+        Ok(total)
+    }
+
+    /// Rebuilds the index from scratch from the store's current chunks.
+    pub fn rebuild(&self) -> Result<(usize, f64), SearchError> {
+        let started = Instant::now();
+        let mut writer = self.text.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.rebuilding.store(true, Ordering::SeqCst);
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = "rebuilding".into();
+        let result = (|| {
+            // One read transaction: the chunks and the outbox head are the same snapshot, so
+            // nothing written meanwhile is missed (it lands in the outbox after `head`).
+            let (head, docs) = self.store.read(|c| {
+                let tx = c.unchecked_transaction()?;
+                let head = index::outbox_head(&tx)?;
+                let docs = index::load_docs(&tx, None)?;
+                tx.finish()?;
+                Ok::<_, rusqlite::Error>((head, docs))
+            })?;
+            writer.delete_all_documents()?;
+            for d in &docs {
+                self.text.add(&writer, d)?;
+            }
+            self.text.commit(
+                &mut writer,
+                &Payload {
+                    format: index::INDEX_FORMAT,
+                    store_id: self.store_id.clone(),
+                    seq: head,
+                },
+            )?;
+            self.applied.store(head, Ordering::SeqCst);
+            self.after_commit(head, &[], &docs)?;
+            Ok::<_, SearchError>(docs.len())
+        })();
+        self.rebuilding.store(false, Ordering::SeqCst);
+        drop(writer);
+        let chunks = result?;
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = "ready".into();
+        let secs = started.elapsed().as_secs_f64();
+        info!(chunks, secs, "search index rebuilt");
+        // What arrived while rebuilding.
+        self.catch_up()?;
+        Ok((chunks, secs))
+    }
+
+    /// After a commit: trim the outbox, record the generation, drop vectors of retired chunks,
+    /// and wake the embedder.
+    fn after_commit(
+        &self,
+        head: i64,
+        notes: &[String],
+        docs: &[ChunkDoc],
+    ) -> Result<(), SearchError> {
+        self.store.write(|tx| {
+            tx.execute("DELETE FROM search_outbox WHERE seq <= ?1", [head])?;
+            store::meta_set(tx, "search.index_seq", &head.to_string())
+        })?;
+        if !notes.is_empty() {
+            let notes: HashSet<String> = notes.iter().cloned().collect();
+            let current: HashSet<String> = docs.iter().map(|d| d.chunk_id.clone()).collect();
+            if let Some(m) = self
+                .model
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                m.vectors.retire_missing(&notes, &current);
+            }
+        }
+        self.kick_embedder();
+        Ok(())
+    }
+
+    /// Makes `embedder` the active model: loads its stored vectors and lets the worker embed
+    /// what is missing.
+    pub fn set_model(&self, embedder: Arc<dyn Embed>) -> Result<(), SearchError> {
+        let vectors = self
+            .store
+            .read(|c| Vectors::load(c, embedder.model_id(), embedder.dim()))?;
+        info!(
+            model = embedder.model_id(),
+            vectors = vectors.len(),
+            "embedding model active"
+        );
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Some(Model { embedder, vectors });
+        *self.model_state.lock().unwrap_or_else(|p| p.into_inner()) = "ready".into();
+        self.kick_embedder();
+        Ok(())
+    }
+
+    pub fn set_model_state(&self, s: &str) {
+        *self.model_state.lock().unwrap_or_else(|p| p.into_inner()) = s.into();
+    }
+
+    pub fn has_vectors(&self) -> bool {
+        self.model
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|m| !m.vectors.is_empty())
+    }
+
+    fn kick_embedder(&self) {
+        let (lock, cv) = &self.embed_signal;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// The embedding worker: sleeps until kicked, then embeds every current chunk that has no
+    /// vector for the active model, a batch per transaction, and sleeps again. Resumable by
+    /// construction: what is done is in the store.
+    fn embed_loop(&self) {
+        lower_thread_priority();
+        // Half the cores (at least one), at low priority: embedding never starves queries.
+        let threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        let pool = match crate::embed::worker_pool(threads) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot start the embedding pool");
+                self.set_model_state(&format!("error: {e}"));
+                return;
+            }
+        };
+        loop {
+            {
+                let (lock, cv) = &self.embed_signal;
+                let mut kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !*kicked {
+                    kicked = cv.wait(kicked).unwrap_or_else(|p| p.into_inner());
+                }
+                *kicked = false;
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            loop {
+                if self.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                match pool.install(|| self.embed_batch(EMBED_BATCH)) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(error = %e, "embedding failed; will retry on the next change");
+                        self.set_model_state(&format!("error: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Embeds up to `n` chunks lacking a vector. Returns how many were embedded.
+    pub fn embed_batch(&self, n: usize) -> Result<usize, SearchError> {
+        let Some(embedder) = self
+            .model
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|m| m.embedder.clone())
+        else {
+            return Ok(0);
+        };
+        let model_id = embedder.model_id().to_owned();
+        let todo: Vec<(String, String, String)> = self.store.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT c.id, c.parent_id, COALESCE(n.title, ''), c.props, COALESCE(c.content, '')
+                 FROM nodes c JOIN nodes n ON n.id = c.parent_id
+                 WHERE c.kind = 'chunk' AND c.valid_to IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.node_id = c.id AND e.model_id = ?1)
+                 LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![model_id, n as i64], |r| {
+                let props: String = r.get(3)?;
+                let text = embed_text(&r.get::<_, String>(2)?, &props, &r.get::<_, String>(4)?);
+                Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default(), text))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })?;
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        let texts: Vec<&str> = todo.iter().map(|t| t.2.as_str()).collect();
+        let vecs = embedder
+            .embed_passages(&texts)
+            .map_err(SearchError::Embed)?;
+        let now = clock::now();
+        let dim = embedder.dim();
+        self.store.write(|tx| {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO embeddings(node_id, model_id, dim, vector, content_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for ((id, _, text), v) in todo.iter().zip(&vecs) {
+                let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+                ins.execute(params![id, model_id, dim as i64, vectors::encode(v), hash, now])?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        })?;
+        if let Some(m) = self
+            .model
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            && m.embedder.model_id() == model_id
+        {
+            for ((id, note, _), v) in todo.iter().zip(&vecs) {
+                m.vectors.insert(id.clone(), note.clone(), v);
+            }
+        }
+        Ok(todo.len())
+    }
+
+    pub fn status(&self) -> Result<SearchStatus, SearchError> {
+        let (head, total) = self.store.read(|c| {
+            let head = index::outbox_head(c)?;
+            let total: i64 = c.query_row(
+                "SELECT COUNT(*) FROM nodes WHERE kind = 'chunk' AND valid_to IS NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok::<_, rusqlite::Error>((head, total as u64))
+        })?;
+        let model = self.model.read().unwrap_or_else(|p| p.into_inner());
+        Ok(SearchStatus {
+            index_state: self.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            indexed_chunks: self.text.num_docs(),
+            index_seq: self.applied.load(Ordering::SeqCst),
+            outbox_head: head.max(self.applied.load(Ordering::SeqCst)),
+            model: model.as_ref().map(|m| m.embedder.model_id().to_owned()),
+            model_state: self
+                .model_state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            embedded_chunks: model.as_ref().map_or(0, |m| m.vectors.len()),
+            total_chunks: total,
+        })
+    }
+
+    pub fn query(&self, req: &Request) -> Result<Response, SearchError> {
+        let started = Instant::now();
+        let k = req.k.clamp(1, MAX_K);
+        let mut warnings = Vec::new();
+        let has_model = self
+            .model
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        let mode = match req.mode {
+            Some(m) => m,
+            None if self.has_vectors() => Mode::Hybrid,
+            None => Mode::Bm25,
+        };
+        if mode != Mode::Bm25 && !has_model {
+            return Err(SearchError::ModelUnavailable(format!(
+                "{} search needs an embedding model and none is configured; add one with \
+                 `brain models add NAME PATH`, or use --mode bm25",
+                if mode == Mode::Dense {
+                    "dense"
+                } else {
+                    "hybrid"
+                }
+            )));
+        }
+        if self.rebuilding.load(Ordering::SeqCst) {
+            warnings.push("the text index is being rebuilt; results may be incomplete".into());
+        }
+        let depth = (k * 4).max(100);
+        let tq = self.text.text_query(&req.query, &self.tuning.boosts);
+        let filter = self.text.filter_query(&req.filters)?;
+
+        let bm25 = if mode != Mode::Dense {
+            self.text.search(
+                tq.box_clone(),
+                filter.as_ref().map(|f| f.box_clone()),
+                depth,
+            )?
+        } else {
+            Vec::new()
+        };
+        let dense = if mode != Mode::Bm25 {
+            let allowed = match &filter {
+                Some(f) => Some(self.text.matching_chunks(f.as_ref())?),
+                None => None,
+            };
+            let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
+            let m = guard.as_ref().ok_or_else(|| {
+                SearchError::ModelUnavailable("the embedding model was unloaded".into())
+            })?;
+            let total = self.status().map(|s| s.total_chunks).unwrap_or(0);
+            if (m.vectors.len() as u64) < total {
+                warnings.push(format!(
+                    "embedding in progress: {} of {} chunks have vectors",
+                    m.vectors.len(),
+                    total
+                ));
+            }
+            let q = m
+                .embedder
+                .embed_query(&req.query)
+                .map_err(SearchError::Embed)?;
+            m.vectors.top(&q, depth, allowed.as_ref())
+        } else {
+            Vec::new()
+        };
+
+        // Reciprocal-rank fusion over chunks.
+        let t = &self.tuning;
+        let mut fused: HashMap<String, Candidate> = HashMap::new();
+        let w_bm25 = if mode == Mode::Dense {
+            0.0
+        } else {
+            t.weight_bm25
+        };
+        let w_dense = if mode == Mode::Bm25 {
+            0.0
+        } else {
+            t.weight_dense
+        };
+        for (i, (chunk, note, score)) in bm25.iter().enumerate() {
+            let c = fused
+                .entry(chunk.clone())
+                .or_insert_with(|| Candidate::new(note));
+            c.bm25 = Some(Signal {
+                rank: i + 1,
+                score: *score,
+            });
+            c.fused += w_bm25 / (t.rrf_k + (i + 1) as f32);
+        }
+        for (i, (chunk, note, score)) in dense.iter().enumerate() {
+            let c = fused
+                .entry(chunk.clone())
+                .or_insert_with(|| Candidate::new(note));
+            c.dense = Some(Signal {
+                rank: i + 1,
+                score: *score,
+            });
+            c.fused += w_dense / (t.rrf_k + (i + 1) as f32);
+        }
+        if mode != Mode::Hybrid {
+            // A single signal keeps its own scores, so BM25 and cosine values stay meaningful.
+            for c in fused.values_mut() {
+                c.fused = c.bm25.or(c.dense).map_or(0.0, |s| s.score);
+            }
+        }
+        if req.graph && !fused.is_empty() {
+            self.graph_expand(&mut fused, &req.filters)?;
+        }
+        let total = fused.len();
+        let mut ranked: Vec<(String, Candidate)> = fused.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.fused.total_cmp(&a.1.fused).then_with(|| a.0.cmp(&b.0)));
+        if req.group_by_note {
+            let mut seen = HashSet::new();
+            ranked.retain(|(_, c)| seen.insert(c.note.clone()));
+        }
+
+        // Hydrate from the store; a chunk retired since it was indexed drops out here.
+        let searcher = self.text.reader.searcher();
+        let mut snippets = tantivy::snippet::SnippetGenerator::create(
+            &searcher,
+            tq.as_ref(),
+            self.text.fields.body,
+        )
+        .ok();
+        if let Some(s) = snippets.as_mut() {
+            s.set_max_num_chars(240);
+        }
+        let mut hits = Vec::with_capacity(k);
+        self.store.read(|c| {
+            for (chunk, cand) in &ranked {
+                if hits.len() >= k {
+                    break;
+                }
+                if let Some(mut hit) = hydrate(c, chunk)? {
+                    hit.score = cand.fused;
+                    let (snippet, highlights) = snippet_for(snippets.as_ref(), &hit.snippet);
+                    hit.snippet = snippet;
+                    hit.highlights = highlights;
+                    if req.explain {
+                        hit.explain = Some(Explain {
+                            bm25: cand.bm25,
+                            dense: cand.dense,
+                            graph: cand.graph,
+                            fused: cand.fused,
+                        });
+                    }
+                    hits.push(hit);
+                }
+            }
+            Ok::<_, rusqlite::Error>(())
+        })?;
+        Ok(Response {
+            mode,
+            hits,
+            total,
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+            warnings,
+        })
+    }
+
+    /// Graph proximity: notes linked to or sharing a tag with the top notes gain a third
+    /// ranked signal (by how many top notes they touch); notes not yet among the candidates
+    /// join with their first chunk.
+    fn graph_expand(
+        &self,
+        fused: &mut HashMap<String, Candidate>,
+        filters: &Filters,
+    ) -> Result<(), SearchError> {
+        const SEEDS: usize = 10;
+        const PER_TAG: i64 = 20;
+        let mut best: Vec<(&String, &Candidate)> = fused.iter().collect();
+        best.sort_by(|a, b| b.1.fused.total_cmp(&a.1.fused));
+        let mut seeds: Vec<String> = Vec::new();
+        for (_, c) in best {
+            if !seeds.contains(&c.note) {
+                seeds.push(c.note.clone());
+            }
+            if seeds.len() >= SEEDS {
+                break;
+            }
+        }
+        let mut touch: HashMap<String, usize> = HashMap::new();
+        self.store.read(|c| {
+            let mut links = c.prepare_cached(
+                "SELECT CASE WHEN e.src_id = ?1 THEN e.dst_id ELSE e.src_id END
+                 FROM edges e
+                 JOIN nodes o ON o.id = CASE WHEN e.src_id = ?1 THEN e.dst_id ELSE e.src_id END
+                 WHERE (e.src_id = ?1 OR e.dst_id = ?1) AND e.type = 'links_to'
+                   AND e.valid_to IS NULL AND o.valid_to IS NULL AND o.kind = 'note'",
+            )?;
+            let mut tagged = c.prepare_cached(
+                "SELECT e2.src_id FROM edges e1
+                 JOIN edges e2 ON e2.dst_id = e1.dst_id AND e2.type = 'tagged' AND e2.valid_to IS NULL
+                 WHERE e1.src_id = ?1 AND e1.type = 'tagged' AND e1.valid_to IS NULL
+                   AND e2.src_id <> ?1
+                 LIMIT ?2",
+            )?;
+            for seed in &seeds {
+                let mut mine: HashSet<String> = HashSet::new();
+                for r in links.query_map([seed], |r| r.get::<_, String>(0))? {
+                    mine.insert(r?);
+                }
+                for r in tagged.query_map(params![seed, PER_TAG * 5], |r| r.get::<_, String>(0))? {
+                    mine.insert(r?);
+                }
+                mine.remove(seed);
+                for n in mine {
+                    *touch.entry(n).or_default() += 1;
+                }
+            }
+            Ok::<_, rusqlite::Error>(())
+        })?;
+        let mut ranked: Vec<(String, usize)> = touch.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(50);
+        let allowed = match self.text.filter_query(filters)? {
+            Some(f) => Some(self.text.matching_chunks(f.as_ref())?),
+            None => None,
+        };
+        let w = self.tuning.weight_graph;
+        let k = self.tuning.rrf_k;
+        for (i, (note, links)) in ranked.iter().enumerate() {
+            let signal = Signal {
+                rank: i + 1,
+                score: *links as f32,
+            };
+            let add = w / (k + (i + 1) as f32);
+            let mut found = false;
+            for c in fused.values_mut().filter(|c| &c.note == note) {
+                c.graph = Some(signal);
+                c.fused += add;
+                found = true;
+            }
+            if !found {
+                let first: Option<String> = self.store.read(|c| {
+                    c.query_row(
+                        "SELECT c.id FROM nodes c JOIN provenance p ON p.node_id = c.id AND p.valid_to IS NULL
+                         WHERE c.parent_id = ?1 AND c.kind = 'chunk' AND c.valid_to IS NULL
+                         ORDER BY p.byte_start LIMIT 1",
+                        [note],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })?;
+                if let Some(chunk) = first
+                    && allowed.as_ref().is_none_or(|a| a.contains(&chunk))
+                {
+                    let mut cand = Candidate::new(note);
+                    cand.graph = Some(signal);
+                    cand.fused = add;
+                    fused.insert(chunk, cand);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    note: String,
+    bm25: Option<Signal>,
+    dense: Option<Signal>,
+    graph: Option<Signal>,
+    fused: f32,
+}
+
+impl Candidate {
+    fn new(note: &str) -> Candidate {
+        Candidate {
+            note: note.to_owned(),
+            bm25: None,
+            dense: None,
+            graph: None,
+            fused: 0.0,
+        }
+    }
+}
+
+/// The text a chunk is embedded as: its note's title and heading path give it context.
+pub fn embed_text(title: &str, chunk_props: &str, content: &str) -> String {
+    let heading: Vec<String> = serde_json::from_str::<Value>(chunk_props)
+        .ok()
+        .and_then(|v| v.get("heading_path").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let mut s = String::with_capacity(title.len() + content.len() + 8);
+    s.push_str(title);
+    for h in heading {
+        if h != title {
+            s.push_str(" / ");
+            s.push_str(&h);
+        }
+    }
+    s.push('\n');
+    s.push_str(content);
+    s
+}
+
+/// Reads what a hit shows; `None` when the chunk is no longer current. The snippet field is
+/// filled with the chunk's whole text, cut down by the caller.
+fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option<Hit>> {
+    c.prepare_cached(
+        "SELECT ch.parent_id, n.title, ch.content, ch.props, p.byte_start, p.byte_end,
+                p.line_start, p.line_end, p.content_hash, r.path, s.rel_path
+         FROM nodes ch
+         JOIN nodes n ON n.id = ch.parent_id AND n.valid_to IS NULL
+         JOIN sources s ON s.id = ch.source_id
+         JOIN roots r ON r.id = s.root_id
+         LEFT JOIN provenance p ON p.node_id = ch.id AND p.valid_to IS NULL
+         WHERE ch.id = ?1 AND ch.valid_to IS NULL
+         LIMIT 1",
+    )?
+    .query_row([chunk_id], |r| {
+        let props: String = r.get(3)?;
+        let heading_path: Vec<String> = serde_json::from_str::<Value>(&props)
+            .ok()
+            .and_then(|v| v.get("heading_path").cloned())
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        Ok(Hit {
+            node_id: r.get(0)?,
+            chunk_id: chunk_id.to_owned(),
+            title: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            snippet: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            heading_path,
+            bytes: [
+                r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+                r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
+            ],
+            lines: [
+                r.get::<_, Option<i64>>(6)?.unwrap_or(0) as u32,
+                r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u32,
+            ],
+            content_hash: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            path: index::join_path(&r.get::<_, String>(9)?, &r.get::<_, String>(10)?),
+            score: 0.0,
+            highlights: Vec::new(),
+            explain: None,
+        })
+    })
+    .optional()
+}
+
+/// A window of `text` around the query's words, with their ranges; the start of the text when
+/// no word matches (a dense-only hit).
+fn snippet_for(
+    generator: Option<&tantivy::snippet::SnippetGenerator>,
+    text: &str,
+) -> (String, Vec<[usize; 2]>) {
+    if let Some(g) = generator {
+        let s = g.snippet(text);
+        if !s.highlighted().is_empty() {
+            let hl = s.highlighted().iter().map(|r| [r.start, r.end]).collect();
+            return (s.fragment().to_owned(), hl);
+        }
+    }
+    let mut end = text.len().min(240);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (text[..end].to_owned(), Vec::new())
+}
+
+/// Parses a time bound: RFC 3339, a bare date (`2024-05-01`), Unix seconds, or an age such as
+/// `7d` / `12h` (that long ago).
+pub fn parse_time(s: &str) -> Result<i64, SearchError> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let as_date = if s.len() == 10 && s.as_bytes().get(4) == Some(&b'-') {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    if let Ok(t) = humantime::parse_rfc3339_weak(&as_date) {
+        return Ok(t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64));
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        return Ok(now.saturating_sub(d).as_secs() as i64);
+    }
+    Err(SearchError::InvalidParams(format!(
+        "cannot read {s:?} as a time: use RFC 3339, YYYY-MM-DD, Unix seconds or an age like 7d"
+    )))
+}
+
+/// Where the index of a data dir lives.
+pub fn index_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("index")
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10), so background work yields to
+/// everything interactive. Best effort.
+pub fn lower_thread_priority() {
+    // On Linux `setpriority(PRIO_PROCESS, 0)` applies to the calling thread only.
+    let _ = rustix::process::setpriority_process(None, 10);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_every_accepted_form() {
+        assert_eq!(parse_time("86400").unwrap(), 86400);
+        assert_eq!(parse_time("1970-01-02").unwrap(), 86400);
+        assert_eq!(parse_time("1970-01-02T00:00:00Z").unwrap(), 86400);
+        let week_ago = parse_time("7d").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((now - 7 * 86400 - week_ago).abs() < 5);
+        assert!(parse_time("last tuesday").is_err());
+    }
+
+    #[test]
+    fn embed_text_carries_title_and_heading() {
+        let t = embed_text(
+            "Tomatoes",
+            r#"{"heading_path":["Tomatoes","Watering"]}"#,
+            "daily",
+        );
+        assert_eq!(t, "Tomatoes / Watering\ndaily");
+    }
+}
