@@ -4,8 +4,9 @@
 # initial ingest to finish (worker queue empty and not busy), then leaves it alone for SECS
 # seconds and prints the CPU it used (utime+stime from /proc/PID/stat), the wakeups of each of
 # its threads (context switches), and VmRSS / VmHWM. The vaults are watched where they are, so a
-# process that opens their files meanwhile (the watcher is told of every open) shows up here.
-#   usage: benches/idle_cpu.sh [SECS] [BRAIN_BINARY]   (default 60, target/release/brain)
+# process that opens their files meanwhile (the watcher is told of every open) shows up here;
+# COPY=1 watches copies of them in the temp dir instead, out of other processes' way.
+#   usage: [COPY=1] benches/idle_cpu.sh [SECS] [BRAIN_BINARY]   (default 60, target/release/brain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
@@ -17,7 +18,14 @@ for v in ../shared/data/vaults/obsidian-help ../shared/data/vaults/obsidian-hub;
     vaults+=("$(realpath "$v")")
 done
 work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=
+trap '[ -z "$pid" ] || kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+if [ "${COPY:-0}" = 1 ]; then
+    for i in "${!vaults[@]}"; do
+        cp -r "${vaults[$i]}" "$work/$(basename "${vaults[$i]}")"
+        vaults[$i]=$work/$(basename "${vaults[$i]}")
+    done
+fi
 export BRAIN_DATA_DIR=$work/data BRAIN_SOCKET=$work/brain.sock BRAIN_LOG=warn
 unset BRAIN_CONFIG
 "$brain" daemon & pid=$!
