@@ -46,3 +46,6 @@ END;
 
 -- Embeddings are looked up by model.
 CREATE INDEX embeddings_model ON embeddings(model_id);
+
+-- Edges retired by one sync share its timestamp; garbage collection looks them up by it.
+CREATE INDEX edges_retired ON edges(valid_to) WHERE valid_to IS NOT NULL;

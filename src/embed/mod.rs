@@ -418,7 +418,10 @@ fn load_config(dir: &Path) -> Result<(bert::Config, Activation), EmbedError> {
     if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
         return Err(bad(format!("{name} is 0")));
     }
-    if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
+    if !config
+        .hidden_size
+        .is_multiple_of(config.num_attention_heads)
+    {
         return Err(bad(format!(
             "hidden_size {} is not a multiple of num_attention_heads {}",
             config.hidden_size, config.num_attention_heads

@@ -75,6 +75,10 @@ impl Worker {
         let events_queued = queued.clone();
         let watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                // Reads (open, close without writing) change nothing; inotify reports them for
+                // every process that opens a note, our own reads included. Dropping them here
+                // keeps the ingest thread asleep and the debounce window short.
+                Ok(ev) if is_read_only(&ev.kind) => {}
                 Ok(ev) => {
                     events_queued.fetch_add(1, Ordering::Relaxed);
                     let _ = events_tx.send(Work::Events(vec![ev]));
@@ -291,6 +295,11 @@ fn run(
             return;
         }
     }
+}
+
+fn is_read_only(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
 }
 
 fn hidden(p: &Path) -> bool {
