@@ -207,7 +207,7 @@ pub fn search(opts: &SearchBench) -> anyhow::Result<SearchBenchReport> {
             &search::index_dir(&data_dir),
             Default::default(),
         )?;
-        s.catch_up()?;
+        s.bring_up_to_date()?;
         build_secs = Some(t.elapsed().as_secs_f64());
         std::fs::write(&marker, b"")?;
     }

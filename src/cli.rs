@@ -223,6 +223,9 @@ pub enum EvalCommand {
         /// Only the first N queries
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Also score fusion settings RRF_K:W_BM25:W_DENSE (repeatable) on the same store
+        #[arg(long, value_name = "K:WB:WD")]
+        sweep: Vec<String>,
         #[arg(long)]
         json: bool,
     },

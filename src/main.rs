@@ -42,10 +42,32 @@ fn main() -> ExitCode {
             run_file,
             graph,
             limit,
+            sweep,
             json,
         }) => {
             let run = || -> anyhow::Result<()> {
                 let config = config::resolve(&cli.global.overrides()).ok();
+                let base = config
+                    .as_ref()
+                    .map(|c| c.search_tuning)
+                    .unwrap_or_default();
+                let mut tunings = Vec::new();
+                for s in sweep {
+                    let parts: Vec<f32> = s
+                        .split(':')
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| anyhow::anyhow!("--sweep takes K:WB:WD, not {s:?}"))?;
+                    let [k, wb, wd] = parts[..] else {
+                        anyhow::bail!("--sweep takes K:WB:WD, not {s:?}");
+                    };
+                    tunings.push(brain::search::Tuning {
+                        rrf_k: k,
+                        weight_bm25: wb,
+                        weight_dense: wd,
+                        ..base
+                    });
+                }
                 let opts = brain::search::eval::Options {
                     dir: dir.clone(),
                     mode: brain::search::Mode::parse(mode)?,
@@ -53,8 +75,9 @@ fn main() -> ExitCode {
                     split: split.clone(),
                     run_file: run_file.clone(),
                     graph: *graph,
-                    tuning: config.map(|c| c.search_tuning).unwrap_or_default(),
+                    tuning: base,
                     limit_queries: *limit,
+                    sweep: tunings,
                 };
                 let report = brain::search::eval::run(&opts)?;
                 if *json {

@@ -515,6 +515,7 @@ fn search_request(p: protocol::SearchParams) -> Result<crate::search::Request, E
         graph: p.graph,
         explain: p.explain,
         group_by_note,
+        tuning: None,
     })
 }
 

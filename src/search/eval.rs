@@ -34,6 +34,8 @@ pub struct Options {
     pub tuning: Tuning,
     /// Only the first N queries (all when `None`).
     pub limit_queries: Option<usize>,
+    /// Also score these fusion settings on the same store (hybrid), reported in `sweep`.
+    pub sweep: Vec<Tuning>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +55,8 @@ pub struct Report {
     pub query_p50_ms: f64,
     pub query_p95_ms: f64,
     pub model: Option<String>,
+    /// nDCG@10 per swept setting: (rrf_k, weight_bm25, weight_dense, nDCG@10).
+    pub sweep: Vec<(f32, f32, f32, f64)>,
 }
 
 impl std::fmt::Display for Report {
@@ -86,7 +90,14 @@ impl std::fmt::Display for Report {
             f,
             "  query      p50 {:.2} ms, p95 {:.2} ms",
             self.query_p50_ms, self.query_p95_ms
-        )
+        )?;
+        for (k, wb, wd, n) in &self.sweep {
+            write!(
+                f,
+                "\n  sweep rrf_k {k:>5} bm25 {wb:.2} dense {wd:.2}: nDCG@10 {n:.4}"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -168,7 +179,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         );
     }
     let search = Search::open(store.clone(), &scratch.0.join("index"), opts.tuning)?;
-    search.catch_up()?;
+    search.bring_up_to_date()?;
     let index_secs = started.elapsed().as_secs_f64();
     let chunks = search.status()?.total_chunks;
 
@@ -203,6 +214,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             graph: opts.graph,
             explain: false,
             group_by_note: true,
+            tuning: None,
         };
         let t = Instant::now();
         let resp = search.query(&req)?;
@@ -228,6 +240,31 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     }
     let n = qids.len() as f64;
     latencies.sort_by(f64::total_cmp);
+    let mut sweep = Vec::new();
+    for t in &opts.sweep {
+        let mut total = 0.0;
+        for qid in &qids {
+            let req = Request {
+                query: queries[*qid].clone(),
+                mode: Some(opts.mode),
+                k: 10,
+                filters: Filters::default(),
+                graph: opts.graph,
+                explain: false,
+                group_by_note: true,
+                tuning: Some(*t),
+            };
+            let docs: Vec<String> = search
+                .query(&req)?
+                .hits
+                .iter()
+                .map(|h| doc_id(&h.path))
+                .collect();
+            let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+            total += ndcg_at(&docs, &qrels[*qid], 10);
+        }
+        sweep.push((t.rrf_k, t.weight_bm25, t.weight_dense, total / n));
+    }
     Ok(Report {
         dataset: dir
             .file_name()
@@ -251,6 +288,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         query_p50_ms: percentile(&latencies, 0.50),
         query_p95_ms: percentile(&latencies, 0.95),
         model: model_id,
+        sweep,
     })
 }
 

@@ -136,6 +136,8 @@ pub struct Request {
     pub explain: bool,
     /// One hit per note (the best chunk) when true, else one per chunk.
     pub group_by_note: bool,
+    /// Fusion settings for this query instead of the configured ones (used by `brain eval`).
+    pub tuning: Option<Tuning>,
 }
 
 pub const MAX_K: usize = 200;
@@ -285,12 +287,7 @@ impl Search {
         std::thread::Builder::new()
             .name("search-index".into())
             .spawn(move || {
-                let r = if me.rebuilding.load(Ordering::SeqCst) {
-                    me.rebuild().map(|_| ())
-                } else {
-                    me.catch_up().map(|_| ())
-                };
-                if let Err(e) = r {
+                if let Err(e) = me.bring_up_to_date() {
                     warn!(error = %e, "search index catch-up failed");
                     *me.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
                 }
@@ -306,6 +303,16 @@ impl Search {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.kick_embedder();
+    }
+
+    /// Runs a pending rebuild, else catches up: the index reflects the store when it returns.
+    pub fn bring_up_to_date(&self) -> Result<(), SearchError> {
+        if self.rebuilding.load(Ordering::SeqCst) {
+            self.rebuild()?;
+        } else {
+            self.catch_up()?;
+        }
+        Ok(())
     }
 
     /// Applies every queued change to the index and commits. Returns the notes reindexed.
@@ -614,7 +621,8 @@ impl Search {
             warnings.push("the text index is being rebuilt; results may be incomplete".into());
         }
         let depth = (k * 4).max(100);
-        let tq = self.text.text_query(&req.query, &self.tuning.boosts);
+        let t = req.tuning.unwrap_or(self.tuning);
+        let tq = self.text.text_query(&req.query, &t.boosts);
         let filter = self.text.filter_query(&req.filters)?;
 
         let bm25 = if mode != Mode::Dense {
@@ -635,7 +643,8 @@ impl Search {
             let m = guard.as_ref().ok_or_else(|| {
                 SearchError::ModelUnavailable("the embedding model was unloaded".into())
             })?;
-            let total = self.status().map(|s| s.total_chunks).unwrap_or(0);
+            // The index holds every current chunk; counting it costs nothing.
+            let total = self.text.num_docs();
             if (m.vectors.len() as u64) < total {
                 warnings.push(format!(
                     "embedding in progress: {} of {} chunks have vectors",
@@ -653,7 +662,6 @@ impl Search {
         };
 
         // Reciprocal-rank fusion over chunks.
-        let t = &self.tuning;
         let mut fused: HashMap<String, Candidate> = HashMap::new();
         let w_bm25 = if mode == Mode::Dense {
             0.0
@@ -692,7 +700,7 @@ impl Search {
             }
         }
         if req.graph && !fused.is_empty() {
-            self.graph_expand(&mut fused, &req.filters)?;
+            self.graph_expand(&mut fused, &req.filters, &t)?;
         }
         let total = fused.len();
         let mut ranked: Vec<(String, Candidate)> = fused.into_iter().collect();
@@ -753,6 +761,7 @@ impl Search {
         &self,
         fused: &mut HashMap<String, Candidate>,
         filters: &Filters,
+        t: &Tuning,
     ) -> Result<(), SearchError> {
         const SEEDS: usize = 10;
         const PER_TAG: i64 = 20;
@@ -805,8 +814,8 @@ impl Search {
             Some(f) => Some(self.text.matching_chunks(f.as_ref())?),
             None => None,
         };
-        let w = self.tuning.weight_graph;
-        let k = self.tuning.rrf_k;
+        let w = t.weight_graph;
+        let k = t.rrf_k;
         for (i, (note, links)) in ranked.iter().enumerate() {
             let signal = Signal {
                 rank: i + 1,
