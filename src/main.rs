@@ -47,10 +47,7 @@ fn main() -> ExitCode {
         }) => {
             let run = || -> anyhow::Result<()> {
                 let config = config::resolve(&cli.global.overrides()).ok();
-                let base = config
-                    .as_ref()
-                    .map(|c| c.search_tuning)
-                    .unwrap_or_default();
+                let base = config.as_ref().map(|c| c.search_tuning).unwrap_or_default();
                 let mut tunings = Vec::new();
                 for s in sweep {
                     let parts: Vec<f32> = s

@@ -170,7 +170,10 @@ fn a_watched_folder_stays_in_step_and_keeps_ids() {
     );
     let a = wait_node(&d, &vault.join("a.md"));
     let id = a["id"].as_str().unwrap().to_owned();
-    assert_eq!(out_links(&d, &id), [("note".to_owned(), "B".to_owned())]);
+    // The note exists as soon as its file is registered; its links land with its facts.
+    wait_until("a's link to b", || {
+        out_links(&d, &id) == [("note".to_owned(), "B".to_owned())]
+    });
 
     // Create.
     std::fs::write(vault.join("c.md"), "new note #fresh\n").unwrap();

@@ -56,6 +56,7 @@ fn engine_modules_know_nothing_of_transport() {
     check(
         &[
             "store", "identity", "ingest", "graph", "brain", "config", "clock", "error", "search",
+            "embed",
         ],
         &[
             "crate::rpc",
@@ -72,7 +73,7 @@ fn engine_modules_know_nothing_of_transport() {
 fn store_and_pure_modules_have_no_tokio() {
     check(
         &[
-            "store", "identity", "ingest", "graph", "clock", "config", "search",
+            "store", "identity", "ingest", "graph", "clock", "config", "search", "embed",
         ],
         &["tokio"],
         "store, identity and pure modules are synchronous",

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test here drives the real `brain` binary.
 
 mod daemon;
+mod embed;
 mod harness;
 mod identity;
 mod ingest;

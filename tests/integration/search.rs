@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-#[path = "../../src/embed/tiny.rs"]
-mod tiny;
+use crate::embed::tiny;
 
 use crate::harness::{Daemon, stderr, stdout, temp_layout, wait_until};
 
