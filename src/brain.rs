@@ -208,4 +208,9 @@ impl Brain {
     pub fn user_list(&self) -> Result<Vec<UserRow>, Error> {
         Ok(self.store.read(store::list_users)?)
     }
+
+    /// Validates a workflow document against the runners this daemon has.
+    pub fn workflow_validate(&self, doc: &serde_json::Value) -> crate::workflow::Report {
+        crate::workflow::validate(doc, crate::workflow::Runners::default()).0
+    }
 }

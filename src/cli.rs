@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+pub mod workflow;
+pub use self::workflow::WorkflowCommand;
 use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
 use crate::rpc::client::{Client, ClientError, RemoteError};
@@ -114,6 +116,9 @@ pub enum Command {
     /// Walk the graph
     #[command(subcommand)]
     Graph(GraphCommand),
+    /// Durable JSON workflows
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +265,9 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Workflow(cmd) = command {
+        return self::workflow::run(&socket, cmd);
+    }
     // Ingest reads progress notifications, which `Client::call` skips, so it owns its stream.
     if let Command::Ingest { path, json } = command {
         return match ingest(&socket, path, *json) {
@@ -317,7 +325,10 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         Command::Graph(GraphCommand::Backlinks { id, json }) => {
             subgraph(&mut client, "graph.backlinks", json!({ "id": id }), *json)
         }
-        Command::Daemon { .. } | Command::Identity(_) | Command::Ingest { .. } => {
+        Command::Daemon { .. }
+        | Command::Identity(_)
+        | Command::Ingest { .. }
+        | Command::Workflow(_) => {
             unreachable!("dispatched before connecting")
         }
     });

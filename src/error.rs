@@ -25,6 +25,16 @@ pub enum Kind {
     ShuttingDown,
     /// The peer on the socket is another user.
     PermissionDenied,
+    /// A workflow document has validation errors.
+    WorkflowInvalid,
+    RunNotFound,
+    RunNotPaused,
+    WaitNotFound,
+    /// A resume with a new request id on a wait that was already resolved.
+    WaitAlreadyResolved,
+    TokenMismatch,
+    WaitExpired,
+    PayloadInvalid,
 }
 
 impl Kind {
@@ -41,6 +51,14 @@ impl Kind {
         Kind::Io,
         Kind::ShuttingDown,
         Kind::PermissionDenied,
+        Kind::WorkflowInvalid,
+        Kind::RunNotFound,
+        Kind::RunNotPaused,
+        Kind::WaitNotFound,
+        Kind::WaitAlreadyResolved,
+        Kind::TokenMismatch,
+        Kind::WaitExpired,
+        Kind::PayloadInvalid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +75,14 @@ impl Kind {
             Kind::Io => "io_error",
             Kind::ShuttingDown => "shutting_down",
             Kind::PermissionDenied => "permission_denied",
+            Kind::WorkflowInvalid => "workflow_invalid",
+            Kind::RunNotFound => "run_not_found",
+            Kind::RunNotPaused => "run_not_paused",
+            Kind::WaitNotFound => "wait_not_found",
+            Kind::WaitAlreadyResolved => "wait_already_resolved",
+            Kind::TokenMismatch => "token_mismatch",
+            Kind::WaitExpired => "wait_expired",
+            Kind::PayloadInvalid => "payload_invalid",
         }
     }
 
@@ -73,6 +99,14 @@ impl Kind {
             Kind::Io => -32003,
             Kind::ShuttingDown => -32004,
             Kind::PermissionDenied => -32005,
+            Kind::WorkflowInvalid => -32010,
+            Kind::RunNotFound => -32011,
+            Kind::RunNotPaused => -32012,
+            Kind::WaitNotFound => -32013,
+            Kind::WaitAlreadyResolved => -32014,
+            Kind::TokenMismatch => -32015,
+            Kind::WaitExpired => -32016,
+            Kind::PayloadInvalid => -32017,
         }
     }
 }

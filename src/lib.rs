@@ -17,3 +17,4 @@ pub mod identity;
 pub mod ingest;
 pub mod rpc;
 pub mod store;
+pub mod workflow;

@@ -485,6 +485,58 @@ pub struct ProgressWire {
     pub path: String,
 }
 
+/// `workflow.validate` params: a document inline or a file the daemon can read.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSourceParams {
+    pub definition: Option<Value>,
+    pub path: Option<String>,
+    #[serde(default)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosticWire {
+    pub code: String,
+    pub severity: String,
+    pub step_id: Option<String>,
+    pub path: String,
+    pub message: String,
+}
+
+impl From<crate::workflow::Diagnostic> for DiagnosticWire {
+    fn from(d: crate::workflow::Diagnostic) -> Self {
+        DiagnosticWire {
+            code: d.code.to_owned(),
+            severity: match d.severity {
+                crate::workflow::Severity::Error => "error",
+                crate::workflow::Severity::Warning => "warning",
+            }
+            .to_owned(),
+            step_id: d.step_id,
+            path: d.path,
+            message: d.message,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ValidateResult {
+    pub valid: bool,
+    pub errors: Vec<DiagnosticWire>,
+    pub warnings: Vec<DiagnosticWire>,
+}
+
+impl ValidateResult {
+    pub fn from_report(r: crate::workflow::Report, strict: bool) -> Self {
+        ValidateResult {
+            valid: r.is_valid(strict),
+            errors: r.errors.into_iter().map(Into::into).collect(),
+            warnings: r.warnings.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -417,6 +417,7 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
                 total,
             })
         }
+        m if m.starts_with("workflow.") => super::workflow::dispatch(brain, m, params, notes),
         _ => Err(Error::new(
             Kind::MethodNotFound,
             format!("unknown method {method:?}"),
