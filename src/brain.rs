@@ -25,6 +25,7 @@ pub struct Brain {
     user_id: UserId,
     user_email: String,
     started: Instant,
+    workflows: crate::workflow::Engine,
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +60,12 @@ impl Brain {
             ingest::DEFAULT_MAX_FILE_BYTES,
         ));
         let worker = Worker::start(ingestor.clone());
+        let workflows = crate::workflow::Engine::start(
+            store.clone(),
+            crate::workflow::EngineConfig::from_env(user_id.as_str(), &data_dir),
+        )?;
         Ok(Brain {
+            workflows,
             store,
             ingestor,
             worker,
@@ -103,6 +109,7 @@ impl Brain {
 
     /// Stops the watcher and the ingest worker; an interrupted sync is redone on next start.
     pub fn shutdown(&self) {
+        self.workflows.shutdown();
         self.worker.stop();
     }
 
@@ -211,6 +218,11 @@ impl Brain {
 
     /// Validates a workflow document against the runners this daemon has.
     pub fn workflow_validate(&self, doc: &serde_json::Value) -> crate::workflow::Report {
-        crate::workflow::validate(doc, crate::workflow::Runners::default()).0
+        crate::workflow::validate(doc, self.workflows.runners()).0
+    }
+
+    /// The workflow engine: runs, waits and events.
+    pub fn workflows(&self) -> &crate::workflow::Engine {
+        &self.workflows
     }
 }

@@ -48,7 +48,12 @@ pub fn emit(
     Ok(seq)
 }
 
-pub fn events(conn: &Connection, run_id: &str, since: i64, limit: i64) -> rusqlite::Result<Vec<Event>> {
+pub fn events(
+    conn: &Connection,
+    run_id: &str,
+    since: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<Event>> {
     let mut stmt = conn.prepare_cached(
         "SELECT run_id, seq, ts, type, step_id, step_key, payload FROM workflow_events
          WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -137,7 +142,8 @@ pub fn runs(conn: &Connection, status: Option<&str>, limit: i64) -> rusqlite::Re
 }
 
 pub fn run_ids_with_status(conn: &Connection, status: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM workflow_runs WHERE status = ?1 ORDER BY created_at")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT id FROM workflow_runs WHERE status = ?1 ORDER BY created_at")?;
     let rows = stmt.query_map([status], |r| r.get(0))?;
     rows.collect()
 }
@@ -148,14 +154,29 @@ pub fn run_status(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<St
         .optional()
 }
 
-pub fn set_status(tx: &Transaction<'_>, run_id: &str, status: &str, error: Option<&Value>) -> rusqlite::Result<()> {
+pub fn set_status(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    status: &str,
+    error: Option<&Value>,
+) -> rusqlite::Result<()> {
     let now = clock::now();
-    let finished = matches!(status, "completed" | "completed_partial" | "failed" | "cancelled").then_some(now.clone());
+    let finished = matches!(
+        status,
+        "completed" | "completed_partial" | "failed" | "cancelled"
+    )
+    .then_some(now.clone());
     tx.prepare_cached(
         "UPDATE workflow_runs SET status = ?2, error = coalesce(?3, error), updated_at = ?4,
                 finished_at = coalesce(?5, finished_at) WHERE id = ?1",
     )?
-    .execute(params![run_id, status, error.map(Value::to_string), now, finished])?;
+    .execute(params![
+        run_id,
+        status,
+        error.map(Value::to_string),
+        now,
+        finished
+    ])?;
     Ok(())
 }
 
@@ -166,7 +187,8 @@ pub fn set_vars(tx: &Transaction<'_>, run_id: &str, vars: &Value) -> rusqlite::R
 }
 
 pub fn set_partial(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE workflow_runs SET partial = 1 WHERE id = ?1")?.execute([run_id])?;
+    tx.prepare_cached("UPDATE workflow_runs SET partial = 1 WHERE id = ?1")?
+        .execute([run_id])?;
     Ok(())
 }
 
@@ -228,7 +250,13 @@ fn steps_by_key(conn: &Connection, run_id: &str, key: &str) -> rusqlite::Result<
 }
 
 /// Marks a step started (a re-run after a crash keeps its row and counts the attempt).
-pub fn step_started(tx: &Transaction<'_>, run_id: &str, key: &str, step_id: &str, attempt: i64) -> rusqlite::Result<()> {
+pub fn step_started(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    key: &str,
+    step_id: &str,
+    attempt: i64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO workflow_steps(run_id, step_key, step_id, status, attempt, started_at)
          VALUES (?1, ?2, ?3, 'started', ?4, ?5)
@@ -269,9 +297,18 @@ pub fn step_finished(
 
 /// Stores what a step is about to do outside the store (a file write), so a re-run after a
 /// crash can tell whether it already happened.
-pub fn step_intent(tx: &Transaction<'_>, run_id: &str, key: &str, intent: &Value) -> rusqlite::Result<()> {
+pub fn step_intent(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    key: &str,
+    intent: &Value,
+) -> rusqlite::Result<()> {
     tx.prepare_cached("UPDATE workflow_steps SET output = ?3 WHERE run_id = ?1 AND step_key = ?2")?
-        .execute(params![run_id, key, json!({ "intent": intent }).to_string()])?;
+        .execute(params![
+            run_id,
+            key,
+            json!({ "intent": intent }).to_string()
+        ])?;
     Ok(())
 }
 
@@ -296,7 +333,8 @@ pub struct WaitRow {
     pub resolved_at: Option<String>,
 }
 
-const WAIT_COLS: &str = "id, run_id, step_key, step_id, kind, reason, preview, token_hash, status, expires_at,
+const WAIT_COLS: &str =
+    "id, run_id, step_key, step_id, kind, reason, preview, token_hash, status, expires_at,
      on_expiry, request_id, resolution, resolved_by, created_at, resolved_at";
 
 fn wait_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WaitRow> {
@@ -329,13 +367,19 @@ pub fn waits(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<WaitRow>> 
 }
 
 pub fn wait(conn: &Connection, wait_id: &str) -> rusqlite::Result<Option<WaitRow>> {
-    conn.prepare_cached(&format!("SELECT {WAIT_COLS} FROM workflow_waits WHERE id = ?1"))?
-        .query_row([wait_id], wait_from_row)
-        .optional()
+    conn.prepare_cached(&format!(
+        "SELECT {WAIT_COLS} FROM workflow_waits WHERE id = ?1"
+    ))?
+    .query_row([wait_id], wait_from_row)
+    .optional()
 }
 
 /// The open wait of a step, if any.
-pub fn open_wait_for(conn: &Connection, run_id: &str, key: &str) -> rusqlite::Result<Option<WaitRow>> {
+pub fn open_wait_for(
+    conn: &Connection,
+    run_id: &str,
+    key: &str,
+) -> rusqlite::Result<Option<WaitRow>> {
     conn.prepare_cached(&format!(
         "SELECT {WAIT_COLS} FROM workflow_waits WHERE run_id = ?1 AND step_key = ?2 AND status = 'open'"
     ))?
@@ -344,27 +388,33 @@ pub fn open_wait_for(conn: &Connection, run_id: &str, key: &str) -> rusqlite::Re
 }
 
 pub fn open_waits(conn: &Connection, run_id: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT count(*) FROM workflow_waits WHERE run_id = ?1 AND status = 'open'")?
-        .query_row([run_id], |r| r.get(0))
+    conn.prepare_cached(
+        "SELECT count(*) FROM workflow_waits WHERE run_id = ?1 AND status = 'open'",
+    )?
+    .query_row([run_id], |r| r.get(0))
 }
 
 /// Open waits whose expiry has passed, and the next expiry after `now`.
-pub fn expired_waits(conn: &Connection, now: &str) -> rusqlite::Result<(Vec<WaitRow>, Option<String>)> {
+pub fn expired_waits(
+    conn: &Connection,
+    now: &str,
+) -> rusqlite::Result<(Vec<WaitRow>, Option<String>)> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {WAIT_COLS} FROM workflow_waits WHERE status = 'open' AND expires_at <= ?1"
     ))?;
-    let due: Vec<WaitRow> = stmt.query_map([now], wait_from_row)?.collect::<Result<_, _>>()?;
+    let due: Vec<WaitRow> = stmt
+        .query_map([now], wait_from_row)?
+        .collect::<Result<_, _>>()?;
     let next: Option<String> = conn
-        .prepare_cached("SELECT min(expires_at) FROM workflow_waits WHERE status = 'open' AND expires_at > ?1")?
+        .prepare_cached(
+            "SELECT min(expires_at) FROM workflow_waits WHERE status = 'open' AND expires_at > ?1",
+        )?
         .query_row([now], |r| r.get(0))?;
     Ok((due, next))
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn insert_wait(
-    tx: &Transaction<'_>,
-    w: &WaitRow,
-) -> rusqlite::Result<()> {
+pub fn insert_wait(tx: &Transaction<'_>, w: &WaitRow) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO workflow_waits(id, run_id, step_key, step_id, kind, reason, preview, token_hash, status,
                                     expires_at, on_expiry, created_at)
@@ -406,7 +456,9 @@ pub fn resolve_wait(
 
 pub fn set_token_hash(tx: &Transaction<'_>, wait_id: &str, hash: &str) -> rusqlite::Result<bool> {
     let n = tx
-        .prepare_cached("UPDATE workflow_waits SET token_hash = ?2 WHERE id = ?1 AND status = 'open'")?
+        .prepare_cached(
+            "UPDATE workflow_waits SET token_hash = ?2 WHERE id = ?1 AND status = 'open'",
+        )?
         .execute([wait_id, hash])?;
     Ok(n == 1)
 }

@@ -30,7 +30,9 @@ pub struct OpenAiCompatible {
 impl OpenAiCompatible {
     /// `url` like `http://127.0.0.1:11434`; `model` is the default model name.
     pub fn new(url: &str, model: &str) -> Result<OpenAiCompatible, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
         let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| format!("{url:?}: bad port"))?),
@@ -39,7 +41,9 @@ impl OpenAiCompatible {
         Ok(OpenAiCompatible {
             host: host.to_owned(),
             port,
-            base_path: format!("/{}", path.trim_end_matches('/')).trim_end_matches('/').to_owned(),
+            base_path: format!("/{}", path.trim_end_matches('/'))
+                .trim_end_matches('/')
+                .to_owned(),
             model: model.to_owned(),
             timeout: Duration::from_secs(120),
         })
@@ -48,7 +52,8 @@ impl OpenAiCompatible {
     fn post(&self, path: &str, body: &Value) -> Result<Value, StepError> {
         let err = |m: String| StepError::new("llm_error", m);
         let body = body.to_string();
-        let mut s = TcpStream::connect((self.host.as_str(), self.port)).map_err(|e| err(format!("cannot reach {}:{}: {e}", self.host, self.port)))?;
+        let mut s = TcpStream::connect((self.host.as_str(), self.port))
+            .map_err(|e| err(format!("cannot reach {}:{}: {e}", self.host, self.port)))?;
         s.set_read_timeout(Some(self.timeout)).ok();
         let req = format!(
             "POST {}{path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -56,11 +61,16 @@ impl OpenAiCompatible {
             self.host,
             body.len()
         );
-        s.write_all(req.as_bytes()).map_err(|e| err(e.to_string()))?;
+        s.write_all(req.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
         let mut r = BufReader::new(s);
         let mut status = String::new();
         r.read_line(&mut status).map_err(|e| err(e.to_string()))?;
-        let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let code: u16 = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         let mut chunked = false;
         loop {
             let mut h = String::new();
@@ -69,17 +79,28 @@ impl OpenAiCompatible {
             if h.is_empty() {
                 break;
             }
-            if h.to_ascii_lowercase().starts_with("transfer-encoding:") && h.to_ascii_lowercase().contains("chunked") {
+            if h.to_ascii_lowercase().starts_with("transfer-encoding:")
+                && h.to_ascii_lowercase().contains("chunked")
+            {
                 chunked = true;
             }
         }
         let mut raw = Vec::new();
-        r.take(16 * 1024 * 1024).read_to_end(&mut raw).map_err(|e| err(e.to_string()))?;
+        r.take(16 * 1024 * 1024)
+            .read_to_end(&mut raw)
+            .map_err(|e| err(e.to_string()))?;
         let body = if chunked { dechunk(&raw) } else { raw };
         if !(200..300).contains(&code) {
-            return Err(err(format!("model server answered {code}: {}", String::from_utf8_lossy(&body).chars().take(200).collect::<String>())));
+            return Err(err(format!(
+                "model server answered {code}: {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            )));
         }
-        serde_json::from_slice(&body).map_err(|e| err(format!("model server sent invalid JSON: {e}")))
+        serde_json::from_slice(&body)
+            .map_err(|e| err(format!("model server sent invalid JSON: {e}")))
     }
 }
 
@@ -98,7 +119,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 impl Provider for OpenAiCompatible {
     fn complete(&self, model: Option<&str>, messages: &[Value]) -> Result<String, StepError> {
-        let body = json!({ "model": model.unwrap_or(&self.model), "messages": messages, "stream": false });
+        let body =
+            json!({ "model": model.unwrap_or(&self.model), "messages": messages, "stream": false });
         let v = self.post("/v1/chat/completions", &body)?;
         v["choices"][0]["message"]["content"]
             .as_str()
@@ -121,14 +143,24 @@ mod tests {
             let n = s.read(&mut buf).unwrap();
             let req = String::from_utf8_lossy(&buf[..n]).into_owned();
             let body = r#"{"choices":[{"message":{"role":"assistant","content":"hello"}}]}"#;
-            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
             req
         });
         let p = OpenAiCompatible::new(&format!("http://127.0.0.1:{port}"), "m").unwrap();
-        let got = p.complete(None, &[json!({"role": "user", "content": "hi"})]).unwrap();
+        let got = p
+            .complete(None, &[json!({"role": "user", "content": "hi"})])
+            .unwrap();
         assert_eq!(got, "hello");
         let req = server.join().unwrap();
-        assert!(req.starts_with("POST /v1/chat/completions HTTP/1.1"), "{req}");
+        assert!(
+            req.starts_with("POST /v1/chat/completions HTTP/1.1"),
+            "{req}"
+        );
         assert!(OpenAiCompatible::new("https://x", "m").is_err());
         assert_eq!(dechunk(b"5\r\nhello\r\n0\r\n\r\n"), b"hello");
     }

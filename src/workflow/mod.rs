@@ -5,10 +5,16 @@
 //! Invariant: nothing here knows about sockets, JSON-RPC or tokio; the engine runs on its own
 //! threads and talks to callers through the `Brain` façade.
 
+pub mod engine;
 pub mod expr;
 pub mod files;
+pub mod journal;
+pub mod llm;
 pub mod model;
+pub mod steps;
 pub mod validate;
 pub mod vars;
 
+pub use engine::{Engine, EngineConfig, Limits, ResumeRequest, RunOptions, RunView};
+pub use journal::Event;
 pub use validate::{Diagnostic, Report, Runners, Severity, validate};

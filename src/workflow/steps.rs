@@ -71,9 +71,16 @@ fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, StepError> {
 /// function. `mode` is accepted and ignored; `filters.kinds` and `filters.path_prefix` apply.
 pub fn search(store: &Store, input: &Value) -> Result<Value, StepError> {
     let query = str_field(input, "query")?;
-    let k = input.get("k").and_then(Value::as_u64).unwrap_or(10).min(200) as usize;
+    let k = input
+        .get("k")
+        .and_then(Value::as_u64)
+        .unwrap_or(10)
+        .min(200) as usize;
     let filters = input.get("filters").cloned().unwrap_or(Value::Null);
-    let kinds: Vec<&str> = filters["kinds"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let kinds: Vec<&str> = filters["kinds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     let prefix = filters["path_prefix"].as_str();
     let hits = store.read(|c| graph::search_title(c, query, graph::MAX_SEARCH_LIMIT))?;
     let hits: Vec<Value> = hits
@@ -96,20 +103,46 @@ pub fn search(store: &Store, input: &Value) -> Result<Value, StepError> {
 pub fn graph_read(store: &Store, input: &Value) -> Result<Value, StepError> {
     let op = str_field(input, "op")?;
     let id = str_field(input, "id")?;
-    let depth = input.get("depth").and_then(Value::as_u64).unwrap_or(1).clamp(1, 3) as u32;
-    let limit = input.get("limit").and_then(Value::as_u64).unwrap_or(100).min(1000) as usize;
-    let direction = match input.get("direction").and_then(Value::as_str).unwrap_or("both") {
+    let depth = input
+        .get("depth")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 3) as u32;
+    let limit = input
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(100)
+        .min(1000) as usize;
+    let direction = match input
+        .get("direction")
+        .and_then(Value::as_str)
+        .unwrap_or("both")
+    {
         "out" => Direction::Out,
         "in" => Direction::In,
         _ => Direction::Both,
     };
-    let edge_types: Vec<String> = input["edgeTypes"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default();
+    let edge_types: Vec<String> = input["edgeTypes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     store.read(|c: &Connection| -> Result<Value, StepError> {
         let node = graph::node_get(c, &NodeRef::Id(id.to_owned()))?;
         match op {
             "node" => Ok(json!({ "nodes": [node_json(&node)], "edges": [] })),
-            "neighbors" => Ok(subgraph_json(&graph::neighbors(c, id, direction, &edge_types, depth, limit)?, None)),
-            "subgraph" => Ok(subgraph_json(&graph::neighbors(c, id, direction, &edge_types, depth, limit)?, Some(&node))),
+            "neighbors" => Ok(subgraph_json(
+                &graph::neighbors(c, id, direction, &edge_types, depth, limit)?,
+                None,
+            )),
+            "subgraph" => Ok(subgraph_json(
+                &graph::neighbors(c, id, direction, &edge_types, depth, limit)?,
+                Some(&node),
+            )),
             "path" => {
                 let to = str_field(input, "to")?;
                 let g = graph::neighbors(c, id, direction, &edge_types, 3, limit)?;
@@ -119,7 +152,10 @@ pub fn graph_read(store: &Store, input: &Value) -> Result<Value, StepError> {
                     Ok(json!({ "nodes": [], "edges": [] }))
                 }
             }
-            other => Err(StepError::new("invalid_input", format!("unknown op {other:?}"))),
+            other => Err(StepError::new(
+                "invalid_input",
+                format!("unknown op {other:?}"),
+            )),
         }
     })
 }
@@ -139,15 +175,27 @@ fn subgraph_json(g: &Subgraph, start: Option<&NodeView>) -> Value {
 }
 
 /// `Read_`: a file inside the workspace whose path matches the declared globs.
-pub fn read_file(workspace: &Path, rel: &str, globs: &[String], max_bytes: usize) -> Result<Value, StepError> {
+pub fn read_file(
+    workspace: &Path,
+    rel: &str,
+    globs: &[String],
+    max_bytes: usize,
+) -> Result<Value, StepError> {
     let rel = files::normalize(rel).map_err(|m| StepError::new("path_invalid", m))?;
     if !files::matches_any(globs, &rel) {
-        return Err(StepError::new("path_outside_globs", format!("{rel} is outside the declared file globs")));
+        return Err(StepError::new(
+            "path_outside_globs",
+            format!("{rel} is outside the declared file globs"),
+        ));
     }
     let full = files::resolve(workspace, &rel).map_err(|m| StepError::new("path_invalid", m))?;
-    let bytes = std::fs::read(&full).map_err(|e| StepError::new("io_error", format!("cannot read {rel}: {e}")))?;
+    let bytes = std::fs::read(&full)
+        .map_err(|e| StepError::new("io_error", format!("cannot read {rel}: {e}")))?;
     if bytes.len() > max_bytes {
-        return Err(StepError::new("limit_exceeded", format!("{rel} is larger than the payload limit ({max_bytes} bytes)")));
+        return Err(StepError::new(
+            "limit_exceeded",
+            format!("{rel} is larger than the payload limit ({max_bytes} bytes)"),
+        ));
     }
     Ok(json!({
         "path": rel, "text": String::from_utf8_lossy(&bytes), "size": bytes.len(), "hash": files::hash(&bytes),
@@ -178,10 +226,24 @@ impl GraphWrite {
         Ok(GraphWrite::Upsert {
             kind: str_field(input, "kind")?.to_owned(),
             key: str_field(input, "key")?.to_owned(),
-            title: input.get("title").and_then(Value::as_str).map(str::to_owned),
+            title: input
+                .get("title")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             props: input.get("props").filter(|p| p.is_object()).cloned(),
-            tags: input["tags"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default(),
-            content: input.get("content").and_then(Value::as_str).map(str::to_owned),
+            tags: input["tags"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            content: input
+                .get("content")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
     }
 
@@ -209,10 +271,22 @@ impl GraphWrite {
     /// What a dry run shows instead of writing.
     pub fn plan(&self) -> Value {
         match self {
-            GraphWrite::Upsert { kind, key, title, props, tags, .. } => {
+            GraphWrite::Upsert {
+                kind,
+                key,
+                title,
+                props,
+                tags,
+                ..
+            } => {
                 json!({ "op": "upsert", "kind": kind, "key": key, "title": title, "props": props, "tags": tags })
             }
-            GraphWrite::Link { from, to, edge_type, props } => {
+            GraphWrite::Link {
+                from,
+                to,
+                edge_type,
+                props,
+            } => {
                 json!({ "op": "link", "from": from, "to": to, "type": edge_type, "props": props })
             }
         }
@@ -228,7 +302,13 @@ pub struct Prov<'a> {
 
 const EXTRACTOR: &str = "workflow";
 
-fn provenance(tx: &Transaction<'_>, p: &Prov<'_>, node: Option<&str>, edge: Option<&str>, now: &str) -> rusqlite::Result<()> {
+fn provenance(
+    tx: &Transaction<'_>,
+    p: &Prov<'_>,
+    node: Option<&str>,
+    edge: Option<&str>,
+    now: &str,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO provenance(node_id, edge_id, extractor, extractor_version, actor_id, run_id, step_key, recorded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -244,17 +324,34 @@ fn current_node(tx: &Transaction<'_>, kind: &str, key: &str) -> rusqlite::Result
 }
 
 /// Applies `w` in `tx`. Returns the step result and the `graph_write` event payloads.
-pub fn apply(tx: &Transaction<'_>, w: &GraphWrite, p: &Prov<'_>) -> Result<(Value, Vec<Value>), StepError> {
+pub fn apply(
+    tx: &Transaction<'_>,
+    w: &GraphWrite,
+    p: &Prov<'_>,
+) -> Result<(Value, Vec<Value>), StepError> {
     let now = clock::now();
     match w {
-        GraphWrite::Upsert { kind, key, title, props, tags, content } => {
+        GraphWrite::Upsert {
+            kind,
+            key,
+            title,
+            props,
+            tags,
+            content,
+        } => {
             let (id, created) = match current_node(tx, kind, key)? {
                 Some(id) => {
                     tx.prepare_cached(
                         "UPDATE nodes SET title = coalesce(?2, title), props = coalesce(?3, props),
                                 content = coalesce(?4, content), updated_at = ?5 WHERE id = ?1",
                     )?
-                    .execute(params![id, title, props.as_ref().map(Value::to_string), content, now])?;
+                    .execute(params![
+                        id,
+                        title,
+                        props.as_ref().map(Value::to_string),
+                        content,
+                        now
+                    ])?;
                     (id, false)
                 }
                 None => {
@@ -277,7 +374,9 @@ pub fn apply(tx: &Transaction<'_>, w: &GraphWrite, p: &Prov<'_>) -> Result<(Valu
                 }
             };
             provenance(tx, p, Some(&id), None, &now)?;
-            let mut events = vec![json!({ "op": "upsert", "node_id": id, "kind": kind, "key": key, "created": created })];
+            let mut events = vec![
+                json!({ "op": "upsert", "node_id": id, "kind": kind, "key": key, "created": created }),
+            ];
             for tag in tags {
                 let name = tag.trim_matches(|c| c == '#' || c == '/');
                 let tag_key = format!("tag:{}", name.to_lowercase());
@@ -299,14 +398,24 @@ pub fn apply(tx: &Transaction<'_>, w: &GraphWrite, p: &Prov<'_>) -> Result<(Valu
             }
             Ok((json!({ "id": id, "created": created }), events))
         }
-        GraphWrite::Link { from, to, edge_type, props } => {
+        GraphWrite::Link {
+            from,
+            to,
+            edge_type,
+            props,
+        } => {
             for n in [from, to] {
                 let live: bool = tx
-                    .prepare_cached("SELECT count(*) FROM nodes WHERE id = ?1 AND valid_to IS NULL")?
+                    .prepare_cached(
+                        "SELECT count(*) FROM nodes WHERE id = ?1 AND valid_to IS NULL",
+                    )?
                     .query_row([n], |r| r.get::<_, i64>(0))?
                     > 0;
                 if !live {
-                    return Err(StepError::new("node_not_found", format!("no current node {n}")));
+                    return Err(StepError::new(
+                        "node_not_found",
+                        format!("no current node {n}"),
+                    ));
                 }
             }
             let (id, created) = ensure_edge(tx, from, to, edge_type, props.as_ref(), p, &now)?;
@@ -334,7 +443,8 @@ fn ensure_edge(
         .optional()?;
     if let Some(id) = existing {
         if let Some(props) = props {
-            tx.prepare_cached("UPDATE edges SET props = ?2 WHERE id = ?1")?.execute(params![id, props.to_string()])?;
+            tx.prepare_cached("UPDATE edges SET props = ?2 WHERE id = ?1")?
+                .execute(params![id, props.to_string()])?;
         }
         provenance(tx, p, None, Some(&id), now)?;
         return Ok((id, false));
@@ -350,13 +460,26 @@ fn ensure_edge(
 }
 
 /// The bytes a `Write_` leaves in the file, given what is there now.
-pub fn write_bytes(mode: &str, existing: Option<&[u8]>, content: &[u8], rel: &str) -> Result<Vec<u8>, StepError> {
+pub fn write_bytes(
+    mode: &str,
+    existing: Option<&[u8]>,
+    content: &[u8],
+    rel: &str,
+) -> Result<Vec<u8>, StepError> {
     match (mode, existing) {
-        ("overwrite", _) | ("append" | "prepend", None) | ("failIfExists", None) => Ok(content.to_vec()),
-        ("failIfExists", Some(_)) => Err(StepError::new("file_exists", format!("{rel} already exists"))),
+        ("overwrite", _) | ("append" | "prepend", None) | ("failIfExists", None) => {
+            Ok(content.to_vec())
+        }
+        ("failIfExists", Some(_)) => Err(StepError::new(
+            "file_exists",
+            format!("{rel} already exists"),
+        )),
         ("append", Some(old)) => Ok([old, content].concat()),
         ("prepend", Some(old)) => Ok([content, old].concat()),
-        (other, _) => Err(StepError::new("invalid_input", format!("mode {other:?} is not overwrite, failIfExists, append or prepend"))),
+        (other, _) => Err(StepError::new(
+            "invalid_input",
+            format!("mode {other:?} is not overwrite, failIfExists, append or prepend"),
+        )),
     }
 }
 

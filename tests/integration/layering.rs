@@ -55,7 +55,7 @@ fn check(modules: &[&str], forbidden: &[&str], why: &str) {
 fn engine_modules_know_nothing_of_transport() {
     check(
         &[
-            "store", "identity", "ingest", "graph", "brain", "config", "clock", "error",
+            "store", "identity", "ingest", "graph", "brain", "config", "clock", "error", "workflow",
         ],
         &[
             "crate::rpc",
@@ -71,7 +71,9 @@ fn engine_modules_know_nothing_of_transport() {
 #[test]
 fn store_and_pure_modules_have_no_tokio() {
     check(
-        &["store", "identity", "ingest", "graph", "clock", "config"],
+        &[
+            "store", "identity", "ingest", "graph", "clock", "config", "workflow",
+        ],
         &["tokio"],
         "store, identity and pure modules are synchronous",
     );

@@ -79,3 +79,370 @@ fn validate_over_the_socket() {
     assert_eq!(v["valid"], true, "{v}");
     d.stop();
 }
+
+fn doc(steps: Value, vars: &[&str]) -> Value {
+    json!({ "version": "brain/1", "name": "t", "registry": { "vars": vars }, "steps": steps })
+}
+
+fn start(d: &Daemon, definition: &Value, extra: Value) -> String {
+    let mut params = json!({ "definition": definition });
+    if let Value::Object(m) = extra {
+        params.as_object_mut().unwrap().extend(m);
+    }
+    let v = d.call("workflow.run", params).expect("workflow.run");
+    v["run_id"].as_str().unwrap().to_owned()
+}
+
+fn get(d: &Daemon, run_id: &str) -> Value {
+    d.call("workflow.get", json!({ "run_id": run_id })).unwrap()
+}
+
+/// Waits until the run's status is one of `want`; returns the run.
+fn settle(d: &Daemon, run_id: &str, want: &[&str]) -> Value {
+    let mut last = Value::Null;
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(v) = d.call("workflow.get", json!({ "run_id": run_id })) {
+            if want.contains(&v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            last = v;
+        }
+        assert!(
+            start.elapsed() < crate::harness::DEADLINE,
+            "run {run_id} never reached {want:?}: {last:#}\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn events(d: &Daemon, run_id: &str) -> Vec<Value> {
+    let v = d
+        .call("workflow.events", json!({ "run_id": run_id, "since": 0 }))
+        .unwrap();
+    v["events"].as_array().unwrap().clone()
+}
+
+fn count(events: &[Value], ty: &str, step: Option<&str>) -> usize {
+    events
+        .iter()
+        .filter(|e| e["type"] == ty && step.is_none_or(|s| e["step_id"] == s))
+        .count()
+}
+
+fn step_status(run: &Value, key: &str) -> Option<String> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step_key"] == key)
+        .map(|s| s["status"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn fixtures_run_to_completion() {
+    let d = Daemon::start();
+    let minimal: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("valid", "minimal.json")).unwrap())
+            .unwrap();
+    let id = start(&d, &minimal, json!({}));
+    let run = settle(&d, &id, &["completed"]);
+    assert_eq!(run["vars"]["$x"], 2);
+    assert!(Path::new(run["workspace"].as_str().unwrap()).is_absolute());
+
+    let fan: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("valid", "fan-out.json")).unwrap())
+            .unwrap();
+    let id = start(&d, &fan, json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$b"], "=B");
+    assert_eq!(run["vars"]["$count"], 5);
+    // Read_ failed twice (retry), then the handler saw the error kind.
+    assert_eq!(run["vars"]["$a"], "io_error");
+    let ev = events(&d, &id);
+    assert_eq!(count(&ev, "step_retry", Some("Read_missing")), 1);
+    assert_eq!(count(&ev, "step_error", Some("Read_missing")), 1);
+    let seqs: Vec<i64> = ev.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert_eq!(ev.first().unwrap()["type"], "workflow_start");
+    assert_eq!(ev.last().unwrap()["type"], "workflow_done");
+    d.stop();
+}
+
+#[test]
+fn conformance_if_false_skips_the_step_and_its_children() {
+    let d = Daemon::start();
+    let w = doc(
+        json!([
+            { "id": "Noop_fork", "if": "1 > 2", "children": ["Set_child"], "next": "Set_after" },
+            { "id": "Set_child", "target": "$child", "value": true, "next": "RETURN" },
+            { "id": "Set_after", "target": "$after", "value": true, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$child(BOOL)", "$after(BOOL)"],
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$child"], Value::Null);
+    assert_eq!(run["vars"]["$after"], true);
+    assert_eq!(step_status(&run, "Noop_fork").as_deref(), Some("skipped"));
+    assert_eq!(step_status(&run, "Set_child"), None);
+    d.stop();
+}
+
+#[test]
+fn conformance_branch_without_else_continues_at_next() {
+    let d = Daemon::start();
+    let w = doc(
+        json!([
+            { "id": "Branch_b", "cases": [["1 === 2", "Set_never"]], "next": "Set_after" },
+            { "id": "Set_never", "target": "$never", "value": true, "next": "RETURN" },
+            { "id": "Set_after", "target": "$after", "value": "=RUN.workflow", "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$never(BOOL)", "$after(STRING)"],
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$never"], Value::Null);
+    assert_eq!(run["vars"]["$after"], "t");
+    d.stop();
+}
+
+#[test]
+fn conformance_break_in_a_parallel_loop_stops_new_iterations() {
+    let d = Daemon::start();
+    let w = doc(
+        json!([
+            { "id": "Loop_p", "source": "=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19]", "mode": "parallel", "concurrency": 2,
+              "children": ["Branch_stop"], "next": "Set_after" },
+            { "id": "Branch_stop", "cases": [["_item === 3", "BREAK"]], "next": "Set_seen" },
+            { "id": "Set_seen", "target": "$seen[_index]", "value": "=_item", "next": "RETURN" },
+            { "id": "Set_after", "target": "$after", "value": true, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$seen([INT])", "$after(BOOL)"],
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$after"], true);
+    let seen = run["vars"]["$seen"].as_array().unwrap();
+    assert!(seen.len() < 20, "the loop went on after BREAK: {seen:?}");
+    assert!(seen.get(3).is_none_or(Value::is_null), "{seen:?}");
+    d.stop();
+}
+
+#[test]
+fn conformance_empty_and_null_loop_sources_run_no_iterations() {
+    let d = Daemon::start();
+    for source in ["=[]", "=$nothing"] {
+        let w = doc(
+            json!([
+                { "id": "Loop_l", "source": source, "mode": "serial", "children": ["Set_body"], "next": "Stop_end" },
+                { "id": "Set_body", "target": "$ran", "value": true, "next": "RETURN" },
+                { "id": "Stop_end" }
+            ]),
+            &["$ran(BOOL)", "$nothing"],
+        );
+        let id = start(&d, &w, json!({}));
+        let run = settle(&d, &id, &["completed", "failed"]);
+        assert_eq!(run["status"], "completed", "{source}: {run:#}");
+        assert_eq!(run["vars"]["$ran"], Value::Null, "{source}");
+        let ev = events(&d, &id);
+        assert_eq!(count(&ev, "loop_done", Some("Loop_l")), 1, "{source}");
+    }
+    d.stop();
+}
+
+#[test]
+fn conformance_while_ends_when_max_iterations_is_exhausted() {
+    let d = Daemon::start();
+    let w = doc(
+        json!([
+            { "id": "Loop_w", "while": "true", "maxIterations": 4, "mode": "serial", "children": ["Set_inc"], "next": "Stop_end" },
+            { "id": "Set_inc", "target": "$n", "value": "=$n + 1", "next": "RETURN" },
+            { "id": "Stop_end" }
+        ]),
+        &["$n(INT) = 0"],
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$n"], 4);
+    let ev = events(&d, &id);
+    let done = ev.iter().find(|e| e["type"] == "loop_done").unwrap();
+    assert_eq!(done["payload"]["result"]["exhausted"], true);
+    d.stop();
+}
+
+#[test]
+fn conformance_on_error_handler_rejoins_the_main_chain() {
+    let d = Daemon::start();
+    let w = doc(
+        json!([
+            { "id": "Set_bad", "target": "$x", "value": "=1 / 0", "onError": "Set_handle", "next": "Noop_join" },
+            { "id": "Set_handle", "target": "$err", "value": "=_error.kind", "next": "Noop_join" },
+            { "id": "Noop_join", "next": "Set_after" },
+            { "id": "Set_after", "target": "$after", "value": true, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$x", "$err(STRING)", "$after(BOOL)"],
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$err"], "expression_error");
+    assert_eq!(run["vars"]["$after"], true);
+    assert_eq!(step_status(&run, "Set_bad").as_deref(), Some("failed"));
+    d.stop();
+}
+
+#[test]
+fn conformance_stop_in_a_child_ends_the_run() {
+    let d = Daemon::start();
+    let w = doc(
+        json!([
+            { "id": "Noop_fork", "children": ["Stop_child", "Loop_slow"], "next": "Set_after" },
+            { "id": "Stop_child" },
+            { "id": "Loop_slow", "while": "true", "maxIterations": 1000, "mode": "serial", "children": ["Set_tick"], "next": "RETURN" },
+            { "id": "Set_tick", "target": "$ticks", "value": "=$ticks + 1", "next": "RETURN" },
+            { "id": "Set_after", "target": "$after", "value": true, "next": "RETURN" }
+        ]),
+        &["$after(BOOL)", "$ticks(INT) = 0"],
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$after"], Value::Null);
+    assert!(run["vars"]["$ticks"].as_i64().unwrap() < 1000);
+    d.stop();
+}
+
+#[test]
+fn conformance_pause_inside_a_parallel_branch() {
+    let d = Daemon::start();
+    let w = doc(
+        json!([
+            { "id": "Noop_fork", "children": ["Pause_p", "Set_sibling"], "next": "Set_after" },
+            { "id": "Pause_p", "reason": "ok?", "resumeResultTarget": "$answer", "next": "RETURN" },
+            { "id": "Set_sibling", "target": "$sibling", "value": true, "next": "RETURN" },
+            { "id": "Set_after", "target": "$after", "value": "=$answer.payload.note", "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$answer(OBJECT)", "$sibling(BOOL)", "$after(STRING)"],
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["paused"]);
+    wait_sibling(&d, &id);
+    let wait_id = run["waits"][0]["wait_id"].as_str().unwrap().to_owned();
+    assert_eq!(run["waits"][0]["step_id"], "Pause_p");
+    assert_eq!(run["waits"][0]["reason"], "ok?");
+    d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "r1", "approved": true, "payload": { "note": "fine" } }),
+    )
+    .unwrap();
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$after"], "fine");
+    assert_eq!(run["vars"]["$sibling"], true);
+    let ev = events(&d, &id);
+    assert_eq!(
+        count(&ev, "step_done", Some("Set_sibling")),
+        1,
+        "sibling ran once"
+    );
+    d.stop();
+}
+
+fn wait_sibling(d: &Daemon, id: &str) {
+    let start = std::time::Instant::now();
+    while step_status(&get(d, id), "Set_sibling").as_deref() != Some("done") {
+        assert!(start.elapsed() < crate::harness::DEADLINE);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn writer_doc() -> Value {
+    json!({ "version": "brain/1", "name": "writer",
+        "registry": { "vars": ["$id(STRING)"], "files": { "artifacts": ["out/*"] },
+                      "permissions": { "graphWrite": true, "fileWrite": ["out/*"] } },
+        "steps": [
+            { "id": "Upsert_n", "in": { "kind": "topic", "key": "topic:rust", "title": "Rust", "props": { "n": 1 }, "tags": ["lang"] },
+              "out": { "$id": "=_result.id" }, "next": "Write_f" },
+            { "id": "Write_f", "in": { "path": "out/log.md", "mode": "append", "content": "=\"line \" + $id + \"\\n\"" }, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ] })
+}
+
+#[test]
+fn conformance_dry_run_plans_writes_without_making_them() {
+    let d = Daemon::start();
+    let id = start(&d, &writer_doc(), json!({ "dry_run": true }));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["dry_run"], true);
+    let ws = PathBuf::from(run["workspace"].as_str().unwrap());
+    assert!(!ws.join("out/log.md").exists());
+    let status = d.call("daemon.status", json!({})).unwrap();
+    assert!(status["counts"]["nodes"]["topic"].is_null(), "{status:#}");
+    let ev = events(&d, &id);
+    let planned = ev.iter().find(|e| e["type"] == "graph_write").unwrap();
+    assert_eq!(planned["payload"]["planned"]["key"], "topic:rust");
+    assert!(
+        ev.iter()
+            .any(|e| e["type"] == "file_done" && e["payload"]["planned"] == true)
+    );
+    d.stop();
+}
+
+#[test]
+fn graph_writes_carry_provenance_and_limits_fail_runs() {
+    let d = Daemon::start();
+    let id = start(&d, &writer_doc(), json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    let node_id = run["vars"]["$id"].as_str().unwrap();
+    let node = d.call("node.get", json!({ "id": node_id })).unwrap();
+    let p = &node["provenance"][0];
+    assert_eq!(p["run_id"], id.as_str());
+    assert_eq!(p["step_key"], "Upsert_n");
+    assert!(p["actor_id"].as_str().unwrap().starts_with("user:"));
+    let ws = PathBuf::from(run["workspace"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(ws.join("out/log.md")).unwrap(),
+        format!("line {node_id}\n")
+    );
+
+    let id = start(&d, &writer_doc(), json!({ "limits": { "steps": 1 } }));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"]["kind"], "limit_exceeded");
+    assert!(
+        run["error"]["message"].as_str().unwrap().contains("steps"),
+        "{run:#}"
+    );
+
+    // No model provider: the step is skipped and the run ends completed_partial.
+    let w = doc(
+        json!([
+            { "id": "LLM_sum", "in": { "prompt": "hi" }, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &[],
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed_partial", "completed", "failed"]);
+    assert_eq!(run["status"], "completed_partial", "{run:#}");
+    let ev = events(&d, &id);
+    assert!(
+        ev.iter()
+            .any(|e| e["type"] == "step_skipped" && e["payload"]["reason"] == "no_runner")
+    );
+    d.stop();
+}
