@@ -446,3 +446,271 @@ fn graph_writes_carry_provenance_and_limits_fail_runs() {
     );
     d.stop();
 }
+
+fn pause_doc(timeout: Option<f64>) -> Value {
+    let mut pause = json!({ "id": "Pause_ok", "reason": "=\"approve \" + RUN.workflow", "preview": { "n": 1 },
+                            "resumeResultTarget": "$answer", "next": "Set_after" });
+    if let Some(sec) = timeout {
+        pause["timeout"] = json!({ "sec": sec, "on": "Set_timedout" });
+    }
+    let mut steps = vec![
+        json!({ "id": "Set_before", "target": "$before", "value": "=$before + 1", "next": "Pause_ok" }),
+        pause,
+        json!({ "id": "Set_after", "target": "$after", "value": "=$answer.approved", "next": "Stop_end" }),
+        json!({ "id": "Stop_end" }),
+    ];
+    if timeout.is_some() {
+        steps.push(json!({ "id": "Set_timedout", "target": "$timedout", "value": true, "next": "Stop_end" }));
+    }
+    doc(
+        Value::Array(steps),
+        &[
+            "$before(INT) = 0",
+            "$answer(OBJECT)",
+            "$after(BOOL)",
+            "$timedout(BOOL)",
+        ],
+    )
+}
+
+fn open_wait(run: &Value) -> String {
+    run["waits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["status"] == "open")
+        .expect("an open wait")["wait_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn kind(r: Result<Value, brain::rpc::client::ClientError>) -> String {
+    match r {
+        Ok(v) => format!("ok {v}"),
+        Err(e) => e.kind().unwrap_or("no kind").to_owned(),
+    }
+}
+
+#[test]
+fn a_pause_survives_a_restart_and_resumes_once() {
+    let (temp, data, socket) = temp_layout();
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    let id = start(&d, &pause_doc(None), json!({}));
+    let run = settle(&d, &id, &["paused"]);
+    let wait_id = open_wait(&run);
+    assert_eq!(run["waits"][0]["reason"], "approve t");
+    d.stop();
+
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    let run = settle(&d, &id, &["paused"]);
+    assert_eq!(open_wait(&run), wait_id);
+    // Wrong token: rejected with its reason code, the wait stays open.
+    let bad = d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "t0", "token": "nope" }),
+    );
+    assert_eq!(kind(bad), "token_mismatch");
+    assert_eq!(
+        kind(d.call(
+            "workflow.resume",
+            json!({ "run_id": id, "wait_id": "wait_nope", "request_id": "t0" })
+        )),
+        "wait_not_found"
+    );
+    // A minted token works and never shows up in events or logs.
+    let token = d
+        .call(
+            "workflow.token",
+            json!({ "run_id": id, "wait_id": wait_id }),
+        )
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = d
+        .call("workflow.resume", json!({ "run_id": id, "wait_id": wait_id, "request_id": "r1", "approved": true, "token": token }))
+        .unwrap();
+    let again = d
+        .call(
+            "workflow.resume",
+            json!({ "run_id": id, "wait_id": wait_id, "request_id": "r1", "approved": false }),
+        )
+        .unwrap();
+    assert_eq!(
+        first, again,
+        "a repeated request id returns the first outcome"
+    );
+    let other = d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "r2" }),
+    );
+    assert_eq!(kind(other), "wait_already_resolved");
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$after"], true);
+    assert_eq!(run["vars"]["$before"], 1, "a completed step never re-ran");
+    let ev = events(&d, &id);
+    assert_eq!(count(&ev, "step_done", Some("Set_before")), 1);
+    assert_eq!(count(&ev, "pause_resumed", None), 1);
+    let all = serde_json::to_string(&ev).unwrap();
+    assert!(!all.contains(&token) && !d.log().contains(&token));
+    let after = d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "r3" }),
+    );
+    assert_eq!(kind(after), "wait_already_resolved");
+    d.stop();
+}
+
+#[test]
+fn an_expired_wait_rejects_resumes_and_takes_the_timeout_route() {
+    let d = Daemon::start();
+    let id = start(&d, &pause_doc(Some(0.3)), json!({}));
+    let run = settle(&d, &id, &["paused", "completed"]);
+    let wait_id = run["waits"][0]["wait_id"].as_str().unwrap().to_owned();
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$timedout"], true);
+    assert_eq!(run["vars"]["$after"], Value::Null);
+    let r = d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "late" }),
+    );
+    assert_eq!(kind(r), "wait_expired");
+    d.stop();
+}
+
+#[test]
+fn a_resume_racing_a_timeout_has_one_winner() {
+    let d = Daemon::start();
+    for round in 0..3 {
+        let id = start(&d, &pause_doc(Some(0.5)), json!({}));
+        let run = settle(&d, &id, &["paused"]);
+        let wait_id = open_wait(&run);
+        // Aim the resume at the moment of expiry.
+        let created = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(440 + round * 30));
+        let _ = created;
+        let r = d.call(
+            "workflow.resume",
+            json!({ "run_id": id, "wait_id": wait_id, "request_id": "race" }),
+        );
+        let run = settle(&d, &id, &["completed", "failed"]);
+        let ev = events(&d, &id);
+        let resumed = count(&ev, "pause_resumed", None);
+        let timed_out = count(&ev, "pause_timeout", None);
+        assert_eq!(resumed + timed_out, 1, "round {round}: {ev:#?}");
+        match r {
+            Ok(_) => assert_eq!((resumed, run["vars"]["$after"].clone()), (1, json!(true))),
+            Err(e) => {
+                assert!(
+                    matches!(e.kind(), Some("wait_expired" | "wait_already_resolved")),
+                    "{e}"
+                );
+                assert_eq!(
+                    (timed_out, run["vars"]["$timedout"].clone()),
+                    (1, json!(true))
+                );
+            }
+        }
+    }
+    d.stop();
+}
+
+#[test]
+fn a_timeout_that_expired_while_the_daemon_was_down_fires_on_start() {
+    let (temp, data, socket) = temp_layout();
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    let id = start(&d, &pause_doc(Some(1.0)), json!({}));
+    settle(&d, &id, &["paused"]);
+    d.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["vars"]["$timedout"], true, "{run:#}");
+    d.stop();
+}
+
+/// Kills the daemon at a commit point of a step, restarts it, and checks the run finished as
+/// if uninterrupted: graph rows once, the file byte-identical, completed steps not re-run.
+fn crash_at(point: &str, step: &str) {
+    let (temp, data, socket) = temp_layout();
+    let fp = format!("{point}:{step}");
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[("BRAIN_FAILPOINT", &fp)]);
+    d.wait_ready();
+    // The process may die before it answers; the run id is then found by listing.
+    let _ = d.call("workflow.run", json!({ "definition": writer_doc() }));
+    let status = d.wait_exit();
+    assert!(
+        !status.success(),
+        "{fp}: the failpoint did not fire:\n{}",
+        d.log()
+    );
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    let runs = d.call("workflow.list", json!({})).unwrap();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    let id = runs["runs"][0]["run_id"].as_str().unwrap().to_owned();
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{fp}: {run:#}");
+    let node_id = run["vars"]["$id"].as_str().unwrap().to_owned();
+    let ws = PathBuf::from(run["workspace"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(ws.join("out/log.md")).unwrap(),
+        format!("line {node_id}\n"),
+        "{fp}"
+    );
+    let ev = events(&d, &id);
+    for s in ["Upsert_n", "Write_f", "Stop_end"] {
+        assert_eq!(
+            count(&ev, "step_done", Some(s)),
+            1,
+            "{fp}: {s} done once: {ev:#?}"
+        );
+    }
+    assert_eq!(count(&ev, "run_recovered", None), 1, "{fp}");
+    d.stop();
+    let db = rusqlite::Connection::open(data.join("brain.db")).unwrap();
+    let one = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        one("SELECT count(*) FROM nodes WHERE kind = 'topic' AND key = 'topic:rust'"),
+        1,
+        "{fp}"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM nodes WHERE kind = 'tag' AND key = 'tag:lang'"),
+        1,
+        "{fp}"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM edges WHERE type = 'tagged'"),
+        1,
+        "{fp}"
+    );
+    assert_eq!(
+        one(
+            "SELECT count(*) FROM provenance WHERE step_key = 'Upsert_n' AND node_id IS NOT NULL AND run_id IS NOT NULL"
+        ),
+        2,
+        "{fp}: node + tag"
+    );
+}
+
+#[test]
+fn crash_at_every_commit_point_of_a_graph_write() {
+    for point in ["step_started", "step_effect", "step_done"] {
+        crash_at(point, "Upsert_n");
+    }
+}
+
+#[test]
+fn crash_at_every_commit_point_of_a_file_write() {
+    for point in ["step_started", "step_effect", "step_done"] {
+        crash_at(point, "Write_f");
+    }
+}
