@@ -222,6 +222,24 @@ fn precheck(src: &str) -> Result<(), ExprError> {
     Ok(())
 }
 
+/// The CEL environment: the standard library plus the strings, lists and math extensions
+/// (`join`, `split`, `lowerAscii`, `flatten`, `math.greatest`...). All pure.
+fn env() -> &'static Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = cel::Env::stdlib();
+        for ext in [
+            cel::extensions::strings,
+            cel::extensions::lists,
+            cel::extensions::math,
+        ] {
+            // The extensions declare disjoint names; a clash would only drop one extension.
+            let _ = env.add_extension(ext);
+        }
+        Arc::new(env)
+    })
+}
+
 /// A compiled expression and what it refers to.
 pub struct Compiled {
     program: cel::Program,
@@ -232,7 +250,8 @@ pub struct Compiled {
 pub fn compile(src: &str) -> Result<Compiled, ExprError> {
     precheck(src)?;
     let (rewritten, refs) = rewrite(src);
-    let program = cel::Program::compile(&rewritten)
+    let program = env()
+        .compile(&rewritten)
         .map_err(|e| ExprError::Invalid(e.to_string().lines().next().unwrap_or("").to_owned()))?;
     let comprehensions = ["map", "filter", "all", "exists", "exists_one"]
         .iter()
@@ -283,7 +302,7 @@ pub struct Scope<'a> {
 
 /// Evaluates a compiled expression to JSON.
 pub fn eval(c: &Compiled, scope: &Scope<'_>) -> Result<Value, String> {
-    let mut ctx = cel::Context::default();
+    let mut ctx = cel::Context::with_env(env().clone());
     register_functions(&mut ctx);
     for v in &c.refs.vars {
         let val = scope.vars.get(v).cloned().unwrap_or(Value::Null);
@@ -378,6 +397,7 @@ mod tests {
         check("lower($s)", json!("hi"));
         check("default($missing, 5)", json!(5));
         check("$s + \"!\"", json!("Hi!"));
+        check("[\"a\", \"b\"].join(\"-\")", json!("a-b"));
     }
 
     #[test]

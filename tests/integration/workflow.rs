@@ -714,3 +714,185 @@ fn crash_at_every_commit_point_of_a_file_write() {
         crash_at(point, "Write_f");
     }
 }
+
+#[test]
+fn weekly_digest_through_the_cli_pauses_for_approval_and_writes_the_graph_and_a_file() {
+    let d = Daemon::start();
+    let vault = d.dir.join("notes");
+    std::fs::create_dir_all(&vault).unwrap();
+    std::fs::write(
+        vault.join("project alpha.md"),
+        "# Project alpha\n\nFirst.\n",
+    )
+    .unwrap();
+    std::fs::write(vault.join("project beta.md"), "# Project beta\n\nSecond.\n").unwrap();
+    std::fs::write(vault.join("other.md"), "# Other\n").unwrap();
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+
+    let file = fixture("valid", "weekly-digest.json");
+    let out = d.cli(&[
+        "workflow",
+        "run",
+        file.to_str().unwrap(),
+        "--wait",
+        "-p",
+        "tag=project",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "paused runs exit 4:\n{text}\n{}",
+        crate::harness::stderr(&out)
+    );
+    assert!(text.contains("brain workflow resume run_"), "{text}");
+    let run_id = text
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("run ")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let run = get(&d, &run_id);
+    assert_eq!(run["status"], "paused");
+    assert_eq!(run["waits"][0]["step_id"], "Pause_approve");
+    assert_eq!(run["waits"][0]["reason"], "Publish a digest of 2 notes?");
+    let mut lines: Vec<String> = serde_json::from_value(run["vars"]["$lines"].clone()).unwrap();
+    lines.sort();
+    assert_eq!(lines, ["- Project alpha", "- Project beta"]);
+
+    let out = d.cli(&["workflow", "resume", &run_id]);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    let out = d.cli(&["workflow", "events", &run_id, "--follow", "--json"]);
+    assert!(out.status.success());
+    let types: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("workflow_start"));
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("workflow_done"),
+        "{types:?}"
+    );
+
+    let out = d.cli(&["workflow", "show", &run_id, "--json"]);
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"], "completed", "{run:#}");
+    let digest_id = run["vars"]["$digestId"].as_str().unwrap();
+    let ws = PathBuf::from(run["workspace"].as_str().unwrap());
+    let digest = std::fs::read_to_string(ws.join("digests/weekly.md")).unwrap();
+    assert!(digest.starts_with("# Digest\n"), "{digest}");
+    assert!(
+        digest.contains("- Project alpha") && digest.contains("- Project beta"),
+        "{digest}"
+    );
+    let g = d
+        .call(
+            "graph.neighbors",
+            json!({ "id": digest_id, "direction": "out", "edge_types": ["summarizes"] }),
+        )
+        .unwrap();
+    assert_eq!(g["nodes"].as_array().unwrap().len(), 2, "{g:#}");
+    let node = d.call("node.get", json!({ "id": digest_id })).unwrap();
+    assert_eq!(node["provenance"][0]["run_id"], run_id.as_str());
+    assert_eq!(node["provenance"][0]["step_key"], "Upsert_digest");
+
+    let list = d.cli(&["workflow", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list["runs"][0]["run_id"], run_id.as_str());
+    d.stop();
+}
+
+#[test]
+fn approval_before_a_side_effect_and_cancel() {
+    let d = Daemon::start();
+    let w = json!({ "version": "brain/1", "name": "approve",
+        "registry": { "permissions": { "graphWrite": true } },
+        "steps": [
+            { "id": "Upsert_n", "approval": { "reason": "create the node?" },
+              "in": { "kind": "topic", "key": "=\"k:\" + RUN.id", "title": "T" }, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ] });
+    // Denied: the step fails with approval_denied and nothing is written.
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["paused"]);
+    assert_eq!(run["waits"][0]["kind"], "approval");
+    assert_eq!(
+        run["waits"][0]["preview"]["in"]["title"], "T",
+        "the resolved inputs are shown"
+    );
+    let wait_id = open_wait(&run);
+    d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "x", "approved": false }),
+    )
+    .unwrap();
+    let run = settle(&d, &id, &["failed", "completed"]);
+    assert_eq!(run["error"]["kind"], "approval_denied", "{run:#}");
+    // Approved: the write happens.
+    let id = start(&d, &w, json!({}));
+    let wait_id = open_wait(&settle(&d, &id, &["paused"]));
+    d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "y", "approved": true }),
+    )
+    .unwrap();
+    assert_eq!(
+        settle(&d, &id, &["failed", "completed"])["status"],
+        "completed"
+    );
+    // Cancel a paused run; its wait closes and resumes are refused.
+    let id = start(&d, &w, json!({}));
+    let wait_id = open_wait(&settle(&d, &id, &["paused"]));
+    let out = d.cli(&["workflow", "cancel", &id, "--json"]);
+    assert!(out.status.success());
+    assert_eq!(get(&d, &id)["status"], "cancelled");
+    let r = d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "z" }),
+    );
+    assert_eq!(kind(r), "wait_already_resolved");
+    d.stop();
+}
+
+#[test]
+fn file_paths_are_checked_at_run_time() {
+    let d = Daemon::start();
+    let outside = d.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.md"), "secret").unwrap();
+    let w = json!({ "version": "brain/1", "name": "paths",
+        "registry": { "params": ["p(STRING)"], "vars": ["$err(STRING)"], "files": { "inputs": ["in/**"] } },
+        "steps": [
+            { "id": "Read_x", "in": { "path": "=p" }, "onError": "Set_err", "next": "Stop_end" },
+            { "id": "Set_err", "target": "$err", "value": "=_error.kind", "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ] });
+    for (p, want) in [
+        ("../outside/secret.md", "path_invalid"),
+        ("/etc/passwd", "path_invalid"),
+        ("other/x.md", "path_outside_globs"),
+        ("in/link/secret.md", "path_invalid"),
+    ] {
+        let id = start(&d, &w, json!({ "params": { "p": p } }));
+        let run = settle(&d, &id, &["completed", "failed"]);
+        if p.starts_with("in/link") {
+            // Make the symlink now that the workspace exists, and run again in it.
+            let ws = PathBuf::from(run["workspace"].as_str().unwrap());
+            std::fs::create_dir_all(ws.join("in")).unwrap();
+            std::os::unix::fs::symlink(&outside, ws.join("in/link")).unwrap();
+            let r = brain::workflow::steps::read_file(&ws, p, &["in/**".to_owned()], 1 << 20);
+            assert_eq!(r.unwrap_err().kind, want);
+            continue;
+        }
+        assert_eq!(run["vars"]["$err"], want, "{p}: {run:#}");
+    }
+    d.stop();
+}
