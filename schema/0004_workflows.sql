@@ -12,3 +12,7 @@ ALTER TABLE workflow_waits ADD COLUMN on_expiry TEXT NOT NULL DEFAULT 'timeout';
 
 CREATE INDEX workflow_waits_expiry ON workflow_waits(expires_at) WHERE status = 'open';
 CREATE INDEX workflow_runs_created ON workflow_runs(created_at);
+
+-- A file trigger may run its workflow with the watched root as the workspace (so Read_ can
+-- see the file that fired it); off unless the trigger's creator asked for it.
+ALTER TABLE workflow_triggers ADD COLUMN in_root INTEGER NOT NULL DEFAULT 0 CHECK (in_root IN (0, 1));

@@ -96,6 +96,30 @@ pub enum WorkflowCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Attach a workflow to files created or changed under a glob, or to a schedule
+    TriggerAdd {
+        name: String,
+        file: PathBuf,
+        /// file_created, file_changed or schedule
+        #[arg(long, value_parser = ["file_created", "file_changed", "schedule"])]
+        on: String,
+        /// A glob relative to the watched root, or `every DURATION` for a schedule
+        #[arg(long)]
+        pattern: String,
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Run with the watched root as the workspace, so the workflow can read the file
+        #[arg(long)]
+        in_root: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach a trigger
+    TriggerRemove {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(socket: &Path, cmd: &WorkflowCommand) -> ExitCode {
@@ -149,6 +173,20 @@ pub fn run(socket: &Path, cmd: &WorkflowCommand) -> ExitCode {
             follow,
             json,
         } => events(&mut c, run_id, *since, *follow, *json).map(|_| ExitCode::SUCCESS),
+        WorkflowCommand::TriggerAdd { name, file, on, pattern, params, in_root, json } => {
+            let doc = read_doc(file).map_err(ClientError::Protocol)?;
+            let v = c.call(
+                "workflow.trigger_add",
+                json!({ "name": name, "definition": doc, "event": on, "pattern": pattern, "params": parse_params(params)?, "in_root": in_root }),
+            )?;
+            print(&v, *json, |v| println!("trigger {} runs {} on {} {}", name, v["workflow"].as_str().unwrap_or("?"), on, pattern))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        WorkflowCommand::TriggerRemove { name, json } => {
+            let v = c.call("workflow.trigger_remove", json!({ "name": name }))?;
+            print(&v, *json, |_| println!("removed trigger {name}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         WorkflowCommand::Triggers { json } => {
             let v = c.call("workflow.triggers", json!({}))?;
             print(&v, *json, |v| {

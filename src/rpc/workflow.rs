@@ -77,6 +77,34 @@ struct TokenParams {
     wait_id: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerAddParams {
+    name: String,
+    definition: Option<Value>,
+    path: Option<String>,
+    event: String,
+    pattern: String,
+    #[serde(default)]
+    params: Map<String, Value>,
+    #[serde(default)]
+    in_root: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerNameParams {
+    name: String,
+}
+
+fn trigger_wire(t: &crate::workflow::triggers::Trigger) -> Value {
+    json!({
+        "name": t.name, "workflow": t.workflow, "definition_hash": t.definition_hash, "event": t.event,
+        "pattern": t.pattern, "params": t.params, "enabled": t.enabled, "in_root": t.in_root,
+        "created_by": t.created_by, "created_at": t.created_at, "last_fired_at": t.last_fired_at,
+    })
+}
+
 /// Reads the document a request names: inline, or a file the daemon reads.
 fn document(definition: Option<Value>, path: Option<String>) -> Result<Value, Error> {
     match (definition, path) {
@@ -118,6 +146,7 @@ pub fn dispatch(
                     dry_run: p.dry_run,
                     limits: p.limits,
                     trigger: None,
+                    workspace: None,
                 },
             )?;
             Ok(json!({ "run_id": run_id }))
@@ -171,7 +200,22 @@ pub fn dispatch(
             }
             follow(brain, &p.run_id, p.since, notes)
         }
-        "workflow.triggers" => Ok(json!({ "triggers": [] })),
+        "workflow.triggers" => {
+            let _: protocol::NoParams = protocol::params(method, params)?;
+            let list: Vec<Value> = wf.triggers()?.iter().map(trigger_wire).collect();
+            Ok(json!({ "triggers": list }))
+        }
+        "workflow.trigger_add" => {
+            let p: TriggerAddParams = protocol::params(method, params)?;
+            let doc = document(p.definition, p.path)?;
+            let t = wf.trigger_add(&p.name, &doc, &p.event, &p.pattern, p.params, p.in_root)?;
+            Ok(trigger_wire(&t))
+        }
+        "workflow.trigger_remove" => {
+            let p: TriggerNameParams = protocol::params(method, params)?;
+            wf.trigger_remove(&p.name)?;
+            Ok(json!({ "name": p.name, "removed": true }))
+        }
         _ => Err(Error::new(
             Kind::MethodNotFound,
             format!("unknown method {method:?}"),

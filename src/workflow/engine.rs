@@ -122,6 +122,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     pub limits: Value,
     pub trigger: Option<Value>,
+    /// Run in this folder instead of a fresh per-run workspace (a watched root, when a trigger
+    /// was created to allow it).
+    pub workspace: Option<PathBuf>,
 }
 
 /// A resume request. `token` is for callers without local authority.
@@ -148,13 +151,14 @@ fn err(kind: Kind, msg: impl Into<String>) -> Error {
     Error::new(kind, msg)
 }
 
+#[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Arc<Store>,
-    cfg: EngineConfig,
+pub(super) struct Inner {
+    pub(super) store: Arc<Store>,
+    pub(super) cfg: EngineConfig,
     exprs: Cache,
     /// Runs with a live driver thread, and whether they must be driven again when it ends.
     active: Mutex<HashMap<String, Arc<Handle>>>,
@@ -270,7 +274,10 @@ impl Engine {
             serde_json::to_string(doc).map_err(|e| err(Kind::Internal, e.to_string()))?;
         let hash = files::hash(canonical.as_bytes());
         let run_id = format!("run_{}", uuid::Uuid::new_v4().simple());
-        let workspace = self.inner.cfg.workspaces.join(&run_id);
+        let workspace = opts
+            .workspace
+            .clone()
+            .unwrap_or_else(|| self.inner.cfg.workspaces.join(&run_id));
         std::fs::create_dir_all(&workspace).map_err(|e| {
             err(
                 Kind::Io,
@@ -609,7 +616,7 @@ impl Inner {
         names.insert("SYSVAR".into(), self.cfg.sysvars.clone());
         names.insert(
             "RUN".into(),
-            json!({ "id": run.id, "date": run.created_at.chars().take(10).collect::<String>(), "startedAt": run.created_at, "workflow": doc.name }),
+            json!({ "id": run.id, "date": run.created_at.chars().take(10).collect::<String>(), "startedAt": run.created_at, "workflow": doc.name, "trigger": run.trigger }),
         );
         let index = doc
             .steps
@@ -746,11 +753,16 @@ impl Inner {
             for w in due {
                 self.expire(&w);
             }
+            let schedule_in = Engine {
+                inner: self.clone(),
+            }
+            .fire_schedules();
             let sleep = next
                 .and_then(|n| humantime::parse_rfc3339(&n).ok())
                 .and_then(|t| t.duration_since(SystemTime::now()).ok())
                 .unwrap_or(Duration::from_secs(60))
-                .min(Duration::from_secs(60));
+                .min(Duration::from_secs(60))
+                .min(schedule_in);
             let (m, cv) = &self.timer;
             let g = m.lock().unwrap_or_else(|p| p.into_inner());
             let (mut g, _) = cv
@@ -762,7 +774,7 @@ impl Inner {
         }
     }
 
-    fn poke_timer(&self) {
+    pub(super) fn poke_timer(&self) {
         *self.timer.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.timer.1.notify_all();
     }

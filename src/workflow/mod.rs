@@ -12,6 +12,7 @@ pub mod journal;
 pub mod llm;
 pub mod model;
 pub mod steps;
+pub mod triggers;
 pub mod validate;
 pub mod vars;
 

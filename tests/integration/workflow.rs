@@ -896,3 +896,95 @@ fn file_paths_are_checked_at_run_time() {
     }
     d.stop();
 }
+
+#[test]
+fn file_and_schedule_triggers_start_runs_that_record_their_trigger() {
+    let d = Daemon::start();
+    let vault = d.dir.join("vault");
+    std::fs::create_dir_all(vault.join("inbox")).unwrap();
+    let w = json!({ "version": "brain/1", "name": "on-inbox",
+        "registry": { "vars": ["$text(STRING)", "$path(STRING)"], "files": { "inputs": ["inbox/*"] } },
+        "steps": [
+            { "id": "Read_it", "in": { "path": "=RUN.trigger.rel" }, "out": { "$text": "=_result.text" }, "next": "Set_path" },
+            { "id": "Set_path", "target": "$path", "value": "=RUN.trigger.event", "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ] });
+    let f = d.dir.join("on-inbox.json");
+    std::fs::write(&f, w.to_string()).unwrap();
+    let out = d.cli(&[
+        "workflow",
+        "trigger-add",
+        "inbox",
+        f.to_str().unwrap(),
+        "--on",
+        "file_created",
+        "--pattern",
+        "inbox/*.md",
+        "--in-root",
+    ]);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    std::fs::write(vault.join("inbox/new.md"), "hello inbox\n").unwrap();
+    std::fs::write(vault.join("elsewhere.md"), "not a match\n").unwrap();
+    let run = {
+        let start = std::time::Instant::now();
+        loop {
+            let runs = d.call("workflow.list", json!({})).unwrap();
+            if let Some(r) = runs["runs"].as_array().unwrap().first() {
+                break settle(&d, r["run_id"].as_str().unwrap(), &["completed", "failed"]);
+            }
+            assert!(
+                start.elapsed() < crate::harness::DEADLINE,
+                "no triggered run:\n{}",
+                d.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$text"], "hello inbox\n");
+    assert_eq!(run["vars"]["$path"], "file_created");
+    assert_eq!(run["trigger"]["name"], "inbox");
+    assert_eq!(run["trigger"]["rel"], "inbox/new.md");
+    let runs = d.call("workflow.list", json!({})).unwrap();
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        1,
+        "only the matching file fired"
+    );
+
+    // A schedule.
+    let tick = doc(json!([{ "id": "Stop_end" }]), &[]);
+    d.call(
+        "workflow.trigger_add",
+        json!({ "name": "tick", "definition": tick, "event": "schedule", "pattern": "every 1s" }),
+    )
+    .unwrap();
+    crate::harness::wait_until("a scheduled run", || {
+        let runs = d.call("workflow.list", json!({})).unwrap();
+        runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"]["name"] == "tick")
+    });
+    let out = d.cli(&["workflow", "triggers", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["inbox", "tick"]);
+    assert!(
+        d.call(
+            "workflow.trigger_add",
+            json!({ "name": "x", "definition": tick, "event": "schedule", "pattern": "hourly" })
+        )
+        .is_err()
+    );
+    d.call("workflow.trigger_remove", json!({ "name": "tick" }))
+        .unwrap();
+    d.stop();
+}
