@@ -462,6 +462,8 @@ impl Engine {
             match w.status.as_str() {
                 "open" => {}
                 "timed_out" => return Err(err(Kind::WaitExpired, format!("wait {} expired", w.id))),
+                // Closed because the run ended (cancelled, failed, stopped), not by a resume.
+                "cancelled" => return Err(err(Kind::RunNotPaused, format!("run {} is {}", run.id, run.status))),
                 _ => return Err(err(Kind::WaitAlreadyResolved, format!("wait {} was already resolved", w.id))),
             }
             if run.status != "paused" && run.status != "running" {

@@ -848,7 +848,7 @@ fn approval_before_a_side_effect_and_cancel() {
         settle(&d, &id, &["failed", "completed"])["status"],
         "completed"
     );
-    // Cancel a paused run; its wait closes and resumes are refused.
+    // Cancel a paused run; its wait closes and resumes are refused: the run is not paused.
     let id = start(&d, &w, json!({}));
     let wait_id = open_wait(&settle(&d, &id, &["paused"]));
     let out = d.cli(&["workflow", "cancel", &id, "--json"]);
@@ -858,7 +858,7 @@ fn approval_before_a_side_effect_and_cancel() {
         "workflow.resume",
         json!({ "run_id": id, "wait_id": wait_id, "request_id": "z" }),
     );
-    assert_eq!(kind(r), "wait_already_resolved");
+    assert_eq!(kind(r), "run_not_paused");
     d.stop();
 }
 
