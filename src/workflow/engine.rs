@@ -284,6 +284,8 @@ impl Engine {
                 format!("cannot create workspace {}: {e}", workspace.display()),
             )
         })?;
+        // Stored absolute, so the run finds it whatever the daemon's working directory.
+        let workspace = std::fs::canonicalize(&workspace).unwrap_or(workspace);
         let limits = self.inner.cfg.limits.lowered(&opts.limits);
         let now = clock::now();
         let user = self.inner.cfg.user.clone();
@@ -437,6 +439,25 @@ impl Engine {
     /// Resolves a wait. One transaction with compare-and-set on the wait; a repeated
     /// `request_id` returns the first outcome.
     pub fn resume(&self, req: &ResumeRequest) -> Result<Value, Error> {
+        let r = self.resolve(req);
+        if let Err(e) = &r
+            && !matches!(
+                e.kind,
+                Kind::RunNotFound | Kind::WaitNotFound | Kind::StoreError
+            )
+        {
+            // Recorded beside the run, without the token, so the history shows the attempt.
+            let payload = json!({ "wait_id": req.wait_id, "request_id": req.request_id, "reason": e.kind.as_str() });
+            let _ = self
+                .inner
+                .store
+                .write(|tx| journal::emit(tx, &req.run_id, "pause_rejected", None, payload));
+            self.inner.notify_events();
+        }
+        r
+    }
+
+    fn resolve(&self, req: &ResumeRequest) -> Result<Value, Error> {
         if req.payload.to_string().len() as u64 > self.inner.cfg.limits.payload_bytes {
             return Err(err(
                 Kind::PayloadInvalid,

@@ -575,6 +575,23 @@ impl Validator {
                     );
                 }
             }
+            StepType::Upsert | StepType::Link | StepType::Write => {
+                let needed: &[&str] = match ty {
+                    StepType::Upsert => &["kind", "key"],
+                    StepType::Link => &["from", "to", "type"],
+                    _ => &["path"],
+                };
+                for f in needed {
+                    if input.and_then(|m| m.get(*f)).is_none() {
+                        self.err(
+                            "missing_field",
+                            id,
+                            p(&format!("in/{f}")),
+                            format!("{} needs in.{f}", s.id),
+                        );
+                    }
+                }
+            }
             StepType::Search => {
                 if input.and_then(|m| m.get("query")).is_none() {
                     self.err("missing_field", id, p("in/query"), "Search_ needs in.query");

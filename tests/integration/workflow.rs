@@ -428,6 +428,24 @@ fn graph_writes_carry_provenance_and_limits_fail_runs() {
         "{run:#}"
     );
 
+    // Ingest_ turns text into a note; Graph_ reads it back.
+    let w = json!({ "version": "brain/1", "name": "ingest",
+        "registry": { "vars": ["$ids", "$title(STRING)"], "permissions": { "graphWrite": true } },
+        "steps": [
+            { "id": "Ingest_t", "in": { "text": "hello", "title": "Greeting", "key": "greeting" }, "out": { "$ids": "=_result.nodeIds" }, "next": "Graph_n" },
+            { "id": "Graph_n", "in": { "op": "node", "id": "=$ids[0]" }, "out": { "$title": "=_result.nodes[0].title" }, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ] });
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$title"], "Greeting");
+    let node = d
+        .call("node.get", json!({ "id": run["vars"]["$ids"][0] }))
+        .unwrap();
+    assert_eq!(node["content"], "hello");
+    assert_eq!(node["provenance"][0]["step_key"], "Ingest_t");
+
     // No model provider: the step is skipped and the run ends completed_partial.
     let w = doc(
         json!([
@@ -555,6 +573,12 @@ fn a_pause_survives_a_restart_and_resumes_once() {
     let ev = events(&d, &id);
     assert_eq!(count(&ev, "step_done", Some("Set_before")), 1);
     assert_eq!(count(&ev, "pause_resumed", None), 1);
+    let rejected: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["type"] == "pause_rejected")
+        .map(|e| e["payload"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(rejected, ["token_mismatch", "wait_already_resolved"]);
     let all = serde_json::to_string(&ev).unwrap();
     assert!(!all.contains(&token) && !d.log().contains(&token));
     let after = d.call(
@@ -591,9 +615,7 @@ fn a_resume_racing_a_timeout_has_one_winner() {
         let run = settle(&d, &id, &["paused"]);
         let wait_id = open_wait(&run);
         // Aim the resume at the moment of expiry.
-        let created = std::time::Instant::now();
         std::thread::sleep(std::time::Duration::from_millis(440 + round * 30));
-        let _ = created;
         let r = d.call(
             "workflow.resume",
             json!({ "run_id": id, "wait_id": wait_id, "request_id": "race" }),
