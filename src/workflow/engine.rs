@@ -654,6 +654,9 @@ impl Inner {
             actor: run.actor_id.clone(),
             workspace: PathBuf::from(&run.workspace),
             dry_run: run.dry_run,
+            in_watched_root: !PathBuf::from(&run.workspace).starts_with(
+                std::fs::canonicalize(&self.cfg.workspaces).unwrap_or(self.cfg.workspaces.clone()),
+            ),
             limits,
             doc,
             index,
@@ -894,6 +897,8 @@ struct RunCtx {
     actor: String,
     workspace: PathBuf,
     dry_run: bool,
+    /// The workspace is a watched root (a file trigger's `in_root`), not a run's own folder.
+    in_watched_root: bool,
     limits: Limits,
     doc: Document,
     index: HashMap<String, usize>,
@@ -1394,7 +1399,6 @@ impl RunCtx {
         key: &str,
         rec: Option<&StepRow>,
     ) -> Result<(), Next> {
-        let ty = step.step_type().unwrap_or(StepType::Noop);
         let input = match step
             .input
             .as_ref()
@@ -1404,23 +1408,43 @@ impl RunCtx {
             Ok(i) => i.unwrap_or(Value::Null),
             Err(e) => return Err(self.on_error(sc, step, key, e)),
         };
+        let approved = match self.approval_decision(step, key) {
+            Ok(a) => a,
+            Err(e) => return Err(self.on_error(sc, step, key, e)),
+        };
         if let Some(a) = &step.approval
             && !self.dry_run
+            && !approved
         {
-            match self.approval(sc, step, key, a, &input) {
-                Ok(true) => {}
-                Ok(false) => return Err(Next::End(Flow::Suspended)),
-                Err(e) => return Err(self.on_error(sc, step, key, e)),
-            }
+            return match self.ask_approval(sc, step, key, a, &input) {
+                Ok(()) => Err(Next::End(Flow::Suspended)),
+                Err(e) => Err(self.on_error(sc, step, key, e)),
+            };
         }
         let mut attempt = rec.map_or(1, |r| r.attempt + 1);
         if let Err(e) = self.commit_started(step, key, attempt) {
             return Err(Next::End(Flow::Fail(e)));
         }
         loop {
-            let res = self.effect(sc, step, ty, key, &input, rec);
+            let res = self.effect(sc, step, key, &input, rec, approved);
             let done = match res {
                 Ok(d) => d,
+                // The runner asks a person before this side effect: pause, then run it again
+                // with the approval on record.
+                Err(e) if e.kind == "approval_required" && !approved => {
+                    let preview = Some(json!({ "in": input }));
+                    return match self.open_wait(
+                        step,
+                        key,
+                        "approval",
+                        Some(e.message),
+                        preview,
+                        None,
+                    ) {
+                        Ok(()) => Err(Next::End(Flow::Suspended)),
+                        Err(e) => Err(Next::End(Flow::Fail(e))),
+                    };
+                }
                 Err(e) => {
                     let retry = step.retry.as_ref().filter(|r| {
                         (attempt as u32) < r.max_attempts
@@ -1504,10 +1528,10 @@ impl RunCtx {
         &self,
         sc: &Scope,
         step: &Step,
-        ty: StepType,
         key: &str,
         input: &Value,
         rec: Option<&StepRow>,
+        approved: bool,
     ) -> Result<Done, StepError> {
         let plain = |result: Value| Done {
             result,
@@ -1515,6 +1539,7 @@ impl RunCtx {
             graph: None,
         };
         let files = &self.doc.registry.files;
+        let ty = step.step_type().unwrap_or(StepType::Noop);
         match ty {
             StepType::Noop | StepType::Stop => Ok(plain(Value::Null)),
             StepType::Set => {
@@ -1623,7 +1648,7 @@ impl RunCtx {
                     graph: Some(g),
                 })
             }
-            StepType::Write => self.write_file(step, key, input, rec),
+            StepType::Write => self.write_file(step, key, input, rec, approved),
             StepType::Llm => self.llm(input),
             StepType::Loop | StepType::Branch | StepType::Pause => Ok(plain(Value::Null)),
         }
@@ -1635,6 +1660,7 @@ impl RunCtx {
         key: &str,
         input: &Value,
         rec: Option<&StepRow>,
+        approved: bool,
     ) -> Result<Done, StepError> {
         let path = input
             .get("path")
@@ -1690,12 +1716,19 @@ impl RunCtx {
                 graph: None,
             });
         }
+        // Changing a file someone wrote in their watched folder is the runner's call to ask
+        // about, not the workflow's to assume.
+        if self.in_watched_root && existing.is_some() && !approved {
+            return Err(StepError::new(
+                "approval_required",
+                format!("{} would change {rel} in a watched folder", step.id),
+            ));
+        }
         self.inner.store.write(|tx| {
             journal::step_intent(tx, &self.run_id, key, &json!({ "path": rel, "hash": hash }))
         })?;
         files::write_atomic(&full, &bytes)
             .map_err(|e| StepError::new("io_error", format!("cannot write {rel}: {e}")))?;
-        let _ = step;
         Ok(Done {
             result: json!({ "path": rel, "size": bytes.len(), "hash": hash }),
             events: vec![(
@@ -1737,28 +1770,38 @@ impl RunCtx {
     }
 
     /// Approval before a step's side effects: Ok(true) approved, Ok(false) waiting.
-    fn approval(
+    /// The decision recorded for an approval of this step: `Ok(true)` approved, `Ok(false)`
+    /// none yet; a denial or an expiry is the step's error.
+    fn approval_decision(&self, step: &Step, key: &str) -> Result<bool, StepError> {
+        let Some(r) = self
+            .journal
+            .get(&approval_key(key))
+            .filter(|r| r.status == "done")
+        else {
+            return Ok(false);
+        };
+        let out = r.output.clone().unwrap_or(Value::Null);
+        if out["timed_out"] == true {
+            return Err(StepError::new("wait_expired", "the approval wait expired"));
+        }
+        if out["resume"]["approved"] == true {
+            return Ok(true);
+        }
+        Err(StepError::new(
+            "approval_denied",
+            format!("{} was not approved", step.id),
+        ))
+    }
+
+    /// Opens the wait of a step's declared `approval`, showing its resolved inputs.
+    fn ask_approval(
         &self,
         sc: &Scope,
         step: &Step,
         key: &str,
         a: &model::Approval,
         input: &Value,
-    ) -> Result<bool, StepError> {
-        let akey = approval_key(key);
-        if let Some(r) = self.journal.get(&akey).filter(|r| r.status == "done") {
-            let out = r.output.clone().unwrap_or(Value::Null);
-            if out["timed_out"] == true {
-                return Err(StepError::new("wait_expired", "the approval wait expired"));
-            }
-            if out["resume"]["approved"] == true {
-                return Ok(true);
-            }
-            return Err(StepError::new(
-                "approval_denied",
-                format!("{} was not approved", step.id),
-            ));
-        }
+    ) -> Result<(), StepError> {
         let reason = a
             .reason
             .as_ref()
@@ -1772,8 +1815,7 @@ impl RunCtx {
             reason,
             Some(json!({ "in": input })),
             None,
-        )?;
-        Ok(false)
+        )
     }
 
     fn open_wait(

@@ -1010,3 +1010,66 @@ fn file_and_schedule_triggers_start_runs_that_record_their_trigger() {
         .unwrap();
     d.stop();
 }
+
+#[test]
+fn the_runner_asks_before_changing_a_file_in_a_watched_folder() {
+    let d = Daemon::start();
+    let vault = d.dir.join("vault");
+    std::fs::create_dir_all(vault.join("inbox")).unwrap();
+    std::fs::create_dir_all(vault.join("notes")).unwrap();
+    std::fs::write(vault.join("notes/a.md"), "mine\n").unwrap();
+    let w = json!({ "version": "brain/1", "name": "rewrite",
+        "registry": { "files": { "artifacts": ["notes/*"] }, "permissions": { "fileWrite": ["notes/*"] } },
+        "steps": [
+            { "id": "Write_a", "in": { "path": "notes/a.md", "content": "rewritten\n" }, "next": "Write_b" },
+            { "id": "Write_b", "in": { "path": "notes/b.md", "content": "new\n" }, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ] });
+    d.call("workflow.trigger_add", json!({ "name": "t", "definition": w, "event": "file_created", "pattern": "inbox/*.md", "in_root": true }))
+        .unwrap();
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    std::fs::write(vault.join("inbox/go.md"), "go\n").unwrap();
+    let mut id = String::new();
+    crate::harness::wait_until("a triggered run", || {
+        let runs = d.call("workflow.list", json!({})).unwrap();
+        match runs["runs"].as_array().unwrap().first() {
+            Some(r) => {
+                id = r["run_id"].as_str().unwrap().to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    let run = settle(&d, &id, &["paused", "completed", "failed"]);
+    assert_eq!(run["status"], "paused", "{run:#}");
+    assert_eq!(run["waits"][0]["kind"], "approval");
+    assert!(
+        run["waits"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("notes/a.md"),
+        "{run:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(vault.join("notes/a.md")).unwrap(),
+        "mine\n"
+    );
+    let wait_id = open_wait(&run);
+    d.call(
+        "workflow.resume",
+        json!({ "run_id": id, "wait_id": wait_id, "request_id": "ok" }),
+    )
+    .unwrap();
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(
+        std::fs::read_to_string(vault.join("notes/a.md")).unwrap(),
+        "rewritten\n"
+    );
+    // A new file needs no approval.
+    assert_eq!(
+        std::fs::read_to_string(vault.join("notes/b.md")).unwrap(),
+        "new\n"
+    );
+    d.stop();
+}
