@@ -316,7 +316,10 @@ fn run_workflow(
 /// Exit code and closing lines for a run that stopped moving.
 fn outcome(run: &Value, status: &str, as_json: bool) -> ExitCode {
     let run_id = run["run_id"].as_str().unwrap_or("");
-    if !as_json {
+    if as_json {
+        // After the event lines, the run itself (as `workflow.get` gives it).
+        println!("{run}");
+    } else {
         println!("{status}");
         if status == "paused" {
             for w in run["waits"]

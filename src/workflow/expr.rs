@@ -2,7 +2,9 @@
 //!
 //! Owns the caps that keep a hostile expression from crashing or hanging the daemon: length
 //! and nesting are checked on the text before the parser sees it, so deep input is a
-//! validation error and never a stack overflow; evaluation only ever sees bounded inputs.
+//! validation error and never a stack overflow. Evaluation time is bounded before it starts:
+//! CEL's only iteration is its comprehension macros, so the bound values' element count raised
+//! to the number of comprehensions caps the work ([`MAX_EVAL_COST`]).
 //! Expressions do no I/O: the functions registered here are pure.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,6 +23,18 @@ pub const MAX_UNARY_RUN: usize = 8;
 /// Most comprehension macros (`map`, `filter`, `all`, `exists`) in one expression: each can
 /// multiply the work of the next, so this bounds evaluation time together with input sizes.
 pub const MAX_COMPREHENSIONS: usize = 3;
+
+/// Largest work bound accepted for one evaluation: (bound elements + 1) ^ comprehensions.
+pub const MAX_EVAL_COST: u64 = 20_000_000;
+
+/// Array elements and object members in `v`, all levels.
+fn count_elements(v: &Value) -> u64 {
+    match v {
+        Value::Array(a) => a.len() as u64 + a.iter().map(count_elements).sum::<u64>(),
+        Value::Object(m) => m.len() as u64 + m.values().map(count_elements).sum::<u64>(),
+        _ => 0,
+    }
+}
 
 /// Names `$x` is bound to in CEL: `$` is not an identifier character there.
 pub fn var_binding(name: &str) -> String {
@@ -244,6 +258,7 @@ fn env() -> &'static Arc<cel::Env> {
 pub struct Compiled {
     program: cel::Program,
     pub refs: Refs,
+    comprehensions: usize,
 }
 
 /// Checks the caps, rewrites and compiles.
@@ -262,7 +277,11 @@ pub fn compile(src: &str) -> Result<Compiled, ExprError> {
             "{comprehensions} comprehensions; the cap is {MAX_COMPREHENSIONS}"
         )));
     }
-    Ok(Compiled { program, refs })
+    Ok(Compiled {
+        program,
+        refs,
+        comprehensions,
+    })
 }
 
 /// Compiled programs by source, shared by every run: a loop evaluates the same text many times.
@@ -304,14 +323,26 @@ pub struct Scope<'a> {
 pub fn eval(c: &Compiled, scope: &Scope<'_>) -> Result<Value, String> {
     let mut ctx = cel::Context::with_env(env().clone());
     register_functions(&mut ctx);
+    // Elements the expression can iterate: everything bound, counted once.
+    let mut elements = 0u64;
     for v in &c.refs.vars {
         let val = scope.vars.get(v).cloned().unwrap_or(Value::Null);
+        elements += count_elements(&val);
         bind(&mut ctx, &var_binding(v), val)?;
     }
     for name in &c.refs.idents {
         if let Some(val) = scope.names.get(name) {
+            elements += count_elements(val);
             bind(&mut ctx, name, val.clone())?;
         }
+    }
+    // CEL has no loops but comprehensions, so nested comprehensions over the bound values
+    // bound the work: refuse what could take too long instead of finding out.
+    let cost = (elements + 1).saturating_pow(c.comprehensions.max(1) as u32);
+    if cost > MAX_EVAL_COST {
+        return Err(format!(
+            "evaluation could take {cost} steps over {elements} bound elements; the cap is {MAX_EVAL_COST}"
+        ));
     }
     let out = c.program.execute(&ctx).map_err(|e| e.to_string())?;
     out.json().map_err(|e| format!("result is not JSON: {e}"))
@@ -398,6 +429,22 @@ mod tests {
         check("default($missing, 5)", json!(5));
         check("$s + \"!\"", json!("Hi!"));
         check("[\"a\", \"b\"].join(\"-\")", json!("a-b"));
+    }
+
+    #[test]
+    fn evaluation_work_is_bounded() {
+        let big: Vec<i64> = (0..10_000).collect();
+        let vars = json!({ "$big": big });
+        assert_eq!(
+            run("size($big)", json!({}), vars.clone()),
+            Ok(json!(10_000))
+        );
+        assert_eq!(
+            run("$big.filter(x, x < 3)", json!({}), vars.clone()),
+            Ok(json!([0, 1, 2]))
+        );
+        let err = run("$big.map(x, $big.map(y, x + y))", json!({}), vars).unwrap_err();
+        assert!(err.contains("the cap is"), "{err}");
     }
 
     #[test]
