@@ -1073,3 +1073,40 @@ fn the_runner_asks_before_changing_a_file_in_a_watched_folder() {
     );
     d.stop();
 }
+
+#[test]
+fn a_graceful_stop_parks_a_running_run_and_the_next_start_finishes_it() {
+    let (temp, data, socket) = temp_layout();
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    let w = doc(
+        json!([
+            { "id": "Loop_w", "while": "$n < 3000", "maxIterations": 3000, "mode": "serial", "children": ["Set_inc"], "next": "Stop_end" },
+            { "id": "Set_inc", "target": "$n", "value": "=$n + 1", "next": "RETURN" },
+            { "id": "Stop_end" }
+        ]),
+        &["$n(INT) = 0"],
+    );
+    let id = start(&d, &w, json!({}));
+    crate::harness::wait_until("some iterations", || {
+        events(&d, &id)
+            .iter()
+            .filter(|e| e["type"] == "step_done")
+            .count()
+            > 20
+    });
+    d.stop();
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$n"], 3000);
+    let ev = events(&d, &id);
+    assert_eq!(
+        count(&ev, "step_done", Some("Set_inc")),
+        3000,
+        "each iteration ran once"
+    );
+    assert_eq!(count(&ev, "run_recovered", None), 1);
+    d.stop();
+}
