@@ -11,6 +11,7 @@ pub mod files;
 pub mod journal;
 pub mod llm;
 pub mod model;
+mod run;
 pub mod steps;
 pub mod triggers;
 pub mod validate;
