@@ -383,10 +383,32 @@ fn register_functions(ctx: &mut cel::Context<'_, '_>) {
     let _ = ctx.add_function("lower", |s: Arc<String>| s.to_lowercase());
     let _ = ctx.add_function("upper", |s: Arc<String>| s.to_uppercase());
     let _ = ctx.add_function("default", |v: V, d: V| if v == V::Null { d } else { v });
-    // Date helpers over RFC 3339 text: the date part, and comparable day numbers.
+    // Date helpers over RFC 3339 text (what RUN.startedAt and the store hold): the date
+    // part, and a date moved by whole days. Text dates compare as dates.
     let _ = ctx.add_function("date", |s: Arc<String>| {
         s.chars().take(10).collect::<String>()
     });
+    let _ = ctx.add_function(
+        "addDays",
+        |ftx: &cel::FunctionContext, s: Arc<String>, days: i64| -> cel::ResolveResult {
+            add_days(&s, days)
+                .map(V::from)
+                .ok_or_else(|| ftx.error(format!("{s:?} is not a YYYY-MM-DD date")))
+        },
+    );
+}
+
+/// `2026-11-21` moved by `days`, or None when `s` does not start with a date.
+fn add_days(s: &str, days: i64) -> Option<String> {
+    let day = s.get(..10)?;
+    let t = humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).ok()?;
+    let shift = std::time::Duration::from_secs(days.unsigned_abs().checked_mul(86_400)?);
+    let t = if days >= 0 {
+        t.checked_add(shift)?
+    } else {
+        t.checked_sub(shift)?
+    };
+    Some(humantime::format_rfc3339_seconds(t).to_string()[..10].to_owned())
 }
 
 #[cfg(test)]
@@ -429,6 +451,15 @@ mod tests {
         check("default($missing, 5)", json!(5));
         check("$s + \"!\"", json!("Hi!"));
         check("[\"a\", \"b\"].join(\"-\")", json!("a-b"));
+        check("addDays(\"2026-03-01\", -1)", json!("2026-02-28"));
+        check(
+            "addDays(\"2026-11-21T10:00:00.000Z\", 7)",
+            json!("2026-11-28"),
+        );
+        check(
+            "date(\"2026-11-21T10:00:00.000Z\") > \"2026-11-20\"",
+            json!(true),
+        );
     }
 
     #[test]

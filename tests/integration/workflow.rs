@@ -1110,3 +1110,42 @@ fn a_graceful_stop_parks_a_running_run_and_the_next_start_finishes_it() {
     assert_eq!(count(&ev, "run_recovered", None), 1);
     d.stop();
 }
+
+#[test]
+fn every_limit_fails_the_run_with_limit_exceeded_naming_it() {
+    let d = Daemon::start();
+    let loop_doc = doc(
+        json!([
+            { "id": "Loop_l", "source": "=[1,2,3,4,5]", "mode": "serial", "children": ["Set_x"], "next": "Stop_end" },
+            { "id": "Set_x", "target": "$x", "value": "=_item", "next": "RETURN" },
+            { "id": "Stop_end" }
+        ]),
+        &["$x(INT)"],
+    );
+    let big = doc(
+        json!([
+            { "id": "Set_big2", "target": "$s", "value": "=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40]", "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$s"],
+    );
+    let pause = pause_doc(None);
+    let cases = [
+        ("steps", &loop_doc, json!({ "steps": 3 })),
+        ("events", &loop_doc, json!({ "events": 5 })),
+        ("loop_items", &loop_doc, json!({ "loop_items": 4 })),
+        ("payload_bytes", &big, json!({ "payload_bytes": 100 })),
+        ("pause_secs", &pause, json!({ "pause_secs": 1 })),
+    ];
+    for (name, w, limits) in cases {
+        let id = start(&d, w, json!({ "limits": limits }));
+        let run = settle(&d, &id, &["failed", "completed"]);
+        assert_eq!(run["status"], "failed", "{name}: {run:#}");
+        assert_eq!(run["error"]["kind"], "limit_exceeded", "{name}: {run:#}");
+        assert!(
+            run["error"]["message"].as_str().unwrap().contains(name),
+            "{name}: {run:#}"
+        );
+    }
+    d.stop();
+}
