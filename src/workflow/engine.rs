@@ -227,9 +227,16 @@ impl Engine {
 
     /// Stops the timer and asks run threads to park at their next step boundary; a parked run
     /// stays `running` and is recovered on the next start.
-    pub fn shutdown(&self) {
+    /// Asks run threads to park at their next step boundary and followers to return, without
+    /// waiting; [`Engine::shutdown`] waits.
+    pub fn begin_shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.timer.1.notify_all();
+        self.inner.notify_events();
+    }
+
+    pub fn shutdown(&self) {
+        self.begin_shutdown();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline
             && !self

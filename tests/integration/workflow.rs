@@ -1095,7 +1095,27 @@ fn a_graceful_stop_parks_a_running_run_and_the_next_start_finishes_it() {
             .count()
             > 20
     });
+    // A follower gets its answer when the daemon stops, instead of holding the stop up.
+    let mut follower = d.client();
+    let req = follower
+        .send(
+            "workflow.events",
+            json!({ "run_id": id, "since": 0, "follow": true }),
+        )
+        .unwrap();
+    // Once a notification arrived, the follow is under way.
+    while follower.read_message().unwrap()["method"] != "workflow.event" {}
+    let follower = std::thread::spawn(move || {
+        loop {
+            let m = follower.read_message().unwrap();
+            if m["id"] == req {
+                return m;
+            }
+        }
+    });
     d.stop();
+    let answer = follower.join().unwrap();
+    assert_eq!(answer["result"]["status"], "running", "{answer}");
     let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
     d.wait_ready();
     let run = settle(&d, &id, &["completed", "failed"]);
