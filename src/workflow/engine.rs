@@ -149,6 +149,10 @@ pub struct RunView {
     pub steps: Vec<StepRow>,
 }
 
+/// Longest the timer sleeps with nothing due: an idle daemon wakes once an hour at most (new
+/// waits and triggers wake it at once).
+pub(super) const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
 fn err(kind: Kind, msg: impl Into<String>) -> Error {
     Error::new(kind, msg)
 }
@@ -795,8 +799,8 @@ impl Inner {
             let sleep = next
                 .and_then(|n| humantime::parse_rfc3339(&n).ok())
                 .and_then(|t| t.duration_since(SystemTime::now()).ok())
-                .unwrap_or(Duration::from_secs(60))
-                .min(Duration::from_secs(60))
+                .unwrap_or(IDLE_WAKE)
+                .min(IDLE_WAKE)
                 .min(schedule_in);
             let (m, cv) = &self.timer;
             let g = m.lock().unwrap_or_else(|p| p.into_inner());

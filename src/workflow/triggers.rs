@@ -167,7 +167,7 @@ impl Engine {
 
     /// Fires schedule triggers that are due; returns how long until the next one.
     pub(super) fn fire_schedules(&self) -> Duration {
-        let mut next = Duration::from_secs(60);
+        let mut next = super::engine::IDLE_WAKE;
         let Ok(triggers) = self.triggers() else {
             return next;
         };

@@ -544,6 +544,14 @@ impl Validator {
                     ),
                     _ => {}
                 }
+                if s.while_.is_some() && s.mode.as_deref() == Some("parallel") {
+                    self.warn(
+                        "parallel_while",
+                        id,
+                        p("mode"),
+                        "a while loop decides each iteration after the last; it runs serially",
+                    );
+                }
                 if let Some(c) = s.concurrency
                     && !(1..=32).contains(&c)
                 {
