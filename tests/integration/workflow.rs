@@ -798,6 +798,7 @@ fn weekly_digest_through_the_cli_pauses_for_approval_and_writes_the_graph_and_a_
         })
         .collect();
     assert_eq!(types.first().map(String::as_str), Some("workflow_start"));
+    assert!(types.iter().any(|t| t == "step_print"), "{types:?}");
     assert_eq!(
         types.last().map(String::as_str),
         Some("workflow_done"),
@@ -1167,5 +1168,59 @@ fn every_limit_fails_the_run_with_limit_exceeded_naming_it() {
             "{name}: {run:#}"
         );
     }
+    d.stop();
+}
+
+#[test]
+fn llm_steps_call_an_openai_compatible_server() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 16 * 1024];
+        let n = s.read(&mut buf).unwrap();
+        let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let body = r#"{"choices":[{"message":{"role":"assistant","content":"a short summary"}}]}"#;
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        req
+    });
+    let (temp, data, socket) = temp_layout();
+    let mut d = Daemon::spawn(
+        temp.path(),
+        &data,
+        &socket,
+        &[("BRAIN_LLM_URL", &url), ("BRAIN_LLM_MODEL", "tiny")],
+    );
+    d.wait_ready();
+    let w = doc(
+        json!([
+            { "id": "LLM_sum", "in": { "system": "Be brief.", "prompt": "=\"Summarize: \" + $text" }, "out": { "$summary": "=_result" }, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$text(STRING) = \"notes\"", "$summary(STRING)"],
+    );
+    let v = d
+        .call("workflow.validate", json!({ "definition": w }))
+        .unwrap();
+    assert_eq!(
+        v["warnings"],
+        json!([]),
+        "a provider is configured: no no_runner warning"
+    );
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["completed", "completed_partial", "failed"]);
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["vars"]["$summary"], "a short summary");
+    let req = server.join().unwrap();
+    assert!(
+        req.contains("\"model\":\"tiny\"") && req.contains("Summarize: notes"),
+        "{req}"
+    );
     d.stop();
 }
