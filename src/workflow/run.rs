@@ -121,7 +121,11 @@ impl RunCtx {
         let flows: Vec<Flow> = std::thread::scope(|s| {
             let hs: Vec<_> = starts
                 .iter()
-                .map(|st| s.spawn(move || self.chain(sc.clone(), st)))
+                .map(|st| {
+                    // Branch threads log inside the run's span.
+                    let span = tracing::Span::current();
+                    s.spawn(move || span.in_scope(|| self.chain(sc.clone(), st)))
+                })
                 .collect();
             hs.into_iter()
                 .map(|h| {
@@ -434,6 +438,7 @@ impl RunCtx {
     fn step(&self, sc: &mut Scope, id: &str) -> Next {
         let step = self.step_def(id);
         let key = self.key(sc, id);
+        let _span = tracing::debug_span!("step", step_key = %key).entered();
         let rec = self.journal.get(&key);
         let next = || match &step.next {
             Some(n) => Next::Goto(n.clone()),
@@ -1243,7 +1248,10 @@ impl RunCtx {
             let flows: Vec<Flow> = std::thread::scope(|s| {
                 let hs: Vec<_> = (0..workers.min(n.max(1)))
                     .map(|_| {
-                        s.spawn(|| {
+                        let span = tracing::Span::current();
+                        let (stop, next_i, iteration) = (&stop, &next_i, &iteration);
+                        s.spawn(move || {
+                            let _in_run = span.enter();
                             let mut mine = Vec::new();
                             loop {
                                 if stop.load(Ordering::SeqCst) {
