@@ -149,7 +149,7 @@ pub fn dispatch(
                     workspace: None,
                 },
             )?;
-            Ok(json!({ "run_id": run_id }))
+            Ok(json!({ "run_id": run_id.as_str() }))
         }
         "workflow.get" => {
             let p: RunIdParams = protocol::params(method, params)?;

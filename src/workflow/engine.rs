@@ -117,6 +117,22 @@ impl EngineConfig {
     }
 }
 
+/// A run's id: `run_` + 32 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunId(String);
+
+impl RunId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Options of one run request.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -260,7 +276,7 @@ impl Engine {
     }
 
     /// Validates, pins and starts a run; returns its id at once.
-    pub fn run(&self, doc: &Value, opts: RunOptions) -> Result<String, Error> {
+    pub fn run(&self, doc: &Value, opts: RunOptions) -> Result<RunId, Error> {
         let (report, parsed) = super::validate(doc, self.runners());
         let Some(parsed) = parsed else {
             let first = report
@@ -329,7 +345,7 @@ impl Engine {
         })?;
         self.inner.notify_events();
         Inner::activate(&self.inner, &run_id);
-        Ok(run_id)
+        Ok(RunId(run_id))
     }
 
     pub fn get(&self, run_id: &str) -> Result<RunView, Error> {

@@ -17,6 +17,6 @@ pub mod triggers;
 pub mod validate;
 pub mod vars;
 
-pub use engine::{Engine, EngineConfig, Limits, ResumeRequest, RunOptions, RunView};
+pub use engine::{Engine, EngineConfig, Limits, ResumeRequest, RunId, RunOptions, RunView};
 pub use journal::Event;
 pub use validate::{Diagnostic, Report, Runners, Severity, validate};
