@@ -4,6 +4,8 @@
 //! never open the store. The daemon itself and offline maintenance (`identity migrate`) are
 //! dispatched by `main.rs` to the library directly.
 
+pub mod workflow;
+
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,6 @@ use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-pub mod workflow;
 pub use self::workflow::WorkflowCommand;
 use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
