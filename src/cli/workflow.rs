@@ -374,7 +374,7 @@ fn print_event(e: &Value, as_json: bool) {
     };
     println!(
         "{:>4} {} {:<16} {step} {extra}",
-        e["seq"],
+        e["seq"].as_i64().unwrap_or(0),
         e["ts"].as_str().unwrap_or(""),
         e["type"].as_str().unwrap_or("")
     );
