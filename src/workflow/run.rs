@@ -1141,6 +1141,11 @@ impl RunCtx {
                 .and_then(|o| o["route"].as_str())
                 .map(str::to_owned),
             None => {
+                if rec.is_none()
+                    && let Err(e) = self.commit_started(step, key, 1)
+                {
+                    return Next::End(Flow::Fail(e));
+                }
                 let mut chosen = None;
                 for (i, c) in step.cases.iter().flatten().enumerate() {
                     let (Some(cond), Some(t)) = (c.first(), c.get(1).and_then(Value::as_str))
