@@ -71,6 +71,14 @@ pub enum WorkflowCommand {
         /// Makes a retried resume return the first outcome [default: random]
         #[arg(long, value_name = "ID")]
         request_id: Option<String>,
+        /// A token from `workflow.token`, checked against the wait (not needed on this socket)
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "BRAIN_WAIT_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -149,17 +157,20 @@ pub fn run(socket: &Path, cmd: &WorkflowCommand) -> ExitCode {
             deny,
             payload,
             request_id,
+            token,
             json,
-        } => resume(
-            &mut c,
-            run_id,
-            wait_id.as_deref(),
-            !*deny,
-            payload.as_deref(),
-            request_id.clone(),
-            *json,
-        )
-        .map(|_| ExitCode::SUCCESS),
+        } => {
+            let payload: Value = match payload {
+                Some(p) => serde_json::from_str(p)
+                    .map_err(|e| ClientError::Protocol(format!("--payload is not JSON: {e}")))?,
+                None => Value::Null,
+            };
+            let request_id = request_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let body = json!({ "request_id": request_id, "approved": !*deny, "payload": payload, "token": token });
+            resume(&mut c, run_id, wait_id.as_deref(), body, *json).map(|_| ExitCode::SUCCESS)
+        }
         WorkflowCommand::Cancel { run_id, json } => {
             let v = c.call("workflow.cancel", json!({ "run_id": run_id }))?;
             print(&v, *json, |v| {
@@ -486,9 +497,7 @@ fn resume(
     c: &mut Client,
     run_id: &str,
     wait_id: Option<&str>,
-    approved: bool,
-    payload: Option<&str>,
-    request_id: Option<String>,
+    mut body: Value,
     as_json: bool,
 ) -> Result<(), ClientError> {
     let wait_id = match wait_id {
@@ -517,16 +526,9 @@ fn resume(
             }
         }
     };
-    let payload: Value = match payload {
-        Some(p) => serde_json::from_str(p)
-            .map_err(|e| ClientError::Protocol(format!("--payload is not JSON: {e}")))?,
-        None => Value::Null,
-    };
-    let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let v = c.call(
-        "workflow.resume",
-        json!({ "run_id": run_id, "wait_id": wait_id, "request_id": request_id, "approved": approved, "payload": payload }),
-    )?;
+    body["run_id"] = json!(run_id);
+    body["wait_id"] = json!(wait_id);
+    let v = c.call("workflow.resume", body)?;
     print(&v, as_json, |v| {
         println!(
             "resumed {} ({})",

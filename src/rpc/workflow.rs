@@ -110,6 +110,12 @@ fn document(definition: Option<Value>, path: Option<String>) -> Result<Value, Er
     match (definition, path) {
         (Some(d), None) => Ok(d),
         (None, Some(p)) => {
+            if !std::path::Path::new(&p).is_absolute() {
+                return Err(Error::new(
+                    Kind::InvalidParams,
+                    format!("path must be absolute: {p:?}"),
+                ));
+            }
             let text = std::fs::read_to_string(&p)
                 .map_err(|e| Error::new(Kind::InvalidParams, format!("cannot read {p}: {e}")))?;
             serde_json::from_str(&text)

@@ -1224,3 +1224,33 @@ fn llm_steps_call_an_openai_compatible_server() {
     );
     d.stop();
 }
+
+#[test]
+fn a_pathological_expression_is_a_validation_error_and_the_daemon_stays_up() {
+    let d = Daemon::start();
+    for src in [
+        format!("={}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+        format!("={}1{}", "[".repeat(900), "]".repeat(900)),
+        format!("={}true", "!".repeat(1500)),
+        format!("={}", "a ? b : ".repeat(200)),
+    ] {
+        let w = doc(
+            json!([{ "id": "Set_x", "target": "$x", "value": src, "next": "Stop_end" }, { "id": "Stop_end" }]),
+            &["$x"],
+        );
+        let v = d
+            .call("workflow.validate", json!({ "definition": w }))
+            .unwrap();
+        assert_eq!(v["valid"], false);
+        let code = v["errors"][0]["code"].as_str().unwrap();
+        assert!(
+            code == "expression_too_long" || code == "expression_too_deep",
+            "{code}"
+        );
+        assert_eq!(v["errors"][0]["step_id"], "Set_x");
+        let r = d.call("workflow.run", json!({ "definition": w }));
+        assert_eq!(kind(r), "workflow_invalid");
+    }
+    d.call("daemon.status", json!({})).unwrap();
+    d.stop();
+}
