@@ -112,7 +112,8 @@ impl EngineConfig {
             failpoint: std::env::var("BRAIN_FAILPOINT")
                 .ok()
                 .filter(|s| !s.is_empty()),
-            sysvars: json!({}),
+            // What a workflow may know about where it runs; never secrets.
+            sysvars: json!({ "user_id": user, "version": env!("CARGO_PKG_VERSION") }),
         }
     }
 }
