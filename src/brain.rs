@@ -30,6 +30,7 @@ pub struct Brain {
     user_id: UserId,
     user_email: String,
     started: Instant,
+    workflows: crate::workflow::Engine,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +77,20 @@ impl Brain {
         );
         let worker = Worker::start(ingestor.clone());
         search.start_background();
+        let workflows = crate::workflow::Engine::start(
+            store.clone(),
+            search.clone(),
+            crate::workflow::EngineConfig::from_env(user_id.as_str(), &data_dir),
+        )?;
+        // File triggers hear about every file a sync indexed.
+        let hook_engine = workflows.clone();
+        ingestor.set_change_hook(Arc::new(move |root, changes| {
+            for c in changes {
+                hook_engine.on_file(&root.path, &c.rel, &c.abs, c.created);
+            }
+        }));
         let brain = Brain {
+            workflows,
             store,
             ingestor,
             worker,
@@ -214,6 +228,7 @@ impl Brain {
 
     /// Stops the watcher and the ingest worker; an interrupted sync is redone on next start.
     pub fn shutdown(&self) {
+        self.workflows.shutdown();
         self.worker.stop();
         self.search.stop();
     }
@@ -319,5 +334,15 @@ impl Brain {
 
     pub fn user_list(&self) -> Result<Vec<UserRow>, Error> {
         Ok(self.store.read(store::list_users)?)
+    }
+
+    /// Validates a workflow document against the runners this daemon has.
+    pub fn workflow_validate(&self, doc: &serde_json::Value) -> crate::workflow::Report {
+        crate::workflow::validate(doc, self.workflows.runners()).0
+    }
+
+    /// The workflow engine: runs, waits and events.
+    pub fn workflows(&self) -> &crate::workflow::Engine {
+        &self.workflows
     }
 }

@@ -4,6 +4,8 @@
 //! never open the store. The daemon itself and offline maintenance (`identity migrate`) are
 //! dispatched by `main.rs` to the library directly.
 
+pub mod workflow;
+
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+pub use self::workflow::WorkflowCommand;
 use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
 use crate::rpc::client::{Client, ClientError, RemoteError};
@@ -131,6 +134,9 @@ pub enum Command {
     /// Measure speed
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Durable JSON workflows
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +402,9 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Workflow(cmd) = command {
+        return self::workflow::run(&socket, cmd);
+    }
     // Ingest reads progress notifications, which `Client::call` skips, so it owns its stream.
     if let Command::Ingest { path, json } = command {
         return match ingest(&socket, path, *json) {
@@ -514,7 +523,8 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         | Command::Identity(_)
         | Command::Ingest { .. }
         | Command::Eval(_)
-        | Command::Bench(_) => {
+        | Command::Bench(_)
+        | Command::Workflow(_) => {
             unreachable!("dispatched before connecting")
         }
     });

@@ -93,6 +93,15 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             own_uid: rustix::process::getuid().as_raw(),
         };
         brain.start_watching()?;
+        // Workflow runs park and event followers return as soon as shutdown starts, so the
+        // server's drain does not wait on them.
+        tokio::spawn({
+            let (brain, shutdown) = (brain.clone(), shutdown.clone());
+            async move {
+                shutdown.wait().await;
+                brain.workflows().begin_shutdown();
+            }
+        });
         server::run(listener, brain.clone(), cfg, shutdown).await;
         let b = brain.clone();
         // Joining the ingest worker blocks; it finishes its current write batch first.

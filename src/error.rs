@@ -29,6 +29,16 @@ pub enum Kind {
     ModelUnavailable,
     /// The search index failed (I/O, a full disk, corruption).
     IndexError,
+    /// A workflow document has validation errors.
+    WorkflowInvalid,
+    RunNotFound,
+    RunNotPaused,
+    WaitNotFound,
+    /// A resume with a new request id on a wait that was already resolved.
+    WaitAlreadyResolved,
+    TokenMismatch,
+    WaitExpired,
+    PayloadInvalid,
 }
 
 impl Kind {
@@ -47,6 +57,14 @@ impl Kind {
         Kind::PermissionDenied,
         Kind::ModelUnavailable,
         Kind::IndexError,
+        Kind::WorkflowInvalid,
+        Kind::RunNotFound,
+        Kind::RunNotPaused,
+        Kind::WaitNotFound,
+        Kind::WaitAlreadyResolved,
+        Kind::TokenMismatch,
+        Kind::WaitExpired,
+        Kind::PayloadInvalid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +83,14 @@ impl Kind {
             Kind::PermissionDenied => "permission_denied",
             Kind::ModelUnavailable => "model_unavailable",
             Kind::IndexError => "index_error",
+            Kind::WorkflowInvalid => "workflow_invalid",
+            Kind::RunNotFound => "run_not_found",
+            Kind::RunNotPaused => "run_not_paused",
+            Kind::WaitNotFound => "wait_not_found",
+            Kind::WaitAlreadyResolved => "wait_already_resolved",
+            Kind::TokenMismatch => "token_mismatch",
+            Kind::WaitExpired => "wait_expired",
+            Kind::PayloadInvalid => "payload_invalid",
         }
     }
 
@@ -81,8 +107,16 @@ impl Kind {
             Kind::Io => -32003,
             Kind::ShuttingDown => -32004,
             Kind::PermissionDenied => -32005,
-            Kind::ModelUnavailable => -32010,
-            Kind::IndexError => -32011,
+            Kind::ModelUnavailable => -32020,
+            Kind::IndexError => -32021,
+            Kind::WorkflowInvalid => -32010,
+            Kind::RunNotFound => -32011,
+            Kind::RunNotPaused => -32012,
+            Kind::WaitNotFound => -32013,
+            Kind::WaitAlreadyResolved => -32014,
+            Kind::TokenMismatch => -32015,
+            Kind::WaitExpired => -32016,
+            Kind::PayloadInvalid => -32017,
         }
     }
 }

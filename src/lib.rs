@@ -20,3 +20,4 @@ pub mod ingest;
 pub mod rpc;
 pub mod search;
 pub mod store;
+pub mod workflow;

@@ -113,11 +113,25 @@ pub struct Ingestor {
     /// Called after writes commit (at the end of a sync, and every [`AFTER_WRITE_EVERY`] during
     /// a long one) so derived indexes catch up.
     after_write: Option<AfterWrite>,
+    on_change: std::sync::Mutex<Option<ChangeHook>>,
 }
 
 pub type AfterWrite = Box<dyn Fn() + Send + Sync>;
 /// During a long sync, derived indexes catch up at least this often.
 const AFTER_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A file a sync indexed because it is new or its content changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    /// Relative to the root, `/`-separated.
+    pub rel: String,
+    pub abs: PathBuf,
+    /// New to the store (else changed).
+    pub created: bool,
+}
+
+/// Told about indexed files after each successful sync (workflow triggers listen here).
+pub type ChangeHook = Arc<dyn Fn(&RootInfo, &[FileChange]) + Send + Sync>;
 
 /// A live source row.
 #[derive(Debug, Clone)]
@@ -165,6 +179,7 @@ impl Ingestor {
             user: user.to_owned(),
             max_file_bytes,
             after_write: None,
+            on_change: std::sync::Mutex::new(None),
         }
     }
 
@@ -284,6 +299,11 @@ impl Ingestor {
         Ok(root)
     }
 
+    /// Sets the hook told about indexed files after each successful sync.
+    pub fn set_change_hook(&self, hook: ChangeHook) {
+        *self.on_change.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
     /// Brings the store in step with the disk for `scope` under `root`.
     pub fn sync(
         &self,
@@ -314,6 +334,7 @@ impl Ingestor {
         let mut sources = self.live_sources(root.id, scope_rels.as_deref())?;
 
         // 2. Compare.
+        let mut changes: Vec<FileChange> = Vec::new();
         let mut jobs: Vec<Job> = Vec::new();
         let mut touch: Vec<(i64, u64, i64)> = Vec::new();
         let mut marks: Vec<(Option<i64>, String, &'static str, String)> = Vec::new();
@@ -434,6 +455,13 @@ impl Ingestor {
                 }
             }
             for job in jobs.iter_mut() {
+                if matches!(job.outcome, Outcome::Parse(_)) {
+                    changes.push(FileChange {
+                        rel: job.file.rel.clone(),
+                        abs: root.path.join(&job.file.rel),
+                        created: job.source_id.is_none(),
+                    });
+                }
                 let (status, reason, kind) = match &job.outcome {
                     Outcome::Parse(_) => ("pending", None, "note"),
                     Outcome::Skip(r) => ("pending", Some(r.to_string()), "file"),
@@ -528,6 +556,14 @@ impl Ingestor {
             .write(|tx| facts::collect_garbage(tx, &ctx).map_err(IngestError::from))?;
         self.after_write();
         report.elapsed_ms = started.elapsed().as_millis() as u64;
+        let hook = self
+            .on_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(hook) = hook.filter(|_| !changes.is_empty()) {
+            hook(root, &changes);
+        }
         Ok(report)
     }
 

@@ -100,6 +100,19 @@ impl Client {
         }
     }
 
+    /// Sends one request without waiting; returns its id, for callers that read the
+    /// notifications before the answer themselves.
+    pub fn send(&mut self, method: &str, params: Value) -> Result<u64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut line =
+            serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.writer.write_all(&line).map_err(|e| self.io(e))?;
+        Ok(id)
+    }
+
     pub fn call_typed<P: Serialize, R: DeserializeOwned>(
         &mut self,
         method: &str,
@@ -129,7 +142,8 @@ impl Client {
     }
 }
 
-fn decode_answer(mut answer: Value, id: u64) -> Result<Value, ClientError> {
+/// The result of the answer to request `id`, or its error.
+pub fn decode_answer(mut answer: Value, id: u64) -> Result<Value, ClientError> {
     if answer.get("id") != Some(&json!(id)) {
         return Err(ClientError::Protocol(format!(
             "answer for another request: {answer}"

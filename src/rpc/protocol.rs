@@ -512,6 +512,58 @@ pub struct ProgressWire {
     pub path: String,
 }
 
+/// `workflow.validate` params: a document inline or a file the daemon can read.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSourceParams {
+    pub definition: Option<Value>,
+    pub path: Option<String>,
+    #[serde(default)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosticWire {
+    pub code: String,
+    pub severity: String,
+    pub step_id: Option<String>,
+    pub path: String,
+    pub message: String,
+}
+
+impl From<crate::workflow::Diagnostic> for DiagnosticWire {
+    fn from(d: crate::workflow::Diagnostic) -> Self {
+        DiagnosticWire {
+            code: d.code.to_owned(),
+            severity: match d.severity {
+                crate::workflow::Severity::Error => "error",
+                crate::workflow::Severity::Warning => "warning",
+            }
+            .to_owned(),
+            step_id: d.step_id,
+            path: d.path,
+            message: d.message,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ValidateResult {
+    pub valid: bool,
+    pub errors: Vec<DiagnosticWire>,
+    pub warnings: Vec<DiagnosticWire>,
+}
+
+impl ValidateResult {
+    pub fn from_report(r: crate::workflow::Report, strict: bool) -> Self {
+        ValidateResult {
+            valid: r.is_valid(strict),
+            errors: r.errors.into_iter().map(Into::into).collect(),
+            warnings: r.warnings.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,45 +626,9 @@ mod tests {
     }
 }
 
-/// `search.query` parameters.
-#[derive(Debug, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SearchParams {
-    pub query: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub k: Option<usize>,
-    #[serde(default)]
-    pub filters: SearchFilters,
-    #[serde(default)]
-    pub explain: bool,
-    /// Add graph proximity (links and shared tags of the top notes) as a signal.
-    #[serde(default)]
-    pub graph: bool,
-    /// `note` (default: the best chunk per note) or `chunk`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SearchFilters {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kinds: Vec<String>,
-    /// RFC 3339, YYYY-MM-DD, Unix seconds, or an age such as `7d`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<Value>,
-    /// Front-matter property equals value.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub props: std::collections::BTreeMap<String, Value>,
-}
+/// `search.query` parameters: the search module's own request shape, which `Search_`
+/// workflow steps share.
+pub use crate::search::{QueryFilters as SearchFilters, QueryParams as SearchParams};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SignalWire {

@@ -419,7 +419,7 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
         }
         "search.query" => {
             let p: protocol::SearchParams = protocol::params(method, params)?;
-            let req = search_request(p)?;
+            let req = p.into_request()?;
             to_value(protocol::SearchResultWire::from(brain.search(&req)?))
         }
         "search.reindex" => {
@@ -442,81 +442,12 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
             let models = brain.models_list()?.into_iter().map(Into::into).collect();
             to_value(protocol::ModelListResult { models })
         }
+        m if m.starts_with("workflow.") => super::workflow::dispatch(brain, m, params, notes),
         _ => Err(Error::new(
             Kind::MethodNotFound,
             format!("unknown method {method:?}"),
         )),
     }
-}
-
-/// Turns wire parameters into a search request, checking them.
-fn search_request(p: protocol::SearchParams) -> Result<crate::search::Request, Error> {
-    use crate::search::{Mode, index::Filters, parse_time};
-    if p.query.trim().is_empty() {
-        return Err(Error::new(Kind::InvalidParams, "query must not be empty"));
-    }
-    let mode = p.mode.as_deref().map(Mode::parse).transpose()?;
-    let time = |v: &Option<Value>, name: &str| -> Result<Option<i64>, Error> {
-        match v {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
-                Error::new(Kind::InvalidParams, format!("{name} must be whole seconds"))
-            }),
-            Some(Value::String(s)) => Ok(Some(parse_time(s)?)),
-            Some(_) => Err(Error::new(
-                Kind::InvalidParams,
-                format!("{name} must be a time string or Unix seconds"),
-            )),
-        }
-    };
-    let mut props = Vec::new();
-    for (k, v) in &p.filters.props {
-        let v = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(_) | Value::Bool(_) => v.to_string(),
-            _ => {
-                return Err(Error::new(
-                    Kind::InvalidParams,
-                    format!("filters.props.{k} must be a string, number or boolean"),
-                ));
-            }
-        };
-        props.push((k.clone(), v));
-    }
-    let group_by_note = match p.group.as_deref() {
-        None | Some("note") => true,
-        Some("chunk") => false,
-        Some(other) => {
-            return Err(Error::new(
-                Kind::InvalidParams,
-                format!("group must be note or chunk, not {other:?}"),
-            ));
-        }
-    };
-    let k = p.k.unwrap_or(10);
-    if k == 0 || k > crate::search::MAX_K {
-        return Err(Error::new(
-            Kind::InvalidParams,
-            format!("k must be between 1 and {}", crate::search::MAX_K),
-        ));
-    }
-    Ok(crate::search::Request {
-        query: p.query,
-        mode,
-        k,
-        filters: Filters {
-            tags: p.filters.tags,
-            path_prefix: p.filters.path_prefix,
-            kinds: p.filters.kinds,
-            since: time(&p.filters.since, "filters.since")?,
-            until: time(&p.filters.until, "filters.until")?,
-            props,
-        },
-        graph: p.graph,
-        explain: p.explain,
-        group_by_note,
-        tuning: None,
-    })
 }
 
 fn absolute(p: &str) -> Result<std::path::PathBuf, Error> {

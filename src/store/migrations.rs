@@ -8,7 +8,8 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
 
-/// Every migration, in order. Index + 1 is the `user_version` after it has run.
+/// Every migration, in order. A file's number is the `user_version` after it has run; numbers
+/// increase but may skip one that another branch reserved.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_initial.sql",
@@ -22,11 +23,21 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_search.sql",
         include_str!("../../schema/0003_search.sql"),
     ),
+    (
+        "0004_workflows.sql",
+        include_str!("../../schema/0004_workflows.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
 pub fn latest_version() -> u32 {
-    MIGRATIONS.len() as u32
+    MIGRATIONS.last().map_or(0, |(name, _)| number(name))
+}
+
+/// The number a migration file starts with (`0004_x.sql` → 4).
+fn number(name: &str) -> u32 {
+    // The names are our own constants, checked by `migration_files_are_numbered_in_order`.
+    name.get(..4).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// Brings `conn` up to [`latest_version`]. Refuses a store written by a newer build.
@@ -40,14 +51,14 @@ pub fn apply(conn: &mut Connection) -> Result<u32, StoreError> {
             supported: latest,
         });
     }
-    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (name, sql) in MIGRATIONS.iter().filter(|(name, _)| number(name) > current) {
         tx.execute_batch(sql)
             .map_err(|source| StoreError::Migration {
                 name: (*name).to_owned(),
                 source,
             })?;
         // user_version cannot be bound as a parameter; the value is our own integer.
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", number(name)))?;
     }
     tx.commit()?;
     Ok(latest)
@@ -114,8 +125,11 @@ mod tests {
 
     #[test]
     fn migration_files_are_numbered_in_order() {
-        for (i, (name, sql)) in MIGRATIONS.iter().enumerate() {
-            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name}");
+        let mut last = 0;
+        for (name, sql) in MIGRATIONS {
+            let n = number(name);
+            assert!(n > last && name.as_bytes().get(4) == Some(&b'_'), "{name}");
+            last = n;
             assert!(
                 sql.trim_start().starts_with("--"),
                 "{name} must open with a why-comment"

@@ -56,7 +56,7 @@ fn engine_modules_know_nothing_of_transport() {
     check(
         &[
             "store", "identity", "ingest", "graph", "brain", "config", "clock", "error", "search",
-            "embed",
+            "embed", "workflow",
         ],
         &[
             "crate::rpc",
@@ -74,6 +74,7 @@ fn store_and_pure_modules_have_no_tokio() {
     check(
         &[
             "store", "identity", "ingest", "graph", "clock", "config", "search", "embed",
+            "workflow",
         ],
         &["tokio"],
         "store, identity and pure modules are synchronous",

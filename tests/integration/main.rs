@@ -7,3 +7,4 @@ mod identity;
 mod ingest;
 mod layering;
 mod search;
+mod workflow;

@@ -1,0 +1,479 @@
+//! What action steps do: search, graph reads, file reads and writes, and the graph writes that
+//! the engine applies inside a step's done transaction.
+//!
+//! Architecture Invariant: graph writes never commit here; [`apply`] runs inside the engine's
+//! transaction B, so a step and its writes land together or not at all. Every written node and
+//! edge gets a provenance row naming the run, the step key and the acting user.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::{Map, Value, json};
+
+use super::files;
+use crate::clock;
+use crate::graph::{self, Direction, NodeRef, NodeView, Subgraph};
+use crate::store::Store;
+
+/// A failed step: `kind` is what `onError` handlers and `retry.on` see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepError {
+    pub kind: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl StepError {
+    pub fn new(kind: &str, message: impl Into<String>) -> StepError {
+        StepError {
+            kind: kind.to_owned(),
+            message: message.into(),
+            retryable: matches!(kind, "io_error" | "store_error" | "llm_error" | "timeout"),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({ "kind": self.kind, "message": self.message, "retryable": self.retryable })
+    }
+
+    pub fn from_json(v: &Value) -> StepError {
+        StepError {
+            kind: v["kind"].as_str().unwrap_or("error").to_owned(),
+            message: v["message"].as_str().unwrap_or("").to_owned(),
+            retryable: v["retryable"].as_bool().unwrap_or(false),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StepError {
+    fn from(e: rusqlite::Error) -> Self {
+        StepError::new("store_error", format!("store query failed: {e}"))
+    }
+}
+
+impl From<crate::error::Error> for StepError {
+    fn from(e: crate::error::Error) -> Self {
+        StepError::new(e.kind.as_str(), e.message)
+    }
+}
+
+fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, StepError> {
+    input
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| StepError::new("invalid_input", format!("in.{name} must be a string")))
+}
+
+/// `Search_`: the same parameters and hits as `search.query` (hybrid BM25 + dense + graph).
+pub fn search(search: &crate::search::Search, input: &Value) -> Result<Value, StepError> {
+    use crate::search::{QueryParams, SearchError};
+    let params: QueryParams = serde_json::from_value(input.clone())
+        .map_err(|e| StepError::new("invalid_input", format!("Search_ input: {e}")))?;
+    let to_step = |e: SearchError| {
+        let kind = match &e {
+            SearchError::InvalidParams(_) => "invalid_input",
+            SearchError::ModelUnavailable(_) | SearchError::Embed(_) => "model_unavailable",
+            SearchError::Store(_) => "store_error",
+            SearchError::Index(_) => "io_error",
+        };
+        StepError::new(kind, e.to_string())
+    };
+    let req = params.into_request().map_err(to_step)?;
+    let resp = search.query(&req).map_err(to_step)?;
+    let hits: Vec<Value> = resp
+        .hits
+        .iter()
+        .map(|h| serde_json::to_value(h).unwrap_or(Value::Null))
+        .collect();
+    Ok(json!({ "hits": hits, "total": resp.total, "mode": resp.mode }))
+}
+
+/// `Graph_`: `node`, `neighbors`, `subgraph` (the node and its neighbourhood) and `path` (the
+/// neighbourhood of `id` up to `depth`, when it reaches `to`).
+pub fn graph_read(store: &Store, input: &Value) -> Result<Value, StepError> {
+    let op = str_field(input, "op")?;
+    let id = str_field(input, "id")?;
+    let depth = input
+        .get("depth")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 3) as u32;
+    let limit = input
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(100)
+        .min(1000) as usize;
+    let direction = match input
+        .get("direction")
+        .and_then(Value::as_str)
+        .unwrap_or("both")
+    {
+        "out" => Direction::Out,
+        "in" => Direction::In,
+        _ => Direction::Both,
+    };
+    let edge_types: Vec<String> = input["edgeTypes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    store.read(|c: &Connection| -> Result<Value, StepError> {
+        let node = graph::node_get(c, &NodeRef::Id(id.to_owned()))?;
+        match op {
+            "node" => Ok(json!({ "nodes": [node_json(&node)], "edges": [] })),
+            "neighbors" => Ok(subgraph_json(
+                &graph::neighbors(c, id, direction, &edge_types, depth, limit)?,
+                None,
+            )),
+            "subgraph" => Ok(subgraph_json(
+                &graph::neighbors(c, id, direction, &edge_types, depth, limit)?,
+                Some(&node),
+            )),
+            "path" => {
+                let to = str_field(input, "to")?;
+                let g = graph::neighbors(c, id, direction, &edge_types, 3, limit)?;
+                if g.nodes.iter().any(|n| n.id == to) {
+                    Ok(subgraph_json(&g, Some(&node)))
+                } else {
+                    Ok(json!({ "nodes": [], "edges": [] }))
+                }
+            }
+            other => Err(StepError::new(
+                "invalid_input",
+                format!("unknown op {other:?}"),
+            )),
+        }
+    })
+}
+
+fn node_json(n: &NodeView) -> Value {
+    json!({ "id": n.id, "kind": n.kind, "key": n.key, "title": n.title, "path": n.path, "props": n.props })
+}
+
+fn subgraph_json(g: &Subgraph, start: Option<&NodeView>) -> Value {
+    let nodes: Vec<Value> = start.into_iter().chain(&g.nodes).map(node_json).collect();
+    let edges: Vec<Value> = g
+        .edges
+        .iter()
+        .map(|e| json!({ "id": e.id, "from": e.src_id, "to": e.dst_id, "type": e.edge_type, "props": e.props }))
+        .collect();
+    json!({ "nodes": nodes, "edges": edges })
+}
+
+/// `Read_`: a file inside the workspace whose path matches the declared globs.
+pub fn read_file(
+    workspace: &Path,
+    rel: &str,
+    globs: &[String],
+    max_bytes: usize,
+) -> Result<Value, StepError> {
+    let rel = files::normalize(rel).map_err(|m| StepError::new("path_invalid", m))?;
+    if !files::matches_any(globs, &rel) {
+        return Err(StepError::new(
+            "path_outside_globs",
+            format!("{rel} is outside the declared file globs"),
+        ));
+    }
+    let full = files::resolve(workspace, &rel).map_err(|m| StepError::new("path_invalid", m))?;
+    let bytes = std::fs::read(&full)
+        .map_err(|e| StepError::new("io_error", format!("cannot read {rel}: {e}")))?;
+    if bytes.len() > max_bytes {
+        return Err(StepError::new(
+            "limit_exceeded",
+            format!("{rel} is larger than the payload limit ({max_bytes} bytes)"),
+        ));
+    }
+    Ok(json!({
+        "path": rel, "text": String::from_utf8_lossy(&bytes), "size": bytes.len(), "hash": files::hash(&bytes),
+    }))
+}
+
+/// A graph change a step asks for; applied by [`apply`] inside the step's done transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GraphWrite {
+    Upsert {
+        kind: String,
+        key: String,
+        title: Option<String>,
+        props: Option<Value>,
+        tags: Vec<String>,
+        content: Option<String>,
+    },
+    Link {
+        from: String,
+        to: String,
+        edge_type: String,
+        props: Option<Value>,
+    },
+}
+
+impl GraphWrite {
+    pub fn upsert(input: &Value) -> Result<GraphWrite, StepError> {
+        Ok(GraphWrite::Upsert {
+            kind: str_field(input, "kind")?.to_owned(),
+            key: str_field(input, "key")?.to_owned(),
+            title: input
+                .get("title")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            props: input.get("props").filter(|p| p.is_object()).cloned(),
+            tags: input["tags"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            content: input
+                .get("content")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+    }
+
+    pub fn link(input: &Value) -> Result<GraphWrite, StepError> {
+        Ok(GraphWrite::Link {
+            from: str_field(input, "from")?.to_owned(),
+            to: str_field(input, "to")?.to_owned(),
+            edge_type: str_field(input, "type")?.to_owned(),
+            props: input.get("props").filter(|p| p.is_object()).cloned(),
+        })
+    }
+
+    /// `Ingest_`: given text (or a workspace file's text, read by the caller) as a note node.
+    pub fn ingest(key: &str, title: &str, text: &str) -> GraphWrite {
+        GraphWrite::Upsert {
+            kind: "note".into(),
+            key: format!("workflow:{key}"),
+            title: Some(title.to_owned()),
+            props: Some(json!({ "ingested_by": "workflow" })),
+            tags: Vec::new(),
+            content: Some(text.to_owned()),
+        }
+    }
+
+    /// What a dry run shows instead of writing.
+    pub fn plan(&self) -> Value {
+        match self {
+            GraphWrite::Upsert {
+                kind,
+                key,
+                title,
+                props,
+                tags,
+                ..
+            } => {
+                json!({ "op": "upsert", "kind": kind, "key": key, "title": title, "props": props, "tags": tags })
+            }
+            GraphWrite::Link {
+                from,
+                to,
+                edge_type,
+                props,
+            } => {
+                json!({ "op": "link", "from": from, "to": to, "type": edge_type, "props": props })
+            }
+        }
+    }
+}
+
+/// Who and what a graph write is attributed to.
+pub struct Prov<'a> {
+    pub actor: &'a str,
+    pub run_id: &'a str,
+    pub step_key: &'a str,
+}
+
+const EXTRACTOR: &str = "workflow";
+
+fn provenance(
+    tx: &Transaction<'_>,
+    p: &Prov<'_>,
+    node: Option<&str>,
+    edge: Option<&str>,
+    now: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO provenance(node_id, edge_id, extractor, extractor_version, actor_id, run_id, step_key, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![node, edge, EXTRACTOR, super::model::VERSION, p.actor, p.run_id, p.step_key, now])?;
+    Ok(())
+}
+
+fn current_node(tx: &Transaction<'_>, kind: &str, key: &str) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached("SELECT id FROM nodes WHERE kind = ?1 AND key = ?2 AND valid_to IS NULL")?
+        .query_row([kind, key], |r| r.get(0))
+        .optional()
+}
+
+/// Applies `w` in `tx`. Returns the step result and the `graph_write` event payloads.
+pub fn apply(
+    tx: &Transaction<'_>,
+    w: &GraphWrite,
+    p: &Prov<'_>,
+) -> Result<(Value, Vec<Value>), StepError> {
+    let now = clock::now();
+    match w {
+        GraphWrite::Upsert {
+            kind,
+            key,
+            title,
+            props,
+            tags,
+            content,
+        } => {
+            let (id, created) = match current_node(tx, kind, key)? {
+                Some(id) => {
+                    tx.prepare_cached(
+                        "UPDATE nodes SET title = coalesce(?2, title), props = coalesce(?3, props),
+                                content = coalesce(?4, content), updated_at = ?5 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        title,
+                        props.as_ref().map(Value::to_string),
+                        content,
+                        now
+                    ])?;
+                    (id, false)
+                }
+                None => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    tx.prepare_cached(
+                        "INSERT INTO nodes(id, kind, key, title, props, content, owner_id, valid_from, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
+                    )?
+                    .execute(params![
+                        id,
+                        kind,
+                        key,
+                        title,
+                        props.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string),
+                        content,
+                        p.actor,
+                        now
+                    ])?;
+                    (id, true)
+                }
+            };
+            provenance(tx, p, Some(&id), None, &now)?;
+            let mut events = vec![
+                json!({ "op": "upsert", "node_id": id, "kind": kind, "key": key, "created": created }),
+            ];
+            for tag in tags {
+                let name = tag.trim_matches(|c| c == '#' || c == '/');
+                let tag_key = format!("tag:{}", name.to_lowercase());
+                let tag_id = match current_node(tx, "tag", &tag_key)? {
+                    Some(t) => t,
+                    None => {
+                        let t = uuid::Uuid::new_v4().to_string();
+                        tx.prepare_cached(
+                            "INSERT INTO nodes(id, kind, key, title, owner_id, valid_from, created_at, updated_at)
+                             VALUES (?1, 'tag', ?2, ?3, ?4, ?5, ?5, ?5)",
+                        )?
+                        .execute(params![t, tag_key, name, p.actor, now])?;
+                        provenance(tx, p, Some(&t), None, &now)?;
+                        t
+                    }
+                };
+                let (edge_id, _) = ensure_edge(tx, &id, &tag_id, "tagged", None, p, &now)?;
+                events.push(json!({ "op": "link", "edge_id": edge_id, "type": "tagged" }));
+            }
+            Ok((json!({ "id": id, "created": created }), events))
+        }
+        GraphWrite::Link {
+            from,
+            to,
+            edge_type,
+            props,
+        } => {
+            for n in [from, to] {
+                let live: bool = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM nodes WHERE id = ?1 AND valid_to IS NULL",
+                    )?
+                    .query_row([n], |r| r.get::<_, i64>(0))?
+                    > 0;
+                if !live {
+                    return Err(StepError::new(
+                        "node_not_found",
+                        format!("no current node {n}"),
+                    ));
+                }
+            }
+            let (id, created) = ensure_edge(tx, from, to, edge_type, props.as_ref(), p, &now)?;
+            Ok((
+                json!({ "id": id, "created": created }),
+                vec![json!({ "op": "link", "edge_id": id, "type": edge_type, "created": created })],
+            ))
+        }
+    }
+}
+
+/// An edge, idempotent on (from, to, type).
+fn ensure_edge(
+    tx: &Transaction<'_>,
+    from: &str,
+    to: &str,
+    edge_type: &str,
+    props: Option<&Value>,
+    p: &Prov<'_>,
+    now: &str,
+) -> rusqlite::Result<(String, bool)> {
+    let existing: Option<String> = tx
+        .prepare_cached("SELECT id FROM edges WHERE src_id = ?1 AND dst_id = ?2 AND type = ?3 AND key = '' AND valid_to IS NULL")?
+        .query_row([from, to, edge_type], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        if let Some(props) = props {
+            tx.prepare_cached("UPDATE edges SET props = ?2 WHERE id = ?1")?
+                .execute(params![id, props.to_string()])?;
+        }
+        provenance(tx, p, None, Some(&id), now)?;
+        return Ok((id, false));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    tx.prepare_cached(
+        "INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, created_at)
+         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![id, from, to, edge_type, props.map_or_else(|| "{}".to_owned(), Value::to_string), p.actor, now])?;
+    provenance(tx, p, None, Some(&id), now)?;
+    Ok((id, true))
+}
+
+/// The bytes a `Write_` leaves in the file, given what is there now.
+pub fn write_bytes(
+    mode: &str,
+    existing: Option<&[u8]>,
+    content: &[u8],
+    rel: &str,
+) -> Result<Vec<u8>, StepError> {
+    match (mode, existing) {
+        ("overwrite", _) | ("append" | "prepend", None) | ("failIfExists", None) => {
+            Ok(content.to_vec())
+        }
+        ("failIfExists", Some(_)) => Err(StepError::new(
+            "file_exists",
+            format!("{rel} already exists"),
+        )),
+        ("append", Some(old)) => Ok([old, content].concat()),
+        ("prepend", Some(old)) => Ok([content, old].concat()),
+        (other, _) => Err(StepError::new(
+            "invalid_input",
+            format!("mode {other:?} is not overwrite, failIfExists, append or prepend"),
+        )),
+    }
+}
+
+/// Converts a JSON object of `in` into a map, for steps that take named inputs.
+pub fn as_map(v: &Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
