@@ -232,6 +232,9 @@ pub enum EvalCommand {
         /// Also score fusion settings RRF_K:W_BM25:W_DENSE (repeatable) on the same store
         #[arg(long, value_name = "K:WB:WD")]
         sweep: Vec<String>,
+        /// Keep the store and vectors in DIR and reuse them next time (embed once)
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },

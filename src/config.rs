@@ -50,6 +50,11 @@ struct SearchSection {
     weight_bm25: Option<f32>,
     weight_dense: Option<f32>,
     weight_graph: Option<f32>,
+    boost_title: Option<f32>,
+    boost_heading: Option<f32>,
+    boost_body: Option<f32>,
+    boost_tags: Option<f32>,
+    boost_path: Option<f32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +199,19 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
             s.weight_graph,
             &mut tuning.weight_graph,
         ),
+        (
+            "search.boost_title",
+            s.boost_title,
+            &mut tuning.boosts.title,
+        ),
+        (
+            "search.boost_heading",
+            s.boost_heading,
+            &mut tuning.boosts.heading,
+        ),
+        ("search.boost_body", s.boost_body, &mut tuning.boosts.body),
+        ("search.boost_tags", s.boost_tags, &mut tuning.boosts.tags),
+        ("search.boost_path", s.boost_path, &mut tuning.boosts.path),
     ] {
         if let Some(v) = v {
             if !v.is_finite() || v < 0.0 {

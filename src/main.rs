@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             graph,
             limit,
             sweep,
+            work_dir,
             json,
         }) => {
             let run = || -> anyhow::Result<()> {
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
                     tuning: base,
                     limit_queries: *limit,
                     sweep: tunings,
+                    work_dir: work_dir.clone(),
                 };
                 let report = brain::search::eval::run(&opts)?;
                 if *json {

@@ -36,6 +36,9 @@ pub struct Options {
     pub limit_queries: Option<usize>,
     /// Also score these fusion settings on the same store (hybrid), reported in `sweep`.
     pub sweep: Vec<Tuning>,
+    /// Keep the store, index and vectors here and reuse them on the next run (the corpus is
+    /// ingested once, and each chunk embedded once per model); a throwaway folder otherwise.
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,42 +147,56 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         bail!("no query in {} has judgements", opts.split);
     }
 
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "brain-eval-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    )));
-    let notes = scratch.0.join("corpus");
-    std::fs::create_dir_all(&notes).with_context(|| format!("creating {}", notes.display()))?;
-    for d in &corpus {
-        let name = format!("{}.md", utf8_percent_encode(&d.id, FILE_NAME));
-        let title = serde_json::to_string(&d.title)?;
-        let body = format!("---\ntitle: {title}\n---\n{}\n", d.text);
-        std::fs::write(notes.join(name), body)?;
-    }
-
+    let (_scratch, work) = match &opts.work_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let d = std::env::temp_dir().join(format!(
+                "brain-eval-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            (Some(Scratch(d.clone())), d)
+        }
+    };
+    let notes = work.join("corpus");
+    let marker = work.join("ingested");
     let started = Instant::now();
-    let store = Arc::new(Store::open(&scratch.0.join("brain.db"))?);
-    let user = UserId::for_email("eval@localhost");
-    store.write(|tx| store::ensure_user(tx, &user, "eval@localhost"))?;
-    let ingestor = Ingestor::new(
-        store.clone(),
-        user.as_str(),
-        crate::ingest::DEFAULT_MAX_FILE_BYTES,
-    );
-    let root = ingestor.add_root(&notes, false)?;
-    let rep = ingestor.sync(&root, &crate::ingest::Scope::All, &mut |_| {})?;
-    if rep.indexed as usize != corpus.len() {
-        bail!(
-            "only {} of {} documents were indexed ({} failed, {} skipped)",
-            rep.indexed,
-            corpus.len(),
-            rep.failed,
-            rep.skipped
+    let store = Arc::new(Store::open(&work.join("brain.db"))?);
+    if !marker.exists() {
+        std::fs::create_dir_all(&notes).with_context(|| format!("creating {}", notes.display()))?;
+        for d in &corpus {
+            let name = format!("{}.md", utf8_percent_encode(&d.id, FILE_NAME));
+            let title = serde_json::to_string(&d.title)?;
+            let body = format!("---\ntitle: {title}\n---\n{}\n", d.text);
+            std::fs::write(notes.join(name), body)?;
+        }
+        let user = UserId::for_email("eval@localhost");
+        store.write(|tx| store::ensure_user(tx, &user, "eval@localhost"))?;
+        let ingestor = Ingestor::new(
+            store.clone(),
+            user.as_str(),
+            crate::ingest::DEFAULT_MAX_FILE_BYTES,
         );
+        let root = ingestor.add_root(&notes, false)?;
+        let rep = ingestor.sync(&root, &crate::ingest::Scope::All, &mut |_| {})?;
+        if rep.indexed as usize != corpus.len() {
+            bail!(
+                "only {} of {} documents were indexed ({} failed, {} skipped)",
+                rep.indexed,
+                corpus.len(),
+                rep.failed,
+                rep.skipped
+            );
+        }
+        std::fs::write(&marker, b"")?;
     }
-    let search = Search::open(store.clone(), &scratch.0.join("index"), opts.tuning)?;
-    search.bring_up_to_date()?;
+    let search = Search::open(store.clone(), &work.join("index"), opts.tuning)?;
+    if opts.work_dir.is_some() {
+        // A kept index may come from other settings: rebuild it, from the kept store.
+        search.rebuild()?;
+    } else {
+        search.bring_up_to_date()?;
+    }
     let index_secs = started.elapsed().as_secs_f64();
     let chunks = search.status()?.total_chunks;
 
