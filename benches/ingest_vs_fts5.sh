@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 vault=$(realpath "${1:-../shared/data/vaults/obsidian-hub}")
 [ -d "$vault" ] || { echo "no folder at $vault" >&2; exit 1; }
-cargo build --release --quiet
+cargo build --release --locked --quiet
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export BRAIN_DATA_DIR=$work/data BRAIN_SOCKET=$work/brain.sock BRAIN_LOG=warn

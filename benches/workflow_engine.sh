@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BRAIN_BIN:-target/release/brain}
-if [ -z "${BRAIN_BIN:-}" ]; then cargo build --release --quiet; fi
+if [ -z "${BRAIN_BIN:-}" ]; then cargo build --release --locked --quiet; fi
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export BRAIN_DATA_DIR=$work/data BRAIN_SOCKET=$work/brain.sock BRAIN_LOG=warn

@@ -345,7 +345,7 @@ pub fn apply(
                     (id, false)
                 }
                 None => {
-                    let id = uuid::Uuid::new_v4().to_string();
+                    let id = uuid::Uuid::now_v7().to_string();
                     tx.prepare_cached(
                         "INSERT INTO nodes(id, kind, key, title, props, content, owner_id, valid_from, created_at, updated_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
@@ -373,7 +373,7 @@ pub fn apply(
                 let tag_id = match current_node(tx, "tag", &tag_key)? {
                     Some(t) => t,
                     None => {
-                        let t = uuid::Uuid::new_v4().to_string();
+                        let t = uuid::Uuid::now_v7().to_string();
                         tx.prepare_cached(
                             "INSERT INTO nodes(id, kind, key, title, owner_id, valid_from, created_at, updated_at)
                              VALUES (?1, 'tag', ?2, ?3, ?4, ?5, ?5, ?5)",
@@ -439,7 +439,7 @@ fn ensure_edge(
         provenance(tx, p, None, Some(&id), now)?;
         return Ok((id, false));
     }
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = uuid::Uuid::now_v7().to_string();
     tx.prepare_cached(
         "INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, created_at)
          VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?7)",
