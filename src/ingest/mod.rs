@@ -15,7 +15,7 @@ pub mod rules;
 pub mod walk;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -495,8 +495,9 @@ impl Ingestor {
 
         // 5. Phase two: each file's facts, a batch of files per transaction.
         let total = jobs.len() as u64;
-        let mut processed: HashSet<String> = HashSet::new();
-        let mut alias_names: HashSet<String> = HashSet::new();
+        // Write order: a note written after an alias appeared already resolved against it.
+        let mut processed: HashMap<String, u64> = HashMap::new();
+        let mut alias_names: HashMap<String, u64> = HashMap::new();
         let mut done = 0u64;
         let mut last_hook = Instant::now();
         let mut pairs: Vec<(Job, String)> = jobs.into_iter().zip(note_ids).collect();
@@ -519,8 +520,11 @@ impl Ingestor {
             self.store.write(|tx| {
                 for (job, nid, doc) in &parsed {
                     let names = write_job(tx, &ctx, job, nid, doc.as_ref())?;
-                    alias_names.extend(names);
-                    processed.insert(nid.clone());
+                    let order = processed.len() as u64;
+                    for name in names {
+                        alias_names.insert(name, order);
+                    }
+                    processed.insert(nid.clone(), order);
                     match &job.outcome {
                         Outcome::Parse(_) => report.indexed += 1,
                         Outcome::Skip(_) => report.skipped += 1,
@@ -547,8 +551,17 @@ impl Ingestor {
 
         // 6. Links elsewhere that may now resolve differently.
         let mut redo: HashSet<String> = self.referrers(root.id, &changed_names)?;
-        redo.retain(|id| !processed.contains(id));
-        redo.extend(self.referrers(root.id, &alias_names)?);
+        redo.retain(|id| !processed.contains_key(id));
+        // An alias gained or lost matters to notes not written in this sync, and to those
+        // written before it (they resolved without it); later ones already saw it.
+        for (name, order) in &alias_names {
+            let one: HashSet<String> = [name.clone()].into();
+            for r in self.referrers(root.id, &one)? {
+                if processed.get(&r).is_none_or(|o| o < order) {
+                    redo.insert(r);
+                }
+            }
+        }
         if !redo.is_empty() {
             report.reresolved = self.reresolve(root, &ctx, &redo)?;
         }
