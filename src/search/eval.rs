@@ -54,6 +54,8 @@ pub struct Report {
     pub mrr_at_10: f64,
     pub index_secs: f64,
     pub embed_secs: f64,
+    /// Chunks embedded by this run (a kept `--work-dir` embeds only what is new).
+    pub embedded_chunks: u64,
     pub embed_chunks_per_sec: f64,
     pub query_p50_ms: f64,
     pub query_p95_ms: f64,
@@ -82,12 +84,14 @@ impl std::fmt::Display for Report {
         writeln!(f, "  Recall@100 {:.4}", self.recall_at_100)?;
         writeln!(f, "  MRR@10     {:.4}", self.mrr_at_10)?;
         writeln!(f, "  index      {:.1} s", self.index_secs)?;
-        if self.embed_secs > 0.0 {
+        if self.embedded_chunks > 0 {
             writeln!(
                 f,
-                "  embed      {:.1} s ({:.1} chunks/s)",
-                self.embed_secs, self.embed_chunks_per_sec
+                "  embed      {} chunks in {:.1} s ({:.1} chunks/s)",
+                self.embedded_chunks, self.embed_secs, self.embed_chunks_per_sec
             )?;
+        } else if self.model.is_some() {
+            writeln!(f, "  embed      nothing new (vectors kept in the work dir)")?;
         }
         write!(
             f,
@@ -200,7 +204,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let index_secs = started.elapsed().as_secs_f64();
     let chunks = search.status()?.total_chunks;
 
-    let (mut embed_secs, mut model_id) = (0.0, None);
+    let (mut embed_secs, mut model_id, mut embedded) = (0.0, None, 0u64);
     if opts.mode != Mode::Bm25 {
         let Some(path) = &opts.model else {
             bail!("--mode {:?} needs --model PATH (a model folder)", opts.mode);
@@ -209,7 +213,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         model_id = Some(embedder.model_id().to_owned());
         search.set_model(embedder)?;
         let t = Instant::now();
-        while search.embed_batch(64)? > 0 {}
+        loop {
+            let n = search.embed_batch(64)?;
+            if n == 0 {
+                break;
+            }
+            embedded += n as u64;
+        }
         embed_secs = t.elapsed().as_secs_f64();
     }
 
@@ -297,8 +307,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         mrr_at_10: mrr / n,
         index_secs,
         embed_secs,
-        embed_chunks_per_sec: if embed_secs > 0.0 {
-            chunks as f64 / embed_secs
+        embedded_chunks: embedded,
+        embed_chunks_per_sec: if embedded > 0 {
+            embedded as f64 / embed_secs
         } else {
             0.0
         },

@@ -369,3 +369,97 @@ fn a_model_embeds_chunks_in_the_background_and_enables_dense_and_hybrid_search()
     assert!(stdout(&out).contains("* tiny"), "{}", stdout(&out));
     d.stop();
 }
+
+#[test]
+fn eval_beir_scores_a_dataset_and_writes_a_trec_run_file() {
+    let (temp, data, socket) = temp_layout();
+    let ds = temp.path().join("tiny-beir");
+    write(
+        &ds.join("corpus.jsonl"),
+        concat!(
+            r#"{"_id": "d1", "title": "Tomatoes", "text": "Tomatoes need sunshine and deep watering."}"#,
+            "\n",
+            r#"{"_id": "d/2", "title": "Roses", "text": "Roses like pruning in late winter."}"#,
+            "\n",
+            r#"{"_id": "d3", "title": "Zeppelins", "text": "Airships float in a hangar."}"#,
+            "\n"
+        ),
+    );
+    write(
+        &ds.join("queries.jsonl"),
+        concat!(
+            r#"{"_id": "q1", "text": "watering tomatoes"}"#,
+            "\n",
+            r#"{"_id": "q2", "text": "when to prune roses"}"#,
+            "\n",
+            r#"{"_id": "q3", "text": "unjudged"}"#,
+            "\n"
+        ),
+    );
+    write(
+        &ds.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td/2\t1\n",
+    );
+    let run = temp.path().join("bm25.run");
+    // No daemon is needed: eval runs in-process.
+    let out = crate::harness::brain_cmd(&data, &socket)
+        .args([
+            "eval",
+            "beir",
+            ds.to_str().unwrap(),
+            "--mode",
+            "bm25",
+            "--split",
+            "test",
+        ])
+        .args(["--run-file", run.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["queries"], 2, "{r}");
+    assert_eq!(r["documents"], 3);
+    assert_eq!(r["ndcg_at_10"], 1.0, "{r}");
+    assert_eq!(r["mrr_at_10"], 1.0);
+    let text = std::fs::read_to_string(&run).unwrap();
+    let first: Vec<&str> = text.lines().next().unwrap().split(' ').collect();
+    assert_eq!(first[..4], ["q1", "Q0", "d1", "1"], "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("q2 Q0 d/2 1 ")),
+        "{text}"
+    );
+
+    // Dense needs a model; with the tiny one it runs end to end.
+    let out = crate::harness::brain_cmd(&data, &socket)
+        .args(["eval", "beir", ds.to_str().unwrap(), "--mode", "dense"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--model"), "{}", stderr(&out));
+    let model = temp.path().join("tiny-bert");
+    tiny::write_tiny_bert(&model, 3).unwrap();
+    let out = crate::harness::brain_cmd(&data, &socket)
+        .args([
+            "eval",
+            "beir",
+            ds.to_str().unwrap(),
+            "--mode",
+            "hybrid",
+            "--json",
+        ])
+        .args(["--model", model.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["embedded_chunks"], 3, "{r}");
+    assert!(r["ndcg_at_10"].as_f64().unwrap() > 0.0, "{r}");
+
+    // A dataset that is not one is a clear error.
+    let out = crate::harness::brain_cmd(&data, &socket)
+        .args(["eval", "beir", temp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("corpus.jsonl"), "{}", stderr(&out));
+}
