@@ -70,7 +70,7 @@ impl Brain {
                 ingest::DEFAULT_MAX_FILE_BYTES,
             )
             .with_after_write(Box::new(move || {
-                if let Err(e) = hook.catch_up() {
+                if let Err(e) = hook.bring_up_to_date() {
                     tracing::warn!(error = %e, "search index catch-up failed");
                 }
             })),

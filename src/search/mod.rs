@@ -437,20 +437,28 @@ impl Search {
             if notes.is_empty() {
                 break;
             }
-            for n in &notes {
-                self.text.delete_note(&writer, n);
+            let applied = (|| {
+                for n in &notes {
+                    self.text.delete_note(&writer, n);
+                }
+                for d in &docs {
+                    self.text.add(&writer, d)?;
+                }
+                self.text.commit(
+                    &mut writer,
+                    &Payload {
+                        format: index::INDEX_FORMAT,
+                        store_id: self.store_id.clone(),
+                        seq: head,
+                    },
+                )
+            })();
+            if let Err(e) = applied {
+                // Drop the half-applied batch (a full disk, say): the outbox still holds it and
+                // the next catch-up applies it whole.
+                let _ = writer.rollback();
+                return Err(e.into());
             }
-            for d in &docs {
-                self.text.add(&writer, d)?;
-            }
-            self.text.commit(
-                &mut writer,
-                &Payload {
-                    format: index::INDEX_FORMAT,
-                    store_id: self.store_id.clone(),
-                    seq: head,
-                },
-            )?;
             self.applied.store(head, Ordering::SeqCst);
             self.after_commit(head, &notes, &docs)?;
             total += notes.len();
@@ -490,9 +498,18 @@ impl Search {
             self.after_commit(head, &[], &docs)?;
             Ok::<_, SearchError>(docs.len())
         })();
+        let chunks = match result {
+            Ok(c) => c,
+            Err(e) => {
+                // Back to the last commit; the rebuild stays pending and the next
+                // `bring_up_to_date` (after the next write) tries again.
+                let _ = writer.rollback();
+                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+                return Err(e);
+            }
+        };
         self.rebuilding.store(false, Ordering::SeqCst);
         drop(writer);
-        let chunks = result?;
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = "ready".into();
         let secs = started.elapsed().as_secs_f64();
         info!(chunks, secs, "search index rebuilt");

@@ -379,7 +379,7 @@ impl RunCtx {
             // A graph write may have changed what search sees; the outbox holds it durably,
             // so a failure here only delays it to the next catch-up.
             if done.graph.is_some()
-                && let Err(e) = self.inner.search.catch_up()
+                && let Err(e) = self.inner.search.bring_up_to_date()
             {
                 tracing::warn!(error = %e, "search index catch-up after a workflow write failed");
             }
