@@ -213,6 +213,12 @@ fn a_watched_folder_stays_in_step_and_keeps_ids() {
     wait_until("link to resolve again", || {
         out_links(&d, &id) == [("note".to_owned(), "c".to_owned())]
     });
+    // Nothing points at the placeholder or at c's old tag any more: both are retired.
+    wait_until("orphaned placeholder and tag to be retired", || {
+        let s = d.call("daemon.status", json!({})).unwrap();
+        let n = |k: &str| s["counts"]["nodes"][k].as_i64().unwrap_or(0);
+        n("placeholder") == 0 && n("tag") == 0
+    });
 
     let status = d.call("daemon.status", json!({})).unwrap();
     assert_eq!(status["watcher"]["state"], "watching");
