@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery,
-    TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery,
+    RegexQuery, TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
@@ -392,7 +392,8 @@ impl TextIndex {
         let query: Box<dyn Query> = match filter {
             Some(f) => Box::new(BooleanQuery::new(vec![
                 (Occur::Must, text),
-                (Occur::Must, f.box_clone_filter()),
+                // Scores come from the text alone: the filter only restricts.
+                (Occur::Must, Box::new(ConstScoreQuery::new(f, 0.0))),
             ])),
             None => text,
         };
@@ -441,17 +442,6 @@ impl TextIndex {
                 .to_owned()
         };
         Ok((get(self.fields.chunk_id), get(self.fields.note_id)))
-    }
-}
-
-trait BoxCloneFilter {
-    fn box_clone_filter(self) -> Box<dyn Query>;
-}
-
-impl BoxCloneFilter for Box<dyn Query> {
-    fn box_clone_filter(self) -> Box<dyn Query> {
-        // Scores come from the text query alone: the filter only restricts.
-        Box::new(tantivy::query::ConstScoreQuery::new(self, 0.0))
     }
 }
 
