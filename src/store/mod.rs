@@ -150,6 +150,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // much for a background daemon. Per connection; it costs memory only as pages are touched.
     conn.pragma_update(None, "cache_size", -16_384)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoint the WAL every ~40 MB instead of every 4 MB: a long ingest copies pages back
+    // into the database a tenth as often (obsidian-hub cold ingest 15.2 s → 12.2-13.4 s).
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     Ok(())
 }
 
