@@ -584,17 +584,7 @@ pub fn load_docs(
                     last_note = note_id.clone();
                 }
                 let chunk_props: String = r.get(3)?;
-                let heading = serde_json::from_str::<serde_json::Value>(&chunk_props)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("heading_path").and_then(|h| h.as_array()).map(|a| {
-                            a.iter()
-                                .filter_map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(" / ")
-                        })
-                    })
-                    .unwrap_or_default();
+                let heading = heading_path(&chunk_props).join(" / ");
                 let title: Option<String> = r.get(4)?;
                 let aliases: String = r.get(5)?;
                 let mut title = title.unwrap_or_default();
@@ -641,6 +631,15 @@ pub fn load_docs(
         }
     }
     Ok(out)
+}
+
+/// A chunk's heading path, from its `props` JSON (empty when absent or unreadable).
+pub fn heading_path(chunk_props: &str) -> Vec<String> {
+    serde_json::from_str::<serde_json::Value>(chunk_props)
+        .ok()
+        .and_then(|v| v.get("heading_path").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 pub fn join_path(root: &str, rel: &str) -> String {

@@ -444,14 +444,7 @@ impl Search {
                 for d in &docs {
                     self.text.add(&writer, d)?;
                 }
-                self.text.commit(
-                    &mut writer,
-                    &Payload {
-                        format: index::INDEX_FORMAT,
-                        store_id: self.store_id.clone(),
-                        seq: head,
-                    },
-                )
+                self.text.commit(&mut writer, &self.payload(head))
             })();
             if let Err(e) = applied {
                 // Drop the half-applied batch (a full disk, say): the outbox still holds it and
@@ -464,6 +457,15 @@ impl Search {
             total += notes.len();
         }
         Ok(total)
+    }
+
+    /// What a commit reflecting outbox position `seq` records.
+    fn payload(&self, seq: i64) -> Payload {
+        Payload {
+            format: index::INDEX_FORMAT,
+            store_id: self.store_id.clone(),
+            seq,
+        }
     }
 
     /// Rebuilds the index from scratch from the store's current chunks.
@@ -486,14 +488,7 @@ impl Search {
             for d in &docs {
                 self.text.add(&writer, d)?;
             }
-            self.text.commit(
-                &mut writer,
-                &Payload {
-                    format: index::INDEX_FORMAT,
-                    store_id: self.store_id.clone(),
-                    seq: head,
-                },
-            )?;
+            self.text.commit(&mut writer, &self.payload(head))?;
             self.applied.store(head, Ordering::SeqCst);
             self.after_commit(head, &[], &docs)?;
             Ok::<_, SearchError>(docs.len())
@@ -745,6 +740,14 @@ impl Search {
         let t = req.tuning.unwrap_or(self.tuning);
         let tq = self.text.text_query(&req.query, &t.boosts);
         let filter = self.text.filter_query(&req.filters)?;
+        // The chunks the filters allow, for the signals that do not come from the index
+        // (dense vectors, graph neighbours); computed once per query.
+        let allowed = match &filter {
+            Some(f) if mode != Mode::Bm25 || req.graph => {
+                Some(self.text.matching_chunks(f.as_ref())?)
+            }
+            _ => None,
+        };
 
         let bm25 = if mode != Mode::Dense {
             self.text.search(
@@ -756,10 +759,6 @@ impl Search {
             Vec::new()
         };
         let dense = if mode != Mode::Bm25 {
-            let allowed = match &filter {
-                Some(f) => Some(self.text.matching_chunks(f.as_ref())?),
-                None => None,
-            };
             let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
             let m = guard.as_ref().ok_or_else(|| {
                 SearchError::ModelUnavailable("the embedding model was unloaded".into())
@@ -794,26 +793,8 @@ impl Search {
         } else {
             t.weight_dense
         };
-        for (i, (chunk, note, score)) in bm25.iter().enumerate() {
-            let c = fused
-                .entry(chunk.clone())
-                .or_insert_with(|| Candidate::new(note));
-            c.bm25 = Some(Signal {
-                rank: i + 1,
-                score: *score,
-            });
-            c.fused += w_bm25 / (t.rrf_k + (i + 1) as f32);
-        }
-        for (i, (chunk, note, score)) in dense.iter().enumerate() {
-            let c = fused
-                .entry(chunk.clone())
-                .or_insert_with(|| Candidate::new(note));
-            c.dense = Some(Signal {
-                rank: i + 1,
-                score: *score,
-            });
-            c.fused += w_dense / (t.rrf_k + (i + 1) as f32);
-        }
+        fuse(&mut fused, &bm25, w_bm25, t.rrf_k, |c| &mut c.bm25);
+        fuse(&mut fused, &dense, w_dense, t.rrf_k, |c| &mut c.dense);
         if mode != Mode::Hybrid {
             // A single signal keeps its own scores, so BM25 and cosine values stay meaningful.
             for c in fused.values_mut() {
@@ -821,7 +802,7 @@ impl Search {
             }
         }
         if req.graph && !fused.is_empty() {
-            self.graph_expand(&mut fused, &req.filters, &t)?;
+            self.graph_expand(&mut fused, allowed.as_ref(), &t)?;
         }
         let total = fused.len();
         let mut ranked: Vec<(String, Candidate)> = fused.into_iter().collect();
@@ -881,7 +862,7 @@ impl Search {
     fn graph_expand(
         &self,
         fused: &mut HashMap<String, Candidate>,
-        filters: &Filters,
+        allowed: Option<&HashSet<String>>,
         t: &Tuning,
     ) -> Result<(), SearchError> {
         const SEEDS: usize = 10;
@@ -931,10 +912,6 @@ impl Search {
         let mut ranked: Vec<(String, usize)> = touch.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         ranked.truncate(50);
-        let allowed = match self.text.filter_query(filters)? {
-            Some(f) => Some(self.text.matching_chunks(f.as_ref())?),
-            None => None,
-        };
         let w = t.weight_graph;
         let k = t.rrf_k;
         for (i, (note, links)) in ranked.iter().enumerate() {
@@ -961,7 +938,7 @@ impl Search {
                     .optional()
                 })?;
                 if let Some(chunk) = first
-                    && allowed.as_ref().is_none_or(|a| a.contains(&chunk))
+                    && allowed.is_none_or(|a| a.contains(&chunk))
                 {
                     let mut cand = Candidate::new(note);
                     cand.graph = Some(signal);
@@ -995,13 +972,30 @@ impl Candidate {
     }
 }
 
+/// Adds one ranked list to the fusion: each chunk gets its rank and score in `signal` and
+/// `weight / (rrf_k + rank)` added to its fused score.
+fn fuse(
+    fused: &mut HashMap<String, Candidate>,
+    list: &[(String, String, f32)],
+    weight: f32,
+    rrf_k: f32,
+    signal: impl Fn(&mut Candidate) -> &mut Option<Signal>,
+) {
+    for (i, (chunk, note, score)) in list.iter().enumerate() {
+        let c = fused
+            .entry(chunk.clone())
+            .or_insert_with(|| Candidate::new(note));
+        *signal(c) = Some(Signal {
+            rank: i + 1,
+            score: *score,
+        });
+        c.fused += weight / (rrf_k + (i + 1) as f32);
+    }
+}
+
 /// The text a chunk is embedded as: its note's title and heading path give it context.
 pub fn embed_text(title: &str, chunk_props: &str, content: &str) -> String {
-    let heading: Vec<String> = serde_json::from_str::<Value>(chunk_props)
-        .ok()
-        .and_then(|v| v.get("heading_path").cloned())
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
+    let heading = index::heading_path(chunk_props);
     let mut s = String::with_capacity(title.len() + content.len() + 8);
     s.push_str(title);
     for h in heading {
@@ -1031,11 +1025,7 @@ fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option<Hit>> {
     )?
     .query_row([chunk_id], |r| {
         let props: String = r.get(3)?;
-        let heading_path: Vec<String> = serde_json::from_str::<Value>(&props)
-            .ok()
-            .and_then(|v| v.get("heading_path").cloned())
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
+        let heading_path = index::heading_path(&props);
         Ok(Hit {
             node_id: r.get(0)?,
             chunk_id: chunk_id.to_owned(),

@@ -117,7 +117,6 @@ pub fn add(data_dir: &Path, name: &str, src: &Path, link: bool) -> Result<PathBu
         move |source| ModelError::Io { path, source }
     };
     let src = std::fs::canonicalize(src).map_err(io(src))?;
-    check_folder(&src)?;
     load(&src)?;
     let dir = models_dir(data_dir);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
