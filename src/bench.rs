@@ -17,10 +17,8 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::identity::UserId;
-use crate::ingest::{Ingestor, Scope};
 use crate::rpc::client::Client;
-use crate::search::{self, Search, eval::percentile, models, vectors};
+use crate::search::{self, Search, eval, eval::percentile, models, vectors};
 use crate::store::{self, Store};
 
 pub struct SearchBench {
@@ -192,15 +190,7 @@ pub fn search(opts: &SearchBench) -> anyhow::Result<SearchBenchReport> {
         write_corpus(&notes_dir, notes, &vocab, &mut rng)?;
         eprintln!("ingesting");
         let store = Arc::new(Store::open(&data_dir.join("brain.db"))?);
-        let user = UserId::for_email("bench@localhost");
-        store.write(|tx| store::ensure_user(tx, &user, "bench@localhost"))?;
-        let ingestor = Ingestor::new(
-            store.clone(),
-            user.as_str(),
-            crate::ingest::DEFAULT_MAX_FILE_BYTES,
-        );
-        let root = ingestor.add_root(&notes_dir, true)?;
-        ingestor.sync(&root, &Scope::All, &mut |_| {})?;
+        eval::ingest_folder(&store, "bench@localhost", &notes_dir, true)?;
         eprintln!("indexing");
         let s = Search::open(
             store.clone(),

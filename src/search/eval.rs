@@ -174,15 +174,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             let body = format!("---\ntitle: {title}\n---\n{}\n", d.text);
             std::fs::write(notes.join(name), body)?;
         }
-        let user = UserId::for_email("eval@localhost");
-        store.write(|tx| store::ensure_user(tx, &user, "eval@localhost"))?;
-        let ingestor = Ingestor::new(
-            store.clone(),
-            user.as_str(),
-            crate::ingest::DEFAULT_MAX_FILE_BYTES,
-        );
-        let root = ingestor.add_root(&notes, false)?;
-        let rep = ingestor.sync(&root, &crate::ingest::Scope::All, &mut |_| {})?;
+        let rep = ingest_folder(&store, "eval@localhost", &notes, false)?;
         if rep.indexed as usize != corpus.len() {
             bail!(
                 "only {} of {} documents were indexed ({} failed, {} skipped)",
@@ -230,19 +222,21 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         None => None,
     };
     let tag = format!("brain-{:?}", opts.mode).to_lowercase();
+    // One ranking per document (best chunk), as BEIR judges documents.
+    let request = |qid: &str, k: usize, tuning: Option<Tuning>| Request {
+        query: queries[qid].clone(),
+        mode: Some(opts.mode),
+        k,
+        filters: Filters::default(),
+        graph: opts.graph,
+        explain: false,
+        group_by_note: true,
+        tuning,
+    };
     let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
     let mut latencies = Vec::with_capacity(qids.len());
     for qid in &qids {
-        let req = Request {
-            query: queries[*qid].clone(),
-            mode: Some(opts.mode),
-            k: 100,
-            filters: Filters::default(),
-            graph: opts.graph,
-            explain: false,
-            group_by_note: true,
-            tuning: None,
-        };
+        let req = request(qid, 100, None);
         let t = Instant::now();
         let resp = search.query(&req)?;
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -271,16 +265,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     for t in &opts.sweep {
         let mut total = 0.0;
         for qid in &qids {
-            let req = Request {
-                query: queries[*qid].clone(),
-                mode: Some(opts.mode),
-                k: 10,
-                filters: Filters::default(),
-                graph: opts.graph,
-                explain: false,
-                group_by_note: true,
-                tuning: Some(*t),
-            };
+            let req = request(qid, 10, Some(*t));
             let docs: Vec<String> = search
                 .query(&req)?
                 .hits
@@ -318,6 +303,25 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         model: model_id,
         sweep,
     })
+}
+
+/// Ingests `folder` into `store` in-process, acting as `email`, as a root (watched or not) —
+/// how the measuring tools build their stores without a daemon.
+pub fn ingest_folder(
+    store: &Arc<Store>,
+    email: &str,
+    folder: &Path,
+    watched: bool,
+) -> anyhow::Result<crate::ingest::SyncReport> {
+    let user = UserId::for_email(email);
+    store.write(|tx| store::ensure_user(tx, &user, email))?;
+    let ingestor = Ingestor::new(
+        store.clone(),
+        user.as_str(),
+        crate::ingest::DEFAULT_MAX_FILE_BYTES,
+    );
+    let root = ingestor.add_root(folder, watched)?;
+    Ok(ingestor.sync(&root, &crate::ingest::Scope::All, &mut |_| {})?)
 }
 
 /// The corpus id a note path stands for.
