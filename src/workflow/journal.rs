@@ -205,48 +205,36 @@ pub struct StepRow {
     pub finished_at: Option<String>,
 }
 
+const STEP_COLUMNS: &str =
+    "step_key, step_id, status, attempt, output, error, started_at, finished_at";
+
+fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRow> {
+    Ok(StepRow {
+        step_key: r.get(0)?,
+        step_id: r.get(1)?,
+        status: r.get(2)?,
+        attempt: r.get(3)?,
+        output: json_col(r.get(4)?),
+        error: json_col(r.get(5)?),
+        started_at: r.get(6)?,
+        finished_at: r.get(7)?,
+    })
+}
+
 pub fn steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StepRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT step_key, step_id, status, attempt, output, error, started_at, finished_at
-         FROM workflow_steps WHERE run_id = ?1 ORDER BY started_at, step_key",
-    )?;
-    let rows = stmt.query_map([run_id], |r| {
-        Ok(StepRow {
-            step_key: r.get(0)?,
-            step_id: r.get(1)?,
-            status: r.get(2)?,
-            attempt: r.get(3)?,
-            output: json_col(r.get(4)?),
-            error: json_col(r.get(5)?),
-            started_at: r.get(6)?,
-            finished_at: r.get(7)?,
-        })
-    })?;
-    rows.collect()
+    conn.prepare_cached(&format!(
+        "SELECT {STEP_COLUMNS} FROM workflow_steps WHERE run_id = ?1 ORDER BY started_at, step_key"
+    ))?
+    .query_map([run_id], step_row)?
+    .collect()
 }
 
 pub fn step(conn: &Connection, run_id: &str, key: &str) -> rusqlite::Result<Option<StepRow>> {
-    Ok(steps_by_key(conn, run_id, key)?.into_iter().next())
-}
-
-fn steps_by_key(conn: &Connection, run_id: &str, key: &str) -> rusqlite::Result<Vec<StepRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT step_key, step_id, status, attempt, output, error, started_at, finished_at
-         FROM workflow_steps WHERE run_id = ?1 AND step_key = ?2",
-    )?;
-    let rows = stmt.query_map([run_id, key], |r| {
-        Ok(StepRow {
-            step_key: r.get(0)?,
-            step_id: r.get(1)?,
-            status: r.get(2)?,
-            attempt: r.get(3)?,
-            output: json_col(r.get(4)?),
-            error: json_col(r.get(5)?),
-            started_at: r.get(6)?,
-            finished_at: r.get(7)?,
-        })
-    })?;
-    rows.collect()
+    conn.prepare_cached(&format!(
+        "SELECT {STEP_COLUMNS} FROM workflow_steps WHERE run_id = ?1 AND step_key = ?2"
+    ))?
+    .query_row([run_id, key], step_row)
+    .optional()
 }
 
 /// Marks a step started (a re-run after a crash keeps its row and counts the attempt).

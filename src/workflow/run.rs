@@ -409,6 +409,18 @@ impl RunCtx {
         Ok(())
     }
 
+    /// Journals `step` as skipped for `reason`, with its `step_skipped` event.
+    fn skip(&self, step: &Step, key: &str, reason: &str) -> Result<(), StepError> {
+        self.commit_simple(
+            step,
+            key,
+            "skipped",
+            "step_skipped",
+            json!({ "reason": reason }),
+            None,
+        )
+    }
+
     fn commit_simple(
         &self,
         step: &Step,
@@ -461,14 +473,7 @@ impl RunCtx {
             match self.condition(sc, cond) {
                 Ok(true) => {}
                 Ok(false) => {
-                    if let Err(e) = self.commit_simple(
-                        step,
-                        &key,
-                        "skipped",
-                        "step_skipped",
-                        json!({ "reason": "if_false" }),
-                        None,
-                    ) {
+                    if let Err(e) = self.skip(step, &key, "if_false") {
                         return Next::End(Flow::Fail(e));
                     }
                     return next();
@@ -506,16 +511,7 @@ impl RunCtx {
                 journal::set_partial(tx, &self.run_id)?;
                 Ok(())
             });
-            if let Err(e) = r.and_then(|()| {
-                self.commit_simple(
-                    step,
-                    &key,
-                    "skipped",
-                    "step_skipped",
-                    json!({ "reason": "no_runner" }),
-                    None,
-                )
-            }) {
+            if let Err(e) = r.and_then(|()| self.skip(step, &key, "no_runner")) {
                 return Next::End(Flow::Fail(e));
             }
             return next();
