@@ -63,6 +63,7 @@ impl Brain {
             config.search_tuning,
         )?;
         let hook = search.clone();
+        let kick = search.clone();
         let ingestor = Arc::new(
             Ingestor::new(
                 store.clone(),
@@ -73,7 +74,8 @@ impl Brain {
                 if let Err(e) = hook.bring_up_to_date() {
                     tracing::warn!(error = %e, "search index catch-up failed");
                 }
-            })),
+            }))
+            .with_after_batch(Box::new(move || kick.kick_indexer())),
         );
         let worker = Worker::start(ingestor.clone());
         search.start_background();

@@ -8,6 +8,7 @@
 //! Architecture Invariant: nothing here commits; the caller's transaction makes a file's
 //! writes all-or-nothing.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -21,6 +22,36 @@ pub struct Ctx<'a> {
     pub now: &'a str,
     pub user: &'a str,
     pub root_id: i64,
+    /// Lookups already answered in the current transaction; see [`Lookups`].
+    pub lookups: RefCell<Lookups>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(now: &'a str, user: &'a str, root_id: i64) -> Ctx<'a> {
+        Ctx {
+            now,
+            user,
+            root_id,
+            lookups: RefCell::default(),
+        }
+    }
+}
+
+/// Answers to the lookups a batch of files repeats most: shared nodes by kind and key (one
+/// URL or tag is cited by many files), and link targets by name. Valid inside one transaction
+/// only, since nothing else writes while it is open: the caller clears them when a transaction
+/// begins or ends. Writes that could change an answer clear the affected map.
+#[derive(Default)]
+pub struct Lookups {
+    shared: HashMap<(&'static str, String), String>,
+    targets: HashMap<Target, Option<String>>,
+}
+
+impl Lookups {
+    pub fn clear(&mut self) {
+        self.shared.clear();
+        self.targets.clear();
+    }
 }
 
 /// The file version being written.
@@ -101,6 +132,7 @@ pub fn ensure_file_node(
             ])?;
         }
         changed.extend(old.symmetric_difference(&new_set).cloned());
+        ctx.lookups.borrow_mut().targets.clear();
     }
     Ok((id, changed))
 }
@@ -269,7 +301,8 @@ pub fn write_document(
     Ok(changed_names)
 }
 
-fn write_aliases(
+/// Registers the aliases a note's front matter gives; returns the names gained or lost.
+pub fn write_aliases(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
     note_id: &str,
@@ -285,6 +318,7 @@ fn write_aliases(
     if old == new {
         return Ok(Vec::new());
     }
+    ctx.lookups.borrow_mut().targets.clear();
     tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1 AND how = 'alias'")?
         .execute([note_id])?;
     let mut ins = tx.prepare_cached(
@@ -343,24 +377,52 @@ fn plan_sections_and_chunks(doc: &Document, note_id: &str, owned: &mut Vec<Owned
 fn shared_node(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
-    kind: &str,
+    kind: &'static str,
     key: &str,
     title: &str,
-) -> rusqlite::Result<(String, bool)> {
+) -> rusqlite::Result<String> {
+    let cache_key = (kind, key.to_owned());
+    if let Some(id) = ctx.lookups.borrow().shared.get(&cache_key) {
+        return Ok(id.clone());
+    }
     let found: Option<String> = tx
         .prepare_cached("SELECT id FROM nodes WHERE kind = ?1 AND key = ?2 AND valid_to IS NULL")?
         .query_row([kind, key], |r| r.get(0))
         .optional()?;
-    if let Some(id) = found {
-        return Ok((id, false));
+    let id = match found {
+        Some(id) => id,
+        None => {
+            let id = new_id();
+            tx.prepare_cached(
+                "INSERT INTO nodes(id, kind, key, title, owner_id, valid_from, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+            )?
+            .execute(params![id, kind, key, title, ctx.user, ctx.now])?;
+            id
+        }
+    };
+    ctx.lookups
+        .borrow_mut()
+        .shared
+        .insert(cache_key, id.clone());
+    Ok(id)
+}
+
+/// [`resolve::resolve`], remembered for the rest of the transaction.
+fn resolve_cached(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    target: &Target,
+) -> rusqlite::Result<Option<String>> {
+    if let Some(found) = ctx.lookups.borrow().targets.get(target) {
+        return Ok(found.clone());
     }
-    let id = new_id();
-    tx.prepare_cached(
-        "INSERT INTO nodes(id, kind, key, title, owner_id, valid_from, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
-    )?
-    .execute(params![id, kind, key, title, ctx.user, ctx.now])?;
-    Ok((id, true))
+    let found = resolve::resolve(tx, ctx.root_id, target)?;
+    ctx.lookups
+        .borrow_mut()
+        .targets
+        .insert(target.clone(), found.clone());
+    Ok(found)
 }
 
 fn plan_tags(
@@ -377,7 +439,7 @@ fn plan_tags(
         if lower.is_empty() || !done.insert(lower.clone()) {
             continue;
         }
-        let (id, _) = shared_node(tx, ctx, "tag", &format!("tag:{lower}"), &name)?;
+        let id = shared_node(tx, ctx, "tag", &format!("tag:{lower}"), &name)?;
         add_provenance(tx, ctx, file, Some(&id), None, Some(tag.span))?;
         edges.push(WantedEdge {
             dst: id.clone(),
@@ -391,7 +453,7 @@ fn plan_tags(
         let mut child = (id, name.clone());
         while let Some((parent, _)) = child.1.rsplit_once('/') {
             let parent = parent.to_owned();
-            let (pid, _) = shared_node(
+            let pid = shared_node(
                 tx,
                 ctx,
                 "tag",
@@ -448,7 +510,7 @@ fn plan_links(
     };
     for link in &doc.links {
         let (dst, subpath_json) = if link.kind == LinkKind::External {
-            let (id, _) = shared_node(tx, ctx, "url", &link.target, &link.target)?;
+            let id = shared_node(tx, ctx, "url", &link.target, &link.target)?;
             (id, Value::Null)
         } else {
             let subpath = match &link.subpath {
@@ -462,12 +524,12 @@ fn plan_links(
                     for name in target.watch_names() {
                         refs.insert(name);
                     }
-                    match resolve::resolve(tx, ctx.root_id, &target)? {
+                    match resolve_cached(tx, ctx, &target)? {
                         Some(id) => (id, subpath),
                         None => {
                             let key = format!("{}:{}", ctx.root_id, target.name);
                             let title = link.target.trim().to_owned();
-                            let (id, _) = shared_node(tx, ctx, "placeholder", &key, &title)?;
+                            let id = shared_node(tx, ctx, "placeholder", &key, &title)?;
                             (id, subpath)
                         }
                     }
@@ -608,6 +670,8 @@ fn add_provenance(
 
 /// Retires a node and every current edge touching it.
 pub fn retire_node(tx: &Transaction<'_>, ctx: &Ctx<'_>, id: &str) -> rusqlite::Result<()> {
+    // It may be a remembered shared node or link target.
+    ctx.lookups.borrow_mut().clear();
     tx.prepare_cached("UPDATE nodes SET valid_to = ?2 WHERE id = ?1 AND valid_to IS NULL")?
         .execute(params![id, ctx.now])?;
     // Two statements, not one with `OR`: each uses its own index, where the `OR` made SQLite
@@ -636,6 +700,7 @@ pub fn retire_file(
     let mut names = Vec::new();
     for id in &ids {
         names.extend(names_of(tx, id, &["stem", "path", "alias"])?);
+        ctx.lookups.borrow_mut().targets.clear();
         tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1")?
             .execute([id])?;
         tx.prepare_cached("DELETE FROM link_refs WHERE src_node_id = ?1")?

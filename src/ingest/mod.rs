@@ -15,12 +15,13 @@ pub mod rules;
 pub mod walk;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use rayon::prelude::*;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::clock;
@@ -36,7 +37,7 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 const BINARY_SNIFF_BYTES: usize = 8000;
 /// Files written per transaction in a large sync: big enough to amortize commits, small enough
 /// that a crash redoes little.
-const WRITE_BATCH: usize = 64;
+const WRITE_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -110,15 +111,15 @@ pub struct Ingestor {
     store: Arc<Store>,
     user: String,
     max_file_bytes: u64,
-    /// Called after writes commit (at the end of a sync, and every [`AFTER_WRITE_EVERY`] during
-    /// a long one) so derived indexes catch up.
+    /// Called after a sync's writes commit so derived indexes catch up before it returns.
     after_write: Option<AfterWrite>,
+    /// Called after each write batch of a long sync; must not block (it wakes whoever keeps
+    /// derived indexes, so they catch up while the sync goes on).
+    after_batch: Option<AfterWrite>,
     on_change: std::sync::Mutex<Option<ChangeHook>>,
 }
 
 pub type AfterWrite = Box<dyn Fn() + Send + Sync>;
-/// During a long sync, derived indexes catch up at least this often.
-const AFTER_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A file a sync indexed because it is new or its content changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +154,17 @@ struct Job {
     bytes: Option<Vec<u8>>,
     /// Lines in the file as read, counted before `bytes` is handed to the parser.
     lines: u32,
+    /// What the parser made of `bytes` (which it consumes).
+    doc: Option<parse::Document>,
+}
+
+impl Job {
+    /// Parses the bytes of a parseable file, dropping them.
+    fn parse(&mut self) {
+        if let (Outcome::Parse(t), Some(bytes)) = (&self.outcome, self.bytes.take()) {
+            self.doc = Some(parse::parse(&bytes, *t));
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +191,7 @@ impl Ingestor {
             user: user.to_owned(),
             max_file_bytes,
             after_write: None,
+            after_batch: None,
             on_change: std::sync::Mutex::new(None),
         }
     }
@@ -186,6 +199,12 @@ impl Ingestor {
     /// Sets the hook run after writes commit.
     pub fn with_after_write(mut self, f: AfterWrite) -> Ingestor {
         self.after_write = Some(f);
+        self
+    }
+
+    /// Sets the hook run after each write batch of a long sync.
+    pub fn with_after_batch(mut self, f: AfterWrite) -> Ingestor {
+        self.after_batch = Some(f);
         self
     }
 
@@ -271,12 +290,8 @@ impl Ingestor {
             .filter(|r| r.watched)
             .ok_or_else(|| IngestError::NoSuchWatch(path.to_owned()))?;
         let now = clock::now();
-        let ctx = Ctx {
-            now: &now,
-            user: &self.user,
-            root_id: root.id,
-        };
-        self.store.write(|tx| {
+        let ctx = Ctx::new(&now, &self.user, root.id);
+        write_with(&self.store, &ctx, |tx| {
             let ids: Vec<i64> = tx
                 .prepare("SELECT id FROM sources WHERE root_id = ?1 AND deleted_at IS NULL")?
                 .query_map([root.id], |r| r.get(0))?
@@ -408,16 +423,17 @@ impl Ingestor {
             }
         }
 
+        // Parsing needs no store, so it runs on every core; it comes before phase one so that
+        // front matter aliases are known when names are registered, and every link written in
+        // phase two resolves against the final names the first time.
+        jobs.par_iter_mut().for_each(Job::parse);
+
         // 4. Phase one: source rows, file nodes, names; deletions and marks.
         let now = clock::now();
-        let ctx = Ctx {
-            now: &now,
-            user: &self.user,
-            root_id: root.id,
-        };
+        let ctx = Ctx::new(&now, &self.user, root.id);
         let mut changed_names: HashSet<String> = HashSet::new();
         let mut note_ids: Vec<String> = Vec::with_capacity(jobs.len());
-        self.store.write(|tx| {
+        write_with(&self.store, &ctx, |tx| {
             for (id, size, mtime) in &touch {
                 tx.prepare_cached(
                     "UPDATE sources SET size = ?2, mtime_ns = ?3, last_seen_at = ?4 WHERE id = ?1",
@@ -488,6 +504,14 @@ impl Ingestor {
                 let (nid, names) =
                     facts::ensure_file_node(tx, &ctx, id, &job.file.rel, kind, is_md)?;
                 changed_names.extend(names);
+                let aliases = job.doc.as_ref().map_or(&[][..], |d| &d.aliases[..]);
+                changed_names.extend(facts::write_aliases(
+                    tx,
+                    &ctx,
+                    &nid,
+                    &job.file.rel,
+                    aliases,
+                )?);
                 note_ids.push(nid);
             }
             Ok::<_, IngestError>(())
@@ -495,11 +519,11 @@ impl Ingestor {
 
         // 5. Phase two: each file's facts, a batch of files per transaction.
         let total = jobs.len() as u64;
-        // Write order: a note written after an alias appeared already resolved against it.
-        let mut processed: HashMap<String, u64> = HashMap::new();
-        let mut alias_names: HashMap<String, u64> = HashMap::new();
+        let mut processed: HashSet<String> = HashSet::new();
+        // Names that changed in phase two (none, as phase one registered them all) would
+        // matter to every referrer, this sync's included.
+        let mut late_names: HashSet<String> = HashSet::new();
         let mut done = 0u64;
-        let mut last_hook = Instant::now();
         let mut pairs: Vec<(Job, String)> = jobs.into_iter().zip(note_ids).collect();
         while !pairs.is_empty() {
             if cancel.load(Ordering::Relaxed) {
@@ -507,24 +531,10 @@ impl Ingestor {
                 return Ok(report);
             }
             let batch: Vec<(Job, String)> = pairs.drain(..pairs.len().min(WRITE_BATCH)).collect();
-            let parsed: Vec<(Job, String, Option<parse::Document>)> = batch
-                .into_iter()
-                .map(|(mut job, nid)| {
-                    let doc = match (&job.outcome, job.bytes.take()) {
-                        (Outcome::Parse(t), Some(bytes)) => Some(parse::parse(&bytes, *t)),
-                        _ => None,
-                    };
-                    (job, nid, doc)
-                })
-                .collect();
-            self.store.write(|tx| {
-                for (job, nid, doc) in &parsed {
-                    let names = write_job(tx, &ctx, job, nid, doc.as_ref())?;
-                    let order = processed.len() as u64;
-                    for name in names {
-                        alias_names.insert(name, order);
-                    }
-                    processed.insert(nid.clone(), order);
+            write_with(&self.store, &ctx, |tx| {
+                for (job, nid) in &batch {
+                    late_names.extend(write_job(tx, &ctx, job, nid, job.doc.as_ref())?);
+                    processed.insert(nid.clone());
                     match &job.outcome {
                         Outcome::Parse(_) => report.indexed += 1,
                         Outcome::Skip(_) => report.skipped += 1,
@@ -534,11 +544,10 @@ impl Ingestor {
                 }
                 Ok::<_, IngestError>(())
             })?;
-            if last_hook.elapsed() >= AFTER_WRITE_EVERY {
-                self.after_write();
-                last_hook = Instant::now();
+            if let Some(f) = &self.after_batch {
+                f();
             }
-            for (job, _, _) in &parsed {
+            for (job, _) in &batch {
                 done += 1;
                 progress(&Progress {
                     done,
@@ -551,22 +560,14 @@ impl Ingestor {
 
         // 6. Links elsewhere that may now resolve differently.
         let mut redo: HashSet<String> = self.referrers(root.id, &changed_names)?;
-        redo.retain(|id| !processed.contains_key(id));
-        // An alias gained or lost matters to notes not written in this sync, and to those
-        // written before it (they resolved without it); later ones already saw it.
-        for (name, order) in &alias_names {
-            let one: HashSet<String> = [name.clone()].into();
-            for r in self.referrers(root.id, &one)? {
-                if processed.get(&r).is_none_or(|o| o < order) {
-                    redo.insert(r);
-                }
-            }
-        }
+        redo.retain(|id| !processed.contains(id));
+        redo.extend(self.referrers(root.id, &late_names)?);
         if !redo.is_empty() {
             report.reresolved = self.reresolve(root, &ctx, &redo)?;
         }
-        self.store
-            .write(|tx| facts::collect_garbage(tx, &ctx).map_err(IngestError::from))?;
+        write_with(&self.store, &ctx, |tx| {
+            facts::collect_garbage(tx, &ctx).map_err(IngestError::from)
+        })?;
         self.after_write();
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         let hook = self
@@ -687,6 +688,7 @@ impl Ingestor {
                 hash: None,
                 bytes: None,
                 lines: 1,
+                doc: None,
             };
         }
         match std::fs::read(&file.abs) {
@@ -697,6 +699,7 @@ impl Ingestor {
                 hash: None,
                 bytes: None,
                 lines: 1,
+                doc: None,
             },
             Ok(bytes) => {
                 let hash = blake3::hash(&bytes).to_hex().to_string();
@@ -720,6 +723,7 @@ impl Ingestor {
                     hash: Some(hash),
                     bytes: Some(bytes),
                     lines,
+                    doc: None,
                 }
             }
         }
@@ -770,7 +774,7 @@ impl Ingestor {
             let Ok((size, mtime_ns)) = walk::stat(&abs) else {
                 continue;
             };
-            let job = self.prepare(
+            let mut job = self.prepare(
                 Some(sid),
                 DiskFile {
                     rel,
@@ -779,18 +783,28 @@ impl Ingestor {
                     mtime_ns,
                 },
             );
-            let doc = match (&job.outcome, &job.bytes) {
-                (Outcome::Parse(t), Some(b)) => Some(parse::parse(b, *t)),
-                _ => None,
-            };
-            self.store.write(|tx| {
-                write_job(tx, ctx, &job, id, doc.as_ref())?;
+            job.parse();
+            write_with(&self.store, ctx, |tx| {
+                write_job(tx, ctx, &job, id, job.doc.as_ref())?;
                 Ok::<_, IngestError>(())
             })?;
             n += 1;
         }
         Ok(n)
     }
+}
+
+/// Runs `f` in one store transaction, with `ctx`'s remembered lookups scoped to it: they are
+/// forgotten when it begins and when it ends, committed or not.
+fn write_with<T>(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, IngestError>,
+) -> Result<T, IngestError> {
+    ctx.lookups.borrow_mut().clear();
+    let out = store.write(f);
+    ctx.lookups.borrow_mut().clear();
+    out
 }
 
 fn row_to_root(r: &rusqlite::Row<'_>) -> rusqlite::Result<RootInfo> {

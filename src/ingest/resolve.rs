@@ -28,7 +28,7 @@ fn strip_md(s: &str) -> &str {
 }
 
 /// A link target, normalized for lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     /// Lowercased, `/`-separated, without a leading `/` or `./` and without `.md`.
     pub name: String,

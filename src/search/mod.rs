@@ -324,6 +324,8 @@ pub struct Search {
     tuning: Tuning,
     /// Wakes the embedding worker.
     embed_signal: (Mutex<bool>, Condvar),
+    /// Wakes the indexing worker.
+    index_signal: (Mutex<bool>, Condvar),
     stopping: AtomicBool,
 }
 
@@ -376,6 +378,7 @@ impl Search {
             model_state: Mutex::new("none".into()),
             tuning,
             embed_signal: (Mutex::new(false), Condvar::new()),
+            index_signal: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
         }))
     }
@@ -384,18 +387,13 @@ impl Search {
         &self.text.dir
     }
 
-    /// Runs a pending rebuild (or catch-up) and starts the embedding worker, each on its own
-    /// thread, so the daemon serves meanwhile.
+    /// Starts the indexing worker (which first runs a pending rebuild or catch-up) and the
+    /// embedding worker, each on its own thread, so the daemon serves meanwhile.
     pub fn start_background(self: &Arc<Search>) {
         let me = self.clone();
         std::thread::Builder::new()
             .name("search-index".into())
-            .spawn(move || {
-                if let Err(e) = me.bring_up_to_date() {
-                    warn!(error = %e, "search index catch-up failed");
-                    *me.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
-                }
-            })
+            .spawn(move || me.index_loop())
             .ok();
         let me = self.clone();
         std::thread::Builder::new()
@@ -407,6 +405,35 @@ impl Search {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.kick_embedder();
+        self.kick_indexer();
+    }
+
+    /// Asks the indexing worker to apply what the store queued, without waiting for it: a long
+    /// write (a large ingest) calls this between its transactions, so indexing overlaps with
+    /// writing instead of stalling it.
+    pub fn kick_indexer(&self) {
+        let (lock, cv) = &self.index_signal;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// The indexing worker: brings the index up to date, then again each time it is kicked.
+    fn index_loop(&self) {
+        loop {
+            if let Err(e) = self.bring_up_to_date() {
+                warn!(error = %e, "search index catch-up failed");
+                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+            }
+            let (lock, cv) = &self.index_signal;
+            let mut kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !*kicked && !self.stopping.load(Ordering::SeqCst) {
+                kicked = cv.wait(kicked).unwrap_or_else(|p| p.into_inner());
+            }
+            *kicked = false;
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 
     /// Runs a pending rebuild, else catches up: the index reflects the store when it returns.
