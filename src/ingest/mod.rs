@@ -154,11 +154,19 @@ struct Job {
     bytes: Option<Vec<u8>>,
     /// Lines in the file as read, counted before `bytes` is handed to the parser.
     lines: u32,
+    /// Front matter aliases, read before anything is written.
+    aliases: Vec<String>,
     /// What the parser made of `bytes` (which it consumes).
     doc: Option<parse::Document>,
 }
 
 impl Job {
+    fn read_aliases(&mut self) {
+        if let (Outcome::Parse(t), Some(bytes)) = (&self.outcome, &self.bytes) {
+            self.aliases = parse::aliases(bytes, *t);
+        }
+    }
+
     /// Parses the bytes of a parseable file, dropping them.
     fn parse(&mut self) {
         if let (Outcome::Parse(t), Some(bytes)) = (&self.outcome, self.bytes.take()) {
@@ -423,10 +431,10 @@ impl Ingestor {
             }
         }
 
-        // Parsing needs no store, so it runs on every core; it comes before phase one so that
-        // front matter aliases are known when names are registered, and every link written in
-        // phase two resolves against the final names the first time.
-        jobs.par_iter_mut().for_each(Job::parse);
+        // Front matter aliases are read before phase one registers names, so that every link
+        // written in phase two resolves against the final names the first time. Whole parses
+        // wait for their write batch: parsed documents are several times the size of the bytes.
+        jobs.par_iter_mut().for_each(Job::read_aliases);
 
         // 4. Phase one: source rows, file nodes, names; deletions and marks.
         let now = clock::now();
@@ -504,13 +512,12 @@ impl Ingestor {
                 let (nid, names) =
                     facts::ensure_file_node(tx, &ctx, id, &job.file.rel, kind, is_md)?;
                 changed_names.extend(names);
-                let aliases = job.doc.as_ref().map_or(&[][..], |d| &d.aliases[..]);
                 changed_names.extend(facts::write_aliases(
                     tx,
                     &ctx,
                     &nid,
                     &job.file.rel,
-                    aliases,
+                    &job.aliases,
                 )?);
                 note_ids.push(nid);
             }
@@ -530,7 +537,10 @@ impl Ingestor {
                 report.elapsed_ms = started.elapsed().as_millis() as u64;
                 return Ok(report);
             }
-            let batch: Vec<(Job, String)> = pairs.drain(..pairs.len().min(WRITE_BATCH)).collect();
+            let mut batch: Vec<(Job, String)> =
+                pairs.drain(..pairs.len().min(WRITE_BATCH)).collect();
+            // Parsing needs no store, so it runs on every core.
+            batch.par_iter_mut().for_each(|(job, _)| job.parse());
             write_with(&self.store, &ctx, |tx| {
                 for (job, nid) in &batch {
                     late_names.extend(write_job(tx, &ctx, job, nid, job.doc.as_ref())?);
@@ -688,6 +698,7 @@ impl Ingestor {
                 hash: None,
                 bytes: None,
                 lines: 1,
+                aliases: Vec::new(),
                 doc: None,
             };
         }
@@ -699,6 +710,7 @@ impl Ingestor {
                 hash: None,
                 bytes: None,
                 lines: 1,
+                aliases: Vec::new(),
                 doc: None,
             },
             Ok(bytes) => {
@@ -723,6 +735,7 @@ impl Ingestor {
                     hash: Some(hash),
                     bytes: Some(bytes),
                     lines,
+                    aliases: Vec::new(),
                     doc: None,
                 }
             }

@@ -119,6 +119,17 @@ fn the_fixture_vault_becomes_a_cited_graph() {
     assert_eq!(prov["content_hash"].as_str().unwrap().len(), 64);
     assert!(prov["actor_id"].as_str().unwrap().starts_with("user:"));
 
+    // Beta's `[[Dashboard|home]]` reaches Home through its alias.
+    let back = d
+        .call("graph.backlinks", json!({ "id": home["id"] }))
+        .unwrap();
+    assert!(
+        back["nodes"].as_array().unwrap().iter().any(|n| n["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("Projects/Beta.md"))),
+        "{back}"
+    );
+
     let links = out_links(&d, home["id"].as_str().unwrap());
     assert!(
         links.contains(&("note".into(), "Reading List".into())),
@@ -153,6 +164,43 @@ fn the_fixture_vault_becomes_a_cited_graph() {
         .unwrap();
     assert_eq!(skipped["sources"][0]["reason"], "binary", "{skipped}");
     d.stop();
+}
+
+#[test]
+fn a_link_to_an_alias_defined_later_in_the_same_ingest_resolves_the_first_time() {
+    let d = Daemon::start();
+    let vault = d.dir.join("aliases");
+    std::fs::create_dir_all(&vault).unwrap();
+    // `A.md` is walked and written before `Z.md`, whose front matter gives the alias.
+    std::fs::write(vault.join("A.md"), "See [[Zed Alias]].\n").unwrap();
+    std::fs::write(vault.join("Z.md"), "---\naliases: [Zed Alias]\n---\nZed.\n").unwrap();
+    let report = d.call("ingest.path", json!({ "path": vault })).unwrap();
+    assert_eq!(report["indexed"], 2, "{report}");
+    // Aliases are registered before any link is written: nothing needed redoing.
+    assert_eq!(report["reresolved"], 0, "{report}");
+    let a = node_by_path(&d, &vault.join("A.md")).unwrap();
+    let z = node_by_path(&d, &vault.join("Z.md")).unwrap();
+    let links = d
+        .call(
+            "graph.neighbors",
+            json!({ "id": a["id"], "direction": "out", "edge_types": ["links_to"] }),
+        )
+        .unwrap();
+    let targets: Vec<&Value> = links["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["id"])
+        .collect();
+    assert_eq!(targets, [&z["id"]], "{links}");
+    let status = d.call("daemon.status", json!({})).unwrap();
+    assert_eq!(
+        status["counts"]["nodes"]["placeholder"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{status}"
+    );
 }
 
 #[test]
