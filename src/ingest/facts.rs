@@ -72,21 +72,41 @@ fn new_id() -> String {
 
 /// Creates or finds the node of a file (`note` for parsed files, `file` for the rest) and
 /// registers the names links can use for it. Returns the node id and the names that changed.
+/// `source_existed`: the source row was there before this sync, so the file may have a retired
+/// node to take back.
 pub fn ensure_file_node(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
+    source_existed: bool,
     source_id: i64,
     rel_path: &str,
     kind: &str,
     is_markdown: bool,
 ) -> rusqlite::Result<(String, Vec<String>)> {
     let key = format!("source:{source_id}");
-    let existing: Option<(String, String)> = tx
+    let mut existing: Option<(String, String)> = tx
         .prepare_cached(
             "SELECT id, kind FROM nodes WHERE key = ?1 AND kind IN ('note', 'file') AND valid_to IS NULL",
         )?
         .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    if existing.is_none() && source_existed {
+        // The file is back (moved in two steps, or readable again after a skip): its last
+        // node becomes current again, so the note keeps its id. What the file says is
+        // written afresh by `write_document`; the node's old facts stay retired.
+        existing = tx
+            .prepare_cached(
+                "SELECT id, kind FROM nodes
+                 WHERE key = ?1 AND valid_to IS NOT NULL AND kind IN ('note', 'file')
+                 ORDER BY valid_to DESC LIMIT 1",
+            )?
+            .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((id, _)) = &existing {
+            tx.prepare_cached("UPDATE nodes SET valid_to = NULL, updated_at = ?2 WHERE id = ?1")?
+                .execute(params![id, ctx.now])?;
+        }
+    }
     let stem = rel_path.rsplit('/').next().unwrap_or(rel_path);
     let title = if is_markdown {
         stem.strip_suffix(".md").unwrap_or(stem)

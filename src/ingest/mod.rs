@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -31,6 +31,9 @@ use parse::FileType;
 use rules::Rules;
 use walk::{DiskFile, Found};
 
+/// A new file with the same bytes as one a sync deleted this recently takes over its source
+/// row and note id: it was moved.
+const MOVE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Files above this size are recorded as skipped (`too_large`) and not read.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Files whose first bytes hold a NUL are binary.
@@ -431,6 +434,38 @@ impl Ingestor {
                 report.moved += 1;
             }
         }
+        // Then files deleted by a recent sync: a move by something that deletes first and
+        // creates later (a copy across devices, a sync tool) can land in two syncs. Empty files
+        // are all alike, so they are never paired this way.
+        let since = clock::format(SystemTime::now() - MOVE_WINDOW);
+        let any_deleted: bool = self.store.read(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM sources WHERE root_id = ?1 AND deleted_at >= ?2)",
+                params![root.id, since],
+                |r| r.get(0),
+            )
+        })?;
+        let mut taken: HashSet<i64> = HashSet::new();
+        for job in jobs
+            .iter_mut()
+            .filter(|j| any_deleted && j.source_id.is_none() && j.file.size > 0)
+        {
+            let Some(h) = &job.hash else { continue };
+            let found: Vec<i64> = self.store.read(|c| {
+                c.prepare_cached(
+                    "SELECT id FROM sources
+                     WHERE content_hash = ?1 AND root_id = ?2 AND deleted_at >= ?3
+                     ORDER BY deleted_at DESC",
+                )?
+                .query_map(params![h, root.id, since], |r| r.get(0))?
+                .collect::<Result<_, _>>()
+            })?;
+            if let Some(id) = found.into_iter().find(|id| !taken.contains(id)) {
+                taken.insert(id);
+                job.source_id = Some(id);
+                report.moved += 1;
+            }
+        }
 
         // Front matter aliases are read before phase one registers names, so that every link
         // written in phase two resolves against the final names the first time. Whole parses
@@ -496,6 +531,7 @@ impl Ingestor {
                     Outcome::Parse(t) => file_type_name(Some(*t)),
                     _ => file_type_name(FileType::from_path(Path::new(&job.file.rel))),
                 };
+                let existed = job.source_id.is_some();
                 let id = upsert_source(
                     tx,
                     &ctx,
@@ -511,7 +547,7 @@ impl Ingestor {
                 job.source_id = Some(id);
                 let is_md = job.outcome == Outcome::Parse(FileType::Markdown);
                 let (nid, names) =
-                    facts::ensure_file_node(tx, &ctx, id, &job.file.rel, kind, is_md)?;
+                    facts::ensure_file_node(tx, &ctx, existed, id, &job.file.rel, kind, is_md)?;
                 changed_names.extend(names);
                 changed_names.extend(facts::write_aliases(
                     tx,

@@ -27,6 +27,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_workflows.sql",
         include_str!("../../schema/0004_workflows.sql"),
     ),
+    (
+        "0005_retired_file_nodes.sql",
+        include_str!("../../schema/0005_retired_file_nodes.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -204,6 +204,44 @@ fn a_link_to_an_alias_defined_later_in_the_same_ingest_resolves_the_first_time()
 }
 
 #[test]
+fn a_note_deleted_then_recreated_elsewhere_with_the_same_bytes_keeps_its_id() {
+    // A copy-then-delete move seen as two separate changes: first the delete, then (another
+    // sync later) the new file.
+    let d = Daemon::start();
+    let vault = d.dir.join("moves");
+    std::fs::create_dir_all(vault.join("archive")).unwrap();
+    let body = "# Trip\n\nPacking list for [[Lisbon]].\n";
+    std::fs::write(vault.join("trip.md"), body).unwrap();
+    std::fs::write(vault.join("empty.md"), "").unwrap();
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    let old = wait_node(&d, &vault.join("trip.md"));
+    let old_empty = wait_node(&d, &vault.join("empty.md"));
+
+    std::fs::remove_file(vault.join("trip.md")).unwrap();
+    std::fs::remove_file(vault.join("empty.md")).unwrap();
+    wait_gone(&d, &vault.join("trip.md"));
+    wait_gone(&d, &vault.join("empty.md"));
+
+    std::fs::write(vault.join("archive/trip.md"), body).unwrap();
+    std::fs::write(vault.join("archive/empty.md"), "").unwrap();
+    let new = wait_node(&d, &vault.join("archive/trip.md"));
+    assert_eq!(new["id"], old["id"], "the moved note keeps its id");
+    // Its facts land with the next write: cited at the new path, the link current again.
+    let path = vault.join("archive/trip.md").display().to_string();
+    wait_until("the moved note's facts", || {
+        node_by_path(&d, &vault.join("archive/trip.md"))
+            .is_ok_and(|n| n["provenance"][0]["path"] == path.as_str() && n["title"] == "Trip")
+    });
+    let links = out_links(&d, new["id"].as_str().unwrap());
+    assert_eq!(links, [("placeholder".to_owned(), "Lisbon".to_owned())]);
+    // Empty files are all alike: a new empty file is a new note.
+    let new_empty = wait_node(&d, &vault.join("archive/empty.md"));
+    assert_ne!(new_empty["id"], old_empty["id"]);
+    let status = d.call("daemon.status", json!({})).unwrap();
+    assert_eq!(status["counts"]["sources"]["indexed"], 2, "{status}");
+}
+
+#[test]
 fn a_watched_folder_stays_in_step_and_keeps_ids() {
     let d = Daemon::start();
     let vault = d.dir.join("notes");
