@@ -91,7 +91,7 @@ pub fn ensure_file_node(
         .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if existing.is_none() && source_existed {
-        // The file is back (moved in two steps, or readable again after a skip): its last
+        // The file is back (moved in two steps, or no longer ignored): its last
         // node becomes current again, so the note keeps its id. What the file says is
         // written afresh by `write_document`; the node's old facts stay retired.
         existing = tx

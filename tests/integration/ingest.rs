@@ -242,6 +242,28 @@ fn a_note_deleted_then_recreated_elsewhere_with_the_same_bytes_keeps_its_id() {
 }
 
 #[test]
+fn a_note_ignored_for_a_while_comes_back_with_its_id() {
+    let d = Daemon::start();
+    let vault = d.dir.join("ignored");
+    std::fs::create_dir_all(&vault).unwrap();
+    std::fs::write(vault.join("x.md"), "# X\n\nStays itself.\n").unwrap();
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+    let before = node_by_path(&d, &vault.join("x.md")).unwrap();
+
+    std::fs::write(vault.join(".brainignore"), "x.md\n").unwrap();
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+    let err = node_by_path(&d, &vault.join("x.md")).unwrap_err();
+    assert!(err.contains("node_not_found"), "{err}");
+
+    std::fs::remove_file(vault.join(".brainignore")).unwrap();
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+    let after = node_by_path(&d, &vault.join("x.md")).unwrap();
+    assert_eq!(after["id"], before["id"]);
+    assert_eq!(after["title"], "X");
+    assert_eq!(after["provenance"].as_array().unwrap().len(), 1, "{after}");
+}
+
+#[test]
 fn a_watched_folder_stays_in_step_and_keeps_ids() {
     let d = Daemon::start();
     let vault = d.dir.join("notes");
