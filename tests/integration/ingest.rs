@@ -20,6 +20,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A folder `name` in the daemon's directory holding `files` (relative path, contents).
+fn new_vault(d: &Daemon, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let vault = d.dir.join(name);
+    std::fs::create_dir_all(&vault).unwrap();
+    for (rel, body) in files {
+        let path = vault.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    vault
+}
+
 fn node_by_path(d: &Daemon, p: &Path) -> Result<Value, String> {
     d.call("node.get", json!({ "path": p }))
         .map_err(|e| e.kind().unwrap_or("").to_owned())
@@ -169,11 +181,15 @@ fn the_fixture_vault_becomes_a_cited_graph() {
 #[test]
 fn a_link_to_an_alias_defined_later_in_the_same_ingest_resolves_the_first_time() {
     let d = Daemon::start();
-    let vault = d.dir.join("aliases");
-    std::fs::create_dir_all(&vault).unwrap();
     // `A.md` is walked and written before `Z.md`, whose front matter gives the alias.
-    std::fs::write(vault.join("A.md"), "See [[Zed Alias]].\n").unwrap();
-    std::fs::write(vault.join("Z.md"), "---\naliases: [Zed Alias]\n---\nZed.\n").unwrap();
+    let vault = new_vault(
+        &d,
+        "aliases",
+        &[
+            ("A.md", "See [[Zed Alias]].\n"),
+            ("Z.md", "---\naliases: [Zed Alias]\n---\nZed.\n"),
+        ],
+    );
     let report = d.call("ingest.path", json!({ "path": vault })).unwrap();
     assert_eq!(report["indexed"], 2, "{report}");
     // Aliases are registered before any link is written: nothing needed redoing.
@@ -208,11 +224,9 @@ fn a_note_deleted_then_recreated_elsewhere_with_the_same_bytes_keeps_its_id() {
     // A copy-then-delete move seen as two separate changes: first the delete, then (another
     // sync later) the new file.
     let d = Daemon::start();
-    let vault = d.dir.join("moves");
-    std::fs::create_dir_all(vault.join("archive")).unwrap();
     let body = "# Trip\n\nPacking list for [[Lisbon]].\n";
-    std::fs::write(vault.join("trip.md"), body).unwrap();
-    std::fs::write(vault.join("empty.md"), "").unwrap();
+    let vault = new_vault(&d, "moves", &[("trip.md", body), ("empty.md", "")]);
+    std::fs::create_dir_all(vault.join("archive")).unwrap();
     d.call("watch.add", json!({ "path": vault })).unwrap();
     let old = wait_node(&d, &vault.join("trip.md"));
     let old_empty = wait_node(&d, &vault.join("empty.md"));
@@ -244,9 +258,7 @@ fn a_note_deleted_then_recreated_elsewhere_with_the_same_bytes_keeps_its_id() {
 #[test]
 fn a_note_ignored_for_a_while_comes_back_with_its_id() {
     let d = Daemon::start();
-    let vault = d.dir.join("ignored");
-    std::fs::create_dir_all(&vault).unwrap();
-    std::fs::write(vault.join("x.md"), "# X\n\nStays itself.\n").unwrap();
+    let vault = new_vault(&d, "ignored", &[("x.md", "# X\n\nStays itself.\n")]);
     d.call("ingest.path", json!({ "path": vault })).unwrap();
     let before = node_by_path(&d, &vault.join("x.md")).unwrap();
 
