@@ -3,8 +3,8 @@
 //! [`Ingestor::sync`] brings the store in step with the disk for a whole root or for some
 //! paths in it: it walks, compares with the sources table (size + mtime, then content hash),
 //! detects moves (by rename events or equal content), then writes in two phases — first every
-//! file's own node and link names, then each file's facts — so links between files of one
-//! batch resolve on the first pass. Notes whose links may now resolve differently are redone.
+//! file's own node and link names (front matter aliases included), then each file's facts — so
+//! links between files of one sync resolve on the first pass. Notes whose links may now resolve differently are redone.
 //! Architecture Invariant: one file's facts are written in one transaction; a crash leaves the
 //! previous version, and a file left `pending` is redone on the next sync. No tokio here.
 
@@ -155,28 +155,41 @@ struct Job {
     file: DiskFile,
     outcome: Outcome,
     hash: Option<String>,
-    bytes: Option<Vec<u8>>,
-    /// Lines in the file as read, counted before `bytes` is handed to the parser.
+    /// Lines in the file as read.
     lines: u32,
-    /// Front matter aliases, read before anything is written.
+    /// Front matter aliases, read with the hash so that phase one can register them before
+    /// any link is written, and every link then resolves against the final names the first
+    /// time.
     aliases: Vec<String>,
-    /// What the parser made of `bytes` (which it consumes).
+    /// What the parser made of the file, read again for its write batch. Bytes are not kept
+    /// between the two reads: a sync over a large folder holds one batch of files in memory,
+    /// not the folder.
     doc: Option<parse::Document>,
 }
 
 impl Job {
-    fn read_aliases(&mut self) {
-        if let (Outcome::Parse(t), Some(bytes)) = (&self.outcome, &self.bytes) {
-            self.aliases = parse::aliases(bytes, *t);
-        }
-    }
-
-    /// Parses the bytes of a parseable file, dropping them.
+    /// Reads a parseable file again and parses it. The file may have changed since it was
+    /// hashed; what is written then cites the bytes actually parsed (and the watcher brings
+    /// the rest of the change).
     fn parse(&mut self) {
-        if let (Outcome::Parse(t), Some(bytes)) = (&self.outcome, self.bytes.take()) {
-            self.doc = Some(parse::parse(&bytes, *t));
+        let Outcome::Parse(t) = self.outcome else {
+            return;
+        };
+        match std::fs::read(&self.file.abs) {
+            Err(e) => self.outcome = Outcome::Fail(format!("cannot read: {e}")),
+            Ok(bytes) => {
+                self.hash = Some(blake3::hash(&bytes).to_hex().to_string());
+                self.file.size = bytes.len() as u64;
+                self.lines = line_count(&bytes);
+                self.doc = Some(parse::parse(&bytes, t));
+            }
         }
     }
+}
+
+/// Lines as the parser counts them: one more than the newlines.
+fn line_count(bytes: &[u8]) -> u32 {
+    bytes.iter().filter(|&&c| c == b'\n').count() as u32 + 1
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -365,6 +378,8 @@ impl Ingestor {
         let mut jobs: Vec<Job> = Vec::new();
         let mut touch: Vec<(i64, u64, i64)> = Vec::new();
         let mut marks: Vec<(Option<i64>, String, &'static str, String)> = Vec::new();
+        // Files whose size or mtime moved, to be read and hashed (on every core).
+        let mut to_read: Vec<(Option<SourceRow>, DiskFile)> = Vec::new();
         for f in found {
             report.seen += 1;
             match f {
@@ -378,16 +393,7 @@ impl Ingestor {
                         report.unchanged += 1;
                         continue;
                     }
-                    let job = self.prepare(existing.as_ref().map(|s| s.id), file);
-                    if let (Some(src), Some(h)) = (&existing, &job.hash)
-                        && src.hash.as_deref() == Some(h)
-                        && (src.status == "indexed" || src.status == "skipped")
-                    {
-                        touch.push((src.id, job.file.size, job.file.mtime_ns));
-                        report.unchanged += 1;
-                        continue;
-                    }
-                    jobs.push(job);
+                    to_read.push((existing, file));
                 }
                 Found::Ignored { rel } => {
                     let id = sources.remove(&rel).map(|s| s.id);
@@ -402,6 +408,24 @@ impl Ingestor {
                     marks.push((id, rel, "failed", message));
                 }
             }
+        }
+        let read: Vec<(Option<SourceRow>, Job)> = to_read
+            .into_par_iter()
+            .map(|(existing, file)| {
+                let job = self.prepare(existing.as_ref().map(|s| s.id), file);
+                (existing, job)
+            })
+            .collect();
+        for (existing, job) in read {
+            if let (Some(src), Some(h)) = (&existing, &job.hash)
+                && src.hash.as_deref() == Some(h)
+                && (src.status == "indexed" || src.status == "skipped")
+            {
+                touch.push((src.id, job.file.size, job.file.mtime_ns));
+                report.unchanged += 1;
+                continue;
+            }
+            jobs.push(job);
         }
         // What remains in `sources` is gone from disk.
         let mut gone: Vec<SourceRow> = sources.into_values().collect();
@@ -466,11 +490,6 @@ impl Ingestor {
                 report.moved += 1;
             }
         }
-
-        // Front matter aliases are read before phase one registers names, so that every link
-        // written in phase two resolves against the final names the first time. Whole parses
-        // wait for their write batch: parsed documents are several times the size of the bytes.
-        jobs.par_iter_mut().for_each(Job::read_aliases);
 
         // 4. Phase one: source rows, file nodes, names; deletions and marks.
         let now = clock::now();
@@ -733,7 +752,6 @@ impl Ingestor {
                 file,
                 outcome: Outcome::Skip("too_large"),
                 hash: None,
-                bytes: None,
                 lines: 1,
                 aliases: Vec::new(),
                 doc: None,
@@ -745,7 +763,6 @@ impl Ingestor {
                 file,
                 outcome: Outcome::Fail(format!("cannot read: {e}")),
                 hash: None,
-                bytes: None,
                 lines: 1,
                 aliases: Vec::new(),
                 doc: None,
@@ -763,16 +780,17 @@ impl Ingestor {
                 };
                 let mut file = file;
                 file.size = bytes.len() as u64;
-                // Lines as the parser counts them: one more than the newlines.
-                let lines = bytes.iter().filter(|&&c| c == b'\n').count() as u32 + 1;
+                let aliases = match outcome {
+                    Outcome::Parse(t) => parse::aliases(&bytes, t),
+                    _ => Vec::new(),
+                };
                 Job {
                     source_id,
                     file,
                     outcome,
                     hash: Some(hash),
-                    bytes: Some(bytes),
-                    lines,
-                    aliases: Vec::new(),
+                    lines: line_count(&bytes),
+                    aliases,
                     doc: None,
                 }
             }
@@ -899,9 +917,19 @@ fn write_job(
         })
         .unwrap_or_default();
     tx.prepare_cached(
-        "UPDATE sources SET status = ?2, reason = ?3, diagnostics = ?4, indexed_at = ?5, last_seen_at = ?5 WHERE id = ?1",
+        "UPDATE sources SET status = ?2, reason = ?3, diagnostics = ?4, indexed_at = ?5, last_seen_at = ?5,
+                content_hash = coalesce(?6, content_hash), size = ?7
+         WHERE id = ?1",
     )?
-    .execute(params![source_id, status, reason, serde_json::Value::from(diagnostics).to_string(), ctx.now])?;
+    .execute(params![
+        source_id,
+        status,
+        reason,
+        serde_json::Value::from(diagnostics).to_string(),
+        ctx.now,
+        job.hash,
+        job.file.size as i64
+    ])?;
     Ok(names)
 }
 
@@ -935,4 +963,51 @@ fn upsert_source(
     )?
     .execute(params![ctx.root_id, rel, file_type, hash, size, mtime_ns, status, reason, ctx.now])?;
     Ok(tx.last_insert_rowid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file rewritten between the read that hashed it and the read that parses it: what is
+    /// written cites the bytes parsed, and a file gone by then fails instead of vanishing.
+    #[test]
+    fn a_job_parses_and_cites_the_bytes_it_reads_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
+        let ingestor = Ingestor::new(store, "user:test", DEFAULT_MAX_FILE_BYTES);
+        let abs = dir.path().join("n.md");
+        std::fs::write(&abs, "---\naliases: [First]\n---\none\n").unwrap();
+        let disk = |abs: &Path| DiskFile {
+            rel: "n.md".into(),
+            abs: abs.to_owned(),
+            size: std::fs::metadata(abs).unwrap().len(),
+            mtime_ns: 0,
+        };
+        let mut job = ingestor.prepare(None, disk(&abs));
+        assert_eq!(job.aliases, ["First"]);
+        let first_hash = job.hash.clone();
+
+        let second = "# Two\n\nline\nline\n";
+        std::fs::write(&abs, second).unwrap();
+        job.parse();
+        assert_ne!(job.hash, first_hash);
+        assert_eq!(
+            job.hash.as_deref(),
+            Some(blake3::hash(second.as_bytes()).to_hex().as_str())
+        );
+        assert_eq!(job.file.size, second.len() as u64);
+        assert_eq!(job.lines, 5);
+        assert_eq!(job.doc.as_ref().unwrap().title.as_deref(), Some("Two"));
+
+        let mut gone = ingestor.prepare(None, disk(&abs));
+        std::fs::remove_file(&abs).unwrap();
+        gone.parse();
+        assert!(
+            matches!(&gone.outcome, Outcome::Fail(m) if m.starts_with("cannot read")),
+            "{:?}",
+            gone.outcome
+        );
+        assert!(gone.doc.is_none());
+    }
 }
