@@ -490,6 +490,11 @@ impl Ingestor {
                 report.moved += 1;
             }
         }
+        // And the other order: the copy appeared in a recent sync and the original goes now.
+        // The copy takes over the original's source row and note id; the node it got when it
+        // appeared is retired with its source row.
+        let superseded = self.pair_earlier_copies(root, &since, &mut gone, &mut jobs)?;
+        report.moved += superseded.len() as u64;
 
         // 4. Phase one: source rows, file nodes, names; deletions and marks.
         let now = clock::now();
@@ -502,6 +507,14 @@ impl Ingestor {
                     "UPDATE sources SET size = ?2, mtime_ns = ?3, last_seen_at = ?4 WHERE id = ?1",
                 )?
                 .execute(params![id, *size as i64, mtime, now])?;
+            }
+            // Before any source takes over a superseded copy's path.
+            for id in &superseded {
+                changed_names.extend(facts::retire_file(tx, &ctx, *id)?);
+                tx.execute(
+                    "UPDATE sources SET deleted_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
             }
             for g in &gone {
                 changed_names.extend(facts::retire_file(tx, &ctx, g.id)?);
@@ -645,6 +658,71 @@ impl Ingestor {
             hook(root, &changes);
         }
         Ok(report)
+    }
+
+    /// For each file gone from disk, a live non-empty file with its bytes that a sync first saw
+    /// within [`MOVE_WINDOW`] is taken as its move: it becomes a job rewriting the gone file's
+    /// source row at the copy's path, and the gone file leaves `gone`. Returns the copies'
+    /// own source ids, to be retired.
+    fn pair_earlier_copies(
+        &self,
+        root: &RootInfo,
+        since: &str,
+        gone: &mut Vec<SourceRow>,
+        jobs: &mut Vec<Job>,
+    ) -> Result<Vec<i64>, IngestError> {
+        let mut superseded: Vec<i64> = Vec::new();
+        let mut i = 0;
+        while i < gone.len() {
+            let g = &gone[i];
+            let copy: Option<(i64, String)> = match &g.hash {
+                Some(h) if g.size.unwrap_or(0) > 0 => self.store.read(|c| {
+                    c.prepare_cached(
+                        "SELECT id, rel_path FROM sources
+                         WHERE content_hash = ?1 AND root_id = ?2 AND deleted_at IS NULL
+                           AND first_seen_at >= ?3 AND id <> ?4 AND status = 'indexed'
+                         ORDER BY first_seen_at DESC LIMIT 1",
+                    )?
+                    .query_row(params![h, root.id, since, g.id], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                })?,
+                _ => None,
+            };
+            let Some((copy_id, rel)) = copy.filter(|(id, rel)| {
+                !superseded.contains(id)
+                    && !gone.iter().any(|x| x.id == *id)
+                    && !jobs
+                        .iter()
+                        .any(|j| j.source_id == Some(*id) || j.file.rel == *rel)
+            }) else {
+                i += 1;
+                continue;
+            };
+            let abs = root.path.join(&rel);
+            let Ok((size, mtime_ns)) = walk::stat(&abs) else {
+                i += 1;
+                continue;
+            };
+            let job = self.prepare(
+                Some(g.id),
+                DiskFile {
+                    rel,
+                    abs,
+                    size,
+                    mtime_ns,
+                },
+            );
+            if job.hash != g.hash {
+                i += 1;
+                continue;
+            }
+            superseded.push(copy_id);
+            jobs.push(job);
+            gone.remove(i);
+        }
+        Ok(superseded)
     }
 
     /// Walks the scope. Returns what was found and, for a partial scope, the relative paths it

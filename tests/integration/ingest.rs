@@ -256,6 +256,56 @@ fn a_note_deleted_then_recreated_elsewhere_with_the_same_bytes_keeps_its_id() {
 }
 
 #[test]
+fn a_note_copied_then_deleted_keeps_its_id_at_the_copy() {
+    // A move by copy-then-delete seen as two changes: first the copy appears (a new note),
+    // then the original goes. The copy takes over the original's id.
+    let d = Daemon::start();
+    let body = "# Recipe\n\nBread with [[Flour]].\n";
+    let vault = new_vault(
+        &d,
+        "copies",
+        &[("recipe.md", body), ("index.md", "See [[recipe]].\n")],
+    );
+    std::fs::create_dir_all(vault.join("kitchen")).unwrap();
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    let original = wait_node(&d, &vault.join("recipe.md"));
+
+    std::fs::write(vault.join("kitchen/recipe.md"), body).unwrap();
+    let copy = wait_node(&d, &vault.join("kitchen/recipe.md"));
+    assert_ne!(copy["id"], original["id"]);
+
+    std::fs::remove_file(vault.join("recipe.md")).unwrap();
+    wait_gone(&d, &vault.join("recipe.md"));
+    wait_until("the copy to take the original's id", || {
+        node_by_path(&d, &vault.join("kitchen/recipe.md")).is_ok_and(|n| n["id"] == original["id"])
+    });
+    let err = d
+        .call("node.get", json!({ "id": copy["id"] }))
+        .map_err(|e| e.kind().unwrap_or("").to_owned())
+        .unwrap_err();
+    assert_eq!(err, "node_not_found");
+    // Links to it follow: `[[recipe]]` in index.md now reaches the original id.
+    let index = node_by_path(&d, &vault.join("index.md")).unwrap();
+    wait_until("index's link to follow", || {
+        d.call(
+            "graph.neighbors",
+            json!({ "id": index["id"], "direction": "out", "edge_types": ["links_to"] }),
+        )
+        .is_ok_and(|g| {
+            g["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 1 && n[0]["id"] == original["id"])
+        })
+    });
+    wait_until("the copy's facts under the original id", || {
+        out_links(&d, original["id"].as_str().unwrap())
+            == [("placeholder".to_owned(), "Flour".to_owned())]
+    });
+    let status = d.call("daemon.status", json!({})).unwrap();
+    assert_eq!(status["counts"]["sources"]["indexed"], 2, "{status}");
+}
+
+#[test]
 fn a_note_ignored_for_a_while_comes_back_with_its_id() {
     let d = Daemon::start();
     let vault = new_vault(&d, "ignored", &[("x.md", "# X\n\nStays itself.\n")]);
