@@ -72,12 +72,11 @@ fn new_id() -> String {
 
 /// Creates or finds the node of a file (`note` for parsed files, `file` for the rest) and
 /// registers the names links can use for it. Returns the node id and the names that changed.
-/// `source_existed`: the source row was there before this sync, so the file may have a retired
-/// node to take back.
+/// A file whose node was retired (it was moved in two steps, or ignored for a while) takes
+/// that node back.
 pub fn ensure_file_node(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
-    source_existed: bool,
     source_id: i64,
     rel_path: &str,
     kind: &str,
@@ -90,10 +89,11 @@ pub fn ensure_file_node(
         )?
         .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    if existing.is_none() && source_existed {
-        // The file is back (moved in two steps, or no longer ignored): its last
-        // node becomes current again, so the note keeps its id. What the file says is
-        // written afresh by `write_document`; the node's old facts stay retired.
+    if existing.is_none() {
+        // The file is back (moved in two steps, or no longer ignored): its last node becomes
+        // current again, so the note keeps its id. What the file says is written afresh by
+        // `write_document`; the node's old facts stay retired. For a new source this is one
+        // seek into a partial index of retired file nodes, which finds nothing.
         existing = tx
             .prepare_cached(
                 "SELECT id, kind FROM nodes
@@ -720,7 +720,7 @@ pub fn retire_file(
     let mut names = Vec::new();
     for id in &ids {
         names.extend(names_of(tx, id, &["stem", "path", "alias"])?);
-        ctx.lookups.borrow_mut().targets.clear();
+        // `retire_node` below forgets the remembered lookups.
         tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1")?
             .execute([id])?;
         tx.prepare_cached("DELETE FROM link_refs WHERE src_node_id = ?1")?

@@ -458,38 +458,11 @@ impl Ingestor {
                 report.moved += 1;
             }
         }
-        // Then files deleted by a recent sync: a move by something that deletes first and
-        // creates later (a copy across devices, a sync tool) can land in two syncs. Empty files
-        // are all alike, so they are never paired this way.
+        // Then across syncs, within [`MOVE_WINDOW`]: a move by something that deletes first and
+        // creates later (a copy across devices, a sync tool) can land in two syncs, either way
+        // round.
         let since = clock::format(SystemTime::now() - MOVE_WINDOW);
-        let any_deleted: bool = self.store.read(|c| {
-            c.query_row(
-                "SELECT EXISTS(SELECT 1 FROM sources WHERE root_id = ?1 AND deleted_at >= ?2)",
-                params![root.id, since],
-                |r| r.get(0),
-            )
-        })?;
-        let mut taken: HashSet<i64> = HashSet::new();
-        for job in jobs
-            .iter_mut()
-            .filter(|j| any_deleted && j.source_id.is_none() && j.file.size > 0)
-        {
-            let Some(h) = &job.hash else { continue };
-            let found: Vec<i64> = self.store.read(|c| {
-                c.prepare_cached(
-                    "SELECT id FROM sources
-                     WHERE content_hash = ?1 AND root_id = ?2 AND deleted_at >= ?3
-                     ORDER BY deleted_at DESC",
-                )?
-                .query_map(params![h, root.id, since], |r| r.get(0))?
-                .collect::<Result<_, _>>()
-            })?;
-            if let Some(id) = found.into_iter().find(|id| !taken.contains(id)) {
-                taken.insert(id);
-                job.source_id = Some(id);
-                report.moved += 1;
-            }
-        }
+        report.moved += self.pair_recent_deletions(root, &since, &mut jobs)?;
         // And the other order: the copy appeared in a recent sync and the original goes now.
         // The copy takes over the original's source row and note id; the node it got when it
         // appeared is retired with its source row.
@@ -563,7 +536,6 @@ impl Ingestor {
                     Outcome::Parse(t) => file_type_name(Some(*t)),
                     _ => file_type_name(FileType::from_path(Path::new(&job.file.rel))),
                 };
-                let existed = job.source_id.is_some();
                 let id = upsert_source(
                     tx,
                     &ctx,
@@ -579,7 +551,7 @@ impl Ingestor {
                 job.source_id = Some(id);
                 let is_md = job.outcome == Outcome::Parse(FileType::Markdown);
                 let (nid, names) =
-                    facts::ensure_file_node(tx, &ctx, existed, id, &job.file.rel, kind, is_md)?;
+                    facts::ensure_file_node(tx, &ctx, id, &job.file.rel, kind, is_md)?;
                 changed_names.extend(names);
                 changed_names.extend(facts::write_aliases(
                     tx,
@@ -658,6 +630,48 @@ impl Ingestor {
             hook(root, &changes);
         }
         Ok(report)
+    }
+
+    /// Each new non-empty file takes over the source row (and so the note id) of a file with its
+    /// bytes that a sync deleted since `since`; empty files are all alike and never paired.
+    /// Returns how many were paired.
+    fn pair_recent_deletions(
+        &self,
+        root: &RootInfo,
+        since: &str,
+        jobs: &mut [Job],
+    ) -> Result<u64, IngestError> {
+        let any_deleted: bool = self.store.read(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM sources WHERE root_id = ?1 AND deleted_at >= ?2)",
+                params![root.id, since],
+                |r| r.get(0),
+            )
+        })?;
+        if !any_deleted {
+            return Ok(0);
+        }
+        let mut taken: HashSet<i64> = HashSet::new();
+        for job in jobs
+            .iter_mut()
+            .filter(|j| j.source_id.is_none() && j.file.size > 0)
+        {
+            let Some(h) = &job.hash else { continue };
+            let found: Vec<i64> = self.store.read(|c| {
+                c.prepare_cached(
+                    "SELECT id FROM sources
+                     WHERE content_hash = ?1 AND root_id = ?2 AND deleted_at >= ?3
+                     ORDER BY deleted_at DESC",
+                )?
+                .query_map(params![h, root.id, since], |r| r.get(0))?
+                .collect::<Result<_, _>>()
+            })?;
+            if let Some(id) = found.into_iter().find(|id| !taken.contains(id)) {
+                taken.insert(id);
+                job.source_id = Some(id);
+            }
+        }
+        Ok(taken.len() as u64)
     }
 
     /// For each file gone from disk, a live non-empty file with its bytes that a sync first saw
