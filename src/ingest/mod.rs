@@ -187,6 +187,12 @@ impl Job {
     }
 }
 
+/// Parses a write batch on every core.
+fn parse_batch(mut batch: Vec<(Job, String)>) -> Vec<(Job, String)> {
+    batch.par_iter_mut().for_each(|(job, _)| job.parse());
+    batch
+}
+
 /// Lines as the parser counts them: one more than the newlines.
 fn line_count(bytes: &[u8]) -> u32 {
     bytes.iter().filter(|&&c| c == b'\n').count() as u32 + 1
@@ -572,29 +578,41 @@ impl Ingestor {
         // matter to every referrer, this sync's included.
         let mut late_names: HashSet<String> = HashSet::new();
         let mut done = 0u64;
-        let mut pairs: Vec<(Job, String)> = jobs.into_iter().zip(note_ids).collect();
-        while !pairs.is_empty() {
+        let mut pairs = jobs.into_iter().zip(note_ids);
+        let mut next_batch = || -> Option<Vec<(Job, String)>> {
+            let batch: Vec<_> = pairs.by_ref().take(WRITE_BATCH).collect();
+            (!batch.is_empty()).then_some(batch)
+        };
+        // Parsing needs no store, so it runs on every core, and the next batch is parsed
+        // while this one is written.
+        let mut parsed = next_batch().map(parse_batch);
+        while let Some(batch) = parsed.take() {
             if cancel.load(Ordering::Relaxed) {
                 report.elapsed_ms = started.elapsed().as_millis() as u64;
                 return Ok(report);
             }
-            let mut batch: Vec<(Job, String)> =
-                pairs.drain(..pairs.len().min(WRITE_BATCH)).collect();
-            // Parsing needs no store, so it runs on every core.
-            batch.par_iter_mut().for_each(|(job, _)| job.parse());
-            write_with(&self.store, &ctx, |tx| {
-                for (job, nid) in &batch {
-                    late_names.extend(write_job(tx, &ctx, job, nid, job.doc.as_ref())?);
-                    processed.insert(nid.clone());
-                    match &job.outcome {
-                        Outcome::Parse(_) => report.indexed += 1,
-                        Outcome::Skip(_) => report.skipped += 1,
-                        Outcome::Fail(_) => report.failed += 1,
+            let upcoming = next_batch();
+            let written = std::thread::scope(|scope| {
+                let parsing = scope.spawn(|| upcoming.map(parse_batch));
+                let written = write_with(&self.store, &ctx, |tx| {
+                    for (job, nid) in &batch {
+                        late_names.extend(write_job(tx, &ctx, job, nid, job.doc.as_ref())?);
+                        processed.insert(nid.clone());
+                        match &job.outcome {
+                            Outcome::Parse(_) => report.indexed += 1,
+                            Outcome::Skip(_) => report.skipped += 1,
+                            Outcome::Fail(_) => report.failed += 1,
+                        }
+                        report.bytes += job.file.size;
                     }
-                    report.bytes += job.file.size;
-                }
-                Ok::<_, IngestError>(())
-            })?;
+                    Ok::<_, IngestError>(())
+                });
+                parsed = parsing
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                written
+            });
+            written?;
             if let Some(f) = &self.after_batch {
                 f();
             }

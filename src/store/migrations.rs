@@ -31,6 +31,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_retired_file_nodes.sql",
         include_str!("../../schema/0005_retired_file_nodes.sql"),
     ),
+    (
+        "0006_leaner_indexes.sql",
+        include_str!("../../schema/0006_leaner_indexes.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
