@@ -46,7 +46,7 @@ schema = f.execute("SELECT type, sql FROM o.sqlite_schema WHERE sql IS NOT NULL 
 order = {"table": 0, "index": 1, "trigger": 2, "view": 3}
 for _, sql in sorted(schema, key=lambda r: order[r[0]]):
     f.execute(sql)
-tables = ["roots", "sources", "nodes", "edges", "provenance", "note_names", "link_refs"]
+tables = ["roots", "sources", "source_versions", "nodes", "edges", "provenance", "note_names", "link_refs"]
 rows = sum(f.execute(f"SELECT COUNT(*) FROM o.{t}").fetchone()[0] for t in tables)
 t = time.perf_counter()
 f.execute("BEGIN")

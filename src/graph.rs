@@ -59,7 +59,7 @@ pub struct NodeView {
     pub owner_id: String,
     pub valid_from: String,
     pub valid_to: Option<String>,
-    /// Current provenance rows: spans by `byte_start`, then the ones without a span.
+    /// Current citations: spans by `byte_start`, then the ones without a span.
     pub provenance: Vec<Provenance>,
 }
 
@@ -455,24 +455,40 @@ fn current_node(conn: &Connection, id: &str) -> Result<NodeView, Error> {
     Ok(node)
 }
 
+/// A fact's current citations: the one kept on the fact itself (a file's own facts, see
+/// schema/0007) and its current provenance rows (shared facts, workflow writes, and facts
+/// ingested before 0007). Spans by `byte_start`, then the ones without a span.
 macro_rules! provenance_sql {
-    ($column:literal) => {
+    ($table:literal, $column:literal) => {
         concat!(
             "SELECT r.path, s.rel_path, p.line_start, p.line_end, p.byte_start, p.byte_end,
                     p.content_hash, p.extractor, p.extractor_version, p.actor_id, p.run_id,
                     p.step_key, p.recorded_at
-             FROM provenance p
+             FROM (
+                 SELECT NULL AS id, v.source_id, f.cite_byte_start AS byte_start,
+                        f.cite_byte_end AS byte_end, f.cite_line_start AS line_start,
+                        f.cite_line_end AS line_end, v.content_hash, v.extractor,
+                        v.extractor_version, v.actor_id, NULL AS run_id, NULL AS step_key,
+                        v.recorded_at
+                 FROM ",
+            $table,
+            " f JOIN source_versions v ON v.id = f.cite_version
+                 WHERE f.id = ?1 AND f.valid_to IS NULL
+                 UNION ALL
+                 SELECT id, source_id, byte_start, byte_end, line_start, line_end, content_hash,
+                        extractor, extractor_version, actor_id, run_id, step_key, recorded_at
+                 FROM provenance WHERE ",
+            $column,
+            " = ?1 AND valid_to IS NULL
+             ) p
              LEFT JOIN sources s ON s.id = p.source_id
              LEFT JOIN roots r ON r.id = s.root_id
-             WHERE p.",
-            $column,
-            " = ?1 AND p.valid_to IS NULL
-             ORDER BY p.byte_start IS NULL, p.byte_start, p.id"
+             ORDER BY p.byte_start IS NULL, p.byte_start, p.id NULLS FIRST"
         )
     };
 }
-const PROVENANCE_OF_NODE: &str = provenance_sql!("node_id");
-const PROVENANCE_OF_EDGE: &str = provenance_sql!("edge_id");
+const PROVENANCE_OF_NODE: &str = provenance_sql!("nodes", "node_id");
+const PROVENANCE_OF_EDGE: &str = provenance_sql!("edges", "edge_id");
 
 fn provenance(conn: &Connection, sql: &str, id: &str) -> Result<Vec<Provenance>, Error> {
     let mut stmt = conn.prepare_cached(sql)?;
@@ -999,11 +1015,18 @@ mod tests {
                                line_end, content_hash, extractor, extractor_version, actor_id,
                                run_id, step_key, recorded_at, valid_to) VALUES
             (1, 'n-a', NULL, 1, 50, 80, 5, 6, 'ha', 'markdown', '1', 'user:u', NULL, NULL, 'r1', NULL),
-            (2, 'n-a', NULL, 1, 0, 40, 1, 4, 'ha', 'markdown', '1', 'user:u', NULL, NULL, 'r2', NULL),
             (3, 'n-a', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'workflow', '2', 'user:w', 'run-1', 'tag[0]', 'r3', NULL),
             (4, 'n-a', NULL, 1, 0, 10, 1, 1, 'h0', 'markdown', '0', 'user:u', NULL, NULL, 'r0', 'v1'),
-            (5, NULL, 'e1', 1, 10, 17, 2, 2, 'ha', 'markdown', '1', 'user:u', NULL, NULL, 'r4', NULL),
             (6, 'n-b', NULL, 2, -1, 5, 1, 1, 'hb', 'markdown', '1', 'user:u', NULL, NULL, 'r5', NULL);
+        -- Citations kept on the facts themselves (schema/0007), beside the rows above.
+        INSERT INTO source_versions(id, source_id, content_hash, extractor, extractor_version,
+                                    actor_id, recorded_at) VALUES
+            (1, 1, 'ha', 'markdown', '1', 'user:u', 'r2'),
+            (2, 1, 'ha', 'markdown', '1', 'user:u', 'r4');
+        UPDATE nodes SET cite_version = 1, cite_byte_start = 0, cite_byte_end = 40,
+                         cite_line_start = 1, cite_line_end = 4 WHERE id = 'n-a';
+        UPDATE edges SET cite_version = 2, cite_byte_start = 10, cite_byte_end = 17,
+                         cite_line_start = 2, cite_line_end = 2 WHERE id = 'e1';
         INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path) VALUES
             (1, 'a', 'stem', 'n-a', 0, 'a.md'),
             (1, 'a', 'path', 'n-a', 0, 'a.md'),

@@ -28,11 +28,12 @@ use crate::clock;
 /// pairs a store actually has are touched. `users.id` is not here: that table is the directory of
 /// users itself and gets its own pass (duplicates, upserts from the users file).
 pub const IDENTITY_COLUMNS: &[(&str, &str)] = &[
-    // ours (schema/0001_initial.sql)
+    // ours (schema/)
     ("roots", "added_by"),
     ("nodes", "owner_id"),
     ("edges", "created_by"),
     ("provenance", "actor_id"),
+    ("source_versions", "actor_id"),
     ("workflow_runs", "actor_id"),
     ("workflow_waits", "resolved_by"),
     ("workflow_triggers", "created_by"),

@@ -3,8 +3,13 @@
 //! Identity rules: a file's own node is keyed by its source row (`source:<id>`), which survives
 //! edits, renames and moves; sections, chunks and edges are keyed under that node, so what a
 //! file still says keeps its id on re-ingest and what it no longer says is retired
-//! (`valid_to`), never deleted. Tags, placeholders and URLs are shared by key. Provenance is
-//! replaced per source: every current fact gets a fresh row citing this file version.
+//! (`valid_to`), never deleted. Tags, placeholders and URLs are shared by key.
+//!
+//! Citations: each ingest of a file records one `source_versions` row (hash, extractor, actor,
+//! time), and every fact the file still states is cited afresh. The file's own facts (its
+//! node, sections, chunks, and the edges from it) carry their span and version in their own
+//! `cite_*` columns; facts shared with other files (tags, `child_of`) get provenance rows,
+//! and the file's earlier rows are retired first.
 //! Architecture Invariant: nothing here commits; the caller's transaction makes a file's
 //! writes all-or-nothing.
 
@@ -202,18 +207,45 @@ pub fn write_document(
     file: &FileVersion<'_>,
     doc: Option<&Document>,
 ) -> rusqlite::Result<Vec<String>> {
-    // This version replaces every citation the file made before.
+    // This version replaces every citation the file made before: the provenance rows here,
+    // the citations kept on its own facts as each is written below.
     tx.prepare_cached(
         "UPDATE provenance SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
     )?
     .execute(params![file.source_id, ctx.now])?;
+    tx.prepare_cached(
+        "INSERT INTO source_versions(source_id, content_hash, extractor, extractor_version, actor_id, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        file.source_id,
+        file.content_hash,
+        parse::EXTRACTOR,
+        parse::EXTRACTOR_VERSION,
+        ctx.user,
+        ctx.now
+    ])?;
+    let version = tx.last_insert_rowid();
     let whole = Span {
         byte_start: 0,
         byte_end: file.size as usize,
         line_start: 1,
         line_end: file.lines.max(1),
     };
-    add_provenance(tx, ctx, file, Some(note_id), None, Some(whole))?;
+    let cite = Cite::new(version, Some(whole));
+    tx.prepare_cached(
+        "UPDATE nodes SET cite_version = ?2, cite_byte_start = ?3, cite_byte_end = ?4,
+                          cite_line_start = ?5, cite_line_end = ?6
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        note_id,
+        cite.version,
+        cite.byte_start,
+        cite.byte_end,
+        cite.line_start,
+        cite.line_end
+    ])?;
 
     let mut changed_names = Vec::new();
     let mut owned = Vec::new();
@@ -277,12 +309,29 @@ pub fn write_document(
         }
     }
     let mut ins_node = tx.prepare_cached(
-        "INSERT INTO nodes(id, kind, key, title, props, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+        "INSERT INTO nodes(id, kind, key, title, props, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at,
+                           cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    let mut recite_node = tx.prepare_cached(
+        "UPDATE nodes SET cite_version = ?2, cite_byte_start = ?3, cite_byte_end = ?4,
+                          cite_line_start = ?5, cite_line_end = ?6
+         WHERE id = ?1",
     )?;
     for n in &owned {
+        let cite = Cite::new(version, Some(n.span));
         let id = match existing.remove(&(n.kind.to_owned(), n.key.clone())) {
-            Some(id) => id,
+            Some(id) => {
+                recite_node.execute(params![
+                    id,
+                    cite.version,
+                    cite.byte_start,
+                    cite.byte_end,
+                    cite.line_start,
+                    cite.line_end
+                ])?;
+                id
+            }
             None => {
                 let id = new_id();
                 ins_node.execute(params![
@@ -295,7 +344,12 @@ pub fn write_document(
                     file.source_id,
                     note_id,
                     ctx.user,
-                    ctx.now
+                    ctx.now,
+                    cite.version,
+                    cite.byte_start,
+                    cite.byte_end,
+                    cite.line_start,
+                    cite.line_end
                 ])?;
                 id
             }
@@ -312,12 +366,11 @@ pub fn write_document(
             props: json!({}),
             span: Some(n.span),
         });
-        add_provenance(tx, ctx, file, Some(&id), None, Some(n.span))?;
     }
     for id in existing.into_values() {
         retire_node(tx, ctx, &id)?;
     }
-    write_edges(tx, ctx, note_id, file, edges)?;
+    write_edges(tx, ctx, note_id, version, edges)?;
     Ok(changed_names)
 }
 
@@ -602,11 +655,12 @@ fn plan_links(
 }
 
 /// Current edges from the note: keep those still wanted, create new ones, retire the rest.
+/// Each is cited by file version `version`.
 fn write_edges(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
     note_id: &str,
-    file: &FileVersion<'_>,
+    version: i64,
     wanted: Vec<WantedEdge>,
 ) -> rusqlite::Result<()> {
     let mut existing: HashMap<(String, String, String), String> = HashMap::new();
@@ -623,33 +677,49 @@ fn write_edges(
         }
     }
     let mut ins = tx.prepare_cached(
-        "INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        "INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, created_at,
+                           cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    let mut keep = tx.prepare_cached(
+        "UPDATE edges SET props = ?2, cite_version = ?3, cite_byte_start = ?4, cite_byte_end = ?5,
+                          cite_line_start = ?6, cite_line_end = ?7
+         WHERE id = ?1",
     )?;
     for e in wanted {
-        let k = (e.dst.clone(), e.edge_type.clone(), e.key.clone());
-        let id = match existing.remove(&k) {
+        let cite = Cite::new(version, e.span);
+        let k = (e.dst, e.edge_type, e.key);
+        match existing.remove(&k) {
             Some(id) => {
-                tx.prepare_cached("UPDATE edges SET props = ?2 WHERE id = ?1 AND props IS NOT ?2")?
-                    .execute(params![id, e.props.to_string()])?;
-                id
+                keep.execute(params![
+                    id,
+                    e.props.to_string(),
+                    cite.version,
+                    cite.byte_start,
+                    cite.byte_end,
+                    cite.line_start,
+                    cite.line_end
+                ])?;
             }
             None => {
-                let id = new_id();
+                let (dst, edge_type, key) = k;
                 ins.execute(params![
-                    id,
+                    new_id(),
                     note_id,
-                    e.dst,
-                    e.edge_type,
-                    e.key,
+                    dst,
+                    edge_type,
+                    key,
                     e.props.to_string(),
                     ctx.user,
-                    ctx.now
+                    ctx.now,
+                    cite.version,
+                    cite.byte_start,
+                    cite.byte_end,
+                    cite.line_start,
+                    cite.line_end
                 ])?;
-                id
             }
-        };
-        add_provenance(tx, ctx, file, None, Some(&id), e.span)?;
+        }
     }
     let mut retire = tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE id = ?1")?;
     for id in existing.into_values() {
@@ -658,6 +728,28 @@ fn write_edges(
     Ok(())
 }
 
+/// A citation kept on a file's own fact: the file version, and the span when there is one.
+struct Cite {
+    version: i64,
+    byte_start: Option<i64>,
+    byte_end: Option<i64>,
+    line_start: Option<u32>,
+    line_end: Option<u32>,
+}
+
+impl Cite {
+    fn new(version: i64, span: Option<Span>) -> Cite {
+        Cite {
+            version,
+            byte_start: span.map(|s| s.byte_start as i64),
+            byte_end: span.map(|s| s.byte_end as i64),
+            line_start: span.map(|s| s.line_start),
+            line_end: span.map(|s| s.line_end),
+        }
+    }
+}
+
+/// Cites a shared fact (a tag, a `child_of` edge) by a provenance row.
 fn add_provenance(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,

@@ -956,9 +956,13 @@ impl Search {
             if !found {
                 let first: Option<String> = self.store.read(|c| {
                     c.query_row(
-                        "SELECT c.id FROM nodes c JOIN provenance p ON p.node_id = c.id AND p.valid_to IS NULL
+                        // A chunk's span is kept on it, or in a provenance row for chunks
+                        // ingested before schema/0007.
+                        "SELECT c.id FROM nodes c
+                         LEFT JOIN provenance p
+                           ON c.cite_version IS NULL AND p.node_id = c.id AND p.valid_to IS NULL
                          WHERE c.parent_id = ?1 AND c.kind = 'chunk' AND c.valid_to IS NULL
-                         ORDER BY p.byte_start LIMIT 1",
+                         ORDER BY coalesce(c.cite_byte_start, p.byte_start) LIMIT 1",
                         [note],
                         |r| r.get(0),
                     )
@@ -1040,13 +1044,17 @@ pub fn embed_text(title: &str, chunk_props: &str, content: &str) -> String {
 /// filled with the chunk's whole text, cut down by the caller.
 fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option<Hit>> {
     c.prepare_cached(
-        "SELECT ch.parent_id, n.title, ch.content, ch.props, p.byte_start, p.byte_end,
-                p.line_start, p.line_end, p.content_hash, r.path, s.rel_path
+        "SELECT ch.parent_id, n.title, ch.content, ch.props,
+                coalesce(ch.cite_byte_start, p.byte_start), coalesce(ch.cite_byte_end, p.byte_end),
+                coalesce(ch.cite_line_start, p.line_start), coalesce(ch.cite_line_end, p.line_end),
+                coalesce(v.content_hash, p.content_hash), r.path, s.rel_path
          FROM nodes ch
          JOIN nodes n ON n.id = ch.parent_id AND n.valid_to IS NULL
          JOIN sources s ON s.id = ch.source_id
          JOIN roots r ON r.id = s.root_id
-         LEFT JOIN provenance p ON p.node_id = ch.id AND p.valid_to IS NULL
+         LEFT JOIN source_versions v ON v.id = ch.cite_version
+         LEFT JOIN provenance p
+           ON ch.cite_version IS NULL AND p.node_id = ch.id AND p.valid_to IS NULL
          WHERE ch.id = ?1 AND ch.valid_to IS NULL
          LIMIT 1",
     )?
@@ -1153,6 +1161,43 @@ mod tests {
             .as_secs() as i64;
         assert!((now - 7 * 86400 - week_ago).abs() < 5);
         assert!(parse_time("last tuesday").is_err());
+    }
+
+    #[test]
+    fn a_hit_cites_its_chunk_whether_the_span_is_kept_on_it_or_in_a_provenance_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("brain.db")).unwrap();
+        store
+            .write(|tx| {
+                tx.execute_batch(
+                    "INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'user:u', 't');
+                     INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                         VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't');
+                     INSERT INTO source_versions(id, source_id, content_hash, extractor, extractor_version, actor_id, recorded_at)
+                         VALUES (1, 1, 'new', 'brain-parse', '1', 'user:u', 't');
+                     INSERT INTO nodes(id, kind, key, title, source_id, owner_id, valid_from, created_at, updated_at)
+                         VALUES ('n', 'note', 'source:1', 'A', 1, 'user:u', 't', 't', 't');
+                     INSERT INTO nodes(id, kind, key, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at,
+                                       cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end)
+                         VALUES ('kept', 'chunk', 'k', 'one', 1, 'n', 'user:u', 't', 't', 't', 1, 10, 20, 3, 4);
+                     -- Ingested before schema/0007: the span is a provenance row.
+                     INSERT INTO nodes(id, kind, key, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at)
+                         VALUES ('old', 'chunk', 'o', 'two', 1, 'n', 'user:u', 't', 't', 't');
+                     INSERT INTO provenance(node_id, source_id, byte_start, byte_end, line_start, line_end,
+                                            content_hash, extractor, extractor_version, actor_id, recorded_at)
+                         VALUES ('old', 1, 30, 40, 6, 7, 'old', 'brain-parse', '1', 'user:u', 't');",
+                )
+            })
+            .unwrap();
+        let (kept, old) = store
+            .read(|c| Ok::<_, rusqlite::Error>((hydrate(c, "kept")?, hydrate(c, "old")?)))
+            .unwrap();
+        let (kept, old) = (kept.unwrap(), old.unwrap());
+        assert_eq!((kept.bytes, kept.lines), ([10, 20], [3, 4]));
+        assert_eq!(kept.content_hash, "new");
+        assert_eq!((old.bytes, old.lines), ([30, 40], [6, 7]));
+        assert_eq!(old.content_hash, "old");
+        assert_eq!(kept.path, "/v/a.md");
     }
 
     #[test]

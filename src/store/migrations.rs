@@ -35,6 +35,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_leaner_indexes.sql",
         include_str!("../../schema/0006_leaner_indexes.sql"),
     ),
+    (
+        "0007_inline_citations.sql",
+        include_str!("../../schema/0007_inline_citations.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -1,6 +1,7 @@
 //! Ingestion and watching through the real daemon: the fixture vault, live changes in a
 //! watched folder, changes made while the daemon was down, and the real-world vaults.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -175,6 +176,96 @@ fn the_fixture_vault_becomes_a_cited_graph() {
         .call("source.list", json!({ "status": "skipped" }))
         .unwrap();
     assert_eq!(skipped["sources"][0]["reason"], "binary", "{skipped}");
+    d.stop();
+}
+
+/// The single edge of `edge_type` out of `id`, and the node it reaches.
+fn only_out(d: &Daemon, id: &Value, edge_type: &str) -> (Value, Value) {
+    let g = d
+        .call(
+            "graph.neighbors",
+            json!({ "id": id, "direction": "out", "edge_types": [edge_type] }),
+        )
+        .unwrap();
+    assert_eq!(g["edges"].as_array().unwrap().len(), 1, "{g}");
+    let node = d
+        .call("node.get", json!({ "id": g["edges"][0]["dst_id"] }))
+        .unwrap();
+    (g["edges"][0].clone(), node)
+}
+
+#[test]
+fn every_fact_cites_its_span_in_the_file_version_that_states_it() {
+    let d = Daemon::start();
+    let a_v1 = "# Top\n\nSee [[b]] and #topic/sub.\n";
+    let vault = new_vault(
+        &d,
+        "vault",
+        &[("a.md", a_v1), ("b.md", "Tagged #topic/sub too.\n")],
+    );
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+    let a = node_by_path(&d, &vault.join("a.md")).unwrap();
+    let cites = a["provenance"].as_array().unwrap();
+    assert_eq!(cites.len(), 1, "{a}");
+    assert_eq!(cites[0]["lines"], json!([1, 4]), "{a}");
+    assert_eq!(cites[0]["bytes"], json!([0, a_v1.len()]), "{a}");
+    let hash_v1 = cites[0]["content_hash"].clone();
+    assert_eq!(hash_v1.as_str().unwrap().len(), 64);
+
+    // The link edge cites `[[b]]`, in the same version.
+    let (link, _) = only_out(&d, &a["id"], "links_to");
+    let at = a_v1.find("[[b]]").unwrap();
+    assert_eq!(link["provenance"].as_array().unwrap().len(), 1, "{link}");
+    assert_eq!(
+        link["provenance"][0]["bytes"],
+        json!([at, at + 5]),
+        "{link}"
+    );
+    assert_eq!(link["provenance"][0]["lines"], json!([3, 3]), "{link}");
+    assert_eq!(link["provenance"][0]["content_hash"], hash_v1);
+    assert_eq!(link["provenance"][0]["extractor"], "brain-parse");
+    // The section cites its heading line.
+    let (has_section, section) = only_out(&d, &a["id"], "has_section");
+    assert_eq!(section["title"], "Top");
+    assert_eq!(
+        section["provenance"][0]["lines"],
+        json!([1, 1]),
+        "{section}"
+    );
+    assert_eq!(has_section["provenance"][0]["lines"], json!([1, 1]));
+    // A tag stated by two files is cited by both.
+    let (_, tag) = only_out(&d, &a["id"], "tagged");
+    let paths: HashSet<&str> = tag["provenance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["path"].as_str())
+        .collect();
+    assert_eq!(paths.len(), 2, "{tag}");
+
+    // A line added above: the same facts, re-cited where they now are, in the new version.
+    let a_v2 = format!("intro\n{a_v1}");
+    std::fs::write(vault.join("a.md"), &a_v2).unwrap();
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+    let (link2, _) = only_out(&d, &a["id"], "links_to");
+    assert_eq!(link2["id"], link["id"]);
+    assert_eq!(link2["provenance"].as_array().unwrap().len(), 1, "{link2}");
+    assert_eq!(
+        link2["provenance"][0]["bytes"],
+        json!([at + 6, at + 11]),
+        "{link2}"
+    );
+    assert_eq!(link2["provenance"][0]["lines"], json!([4, 4]), "{link2}");
+    let hash_v2 = &link2["provenance"][0]["content_hash"];
+    assert_ne!(hash_v2, &hash_v1);
+    let (_, section2) = only_out(&d, &a["id"], "has_section");
+    assert_eq!(section2["id"], section["id"]);
+    assert_eq!(section2["provenance"][0]["lines"], json!([2, 2]));
+    assert_eq!(&section2["provenance"][0]["content_hash"], hash_v2);
+    let (_, tag2) = only_out(&d, &a["id"], "tagged");
+    assert_eq!(tag2["provenance"].as_array().unwrap().len(), 2, "{tag2}");
+    let a2 = node_by_path(&d, &vault.join("a.md")).unwrap();
+    assert_eq!(a2["provenance"][0]["bytes"], json!([0, a_v2.len()]));
     d.stop();
 }
 
