@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match &cli.command {
-        Command::Daemon { users_file } => report(run_daemon(&cli, users_file.clone())),
+        Command::Daemon { users_file } => {
+            settle_allocator();
+            report(run_daemon(&cli, users_file.clone()))
+        }
         Command::Identity(IdentityCommand::Id { email }) => brain::cli::identity_id(email),
         Command::Identity(IdentityCommand::Migrate { store, users, json }) => {
             let opts = identity::migrate::Options {
@@ -112,6 +115,41 @@ fn main() -> ExitCode {
         }
         other => brain::cli::run_client(&cli.global, other),
     }
+}
+
+/// glibc's malloc tunables the daemon runs with, unless the environment sets them already.
+/// By default glibc raises its mmap and trim thresholds as large blocks are freed, after which
+/// freed memory stays in the heap: after a cold ingest of a 6,500-note vault the daemon kept
+/// ~97 MiB resident instead of ~66 MiB, at the same speed. A fixed trim threshold (which also
+/// fixes the mmap threshold) gives freed memory back to the system, and two arenas are plenty
+/// for a daemon whose heavy work runs on few threads. Other C libraries ignore these variables.
+const MALLOC_TUNABLES: &[(&str, &str)] = &[
+    ("MALLOC_ARENA_MAX", "2"),
+    ("MALLOC_TRIM_THRESHOLD_", "131072"),
+];
+
+/// glibc reads its tunables from the environment once, before `main`; so the daemon sets any
+/// that are missing and executes itself again (same process id, arguments and descriptors).
+/// If that fails it carries on with the defaults.
+fn settle_allocator() {
+    use std::os::unix::process::CommandExt;
+    let missing: Vec<_> = MALLOC_TUNABLES
+        .iter()
+        .filter(|(k, _)| std::env::var_os(k).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    for (k, v) in missing {
+        cmd.env(k, v);
+    }
+    let err = cmd.exec();
+    tracing::debug!(error = %err, "could not restart with malloc tunables; running with defaults");
 }
 
 fn run_daemon(cli: &Cli, users_file: Option<std::path::PathBuf>) -> anyhow::Result<()> {

@@ -258,3 +258,39 @@ fn the_daemon_is_quiet_while_idle() {
     assert!(ticks() - settled <= 1, "idle daemon used CPU");
     d.stop();
 }
+
+/// The daemon's environment as the kernel sees it.
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .split(|&b| b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn the_daemon_runs_with_malloc_tunables_and_keeps_the_ones_it_is_given() {
+    // Started bare, it executes itself again (same pid) with glibc's tunables set.
+    let d = Daemon::start();
+    let env = environ(d.pid());
+    assert!(env.contains(&"MALLOC_ARENA_MAX=2".to_owned()), "{env:?}");
+    assert!(
+        env.contains(&"MALLOC_TRIM_THRESHOLD_=131072".to_owned()),
+        "{env:?}"
+    );
+    d.call("daemon.status", json!({})).unwrap();
+    d.stop();
+
+    // A value from the environment wins.
+    let (temp, data, socket) = temp_layout();
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[("MALLOC_ARENA_MAX", "4")]);
+    d.wait_ready();
+    let env = environ(d.pid());
+    assert!(env.contains(&"MALLOC_ARENA_MAX=4".to_owned()), "{env:?}");
+    assert!(!env.contains(&"MALLOC_ARENA_MAX=2".to_owned()), "{env:?}");
+    assert!(
+        env.contains(&"MALLOC_TRIM_THRESHOLD_=131072".to_owned()),
+        "{env:?}"
+    );
+    d.stop();
+}
