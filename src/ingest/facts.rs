@@ -232,20 +232,7 @@ pub fn write_document(
         line_start: 1,
         line_end: file.lines.max(1),
     };
-    let cite = Cite::new(version, Some(whole));
-    tx.prepare_cached(
-        "UPDATE nodes SET cite_version = ?2, cite_byte_start = ?3, cite_byte_end = ?4,
-                          cite_line_start = ?5, cite_line_end = ?6
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        note_id,
-        cite.version,
-        cite.byte_start,
-        cite.byte_end,
-        cite.line_start,
-        cite.line_end
-    ])?;
+    cite_node(tx, note_id, &Cite::new(version, Some(whole)))?;
 
     let mut changed_names = Vec::new();
     let mut owned = Vec::new();
@@ -313,23 +300,11 @@ pub fn write_document(
                            cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
-    let mut recite_node = tx.prepare_cached(
-        "UPDATE nodes SET cite_version = ?2, cite_byte_start = ?3, cite_byte_end = ?4,
-                          cite_line_start = ?5, cite_line_end = ?6
-         WHERE id = ?1",
-    )?;
     for n in &owned {
         let cite = Cite::new(version, Some(n.span));
         let id = match existing.remove(&(n.kind.to_owned(), n.key.clone())) {
             Some(id) => {
-                recite_node.execute(params![
-                    id,
-                    cite.version,
-                    cite.byte_start,
-                    cite.byte_end,
-                    cite.line_start,
-                    cite.line_end
-                ])?;
+                cite_node(tx, &id, &cite)?;
                 id
             }
             None => {
@@ -747,6 +722,24 @@ impl Cite {
             line_end: span.map(|s| s.line_end),
         }
     }
+}
+
+/// Cites a node the file states (its own node, a section, a chunk) in this version.
+fn cite_node(tx: &Transaction<'_>, id: &str, cite: &Cite) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE nodes SET cite_version = ?2, cite_byte_start = ?3, cite_byte_end = ?4,
+                          cite_line_start = ?5, cite_line_end = ?6
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        cite.version,
+        cite.byte_start,
+        cite.byte_end,
+        cite.line_start,
+        cite.line_end
+    ])?;
+    Ok(())
 }
 
 /// Cites a shared fact (a tag, a `child_of` edge) by a provenance row.

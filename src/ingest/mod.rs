@@ -162,7 +162,7 @@ struct Job {
     /// time.
     aliases: Vec<String>,
     /// What the parser made of the file, read again for its write batch. Bytes are not kept
-    /// between the two reads: a sync over a large folder holds one batch of files in memory,
+    /// between the two reads: a sync over a large folder holds two batches of files in memory,
     /// not the folder.
     doc: Option<parse::Document>,
 }
