@@ -1120,4 +1120,69 @@ mod tests {
         );
         assert!(gone.doc.is_none());
     }
+
+    /// A store ingested before citations moved onto facts (schema/0007) holds them as
+    /// provenance rows: they still answer, and the file's next ingest retires them and cites
+    /// its facts in place, so nothing is cited twice.
+    #[test]
+    fn citations_from_before_0007_answer_and_move_onto_the_facts_on_the_next_ingest() {
+        use crate::graph::{NodeRef, node_get};
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        std::fs::write(vault.join("n.md"), "# Top\n\nSee [[m]].\n").unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
+        let ingestor = Ingestor::new(store.clone(), "user:test", DEFAULT_MAX_FILE_BYTES);
+        let root = ingestor.add_root(&vault, false).unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        let note = |store: &Store| {
+            store
+                .read(|c| node_get(c, &NodeRef::Path(vault.join("n.md"))))
+                .unwrap()
+        };
+        let before = note(&store);
+
+        // What 0006 and earlier wrote: one provenance row per fact, nothing on the facts.
+        store
+            .write(|tx| {
+                for table in ["nodes", "edges"] {
+                    let id_column = if table == "nodes" { "node_id" } else { "edge_id" };
+                    tx.execute_batch(&format!(
+                        "INSERT INTO provenance({id_column}, source_id, byte_start, byte_end, line_start,
+                                                line_end, content_hash, extractor, extractor_version,
+                                                actor_id, recorded_at)
+                         SELECT f.id, v.source_id, f.cite_byte_start, f.cite_byte_end,
+                                f.cite_line_start, f.cite_line_end, v.content_hash, v.extractor,
+                                v.extractor_version, v.actor_id, v.recorded_at
+                         FROM {table} f JOIN source_versions v ON v.id = f.cite_version;
+                         UPDATE {table} SET cite_version = NULL, cite_byte_start = NULL,
+                             cite_byte_end = NULL, cite_line_start = NULL, cite_line_end = NULL;"
+                    ))?;
+                }
+                tx.execute_batch("DELETE FROM source_versions")
+            })
+            .unwrap();
+        assert_eq!(note(&store).provenance, before.provenance);
+
+        std::fs::write(vault.join("n.md"), "intro\n# Top\n\nSee [[m]].\n").unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        let after = note(&store);
+        assert_eq!(after.id, before.id);
+        assert_eq!(after.provenance.len(), 1, "{:?}", after.provenance);
+        assert_eq!(after.provenance[0].lines, Some((1, 5)));
+        let counts: (i64, i64, i64) = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT (SELECT count(*) FROM provenance WHERE valid_to IS NULL),
+                            (SELECT count(*) FROM nodes
+                             WHERE source_id IS NOT NULL AND valid_to IS NULL AND cite_version IS NULL),
+                            (SELECT count(*) FROM edges WHERE valid_to IS NULL AND cite_version IS NULL)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            })
+            .unwrap();
+        // No provenance row is current, and every current fact of the file is cited in place.
+        assert_eq!(counts, (0, 0, 0));
+    }
 }
