@@ -714,14 +714,25 @@ struct Cite {
 
 impl Cite {
     fn new(version: i64, span: Option<Span>) -> Cite {
+        let (byte_start, byte_end, line_start, line_end) = span_columns(span);
         Cite {
             version,
-            byte_start: span.map(|s| s.byte_start as i64),
-            byte_end: span.map(|s| s.byte_end as i64),
-            line_start: span.map(|s| s.line_start),
-            line_end: span.map(|s| s.line_end),
+            byte_start,
+            byte_end,
+            line_start,
+            line_end,
         }
     }
+}
+
+/// A span as the four columns every citation stores it in (all NULL without a span).
+fn span_columns(span: Option<Span>) -> (Option<i64>, Option<i64>, Option<u32>, Option<u32>) {
+    (
+        span.map(|s| s.byte_start as i64),
+        span.map(|s| s.byte_end as i64),
+        span.map(|s| s.line_start),
+        span.map(|s| s.line_end),
+    )
 }
 
 /// Cites a node the file states (its own node, a section, a chunk) in this version.
@@ -751,6 +762,7 @@ fn add_provenance(
     edge: Option<&str>,
     span: Option<Span>,
 ) -> rusqlite::Result<()> {
+    let (byte_start, byte_end, line_start, line_end) = span_columns(span);
     tx.prepare_cached(
         "INSERT INTO provenance(node_id, edge_id, source_id, byte_start, byte_end, line_start, line_end,
                                 content_hash, extractor, extractor_version, actor_id, recorded_at)
@@ -760,10 +772,10 @@ fn add_provenance(
         node,
         edge,
         file.source_id,
-        span.map(|s| s.byte_start as i64),
-        span.map(|s| s.byte_end as i64),
-        span.map(|s| s.line_start),
-        span.map(|s| s.line_end),
+        byte_start,
+        byte_end,
+        line_start,
+        line_end,
         file.content_hash,
         parse::EXTRACTOR,
         parse::EXTRACTOR_VERSION,
