@@ -47,6 +47,10 @@ pub struct Status {
     pub counts: Counts,
     pub worker: WorkerState,
     pub search: search::SearchStatus,
+    /// Resident bytes now and at the peak (`None` off Linux).
+    pub memory: Option<(u64, u64)>,
+    /// Times memory was given back after a burst of work.
+    pub memory_releases: u64,
 }
 
 impl Brain {
@@ -215,6 +219,8 @@ impl Brain {
             counts,
             worker: self.worker.state(),
             search: self.search.status()?,
+            memory: crate::memory::resident(),
+            memory_releases: crate::memory::releases(),
         })
     }
 

@@ -669,6 +669,13 @@ fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
     println!("nodes     {}", join_counts(&s.counts.nodes));
     println!("edges     {}", join_counts(&s.counts.edges));
     println!("sources   {}", join_counts(&s.counts.sources));
+    if let (Some(now), Some(peak)) = (s.memory.resident_bytes, s.memory.peak_resident_bytes) {
+        println!(
+            "memory    {} resident, {} at peak",
+            human_bytes(now),
+            human_bytes(peak)
+        );
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Daemon { users_file } => {
             settle_allocator();
+            brain::memory::set_release_hook(trim_heap);
             report(run_daemon(&cli, users_file.clone()))
         }
         Command::Identity(IdentityCommand::Id { email }) => brain::cli::identity_id(email),
@@ -151,6 +152,21 @@ fn settle_allocator() {
     let err = cmd.exec();
     tracing::debug!(error = %err, "could not restart with malloc tunables; running with defaults");
 }
+
+/// Returns the free pages inside glibc's heaps to the system: after a large ingest the idle
+/// daemon otherwise keeps ~13 MiB of them resident (measured on obsidian-hub), because glibc
+/// trims a heap only from its top.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim takes a plain integer, touches only the allocator's own state under
+    // its own locks, and is documented safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 fn run_daemon(cli: &Cli, users_file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let mut overrides = cli.global.overrides();

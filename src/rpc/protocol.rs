@@ -123,6 +123,16 @@ pub struct StatusWire {
     pub counts: CountsWire,
     pub watcher: WatcherWire,
     pub search: SearchStatusWire,
+    pub memory: MemoryWire,
+}
+
+/// The daemon's memory: resident now and at its peak (absent off Linux), and how many times it
+/// gave memory back after a burst of work.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MemoryWire {
+    pub resident_bytes: Option<u64>,
+    pub peak_resident_bytes: Option<u64>,
+    pub releases: u64,
 }
 
 /// The text index and the embedding progress.
@@ -197,6 +207,11 @@ impl From<Status> for StatusWire {
                 model_state: s.search.model_state,
                 embedded_chunks: s.search.embedded_chunks,
                 total_chunks: s.search.total_chunks,
+            },
+            memory: MemoryWire {
+                resident_bytes: s.memory.map(|m| m.0),
+                peak_resident_bytes: s.memory.map(|m| m.1),
+                releases: s.memory_releases,
             },
         }
     }

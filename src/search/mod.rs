@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::clock;
 use crate::store::{self, Store};
@@ -333,6 +333,11 @@ pub struct Search {
 const EMBED_BATCH: usize = 32;
 /// Outbox rows applied per index commit during catch-up.
 const APPLY_PAGE: usize = 20_000;
+/// Notes reindexed that make a burst worth giving memory back after: a large ingest, not the
+/// edits of someone typing.
+const BURST_NOTES: usize = 256;
+/// How long the indexer waits, after a burst, for more work before giving memory back.
+const QUIET_AFTER_BURST: Duration = Duration::from_secs(3);
 
 impl Search {
     /// Opens (or creates) the index under `dir`. A fresh index is marked for a rebuild that
@@ -418,14 +423,38 @@ impl Search {
     }
 
     /// The indexing worker: brings the index up to date, then again each time it is kicked.
+    ///
+    /// The indexer is the last stage of every write (ingest → store → outbox → index), so it
+    /// is what notices a burst of work ending: once it has reindexed [`BURST_NOTES`] notes and
+    /// then gone [`QUIET_AFTER_BURST`] without being kicked again, it gives the memory the burst
+    /// used back ([`Search::release_memory`]). The wait is one timeout, not a poll: after it
+    /// the worker sleeps until kicked.
     fn index_loop(&self) {
+        let mut since_release = 0usize;
         loop {
-            if let Err(e) = self.bring_up_to_date() {
-                warn!(error = %e, "search index catch-up failed");
-                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+            match self.bring_up_to_date() {
+                Ok(notes) => since_release += notes,
+                Err(e) => {
+                    warn!(error = %e, "search index catch-up failed");
+                    *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+                }
             }
             let (lock, cv) = &self.index_signal;
             let mut kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if since_release >= BURST_NOTES {
+                let (guard, _) = cv
+                    .wait_timeout_while(kicked, QUIET_AFTER_BURST, |k| {
+                        !*k && !self.stopping.load(Ordering::SeqCst)
+                    })
+                    .unwrap_or_else(|p| p.into_inner());
+                kicked = guard;
+                if !*kicked && !self.stopping.load(Ordering::SeqCst) {
+                    drop(kicked);
+                    since_release = 0;
+                    self.release_memory();
+                    kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
+                }
+            }
             while !*kicked && !self.stopping.load(Ordering::SeqCst) {
                 kicked = cv.wait(kicked).unwrap_or_else(|p| p.into_inner());
             }
@@ -436,14 +465,26 @@ impl Search {
         }
     }
 
+    /// Gives back what a burst of work left behind: the store's page caches, then whatever
+    /// the allocator holds free ([`crate::memory::release`]).
+    pub fn release_memory(&self) {
+        let started = Instant::now();
+        self.store.release_memory();
+        crate::memory::release();
+        debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "memory released after a burst of work"
+        );
+    }
+
     /// Runs a pending rebuild, else catches up: the index reflects the store when it returns.
-    pub fn bring_up_to_date(&self) -> Result<(), SearchError> {
+    /// Returns the notes reindexed.
+    pub fn bring_up_to_date(&self) -> Result<usize, SearchError> {
         if self.rebuilding.load(Ordering::SeqCst) {
-            self.rebuild()?;
+            Ok(self.rebuild()?.0)
         } else {
-            self.catch_up()?;
+            self.catch_up()
         }
-        Ok(())
     }
 
     /// Applies every queued change to the index and commits. Returns the notes reindexed.

@@ -130,6 +130,27 @@ impl Store {
         out
     }
 
+    /// Frees what the page caches hold once a burst of work is over: the write connection's,
+    /// unless a write is running, and the pooled read connections', which are closed (the next
+    /// read opens one). The pages come back from disk, or the OS's file cache, as they are
+    /// needed again.
+    pub fn release_memory(&self) {
+        let writer = match self.writer.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(conn) = writer
+            && let Err(e) = conn.execute_batch("PRAGMA shrink_memory")
+        {
+            tracing::debug!(error = %e, "could not shrink the write connection's cache");
+        }
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Bytes on disk: the database plus its write-ahead log.
     pub fn size_bytes(&self) -> u64 {
         let wal = PathBuf::from(format!("{}-wal", self.path.display()));

@@ -294,3 +294,65 @@ fn the_daemon_runs_with_malloc_tunables_and_keeps_the_ones_it_is_given() {
     );
     d.stop();
 }
+
+#[test]
+fn after_a_burst_of_work_the_daemon_gives_memory_back_and_keeps_answering() {
+    let d = Daemon::start();
+    let memory = |d: &Daemon| d.call("daemon.status", json!({})).unwrap()["memory"].clone();
+    let before = memory(&d);
+    assert_eq!(before["releases"], 0, "{before}");
+    let resident = before["resident_bytes"]
+        .as_u64()
+        .expect("resident bytes on Linux");
+    let peak = before["peak_resident_bytes"].as_u64().unwrap();
+    assert!(resident > 0 && resident <= peak, "{before}");
+
+    // A burst: more notes than the indexer counts as one (256).
+    let vault = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        std::fs::write(
+            vault.path().join(format!("note {i}.md")),
+            format!(
+                "# Note {i}\n\nAbout quokka number {i}, see [[note {}]].\n",
+                (i + 1) % 300
+            ),
+        )
+        .unwrap();
+    }
+    let path = vault.path().canonicalize().unwrap();
+    let report = d
+        .call("ingest.path", json!({ "path": path.to_str().unwrap() }))
+        .unwrap();
+    assert_eq!(report["indexed"], 300, "{report}");
+    wait_until("memory to be given back after the burst", || {
+        memory(&d)["releases"].as_u64().unwrap() >= 1
+    });
+
+    // The caches it dropped come back as they are needed.
+    let note = d.call("node.get", json!({ "title": "note 7" })).unwrap();
+    assert_eq!(note["path"], path.join("note 7.md").to_str().unwrap());
+    let hits = d
+        .call(
+            "search.query",
+            json!({ "query": "quokka number 123", "mode": "bm25" }),
+        )
+        .unwrap();
+    assert_eq!(
+        hits["hits"][0]["path"],
+        path.join("note 123.md").to_str().unwrap(),
+        "{hits}"
+    );
+    let text = stdout(&d.cli(&["status"]));
+    assert!(text.contains("resident,"), "{text}");
+
+    // A single edit is not a burst: nothing more is released for it.
+    std::fs::write(path.join("note 7.md"), "# Note 7\n\nEdited.\n").unwrap();
+    d.call(
+        "ingest.path",
+        json!({ "path": path.join("note 7.md").to_str().unwrap() }),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(memory(&d)["releases"], 1);
+    d.stop();
+}
