@@ -595,6 +595,7 @@ impl Ingestor {
             let written = std::thread::scope(|scope| {
                 let parsing = scope.spawn(|| upcoming.map(parse_batch));
                 let written = write_with(&self.store, &ctx, |tx| {
+                    let _off = facts::TriggersOff::new(tx)?;
                     for (job, nid) in &batch {
                         late_names.extend(write_job(tx, &ctx, job, nid, job.doc.as_ref())?);
                         processed.insert(nid.clone());
@@ -1119,6 +1120,69 @@ mod tests {
             gone.outcome
         );
         assert!(gone.doc.is_none());
+    }
+
+    /// A batch of files is written with the store's triggers off ([`facts::TriggersOff`]):
+    /// each file queues its note for the search index itself, exactly once (the triggers would
+    /// have queued it once per chunk, tag and title change), and the triggers are on again for
+    /// every other writer.
+    #[test]
+    fn a_batch_queues_each_note_once_itself_and_leaves_the_triggers_on_for_other_writers() {
+        use rusqlite::config::DbConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        let text = "# One
+
+first #garden
+
+# Two
+
+second #kitchen
+";
+        std::fs::write(vault.join("a.md"), text).unwrap();
+        std::fs::write(vault.join("b.md"), text).unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
+        let ingestor = Ingestor::new(store.clone(), "user:test", DEFAULT_MAX_FILE_BYTES);
+        let root = ingestor.add_root(&vault, false).unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+
+        // Rows queued per note, fewest first.
+        let queued = |store: &Store| -> Vec<(String, i64)> {
+            store
+                .read(|c| {
+                    c.prepare(
+                        "SELECT n.title, count(*) AS k FROM search_outbox o
+                         JOIN nodes n ON n.id = o.note_id GROUP BY o.note_id ORDER BY k, n.title",
+                    )?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .unwrap()
+        };
+        let one = |k: i64| ("One".to_owned(), k);
+        assert_eq!(queued(&store), [one(1), one(1)]);
+        let chunks: i64 = store
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM nodes WHERE kind = 'chunk'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap();
+        assert_eq!(chunks, 4);
+
+        // Other writers are caught by the triggers again.
+        store
+            .write(|tx| {
+                assert!(tx.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)?);
+                tx.execute(
+                    "UPDATE nodes SET title = 'Renamed' WHERE kind = 'note'
+                       AND id = (SELECT min(id) FROM nodes WHERE kind = 'note')",
+                    [],
+                )
+            })
+            .unwrap();
+        assert_eq!(queued(&store), [one(1), ("Renamed".to_owned(), 2)]);
     }
 
     /// A store ingested before citations moved onto facts (schema/0007) holds them as
