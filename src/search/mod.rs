@@ -13,7 +13,7 @@ pub mod vectors;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -327,6 +327,9 @@ pub struct Search {
     /// Wakes the indexing worker.
     index_signal: (Mutex<bool>, Condvar),
     stopping: AtomicBool,
+    /// Notes reindexed (chunks, for a rebuild) since memory was last given back, by whichever
+    /// thread applied them; see [`Search::index_loop`].
+    burst: AtomicUsize,
 }
 
 /// Chunks embedded per batch; each batch is one store transaction.
@@ -385,6 +388,7 @@ impl Search {
             embed_signal: (Mutex::new(false), Condvar::new()),
             index_signal: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
+            burst: AtomicUsize::new(0),
         }))
     }
 
@@ -424,24 +428,21 @@ impl Search {
 
     /// The indexing worker: brings the index up to date, then again each time it is kicked.
     ///
-    /// The indexer is the last stage of every write (ingest → store → outbox → index), so it
-    /// is what notices a burst of work ending: once it has reindexed [`BURST_NOTES`] notes and
-    /// then gone [`QUIET_AFTER_BURST`] without being kicked again, it gives the memory the burst
-    /// used back ([`Search::release_memory`]). The wait is one timeout, not a poll: after it
-    /// the worker sleeps until kicked.
+    /// The index is the last stage of every write (ingest → store → outbox → index), so this
+    /// worker is what notices a burst of work ending: once [`BURST_NOTES`] notes were reindexed
+    /// (here or by a caller's catch-up, which then kicks this worker) and it has gone
+    /// [`QUIET_AFTER_BURST`] without being kicked again, it gives the memory the burst used
+    /// back ([`Search::release_memory`]). The wait is one timeout, not a poll: after it the
+    /// worker sleeps until kicked.
     fn index_loop(&self) {
-        let mut since_release = 0usize;
         loop {
-            match self.bring_up_to_date() {
-                Ok(notes) => since_release += notes,
-                Err(e) => {
-                    warn!(error = %e, "search index catch-up failed");
-                    *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
-                }
+            if let Err(e) = self.bring_up_to_date() {
+                warn!(error = %e, "search index catch-up failed");
+                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
             }
             let (lock, cv) = &self.index_signal;
             let mut kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if since_release >= BURST_NOTES {
+            if self.burst.load(Ordering::SeqCst) >= BURST_NOTES {
                 let (guard, _) = cv
                     .wait_timeout_while(kicked, QUIET_AFTER_BURST, |k| {
                         !*k && !self.stopping.load(Ordering::SeqCst)
@@ -450,7 +451,7 @@ impl Search {
                 kicked = guard;
                 if !*kicked && !self.stopping.load(Ordering::SeqCst) {
                     drop(kicked);
-                    since_release = 0;
+                    self.burst.store(0, Ordering::SeqCst);
                     self.release_memory();
                     kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
                 }
@@ -478,13 +479,13 @@ impl Search {
     }
 
     /// Runs a pending rebuild, else catches up: the index reflects the store when it returns.
-    /// Returns the notes reindexed.
-    pub fn bring_up_to_date(&self) -> Result<usize, SearchError> {
+    pub fn bring_up_to_date(&self) -> Result<(), SearchError> {
         if self.rebuilding.load(Ordering::SeqCst) {
-            Ok(self.rebuild()?.0)
+            self.rebuild()?;
         } else {
-            self.catch_up()
+            self.catch_up()?;
         }
+        Ok(())
     }
 
     /// Applies every queued change to the index and commits. Returns the notes reindexed.
@@ -606,6 +607,17 @@ impl Search {
             }
         }
         self.kick_embedder();
+        // Count the work towards a burst; crossing the mark wakes the indexing worker (this
+        // commit may have been a caller's catch-up), which gives memory back once all is quiet.
+        let work = if notes.is_empty() {
+            docs.len()
+        } else {
+            notes.len()
+        };
+        let before = self.burst.fetch_add(work, Ordering::SeqCst);
+        if before < BURST_NOTES && before + work >= BURST_NOTES {
+            self.kick_indexer();
+        }
         Ok(())
     }
 
