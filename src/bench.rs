@@ -362,10 +362,8 @@ impl DaemonChild {
     }
 
     fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
+        let (_, peak) = crate::memory::resident(self.0.id())?;
+        Some(peak as f64 / (1024.0 * 1024.0))
     }
 
     fn wait(&mut self) {

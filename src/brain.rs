@@ -219,7 +219,7 @@ impl Brain {
             counts,
             worker: self.worker.state(),
             search: self.search.status()?,
-            memory: crate::memory::resident(),
+            memory: crate::memory::resident(std::process::id()),
             memory_releases: crate::memory::releases(),
         })
     }

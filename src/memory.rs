@@ -31,10 +31,10 @@ pub fn releases() -> u64 {
     RELEASES.load(Ordering::Relaxed)
 }
 
-/// This process's resident memory now and at its peak, in bytes (`VmRSS`, `VmHWM`); `None`
-/// where `/proc/self/status` does not exist.
-pub fn resident() -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A process's resident memory now and at its peak, in bytes (`VmRSS`, `VmHWM`); `None`
+/// where `/proc/PID/status` does not exist.
+pub fn resident(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
             .lines()
@@ -53,7 +53,7 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn resident_memory_is_read_from_proc_and_never_exceeds_its_peak() {
-        let (now, peak) = resident().expect("/proc/self/status on Linux");
+        let (now, peak) = resident(std::process::id()).expect("/proc/PID/status on Linux");
         assert!(now > 0);
         assert!(now <= peak, "VmRSS {now} above VmHWM {peak}");
     }

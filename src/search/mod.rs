@@ -468,7 +468,7 @@ impl Search {
 
     /// Gives back what a burst of work left behind: the store's page caches, then whatever
     /// the allocator holds free ([`crate::memory::release`]).
-    pub fn release_memory(&self) {
+    fn release_memory(&self) {
         let started = Instant::now();
         self.store.release_memory();
         crate::memory::release();
