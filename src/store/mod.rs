@@ -117,8 +117,7 @@ impl Store {
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX
                     | OpenFlags::SQLITE_OPEN_URI;
                 let c = Connection::open_with_flags(&self.path, flags)?;
-                c.busy_timeout(BUSY_TIMEOUT)?;
-                c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                configure_any(&c)?;
                 c
             }
         };
@@ -162,11 +161,18 @@ impl Store {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// What every connection gets, the read-only ones included.
+fn configure_any(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // rusqlite keeps 16 prepared statements by default; writing one file's facts uses about
     // 40, so most were compiled again for every file.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+/// The write connection's settings, which also bring a new store into WAL mode.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    configure_any(conn)?;
     // WAL lets readers run beside the writer. synchronous=NORMAL is crash-safe in WAL mode (a
     // killed process loses nothing committed); only a power cut can drop the last commits.
     conn.pragma_update(None, "journal_mode", "WAL")?;
