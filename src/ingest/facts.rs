@@ -16,44 +16,11 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
 use super::parse::{self, Document, LinkKind, Span, Subpath};
 use super::resolve::{self, Target};
-
-/// Keeps the connection's triggers off while a batch of files is written, and on again after.
-///
-/// The store's triggers queue a note for the search index whenever one of its chunks or tags
-/// appears or changes (schema 0003), so that every writer is caught without remembering to.
-/// Their mere presence costs every insert into `nodes` and `edges` a statement journal: SQLite
-/// copies each page the statement touches into memory first, in case it must undo the
-/// statement alone. [`write_document`] queues its note itself, which covers everything those
-/// triggers would queue for one file's writes (they only ever queue that note), so a batch of
-/// files is written without them: obsidian-hub's cold ingest (6.5k notes) went 8.8 → 7.8 s
-/// (medians of six paired runs). Every other writer keeps them.
-pub struct TriggersOff<'c>(&'c Connection);
-
-impl<'c> TriggersOff<'c> {
-    pub fn new(conn: &'c Connection) -> rusqlite::Result<TriggersOff<'c>> {
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
-        Ok(TriggersOff(conn))
-    }
-}
-
-impl Drop for TriggersOff<'_> {
-    fn drop(&mut self) {
-        // Turning triggers on cannot fail on an open connection; if it ever did, the next
-        // writer would go unqueued, so it is logged loudly.
-        if let Err(e) = self
-            .0
-            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)
-        {
-            tracing::error!(error = %e, "could not turn the store's triggers back on");
-        }
-    }
-}
 
 /// What every write needs to know.
 pub struct Ctx<'a> {
@@ -379,7 +346,7 @@ pub fn write_document(
         retire_node(tx, ctx, &id)?;
     }
     write_edges(tx, ctx, note_id, version, edges)?;
-    // What the triggers would queue, once, whether or not they are on (see TriggersOff).
+    // What the triggers would queue, once, whether or not they are on (see Store::write_bulk).
     tx.prepare_cached("INSERT INTO search_outbox(note_id) VALUES (?1)")?
         .execute([note_id])?;
     Ok(changed_names)

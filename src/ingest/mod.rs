@@ -322,7 +322,7 @@ impl Ingestor {
             .ok_or_else(|| IngestError::NoSuchWatch(path.to_owned()))?;
         let now = clock::now();
         let ctx = Ctx::new(&now, &self.user, root.id);
-        write_with(&self.store, &ctx, |tx| {
+        write_with(&self.store, &ctx, Checks::Store, |tx| {
             let ids: Vec<i64> = tx
                 .prepare("SELECT id FROM sources WHERE root_id = ?1 AND deleted_at IS NULL")?
                 .query_map([root.id], |r| r.get(0))?
@@ -480,7 +480,7 @@ impl Ingestor {
         let ctx = Ctx::new(&now, &self.user, root.id);
         let mut changed_names: HashSet<String> = HashSet::new();
         let mut note_ids: Vec<String> = Vec::with_capacity(jobs.len());
-        write_with(&self.store, &ctx, |tx| {
+        write_with(&self.store, &ctx, Checks::Store, |tx| {
             for (id, size, mtime) in &touch {
                 tx.prepare_cached(
                     "UPDATE sources SET size = ?2, mtime_ns = ?3, last_seen_at = ?4 WHERE id = ?1",
@@ -594,8 +594,9 @@ impl Ingestor {
             let upcoming = next_batch();
             let written = std::thread::scope(|scope| {
                 let parsing = scope.spawn(|| upcoming.map(parse_batch));
-                let written = write_with(&self.store, &ctx, |tx| {
-                    let _off = facts::TriggersOff::new(tx)?;
+                // Each file queues its own note for search, and refers only to rows written or
+                // read in this transaction: the store's checks are left to it.
+                let written = write_with(&self.store, &ctx, Checks::Own, |tx| {
                     for (job, nid) in &batch {
                         late_names.extend(write_job(tx, &ctx, job, nid, job.doc.as_ref())?);
                         processed.insert(nid.clone());
@@ -635,7 +636,7 @@ impl Ingestor {
         if !redo.is_empty() {
             report.reresolved = self.reresolve(root, &ctx, &redo)?;
         }
-        write_with(&self.store, &ctx, |tx| {
+        write_with(&self.store, &ctx, Checks::Store, |tx| {
             facts::collect_garbage(tx, &ctx).map_err(IngestError::from)
         })?;
         self.after_write();
@@ -963,7 +964,7 @@ impl Ingestor {
                 },
             );
             job.parse();
-            write_with(&self.store, ctx, |tx| {
+            write_with(&self.store, ctx, Checks::Store, |tx| {
                 write_job(tx, ctx, &job, id, job.doc.as_ref())?;
                 Ok::<_, IngestError>(())
             })?;
@@ -973,15 +974,28 @@ impl Ingestor {
     }
 }
 
+/// Who does what the store's triggers and foreign keys do, in a write.
+#[derive(Clone, Copy, PartialEq)]
+enum Checks {
+    /// The store ([`Store::write`]).
+    Store,
+    /// The writer itself ([`Store::write_bulk`]).
+    Own,
+}
+
 /// Runs `f` in one store transaction, with `ctx`'s remembered lookups scoped to it: they are
 /// forgotten when it begins and when it ends, committed or not.
 fn write_with<T>(
     store: &Store,
     ctx: &Ctx<'_>,
+    checks: Checks,
     f: impl FnOnce(&Transaction<'_>) -> Result<T, IngestError>,
 ) -> Result<T, IngestError> {
     ctx.lookups.borrow_mut().clear();
-    let out = store.write(f);
+    let out = match checks {
+        Checks::Store => store.write(f),
+        Checks::Own => store.write_bulk(f),
+    };
     ctx.lookups.borrow_mut().clear();
     out
 }
@@ -1122,12 +1136,12 @@ mod tests {
         assert!(gone.doc.is_none());
     }
 
-    /// A batch of files is written with the store's triggers off ([`facts::TriggersOff`]):
-    /// each file queues its note for the search index itself, exactly once (the triggers would
-    /// have queued it once per chunk, tag and title change), and the triggers are on again for
-    /// every other writer.
+    /// A batch of files is written with the store's triggers and foreign-key checks off
+    /// ([`Store::write_bulk`]): each file queues its note for the search index itself, exactly
+    /// once (the triggers would have queued it once per chunk, tag and title change), every
+    /// reference it writes holds, and both checks are on again for every other writer.
     #[test]
-    fn a_batch_queues_each_note_once_itself_and_leaves_the_triggers_on_for_other_writers() {
+    fn a_batch_does_what_the_store_checks_would_and_leaves_them_on_for_other_writers() {
         use rusqlite::config::DbConfig;
         let dir = tempfile::tempdir().unwrap();
         let vault = dir.path().join("vault");
@@ -1171,7 +1185,29 @@ second #kitchen
             .unwrap();
         assert_eq!(chunks, 4);
 
-        // Other writers are caught by the triggers again.
+        // Every reference the batch wrote points at a row.
+        let dangling: Vec<String> = store
+            .read(|c| {
+                c.prepare("PRAGMA foreign_key_check")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap();
+        assert_eq!(dangling, Vec::<String>::new());
+
+        // Other writers are checked again: a dangling edge is refused...
+        let refused = store.write(|tx| {
+            tx.execute(
+                "INSERT INTO edges(id, src_id, dst_id, type, created_by, valid_from, created_at)
+                 VALUES ('e', 'nowhere', 'nowhere', 'links_to', 'user:test', 'now', 'now')",
+                [],
+            )
+        });
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("FOREIGN KEY")),
+            "{refused:?}"
+        );
+        // ...and the triggers catch what they write.
         store
             .write(|tx| {
                 assert!(tx.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)?);

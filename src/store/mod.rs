@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::clock;
@@ -104,6 +105,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `f` like [`Store::write`], with the store's triggers and foreign-key checks off for
+    /// that one transaction, for a writer that does itself what they do: it queues the notes
+    /// it changes for search, and refers only to rows it has just written or read in the same
+    /// transaction. Both come back on when the transaction ends, committed or not; no other
+    /// writer can run meanwhile, since there is one write connection behind a mutex.
+    ///
+    /// Why: the triggers (schema 0003) make SQLite keep a statement journal for every insert
+    /// into `nodes` and `edges` (a copy of each page the statement touches, in case it must be
+    /// undone alone), and every foreign key is a lookup per row; the ingest of a batch of files
+    /// pays both about 40 times per file. Measured on obsidian-hub's cold ingest (6.5k notes),
+    /// medians of paired runs: triggers off 8.8 → 7.8 s (six each); foreign keys off as well,
+    /// 7.39 → 6.94 s (twelve each).
+    pub fn write_bulk<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<rusqlite::Error>,
+    {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let checks = ChecksOff::new(&mut conn)?;
+        let tx = checks
+            .0
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Runs `f` on a read connection from the pool.
     pub fn read<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E>
     where
@@ -158,6 +185,38 @@ impl Store {
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum()
+    }
+}
+
+/// Keeps the write connection's triggers and foreign-key checks off while it lives, and turns
+/// them on again when dropped, after the transaction it encloses has ended, whether by commit,
+/// error or panic.
+struct ChecksOff<'c>(&'c mut Connection);
+
+impl<'c> ChecksOff<'c> {
+    fn new(conn: &'c mut Connection) -> rusqlite::Result<ChecksOff<'c>> {
+        // `PRAGMA foreign_keys` is a no-op inside a transaction: this runs before it begins.
+        conn.pragma_update(None, "foreign_keys", false)?;
+        let off = ChecksOff(conn);
+        off.0
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+        Ok(off)
+    }
+}
+
+impl Drop for ChecksOff<'_> {
+    fn drop(&mut self) {
+        // Neither can fail on an open connection outside a transaction; if one ever did, the
+        // next writer would go unchecked or unqueued, so it is logged loudly.
+        if let Err(e) = self
+            .0
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)
+        {
+            tracing::error!(error = %e, "could not turn the store's triggers back on");
+        }
+        if let Err(e) = self.0.pragma_update(None, "foreign_keys", true) {
+            tracing::error!(error = %e, "could not turn foreign-key checks back on");
+        }
     }
 }
 

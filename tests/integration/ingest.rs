@@ -483,8 +483,10 @@ fn a_watched_folder_stays_in_step_and_keeps_ids() {
 
     let status = d.call("daemon.status", json!({})).unwrap();
     assert_eq!(status["watcher"]["state"], "watching");
+    assert_references_hold(&d);
     d.call("watch.remove", json!({ "path": vault })).unwrap();
     wait_gone(&d, &vault.join("sub/moved.md"));
+    assert_references_hold(&d);
     d.stop();
 }
 
@@ -604,7 +606,26 @@ fn the_real_vaults_ingest_and_resolve_their_links() {
         }
         assert!(share > 0.9, "{name}: only {share:.3} of wikilinks resolved");
     }
+    assert_references_hold(&d);
     d.stop();
+}
+
+/// Every reference in the store points at a row: ingest batches are written with the store's
+/// foreign-key checks off (`Store::write_bulk`), so this is what keeps them honest.
+fn assert_references_hold(d: &Daemon) {
+    let store = rusqlite::Connection::open(d.data_dir.join("brain.db")).unwrap();
+    let dangling: Vec<(String, i64, String)> = store
+        .prepare("PRAGMA foreign_key_check")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        dangling,
+        [],
+        "rows whose references point nowhere (table, rowid, parent)"
+    );
 }
 
 fn collect_md(dir: &Path, out: &mut Vec<PathBuf>) {
