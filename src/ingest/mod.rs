@@ -975,7 +975,7 @@ impl Ingestor {
 }
 
 /// Who does what the store's triggers and foreign keys do, in a write.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Checks {
     /// The store ([`Store::write`]).
     Store,
