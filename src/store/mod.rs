@@ -99,10 +99,7 @@ impl Store {
         // A poisoned lock means a writer panicked mid-closure; its transaction was rolled back
         // when the guard unwound, so the connection is still consistent and safe to reuse.
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        in_transaction(&mut conn, f)
     }
 
     /// Runs `f` like [`Store::write`], with the store's triggers and foreign-key checks off for
@@ -123,12 +120,7 @@ impl Store {
     {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let checks = ChecksOff::new(&mut conn)?;
-        let tx = checks
-            .0
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        in_transaction(checks.0, f)
     }
 
     /// Runs `f` on a read connection from the pool.
@@ -186,6 +178,21 @@ impl Store {
             .map(|m| m.len())
             .sum()
     }
+}
+
+/// Runs `f` inside one IMMEDIATE transaction on `conn` and commits it; if `f` fails, nothing
+/// it did is kept.
+fn in_transaction<T, E>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<rusqlite::Error>,
+{
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 /// Keeps the write connection's triggers and foreign-key checks off while it lives, and turns
