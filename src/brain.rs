@@ -152,7 +152,19 @@ impl Brain {
     }
 
     pub fn search(&self, req: &search::Request) -> Result<search::Response, Error> {
-        Ok(self.search.query(req)?)
+        let mut res = self.search.query(req)?;
+        // What search cannot see: notes that could not be brought in step.
+        let worker = self.worker.state();
+        if let Some(e) = worker.sync_error {
+            res.warnings.push(format!("results may be stale: {e}"));
+        }
+        for m in worker.missing {
+            res.warnings.push(format!(
+                "watched folder {} is missing; its notes are as they were when last seen",
+                m.display()
+            ));
+        }
+        Ok(res)
     }
 
     /// Rebuilds the text index from the store. Returns (chunks, seconds).
@@ -227,6 +239,7 @@ impl Brain {
     /// Watches every watched root and queues a reconcile of each against the disk, so what
     /// changed while the daemon was down is applied. Returns at once.
     pub fn start_watching(&self) -> Result<(), Error> {
+        self.ingestor.fold_overlapping_roots()?;
         for root in self.ingestor.roots(true)? {
             self.worker.watch(&root.path);
             self.worker.enqueue(root, Scope::All);
@@ -243,10 +256,22 @@ impl Brain {
 
     /// Adds a watched root, starts watching it and queues its first sync. Returns at once.
     pub fn watch_add(&self, path: &Path) -> Result<RootInfo, Error> {
-        let root = self.ingestor.add_root(path, true)?;
-        self.worker.watch(&root.path);
+        let root = self.register_root(path, true)?;
         self.worker.enqueue(root.clone(), Scope::All);
         Ok(root)
+    }
+
+    /// Adds a root; roots folded into it stop being watched on their own, and it is watched
+    /// when it is a watched root (asked to be, or holding one that was).
+    fn register_root(&self, path: &Path, watched: bool) -> Result<RootInfo, Error> {
+        let added = self.ingestor.register_root(path, watched)?;
+        for inner in &added.folded {
+            self.worker.unwatch(inner);
+        }
+        if added.root.watched {
+            self.worker.watch(&added.root.path);
+        }
+        Ok(added.root)
     }
 
     pub fn watch_remove(&self, path: &Path) -> Result<RootInfo, Error> {
@@ -279,10 +304,10 @@ impl Brain {
                     renames: Vec::new(),
                 },
             ),
-            None if abs.is_dir() => (self.ingestor.add_root(&abs, false)?, Scope::All),
+            None if abs.is_dir() => (self.register_root(&abs, false)?, Scope::All),
             None => {
                 let dir = abs.parent().unwrap_or(Path::new("/"));
-                let root = self.ingestor.add_root(dir, false)?;
+                let root = self.register_root(dir, false)?;
                 (
                     root,
                     Scope::Paths {

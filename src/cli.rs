@@ -669,6 +669,18 @@ fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
     println!("nodes     {}", join_counts(&s.counts.nodes));
     println!("edges     {}", join_counts(&s.counts.edges));
     println!("sources   {}", join_counts(&s.counts.sources));
+    println!(
+        "watcher   {} ({} roots, {} queued)",
+        s.watcher.state,
+        s.watcher.roots.len(),
+        s.watcher.queue_depth
+    );
+    for m in &s.watcher.missing {
+        println!("          missing: {m} (its notes are kept until it is back)");
+    }
+    if let Some(e) = &s.watcher.error {
+        println!("          error: {e}");
+    }
     if let (Some(now), Some(peak)) = (s.memory.resident_bytes, s.memory.peak_resident_bytes) {
         println!(
             "memory    {} resident, {} at peak",

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rayon::prelude::*;
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use tracing::{info, warn};
+
 use crate::clock;
 use crate::store::Store;
 use facts::{Ctx, FileVersion};
@@ -53,6 +55,20 @@ pub enum IngestError {
     NoSuchWatch(PathBuf),
     #[error("the ingest worker has stopped")]
     Stopped,
+    #[error(
+        "{} is inside {}, which brain already {}; {} that folder instead",
+        path.display(),
+        root.display(),
+        if *watched { "watches" } else { "indexes" },
+        if *watched { "use" } else { "watch" }
+    )]
+    InsideRoot {
+        path: PathBuf,
+        root: PathBuf,
+        watched: bool,
+    },
+    #[error("root {} is missing on disk; its notes are kept until it is back", .0.display())]
+    RootMissing(PathBuf),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -61,7 +77,8 @@ impl From<IngestError> for crate::error::Error {
     fn from(e: IngestError) -> Self {
         use crate::error::{Error, Kind};
         let kind = match &e {
-            IngestError::BadRoot { .. } => Kind::InvalidParams,
+            IngestError::BadRoot { .. } | IngestError::InsideRoot { .. } => Kind::InvalidParams,
+            IngestError::RootMissing(_) => Kind::NotFound,
             IngestError::NotInRoot(_) | IngestError::NoSuchWatch(_) => Kind::NotFound,
             IngestError::Stopped => Kind::ShuttingDown,
             IngestError::Sqlite(_) => Kind::StoreError,
@@ -76,6 +93,21 @@ pub struct RootInfo {
     pub path: PathBuf,
     pub watched: bool,
     pub added_at: String,
+}
+
+/// A root [`Ingestor::add_root`] registered, and the roots inside it that were folded into it.
+#[derive(Debug, Clone)]
+pub struct AddedRoot {
+    pub root: RootInfo,
+    pub folded: Vec<PathBuf>,
+}
+
+impl IngestError {
+    /// The store or the disk ran out of space: worth retrying once some is freed.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, IngestError::Sqlite(e)
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
 }
 
 /// What a sync covers.
@@ -247,7 +279,17 @@ impl Ingestor {
 
     /// Registers a folder as a root (watched or not). An existing root keeps its id; asking to
     /// watch a one-off root turns it into a watched one.
+    ///
+    /// The roots are a set of disjoint folders, so no file is indexed twice: a folder inside a
+    /// live root is refused, naming that root, and live roots inside the new folder are folded
+    /// into it (their files keep their source rows and note ids, and are parsed again as part of
+    /// the new root, whose links resolve against the whole of it).
     pub fn add_root(&self, path: &Path, watched: bool) -> Result<RootInfo, IngestError> {
+        Ok(self.register_root(path, watched)?.root)
+    }
+
+    /// [`Ingestor::add_root`], also saying which roots were folded into the new one.
+    pub fn register_root(&self, path: &Path, watched: bool) -> Result<AddedRoot, IngestError> {
         let canonical = std::fs::canonicalize(path).map_err(|e| IngestError::BadRoot {
             path: path.to_owned(),
             message: e.to_string(),
@@ -264,8 +306,19 @@ impl Ingestor {
                 message: "path is not UTF-8".into(),
             });
         };
+        if let Some(outer) = self
+            .roots(false)?
+            .into_iter()
+            .find(|r| canonical != r.path && canonical.starts_with(&r.path))
+        {
+            return Err(IngestError::InsideRoot {
+                path: canonical,
+                root: outer.path,
+                watched: outer.watched,
+            });
+        }
         let now = clock::now();
-        self.store.write(|tx| {
+        let folded = self.store.write(|tx| {
             tx.execute(
                 "INSERT INTO roots(path, watched, added_by, added_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(path) DO UPDATE SET
@@ -274,10 +327,50 @@ impl Ingestor {
                    removed_at = NULL",
                 params![text, watched, self.user, now],
             )?;
-            Ok::<_, IngestError>(())
+            let id: i64 =
+                tx.query_row("SELECT id FROM roots WHERE path = ?1", [text], |r| r.get(0))?;
+            fold_inner_roots(tx, &Ctx::new(&now, &self.user, id), &canonical)
         })?;
-        self.root_by_path(&canonical)?
-            .ok_or_else(|| IngestError::NotInRoot(canonical.clone()))
+        if !folded.is_empty() {
+            info!(root = %canonical.display(), folded = ?folded, "folded roots inside the new root into it");
+            self.after_write();
+        }
+        let root = self
+            .root_by_path(&canonical)?
+            .ok_or_else(|| IngestError::NotInRoot(canonical.clone()))?;
+        Ok(AddedRoot { root, folded })
+    }
+
+    /// Folds roots that overlap another (stores written before roots were kept disjoint) into
+    /// the outermost one. Returns the folded roots' paths.
+    pub fn fold_overlapping_roots(&self) -> Result<Vec<PathBuf>, IngestError> {
+        let roots = self.roots(false)?;
+        let outers: Vec<&RootInfo> = roots
+            .iter()
+            .filter(|r| {
+                !roots
+                    .iter()
+                    .any(|o| o.path != r.path && r.path.starts_with(&o.path))
+            })
+            .collect();
+        let mut folded = Vec::new();
+        for outer in outers {
+            if !roots
+                .iter()
+                .any(|r| r.path != outer.path && r.path.starts_with(&outer.path))
+            {
+                continue;
+            }
+            let now = clock::now();
+            folded.extend(self.store.write(|tx| {
+                fold_inner_roots(tx, &Ctx::new(&now, &self.user, outer.id), &outer.path)
+            })?);
+        }
+        if !folded.is_empty() {
+            warn!(folded = ?folded, "roots inside other roots were folded into them");
+            self.after_write();
+        }
+        Ok(folded)
     }
 
     fn root_by_path(&self, canonical: &Path) -> Result<Option<RootInfo>, IngestError> {
@@ -369,6 +462,11 @@ impl Ingestor {
         progress: &mut dyn FnMut(&Progress<'_>),
         cancel: &AtomicBool,
     ) -> Result<SyncReport, IngestError> {
+        // A root that is gone (moved away, an unmounted drive) must not read as every file
+        // deleted: its notes stay as they are until it is back.
+        if !root.path.is_dir() {
+            return Err(IngestError::RootMissing(root.path.clone()));
+        }
         let started = Instant::now();
         let mut report = SyncReport::default();
         let rules = Rules::new(&root.path);
@@ -998,6 +1096,73 @@ fn write_with<T>(
     };
     ctx.lookups.borrow_mut().clear();
     out
+}
+
+/// Moves every live root strictly inside `outer` (the root of `ctx`) into it: their source
+/// rows take the outer root and a path relative to it, and forget their hash so the outer
+/// root's next sync parses them again (same source row, same note id) and rewrites their names
+/// and links; a file the outer root already has a live row for keeps that row, and the inner
+/// copy is retired. The inner roots are marked removed. Returns their paths.
+fn fold_inner_roots(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    outer: &Path,
+) -> Result<Vec<PathBuf>, IngestError> {
+    let inner: Vec<RootInfo> = tx
+        .prepare("SELECT id, path, watched, added_at FROM roots WHERE removed_at IS NULL")?
+        .query_map([], row_to_root)?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|r| r.path != outer && r.path.starts_with(outer))
+        .collect();
+    let mut folded = Vec::new();
+    for root in inner {
+        let Some(prefix) = walk::rel_path(outer, &root.path) else {
+            continue;
+        };
+        let rows: Vec<(i64, String, bool)> = tx
+            .prepare("SELECT id, rel_path, deleted_at IS NULL FROM sources WHERE root_id = ?1")?
+            .query_map([root.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, rel, live) in rows {
+            let rel = format!("{prefix}/{rel}");
+            let taken = live
+                && tx
+                    .prepare_cached(
+                        "SELECT 1 FROM sources WHERE root_id = ?1 AND rel_path = ?2 AND deleted_at IS NULL",
+                    )?
+                    .exists(params![ctx.root_id, rel])?;
+            if taken {
+                facts::retire_file(tx, ctx, id)?;
+                tx.execute(
+                    "UPDATE sources SET deleted_at = ?2 WHERE id = ?1",
+                    params![id, ctx.now],
+                )?;
+            }
+            tx.prepare_cached(
+                "UPDATE sources SET root_id = ?2, rel_path = ?3, content_hash = NULL, mtime_ns = NULL
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, ctx.root_id, rel])?;
+        }
+        tx.execute(
+            "UPDATE note_names SET root_id = ?2 WHERE root_id = ?1",
+            params![root.id, ctx.root_id],
+        )?;
+        tx.execute(
+            "UPDATE link_refs SET root_id = ?2 WHERE root_id = ?1",
+            params![root.id, ctx.root_id],
+        )?;
+        tx.execute(
+            "UPDATE roots SET removed_at = ?2, watched = 0 WHERE id = ?1",
+            params![root.id, ctx.now],
+        )?;
+        if root.watched {
+            tx.execute("UPDATE roots SET watched = 1 WHERE id = ?1", [ctx.root_id])?;
+        }
+        folded.push(root.path);
+    }
+    Ok(folded)
 }
 
 fn row_to_root(r: &rusqlite::Row<'_>) -> rusqlite::Result<RootInfo> {

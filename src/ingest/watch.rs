@@ -7,9 +7,16 @@
 //! quiet for [`DEBOUNCE`], then syncs just the touched paths: atomic saves (write temp, rename
 //! over) and moves arrive together and are seen as what they are. Renames paired by the
 //! kernel (`Name(Both)`) are passed on so a moved-and-edited file keeps its identity.
+//!
+//! A root that disappears (moved away, unmounted) is reported as missing and left as it was in
+//! the store; its nearest existing ancestor is watched (events there that do not concern a
+//! root are dropped in the watcher's own thread, so the worker stays asleep), and when the root
+//! is back it is watched again and reconciled. A sync that fails for lack of space is reported
+//! and retried with backoff until it succeeds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -26,6 +33,9 @@ use super::{IngestError, Ingestor, Progress, RootInfo, Scope, SyncReport};
 pub const DEBOUNCE: Duration = Duration::from_millis(120);
 /// A steady stream of events is still synced at least this often.
 const MAX_BATCH_WAIT: Duration = Duration::from_secs(2);
+/// First and longest wait before a sync that failed for lack of space is tried again.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub type ProgressFn = Box<dyn FnMut(&Progress<'_>) + Send>;
 pub type Reply<T> = Sender<Result<T, IngestError>>;
@@ -49,9 +59,159 @@ enum Work {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerState {
     pub watching: Vec<PathBuf>,
+    /// Watched roots that are not on disk now.
+    pub missing: Vec<PathBuf>,
     pub queue_depth: usize,
     pub busy: bool,
     pub watcher_error: Option<String>,
+    /// Why the last sync failed, while it is being retried.
+    pub sync_error: Option<String>,
+}
+
+/// What the worker, its thread and the watcher's callback share.
+#[derive(Default)]
+struct Shared {
+    watcher: Mutex<Option<RecommendedWatcher>>,
+    paths: Mutex<Paths>,
+    watcher_error: Mutex<Option<String>>,
+    sync_error: Mutex<Option<String>>,
+}
+
+/// The folders the worker cares about, read by the watcher's callback to drop foreign events.
+#[derive(Default)]
+struct Paths {
+    watching: Vec<PathBuf>,
+    /// A missing root and the ancestor watched (non-recursively) until it comes back, if any.
+    missing: Vec<(PathBuf, Option<PathBuf>)>,
+}
+
+impl Paths {
+    /// An event matters if it is under a watched root, or on the way to a missing one.
+    fn concerns(&self, p: &Path) -> bool {
+        self.watching.iter().any(|w| p.starts_with(w))
+            || self.missing.iter().any(|(m, _)| m.starts_with(p))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Starts watching a root's folder (idempotent); a folder not on disk is recorded missing.
+    fn watch(&self, path: &Path) {
+        if !path.is_dir() {
+            self.mark_missing(path);
+            return;
+        }
+        let mut paths = lock(&self.paths);
+        if paths.watching.iter().any(|p| p == path) {
+            return;
+        }
+        let mut watcher = lock(&self.watcher);
+        if let Some(w) = watcher.as_mut()
+            && let Err(e) = w.watch(path, RecursiveMode::Recursive)
+        {
+            warn!(path = %path.display(), error = %e, "cannot watch");
+            *lock(&self.watcher_error) = Some(e.to_string());
+            return;
+        }
+        paths.watching.push(path.to_owned());
+    }
+
+    fn unwatch(&self, path: &Path) {
+        let mut paths = lock(&self.paths);
+        let mut watcher = lock(&self.watcher);
+        if let Some(pos) = paths.watching.iter().position(|p| p == path) {
+            paths.watching.remove(pos);
+            if let Some(w) = watcher.as_mut() {
+                let _ = w.unwatch(path);
+            }
+        }
+        if let Some(pos) = paths.missing.iter().position(|(m, _)| m == path) {
+            let (_, ancestor) = paths.missing.remove(pos);
+            release_ancestor(&mut paths, &mut watcher, ancestor);
+        }
+    }
+
+    /// Records a root as missing: its watches go, and its nearest existing ancestor is watched
+    /// so its return is noticed without polling.
+    fn mark_missing(&self, root: &Path) {
+        let mut paths = lock(&self.paths);
+        if paths.missing.iter().any(|(m, _)| m == root) {
+            return;
+        }
+        let mut watcher = lock(&self.watcher);
+        if let Some(pos) = paths.watching.iter().position(|p| p == root) {
+            paths.watching.remove(pos);
+            if let Some(w) = watcher.as_mut() {
+                let _ = w.unwatch(root);
+            }
+        }
+        let ancestor = root
+            .ancestors()
+            .skip(1)
+            .find(|a| a.is_dir())
+            .map(Path::to_owned);
+        // An ancestor inside a watched root is seen already; one watched for another missing
+        // root is shared.
+        let ancestor = ancestor.filter(|a| !paths.watching.iter().any(|w| a.starts_with(w)));
+        let shared = ancestor
+            .as_ref()
+            .is_some_and(|a| paths.missing.iter().any(|(_, b)| b.as_ref() == Some(a)));
+        let ancestor = match ancestor {
+            Some(a) if !shared => match watcher
+                .as_mut()
+                .map(|w| w.watch(&a, RecursiveMode::NonRecursive))
+            {
+                Some(Err(e)) => {
+                    warn!(path = %a.display(), error = %e, "cannot watch the folder of a missing root");
+                    None
+                }
+                Some(Ok(())) => Some(a),
+                None => None,
+            },
+            other => other,
+        };
+        warn!(root = %root.display(), "watched root is missing; its notes are kept until it is back");
+        paths.missing.push((root.to_owned(), ancestor));
+    }
+
+    /// Missing roots that are back on disk, no longer recorded missing.
+    fn take_returned(&self) -> Vec<PathBuf> {
+        let mut paths = lock(&self.paths);
+        let mut watcher = lock(&self.watcher);
+        let mut back = Vec::new();
+        let mut i = 0;
+        while i < paths.missing.len() {
+            if paths.missing[i].0.is_dir() {
+                let (root, ancestor) = paths.missing.remove(i);
+                release_ancestor(&mut paths, &mut watcher, ancestor);
+                back.push(root);
+            } else {
+                i += 1;
+            }
+        }
+        back
+    }
+
+    fn set_sync_error(&self, e: Option<String>) {
+        *lock(&self.sync_error) = e;
+    }
+}
+
+/// Stops watching a missing root's ancestor unless another missing root still needs it.
+fn release_ancestor(
+    paths: &mut Paths,
+    watcher: &mut Option<RecommendedWatcher>,
+    ancestor: Option<PathBuf>,
+) {
+    if let Some(a) = ancestor
+        && !paths.missing.iter().any(|(_, b)| b.as_ref() == Some(&a))
+        && let Some(w) = watcher.as_mut()
+    {
+        let _ = w.unwatch(&a);
+    }
 }
 
 pub struct Worker {
@@ -59,9 +219,7 @@ pub struct Worker {
     queued: Arc<AtomicUsize>,
     busy: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
-    watcher: Mutex<Option<RecommendedWatcher>>,
-    watching: Mutex<Vec<PathBuf>>,
-    watcher_error: Mutex<Option<String>>,
+    shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -71,8 +229,11 @@ impl Worker {
         let queued = Arc::new(AtomicUsize::new(0));
         let busy = Arc::new(AtomicBool::new(false));
         let cancel = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let events_tx = tx.clone();
         let events_queued = queued.clone();
+        // The callback holds the shared state weakly: the watcher lives inside it.
+        let events_shared = Arc::downgrade(&shared);
         let watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 // Reads (open, close without writing) change nothing; inotify reports them for
@@ -80,23 +241,31 @@ impl Worker {
                 // keeps the ingest thread asleep and the debounce window short.
                 Ok(ev) if is_read_only(&ev.kind) => {}
                 Ok(ev) => {
+                    let Some(shared) = events_shared.upgrade() else {
+                        return;
+                    };
+                    // Events beside a missing root, in the folder watched for its return.
+                    if !ev.paths.iter().any(|p| lock(&shared.paths).concerns(p)) {
+                        return;
+                    }
                     events_queued.fetch_add(1, Ordering::Relaxed);
                     let _ = events_tx.send(Work::Events(vec![ev]));
                 }
                 Err(e) => warn!(error = %e, "watcher error"),
             });
-        let (watcher, watcher_error) = match watcher {
-            Ok(w) => (Some(w), None),
+        match watcher {
+            Ok(w) => *lock(&shared.watcher) = Some(w),
             Err(e) => {
                 warn!(error = %e, "file watching unavailable; changes are picked up on restart");
-                (None, Some(e.to_string()))
+                *lock(&shared.watcher_error) = Some(e.to_string());
             }
-        };
+        }
         let thread = {
-            let (queued, busy, cancel) = (queued.clone(), busy.clone(), cancel.clone());
+            let (queued, busy, cancel, shared) =
+                (queued.clone(), busy.clone(), cancel.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("brain-ingest".into())
-                .spawn(move || run(ingestor, rx, queued, busy, cancel))
+                .spawn(move || run(ingestor, rx, queued, busy, cancel, shared))
                 .ok()
         };
         Arc::new(Worker {
@@ -104,43 +273,19 @@ impl Worker {
             queued,
             busy,
             cancel,
-            watcher: Mutex::new(watcher),
-            watching: Mutex::new(Vec::new()),
-            watcher_error: Mutex::new(watcher_error),
+            shared,
             thread: Mutex::new(thread),
         })
     }
 
     /// Starts watching a root's folder (idempotent).
     pub fn watch(&self, path: &Path) {
-        let mut watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
-        if watching.iter().any(|p| p == path) {
-            return;
-        }
-        let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = watcher.as_mut()
-            && let Err(e) = w.watch(path, RecursiveMode::Recursive)
-        {
-            warn!(path = %path.display(), error = %e, "cannot watch");
-            *self.watcher_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            return;
-        }
-        watching.push(path.to_owned());
+        self.shared.watch(path);
     }
 
     pub fn unwatch(&self, path: &Path) {
-        let mut watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
-        watching.retain(|p| p != path);
-        if let Some(w) = self
-            .watcher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            let _ = w.unwatch(path);
-        }
+        self.shared.unwatch(path);
     }
-
     /// Queues a sync; returns at once.
     pub fn enqueue(&self, root: RootInfo, scope: Scope) {
         self.send(Work::Sync {
@@ -188,33 +333,143 @@ impl Worker {
     }
 
     pub fn state(&self) -> WorkerState {
+        let paths = lock(&self.shared.paths);
         WorkerState {
-            watching: self
-                .watching
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            watching: paths.watching.clone(),
+            missing: paths.missing.iter().map(|(m, _)| m.clone()).collect(),
             queue_depth: self.queued.load(Ordering::Relaxed),
             busy: self.busy.load(Ordering::Relaxed),
-            watcher_error: self
-                .watcher_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            watcher_error: lock(&self.shared.watcher_error).clone(),
+            sync_error: lock(&self.shared.sync_error).clone(),
         }
     }
 
     /// Stops watching, interrupts a long sync between batches (what is left is redone on the
     /// next start) and waits for the worker thread.
     pub fn stop(&self) {
-        self.watcher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        lock(&self.shared.watcher).take();
         self.cancel.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Work::Stop);
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Syncs that failed for lack of space, by root id, waiting to be tried again.
+#[derive(Default)]
+struct Retries(HashMap<i64, (RootInfo, Instant, Duration)>);
+
+impl Retries {
+    fn next_due(&self) -> Option<Instant> {
+        self.0.values().map(|(_, due, _)| *due).min()
+    }
+
+    fn take_due(&mut self, now: Instant) -> Vec<(RootInfo, Duration)> {
+        let due: Vec<i64> = self
+            .0
+            .iter()
+            .filter(|(_, (_, at, _))| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        due.into_iter()
+            .filter_map(|id| self.0.remove(&id).map(|(root, _, wait)| (root, wait)))
+            .collect()
+    }
+}
+
+/// What the worker thread owns besides its queue.
+struct Runner {
+    ingestor: Arc<Ingestor>,
+    shared: Arc<Shared>,
+    cancel: Arc<AtomicBool>,
+    retries: Retries,
+    /// The wait before the next retry of a root, grown on each failure.
+    backoff: HashMap<i64, Duration>,
+}
+
+impl Runner {
+    fn sync(
+        &mut self,
+        root: &RootInfo,
+        scope: &Scope,
+        progress: &mut dyn FnMut(&Progress<'_>),
+    ) -> Result<SyncReport, IngestError> {
+        let r = self
+            .ingestor
+            .sync_cancellable(root, scope, progress, &self.cancel);
+        self.settle(root, &r);
+        r
+    }
+
+    /// Records how a sync of `root` ended: a missing root is reported and watched for, a
+    /// failure for lack of space is reported and retried, a success clears both.
+    fn settle(&mut self, root: &RootInfo, r: &Result<SyncReport, IngestError>) {
+        match r {
+            Ok(rep) => {
+                debug!(
+                    indexed = rep.indexed,
+                    unchanged = rep.unchanged,
+                    deleted = rep.deleted,
+                    moved = rep.moved,
+                    ms = rep.elapsed_ms,
+                    "sync done"
+                );
+                if self.backoff.remove(&root.id).is_some() {
+                    info!(root = %root.path.display(), "sync succeeded after failing for lack of space");
+                }
+                if self.backoff.is_empty() {
+                    self.shared.set_sync_error(None);
+                }
+            }
+            Err(IngestError::RootMissing(path)) => {
+                if root.watched {
+                    self.shared.mark_missing(path);
+                }
+            }
+            Err(e) if e.is_disk_full() => {
+                let wait = self
+                    .backoff
+                    .get(&root.id)
+                    .map_or(RETRY_FIRST, |w| (*w * 2).min(RETRY_MAX));
+                self.backoff.insert(root.id, wait);
+                warn!(root = %root.path.display(), error = %e, retry_in_s = wait.as_secs(), "sync failed for lack of space");
+                self.shared.set_sync_error(Some(format!(
+                    "sync of {} failed: {e}; free some space, it is retried every {} s at most",
+                    root.path.display(),
+                    RETRY_MAX.as_secs()
+                )));
+                self.retries
+                    .0
+                    .insert(root.id, (root.clone(), Instant::now() + wait, wait));
+            }
+            Err(e) => warn!(error = %e, "sync failed"),
+        }
+    }
+
+    /// Missing roots that came back are watched again and reconciled.
+    fn bring_back_returned(&mut self) {
+        for path in self.shared.take_returned() {
+            info!(root = %path.display(), "watched root is back; reconciling");
+            self.shared.watch(&path);
+            let root = match self.ingestor.roots(true) {
+                Ok(roots) => roots.into_iter().find(|r| r.path == path),
+                Err(e) => {
+                    warn!(error = %e, "cannot list roots");
+                    None
+                }
+            };
+            if let Some(root) = root {
+                let _ = self.sync(&root, &Scope::All, &mut |_| {});
+            }
+        }
+    }
+
+    fn retry_due(&mut self) {
+        for (root, _) in self.retries.take_due(Instant::now()) {
+            let _span = info_span!("ingest", root = %root.path.display()).entered();
+            info!("retrying a sync that failed for lack of space");
+            let _ = self.sync(&root, &Scope::All, &mut |_| {});
         }
     }
 }
@@ -225,14 +480,38 @@ fn run(
     queued: Arc<AtomicUsize>,
     busy: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 ) {
+    let mut runner = Runner {
+        ingestor,
+        shared,
+        cancel: cancel.clone(),
+        retries: Retries::default(),
+        backoff: HashMap::new(),
+    };
     let mut deferred: Vec<Work> = Vec::new();
     loop {
         let work = match deferred.pop() {
             Some(w) => w,
-            None => match rx.recv() {
-                Ok(w) => w,
-                Err(_) => return,
+            // Asleep until work arrives, or until a retry is due: no timer runs otherwise.
+            None => match runner.retries.next_due() {
+                None => match rx.recv() {
+                    Ok(w) => w,
+                    Err(_) => return,
+                },
+                Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(w) => w,
+                    Err(RecvTimeoutError::Timeout) => {
+                        busy.store(true, Ordering::Relaxed);
+                        runner.retry_due();
+                        busy.store(false, Ordering::Relaxed);
+                        if cancel.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
             },
         };
         queued.fetch_sub(1, Ordering::Relaxed);
@@ -251,24 +530,31 @@ fn run(
                     Some(p) => p.as_mut(),
                     None => &mut noop,
                 };
-                let r = ingestor.sync_cancellable(&root, &scope, cb, &cancel);
-                match &r {
-                    Ok(rep) => info!(
+                let r = runner.sync(&root, &scope, cb);
+                if let Ok(rep) = &r {
+                    info!(
                         indexed = rep.indexed,
                         unchanged = rep.unchanged,
                         deleted = rep.deleted,
                         moved = rep.moved,
                         ms = rep.elapsed_ms,
                         "sync done"
-                    ),
-                    Err(e) => warn!(error = %e, "sync failed"),
+                    );
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
             }
             Work::Remove { path, reply } => {
-                let _ = reply.send(ingestor.remove_root(&path));
+                let r = runner.ingestor.remove_root(&path);
+                if let Ok(root) = &r {
+                    runner.retries.0.remove(&root.id);
+                    runner.backoff.remove(&root.id);
+                    if runner.backoff.is_empty() {
+                        runner.shared.set_sync_error(None);
+                    }
+                }
+                let _ = reply.send(r);
             }
             Work::Events(first) => {
                 let mut events = first;
@@ -287,7 +573,8 @@ fn run(
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                apply_events(&ingestor, events, &cancel);
+                runner.bring_back_returned();
+                apply_events(&mut runner, events);
             }
         }
         busy.store(false, Ordering::Relaxed);
@@ -314,8 +601,8 @@ fn hidden(p: &Path) -> bool {
 type RootChanges = (RootInfo, Vec<PathBuf>, Vec<(PathBuf, PathBuf)>);
 
 /// Groups a batch of events by root and syncs the touched paths.
-fn apply_events(ingestor: &Ingestor, events: Vec<notify::Event>, cancel: &AtomicBool) {
-    let roots = match ingestor.roots(true) {
+fn apply_events(runner: &mut Runner, events: Vec<notify::Event>) {
+    let roots = match runner.ingestor.roots(true) {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "cannot list roots");
@@ -376,8 +663,6 @@ fn apply_events(ingestor: &Ingestor, events: Vec<notify::Event>, cancel: &Atomic
             Scope::Paths { paths, renames }
         };
         debug!(root = %root.path.display(), ?scope, "applying changes");
-        if let Err(e) = ingestor.sync_cancellable(&root, &scope, &mut |_| {}, cancel) {
-            warn!(error = %e, "sync of changes failed");
-        }
+        let _ = runner.sync(&root, &scope, &mut |_| {});
     }
 }

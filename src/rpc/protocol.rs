@@ -153,11 +153,15 @@ pub struct SearchStatusWire {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WatcherWire {
-    /// `watching`, `idle` (no roots) or `unavailable` (the OS refused a watch).
+    /// `watching`, `idle` (no roots), `unavailable` (the OS refused a watch), `retrying` (a sync
+    /// failed, e.g. for lack of space, and is retried) or `missing_root` (see `missing`).
     pub state: String,
     pub roots: Vec<String>,
+    /// Watched roots not on disk now; their notes are kept as last seen.
+    pub missing: Vec<String>,
     pub queue_depth: usize,
     pub busy: bool,
+    /// Why the watcher is unavailable, or why syncs are failing (and being retried).
     pub error: Option<String>,
 }
 
@@ -182,6 +186,10 @@ impl From<Status> for StatusWire {
             watcher: WatcherWire {
                 state: if s.worker.watcher_error.is_some() {
                     "unavailable"
+                } else if s.worker.sync_error.is_some() {
+                    "retrying"
+                } else if !s.worker.missing.is_empty() {
+                    "missing_root"
                 } else if s.worker.watching.is_empty() {
                     "idle"
                 } else {
@@ -194,9 +202,15 @@ impl From<Status> for StatusWire {
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect(),
+                missing: s
+                    .worker
+                    .missing
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
                 queue_depth: s.worker.queue_depth,
                 busy: s.worker.busy,
-                error: s.worker.watcher_error,
+                error: s.worker.watcher_error.or(s.worker.sync_error),
             },
             search: SearchStatusWire {
                 index_state: s.search.index_state,

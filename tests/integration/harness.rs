@@ -70,6 +70,17 @@ impl Daemon {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("spawn brain daemon");
+        Daemon::adopt(child, dir, data_dir, socket, stderr)
+    }
+
+    /// A daemon started some other way (under `unshare`, say), writing its log to `stderr`.
+    pub fn adopt(
+        child: Child,
+        dir: &Path,
+        data_dir: &Path,
+        socket: &Path,
+        stderr: PathBuf,
+    ) -> Daemon {
         Daemon {
             child: Some(child),
             dir: dir.to_owned(),

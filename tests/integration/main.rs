@@ -6,5 +6,6 @@ mod harness;
 mod identity;
 mod ingest;
 mod layering;
+mod roots;
 mod search;
 mod workflow;

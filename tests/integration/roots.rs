@@ -1,0 +1,253 @@
+//! The watched set through the real daemon: roots never overlap, a root that goes missing is
+//! reported and kept, and a sync that fails for lack of space is reported and retried.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::harness::{BIN, Daemon, brain_cmd, temp_layout, wait_until};
+
+fn write(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, body).unwrap();
+}
+
+fn node(d: &Daemon, p: &Path) -> Option<Value> {
+    d.call("node.get", json!({ "path": p })).ok()
+}
+
+fn wait_node(d: &Daemon, p: &Path) -> Value {
+    let mut out = Value::Null;
+    wait_until(&format!("node for {}", p.display()), || match node(d, p) {
+        Some(v) => {
+            out = v;
+            true
+        }
+        None => false,
+    });
+    out
+}
+
+fn status(d: &Daemon) -> Value {
+    d.call("daemon.status", json!({})).unwrap()
+}
+
+fn notes(d: &Daemon) -> i64 {
+    status(d)["counts"]["nodes"]["note"].as_i64().unwrap_or(0)
+}
+
+fn hits(d: &Daemon, q: &str) -> Vec<String> {
+    let r = d
+        .call("search.query", json!({ "query": q, "mode": "bm25" }))
+        .unwrap();
+    r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["path"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_folder_inside_a_root_is_refused_and_a_root_around_roots_folds_them_in() {
+    let d = Daemon::start();
+    let vault = std::fs::canonicalize(&d.dir).unwrap().join("vault");
+    write(
+        &vault.join("a.md"),
+        "# Alpha\n\nAlpha talks about quinces.\n",
+    );
+    write(
+        &vault.join("sub/b.md"),
+        "# Bee\n\nBee links [[a]] and mentions quinces.\n",
+    );
+
+    // The inner folder first: its link to `a` has nothing to resolve to inside it.
+    d.call("watch.add", json!({ "path": vault.join("sub") }))
+        .unwrap();
+    let b = wait_node(&d, &vault.join("sub/b.md"));
+
+    // The folder around it folds it in: one root, each note once, b keeps its id and its link
+    // now resolves against the whole vault.
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    wait_node(&d, &vault.join("a.md"));
+    let roots = d.call("watch.list", json!({})).unwrap()["roots"].clone();
+    assert_eq!(roots.as_array().unwrap().len(), 1, "{roots}");
+    assert_eq!(roots[0]["path"], vault.display().to_string());
+    assert_eq!(node(&d, &vault.join("sub/b.md")).unwrap()["id"], b["id"]);
+    wait_until("b's link to resolve to a", || {
+        let g = d
+            .call(
+                "graph.neighbors",
+                json!({ "id": b["id"], "direction": "out", "edge_types": ["links_to"] }),
+            )
+            .unwrap();
+        g["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["kind"] == "note" && n["title"] == "Alpha")
+    });
+    wait_until("each note once", || notes(&d) == 2);
+    let both = [
+        vault.join("a.md").display().to_string(),
+        vault.join("sub/b.md").display().to_string(),
+    ];
+    wait_until("each note to be found once", || {
+        let mut found = hits(&d, "quinces");
+        found.sort();
+        found == both
+    });
+
+    // A folder inside the root is refused, naming the root; nothing is indexed twice.
+    let err = d
+        .call("watch.add", json!({ "path": vault.join("sub") }))
+        .unwrap_err();
+    assert_eq!(err.kind(), Some("invalid_params"), "{err}");
+    assert!(
+        err.to_string().contains(&vault.display().to_string()),
+        "{err}"
+    );
+    let out = d.cli(&["watch", "add", vault.join("sub").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(d.call("watch.list", json!({})).unwrap()["roots"], roots);
+    assert_eq!(notes(&d), 2);
+    d.stop();
+}
+
+#[test]
+fn a_root_moved_away_is_reported_missing_kept_and_reconciled_when_back() {
+    let d = Daemon::start();
+    let base = std::fs::canonicalize(&d.dir).unwrap();
+    let vault = base.join("notes");
+    let away = base.join("elsewhere");
+    write(&vault.join("a.md"), "first words\n");
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    let a = wait_node(&d, &vault.join("a.md"));
+
+    std::fs::rename(&vault, &away).unwrap();
+    // Something happening inside the moved folder is what a user would do next.
+    write(&away.join("a.md"), "edited while away, with quokkas\n");
+    write(&away.join("new.md"), "written while away\n");
+    wait_until("the root to be reported missing", || {
+        let s = status(&d);
+        s["watcher"]["missing"] == json!([vault.display().to_string()])
+            && s["watcher"]["state"] == "missing_root"
+    });
+    // Nothing is retired while it is away, and search says why it may be stale.
+    assert_eq!(node(&d, &vault.join("a.md")).unwrap()["id"], a["id"]);
+    let r = d
+        .call("search.query", json!({ "query": "first", "mode": "bm25" }))
+        .unwrap();
+    assert!(
+        r["warnings"].to_string().contains("missing"),
+        "{}",
+        r["warnings"]
+    );
+
+    std::fs::rename(&away, &vault).unwrap();
+    wait_node(&d, &vault.join("new.md"));
+    wait_until("the edit made while away to be read", || {
+        hits(&d, "quokkas") == [vault.join("a.md").display().to_string()]
+    });
+    assert_eq!(node(&d, &vault.join("a.md")).unwrap()["id"], a["id"]);
+    let s = status(&d);
+    assert_eq!(s["watcher"]["missing"], json!([]));
+    assert_eq!(s["watcher"]["state"], "watching");
+    // Watched again: a change after the return is seen too.
+    write(&vault.join("later.md"), "after the return\n");
+    wait_node(&d, &vault.join("later.md"));
+    d.stop();
+}
+
+/// Free bytes of the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let s = rustix::fs::statvfs(path).unwrap();
+    s.f_bavail * s.f_frsize
+}
+
+/// The daemon with its data dir on a small tmpfs of its own: a private mount namespace made by
+/// `unshare`, so the test needs no privileges beyond user namespaces and leaves no mount behind.
+/// The test reaches the tmpfs through `/proc/PID/root`.
+fn daemon_on_small_disk(dir: &Path, data: &Path, socket: &Path, mib: u64) -> Daemon {
+    std::fs::create_dir_all(data).unwrap();
+    let probe = brain_cmd(data, socket);
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-Urm",
+        "sh",
+        "-c",
+        &format!("mount -t tmpfs -o size={mib}m tmpfs \"$BRAIN_DATA_DIR\" && exec \"$0\" daemon"),
+        BIN,
+    ]);
+    for (k, v) in probe.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let stderr = dir.join("daemon-small-disk.log");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn unshare");
+    let mut d = Daemon::adopt(child, dir, data, socket, stderr);
+    d.wait_ready();
+    d
+}
+
+#[test]
+fn a_sync_that_fails_for_lack_of_space_is_reported_and_retried_until_it_succeeds() {
+    let (temp, data, socket) = temp_layout();
+    let d = daemon_on_small_disk(temp.path(), &data, &socket, 16);
+    let inside: PathBuf =
+        PathBuf::from(format!("/proc/{}/root", d.pid())).join(data.strip_prefix("/").unwrap());
+    let vault = std::fs::canonicalize(temp.path()).unwrap().join("vault");
+    const NOTES: usize = 400;
+    for i in 0..NOTES {
+        let words: String = (0..150).map(|w| format!("w{i}x{w} ")).collect();
+        write(
+            &vault.join(format!("n{i:03}.md")),
+            &format!("# Note {i}\n\n{words}\n"),
+        );
+    }
+    write(&vault.join("last.md"), "the zyzzyva note\n");
+
+    // Leave the store a little room, less than the vault needs.
+    let filler = inside.join("filler");
+    let room = 256 * 1024;
+    let fill = free_bytes(&inside).saturating_sub(room);
+    std::fs::write(&filler, vec![7u8; fill as usize]).unwrap();
+
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    wait_until("the failure to be reported", || {
+        let s = status(&d);
+        s["watcher"]["state"] == "retrying"
+            && s["watcher"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("full"))
+    });
+    let r = d
+        .call("search.query", json!({ "query": "note", "mode": "bm25" }))
+        .unwrap();
+    assert!(
+        r["warnings"].to_string().contains("full"),
+        "{}",
+        r["warnings"]
+    );
+
+    // Space comes back: the retry finishes the job with no one asking.
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("every note to be indexed", || {
+        let s = status(&d);
+        s["counts"]["sources"]["indexed"].as_i64() == Some(NOTES as i64 + 1)
+            && s["watcher"]["error"].is_null()
+            && s["watcher"]["state"] == "watching"
+    });
+    wait_until("the last note to be searchable", || {
+        hits(&d, "zyzzyva") == [vault.join("last.md").display().to_string()]
+    });
+    d.stop();
+}
