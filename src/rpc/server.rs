@@ -511,3 +511,7 @@ mod tests {
         assert_eq!(frames(b"", 10).await, Vec::<String>::new());
     }
 }
+
+#[cfg(test)]
+#[path = "framing_props.rs"]
+mod framing_props;
