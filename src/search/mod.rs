@@ -456,6 +456,26 @@ pub struct SearchStatus {
     pub last_damage: Option<String>,
 }
 
+/// Where the text index stands, as `daemon.status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IndexState {
+    Ready,
+    Rebuilding,
+    /// The last catch-up or rebuild failed (a full disk, say); it is retried. Searches still
+    /// answer from the last commit.
+    Failed(String),
+}
+
+impl std::fmt::Display for IndexState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexState::Ready => f.write_str("ready"),
+            IndexState::Rebuilding => f.write_str("rebuilding"),
+            IndexState::Failed(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
 struct Model {
     embedder: Arc<dyn Embed>,
     vectors: Vectors,
@@ -482,7 +502,7 @@ pub struct Search {
     applied: AtomicI64,
     /// Set while a rebuild is running or pending.
     rebuilding: AtomicBool,
-    state: Mutex<String>,
+    state: Mutex<IndexState>,
     model: RwLock<Option<Model>>,
     model_state: Mutex<String>,
     tuning: Tuning,
@@ -576,7 +596,11 @@ impl Search {
             store_id,
             applied: AtomicI64::new(applied),
             rebuilding: AtomicBool::new(rebuild),
-            state: Mutex::new(if rebuild { "rebuilding" } else { "ready" }.into()),
+            state: Mutex::new(if rebuild {
+                IndexState::Rebuilding
+            } else {
+                IndexState::Ready
+            }),
             model: RwLock::new(None),
             model_state: Mutex::new("none".into()),
             tuning,
@@ -593,6 +617,14 @@ impl Search {
 
     pub fn index_dir(&self) -> &Path {
         &self.dir
+    }
+
+    fn state(&self) -> IndexState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_state(&self, s: IndexState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
     /// The text index as it is now; a reader keeps its handle for the whole query even if the
@@ -624,7 +656,7 @@ impl Search {
         self.applied.store(0, Ordering::SeqCst);
         self.rebuilding.store(true, Ordering::SeqCst);
         self.verify.store(false, Ordering::SeqCst);
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = "rebuilding".into();
+        self.set_state(IndexState::Rebuilding);
         *self.last_damage.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(format!("{}: {reason}", clock::now()));
         Ok(())
@@ -697,7 +729,7 @@ impl Search {
                 }
                 Err(e) => {
                     warn!(error = %e, "search index catch-up failed");
-                    *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+                    self.set_state(IndexState::Failed(e.to_string()));
                     true
                 }
             };
@@ -818,6 +850,9 @@ impl Search {
             self.after_commit(head, &notes, &docs)?;
             total += notes.len();
         }
+        if matches!(self.state(), IndexState::Failed(_)) {
+            self.set_state(IndexState::Ready);
+        }
         Ok(total)
     }
 
@@ -854,7 +889,7 @@ impl Search {
         // on a damaged index too.
         self.repair_if_damaged()?;
         self.rebuilding.store(true, Ordering::SeqCst);
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = "rebuilding".into();
+        self.set_state(IndexState::Rebuilding);
         let text = self.text();
         let result = (|| {
             // One read transaction: the chunks and the outbox head are the same snapshot, so
@@ -883,13 +918,13 @@ impl Search {
             Err(e) => {
                 // Back to the last commit (the writer was dropped with the batch); the rebuild
                 // stays pending and the worker tries again.
-                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+                self.set_state(IndexState::Failed(e.to_string()));
                 return Err(e);
             }
         };
         self.rebuilding.store(false, Ordering::SeqCst);
         drop(lock);
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = "ready".into();
+        self.set_state(IndexState::Ready);
         let secs = started.elapsed().as_secs_f64();
         info!(chunks, secs, "search index rebuilt");
         // What arrived while rebuilding.
@@ -1088,7 +1123,7 @@ impl Search {
         })?;
         let model = self.model.read().unwrap_or_else(|p| p.into_inner());
         Ok(SearchStatus {
-            index_state: self.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            index_state: self.state().to_string(),
             indexed_chunks: self.text().num_docs(),
             index_seq: self.applied.load(Ordering::SeqCst),
             outbox_head: head.max(self.applied.load(Ordering::SeqCst)),
@@ -1204,6 +1239,11 @@ impl Search {
             );
         } else if self.rebuilding.load(Ordering::SeqCst) {
             warnings.push("the text index is being rebuilt; results may be incomplete".into());
+        } else if let IndexState::Failed(e) = self.state() {
+            warnings.push(format!(
+                "the text index could not take the latest changes ({e}); results may be stale \
+                 until it can, which is retried"
+            ));
         }
         budget.check("the vector search")?;
         let dense = if mode != Mode::Bm25 {

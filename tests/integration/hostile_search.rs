@@ -360,3 +360,85 @@ fn a_panicking_index_worker_is_restarted_and_reported() {
     assert!(names.contains(&"embedder"), "{s}");
     d.stop();
 }
+
+/// Makes a directory refuse new files, as a full disk would, until dropped: immutable
+/// (`chattr +i`) when running as root, whom permission bits do not stop; read-only otherwise.
+struct Unwritable(PathBuf);
+
+impl Unwritable {
+    fn new(dir: &Path) -> Unwritable {
+        let ok = if rustix::process::geteuid().is_root() {
+            std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success())
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).is_ok()
+        };
+        assert!(ok, "cannot make {} unwritable", dir.display());
+        assert!(
+            std::fs::write(dir.join("probe"), b"x").is_err(),
+            "{} still takes new files",
+            dir.display()
+        );
+        Unwritable(dir.to_owned())
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        if rustix::process::geteuid().is_root() {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+#[test]
+fn an_index_that_cannot_be_written_is_reported_and_catches_up_once_it_can() {
+    let (temp, data, socket) = temp_layout();
+    let v = vault(temp.path());
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    d.call("ingest.path", json!({ "path": v })).unwrap();
+    wait_until("the index to catch up", || index_caught_up(&d));
+
+    let locked = Unwritable::new(&data.join("index"));
+    write(&v.join("Basil.md"), "# Basil\n\nBasil loves heat.\n");
+    d.call("ingest.path", json!({ "path": v })).unwrap();
+    // The store has the note; the index cannot take it, and says so where users look.
+    let s = answers_status(&d);
+    assert!(
+        s["search"]["index_state"]
+            .as_str()
+            .unwrap()
+            .starts_with("error:"),
+        "{s}"
+    );
+    let r = bm25(&d, "aphids").unwrap();
+    assert_eq!(titles(&r), ["Tomatoes"], "the last commit still answers");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("results may be stale")),
+        "{r}"
+    );
+
+    // Space comes back: the worker's retry applies the change with a new writer.
+    drop(locked);
+    wait_until("the index to take the change", || {
+        bm25(&d, "basil").is_ok_and(|r| titles(&r) == ["Basil"] && r["warnings"] == json!([]))
+    });
+    assert_eq!(answers_status(&d)["search"]["index_state"], "ready");
+    let r = d.call("search.reindex", json!({})).unwrap();
+    assert!(r["chunks"].as_u64().unwrap() >= 4, "{r}");
+    assert!(finds_everything(&d));
+    d.stop();
+}
