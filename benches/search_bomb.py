@@ -69,6 +69,9 @@ try:
         ("search.query", "8 x `a*` (the prefix limit)", {"query": " ".join(["a*"] * 8)}),
         ("search.query", "128 words (the term limit)", {"query": " ".join(["note"] * 128)}),
         ("search.query", "4 KB single word", {"query": "a" * 4096}),
+        ("search.query", "128-word phrase", {"query": '"' + " ".join(["note"] * 128) + '"'}),
+        ("search.query", "range over every body term", {"query": "body:[a TO zzzz]"}),
+        ("search.query", "8 x `a*`, graph, per chunk, k 200", {"query": " ".join(["a*"] * 8), "graph": True, "group": "chunk", "k": 200}),
         ("node.search_title", "1 MB title query", {"query": "x" * (1 << 20)}),
     ]
     print(f"vault {vault} ({sum(len(f) for _, _, f in os.walk(vault))} files), binary {brain}")

@@ -534,6 +534,11 @@ const QUIET_AFTER_BURST: Duration = Duration::from_secs(3);
 /// index catches up on its own once the cause is gone.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Words of a query looked up in the store while the text index cannot answer; each is a scan
+/// of every current chunk, so only the longest (the most selective) are.
+const FALLBACK_WORDS: usize = 4;
+/// Chunks one fallback word may match at most: bounds the memory of a common word.
+const FALLBACK_ROWS: i64 = 2000;
 
 impl Search {
     /// Opens (or creates) the index under `dir` with the default query limits.
@@ -1231,6 +1236,14 @@ impl Search {
         } else {
             Vec::new()
         };
+        // With no index to ask (damaged, or empty while it is rebuilt), words are looked up
+        // in the store instead: slower and unranked, but the notes are found.
+        let no_index = damaged || (self.rebuilding.load(Ordering::SeqCst) && text.num_docs() == 0);
+        let bm25 = if mode != Mode::Dense && no_index && req.filters.is_empty() {
+            self.words_in_store(&req.query, depth, &budget)?
+        } else {
+            bm25
+        };
         if damaged {
             warnings.push(
                 "the text index is damaged and is being rebuilt from the store; results may \
@@ -1348,6 +1361,54 @@ impl Search {
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
             warnings,
         })
+    }
+
+    /// The fallback for words while the text index cannot answer: chunks whose text or note
+    /// title contains the query's longest words ([`FALLBACK_WORDS`] of them, each a bounded
+    /// scan of the store), ranked by how many they contain. Excluded words (`-x`) are ignored.
+    fn words_in_store(
+        &self,
+        query: &str,
+        depth: usize,
+        budget: &Budget,
+    ) -> Result<Vec<(String, String, f32)>, SearchError> {
+        let mut words: Vec<String> = query
+            .split_whitespace()
+            .filter(|p| !p.starts_with('-'))
+            .flat_map(|p| p.split(|c: char| !c.is_alphanumeric()))
+            .filter(|w| w.chars().count() >= 2)
+            .map(str::to_lowercase)
+            .collect();
+        words.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        words.dedup();
+        words.truncate(FALLBACK_WORDS);
+        let mut found: HashMap<String, (String, f32)> = HashMap::new();
+        self.store.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT ch.id, ch.parent_id FROM nodes ch
+                 JOIN nodes n ON n.id = ch.parent_id AND n.valid_to IS NULL
+                 WHERE ch.kind = 'chunk' AND ch.valid_to IS NULL
+                   AND (ch.content LIKE ?1 ESCAPE '\\' OR n.title LIKE ?1 ESCAPE '\\')
+                 LIMIT ?2",
+            )?;
+            for w in &words {
+                budget.check("the text search")?;
+                let pattern = format!("%{}%", escape_like(w));
+                let rows = stmt.query_map(params![pattern, FALLBACK_ROWS], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (chunk, note) = row?;
+                    found.entry(chunk).or_insert((note, 0.0)).1 += 1.0;
+                }
+            }
+            Ok::<_, SearchError>(())
+        })?;
+        let mut ranked: Vec<(String, String, f32)> =
+            found.into_iter().map(|(c, (n, s))| (c, n, s)).collect();
+        ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(depth);
+        Ok(ranked)
     }
 
     /// Runs a read of `text`, catching a panic inside tantivy. `Ok(None)` when the index turned
@@ -1533,6 +1594,18 @@ pub fn embed_text(title: &str, chunk_props: &str, content: &str) -> String {
     s.push('\n');
     s.push_str(content);
     s
+}
+
+/// `%`, `_` and `\` escaped for `LIKE ... ESCAPE '\'`.
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Reads what a hit shows; `None` when the chunk is no longer current. The snippet field is
