@@ -1089,6 +1089,32 @@ mod tests {
     }
 
     #[test]
+    fn a_search_past_its_deadline_stops_before_the_next_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (idx, _) = TextIndex::open(dir.path(), "store-1").unwrap();
+        idx.with_writer(|w| {
+            idx.add(w, &doc("a", "alpha"))?;
+            idx.commit(w, &payload(1))
+        })
+        .unwrap();
+        let q = || idx.text_query("alpha", &Boosts::default(), 64);
+        let spent = Instant::now();
+        let e = idx.search(q(), None, 10, spent).unwrap_err();
+        assert!(matches!(e, IndexError::OutOfTime), "{e:?}");
+        let filter = idx
+            .filter_query(&Filters {
+                kinds: vec!["note".into()],
+                ..Filters::default()
+            })
+            .unwrap()
+            .unwrap();
+        let e = idx.matching_chunks(filter.as_ref(), spent).unwrap_err();
+        assert!(matches!(e, IndexError::OutOfTime), "{e:?}");
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(idx.search(q(), None, 10, later).unwrap().len(), 1);
+    }
+
+    #[test]
     fn terms_and_prefixes_are_counted_as_the_limits_see_them() {
         assert_eq!(term_count("a* a* a*"), 3);
         assert_eq!(term_count("\"deep watering\" -pruning tomat*"), 4);
