@@ -680,10 +680,13 @@ impl Search {
             }
             None => None,
         };
-        match reason {
-            Some(r) => self.replace_damaged(&r),
-            None => Ok(()),
-        }
+        let Some(reason) = reason else {
+            return Ok(());
+        };
+        self.replace_damaged(&reason).inspect_err(|_| {
+            // Not repaired (no room for an empty index, say): the worker's retry tries again.
+            *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+        })
     }
 
     /// Starts the indexing worker (which first runs a pending rebuild or catch-up) and the
