@@ -393,6 +393,41 @@ impl TextIndex {
         Box::new(BooleanQuery::new(clauses))
     }
 
+    /// The `prefix*` words of `q` that stand for more than `max_expansions` terms in some field
+    /// of some segment, so that only the first of them were searched.
+    pub fn cut_prefixes(&self, q: &str, max_expansions: u32) -> Result<Vec<String>, IndexError> {
+        let f = &self.fields;
+        let searcher = self.reader.searcher();
+        let mut cut = Vec::new();
+        for (_, word) in split_prefixes(q).1 {
+            'word: for form in prefix_forms(&word) {
+                let end = bytes_after_prefix(form.as_bytes());
+                for seg in searcher.segment_readers() {
+                    for field in [f.title, f.heading, f.body, f.tags_text, f.path_text] {
+                        let inverted = seg.inverted_index(field)?;
+                        let mut range = inverted.terms().range().ge(form.as_bytes());
+                        if let Some(end) = &end {
+                            range = range.lt(end);
+                        }
+                        let mut terms = range
+                            .into_stream()
+                            .map_err(|e| IndexError::Tantivy(e.into()))?;
+                        let mut n = 0u32;
+                        while terms.advance() {
+                            n += 1;
+                            if n > max_expansions {
+                                cut.push(word.clone());
+                                break 'word;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cut.dedup();
+        Ok(cut)
+    }
+
     /// The filters as one query, or `None` when there are none.
     pub fn filter_query(&self, filters: &Filters) -> Result<Option<Box<dyn Query>>, IndexError> {
         let f = &self.fields;
@@ -1083,6 +1118,8 @@ mod tests {
         // Term order: tomato, tombola, tome (the stem of tomes).
         assert_eq!(hits(&idx, "tom*", 2), ["a", "b"]);
         assert_eq!(hits(&idx, "tom*", 1), ["a"]);
+        assert_eq!(idx.cut_prefixes("tom* zzz* tomb*", 2).unwrap(), ["tom"]);
+        assert!(idx.cut_prefixes("tom*", 3).unwrap().is_empty());
         // A word whose stem is not a prefix of it matches as either form, scored once.
         assert_eq!(prefix_forms("happily"), ["happili", "happily"]);
         assert_eq!(prefix_forms("Watering"), ["water"]);

@@ -1239,6 +1239,19 @@ impl Search {
         } else {
             Vec::new()
         };
+        if mode != Mode::Dense && !damaged {
+            let max = self.limits.max_prefix_expansions;
+            let cut = self.shielded(&text, || text.cut_prefixes(&req.query, max));
+            for word in cut
+                .map_err(out_of_time("the text search"))?
+                .unwrap_or_default()
+            {
+                warnings.push(format!(
+                    "{word}* stands for more than {max} index terms; only the first {max} in \
+                     alphabetical order were searched ([search] max_prefix_expansions)"
+                ));
+            }
+        }
         // With no index to ask (damaged, or empty while it is rebuilt), words are looked up
         // in the store instead: slower and unranked, but the notes are found.
         let no_index = damaged || (self.rebuilding.load(Ordering::SeqCst) && text.num_docs() == 0);

@@ -164,7 +164,7 @@ fn the_limits_are_settings() {
     // The harness points XDG_CONFIG_HOME here.
     write(
         &data.join("no-config/brain/config.toml"),
-        "[search]\nmax_query_terms = 3\n",
+        "[search]\nmax_query_terms = 3\nmax_prefix_expansions = 1\n",
     );
     let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
     d.wait_ready();
@@ -180,6 +180,19 @@ fn the_limits_are_settings() {
         msg.contains("query has 4 terms; the limit is 3 ([search] max_query_terms)"),
         "{msg}"
     );
+    // `t*` stands for `tomato` and `tmp` (in the paths) at least: one is searched, and the
+    // answer says so.
+    let r = bm25(&d, "t*").unwrap();
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.starts_with("t* stands for more than 1 index terms")
+                && w.contains("([search] max_prefix_expansions)")),
+        "{r}"
+    );
+    let r = bm25(&d, "zep*").unwrap();
+    assert_eq!(titles(&r), ["Zeppelins"]);
+    assert_eq!(r["warnings"], json!([]), "{r}");
     d.stop();
 }
 
