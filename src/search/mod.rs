@@ -1029,6 +1029,9 @@ impl Search {
                 return;
             }
         };
+        // A start after a panic picks up what the last run left undone, without waiting for
+        // the next change.
+        self.kick_embedder();
         loop {
             {
                 let (lock, cv) = &self.embed_signal;
