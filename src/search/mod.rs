@@ -496,7 +496,7 @@ pub struct Search {
     /// Whether the worker should check the index's checksums before its first catch-up (an
     /// index found on disk, which may have been damaged while the daemon was down).
     verify: AtomicBool,
-    /// Whether the search-index failpoint has fired (it fires once per process).
+    /// Whether a panic failpoint has fired (it fires once per process).
     failpoint_fired: AtomicBool,
     store_id: String,
     applied: AtomicI64,
@@ -508,7 +508,8 @@ pub struct Search {
     tuning: Tuning,
     limits: Limits,
     /// `BRAIN_FAILPOINT`, read once: `search_budget_spent` starts every query out of time,
-    /// `search_index_panic` panics the indexing worker once (fault tests).
+    /// `search_index_panic` panics the indexing worker once, `embed_panic` the embedding
+    /// worker once, before its first batch (fault tests).
     failpoint: Option<String>,
     /// Wakes the embedding worker.
     embed_signal: (Mutex<bool>, Condvar),
@@ -1090,6 +1091,11 @@ impl Search {
         })?;
         if todo.is_empty() {
             return Ok(0);
+        }
+        if self.failpoint.as_deref() == Some("embed_panic")
+            && !self.failpoint_fired.swap(true, Ordering::SeqCst)
+        {
+            panic!("failpoint embed_panic");
         }
         let texts: Vec<&str> = todo.iter().map(|t| t.2.as_str()).collect();
         let vecs = embedder

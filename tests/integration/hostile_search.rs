@@ -452,3 +452,44 @@ fn an_index_that_cannot_be_written_is_reported_and_catches_up_once_it_can() {
     assert!(finds_everything(&d));
     d.stop();
 }
+
+#[test]
+fn a_panicking_embedding_worker_is_restarted_and_finishes_its_work() {
+    let (temp, data, socket) = temp_layout();
+    let v = vault(temp.path());
+    let model = temp.path().join("tiny-bert");
+    crate::embed::tiny::write_tiny_bert(&model, 5).unwrap();
+    let mut d = Daemon::spawn(
+        temp.path(),
+        &data,
+        &socket,
+        &[("BRAIN_FAILPOINT", "embed_panic")],
+    );
+    d.wait_ready();
+    d.call("ingest.path", json!({ "path": v })).unwrap();
+    d.call("models.add", json!({ "name": "tiny", "path": model }))
+        .unwrap();
+    // Its first batch panics; the restarted worker embeds every chunk with no further change.
+    wait_until("every chunk embedded after the restart", || {
+        let s = answers_status(&d);
+        let restarted = s["workers"].as_array().unwrap().iter().any(|w| {
+            w["name"] == "embedder"
+                && w["restarts"] == 1
+                && w["last_panic"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("embed_panic"))
+        });
+        let s = &s["search"];
+        restarted
+            && s["total_chunks"].as_u64().unwrap() > 0
+            && s["embedded_chunks"] == s["total_chunks"]
+    });
+    let r = d
+        .call(
+            "search.query",
+            json!({ "query": "aphids", "mode": "dense", "k": 3 }),
+        )
+        .unwrap();
+    assert_eq!(r["hits"].as_array().unwrap().len(), 3, "{r}");
+    d.stop();
+}
