@@ -273,6 +273,14 @@ impl Budget {
         }
     }
 
+    /// A budget with no time left (the `search_budget_spent` failpoint).
+    pub fn spent(now: Instant, limit: Duration) -> Budget {
+        Budget {
+            deadline: now,
+            limit,
+        }
+    }
+
     /// `Err` once the deadline has passed; `phase` names what was about to start.
     pub fn check(&self, phase: &'static str) -> Result<(), SearchError> {
         self.check_at(Instant::now(), phase)
@@ -1164,7 +1172,7 @@ impl Search {
         let started = Instant::now();
         self.limits.check(req)?;
         let budget = if self.failpoint.as_deref() == Some("search_budget_spent") {
-            Budget::new(started - self.limits.timeout, self.limits.timeout)
+            Budget::spent(started, self.limits.timeout)
         } else {
             Budget::new(started, self.limits.timeout)
         };
