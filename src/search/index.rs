@@ -200,12 +200,17 @@ impl TextIndex {
 
     /// Moves the damaged index in `dir` aside and creates an empty one in its place.
     pub fn replace_damaged(dir: &Path, reason: &str) -> Result<(TextIndex, Opened), IndexError> {
-        let aside = move_aside(dir)?;
-        tracing::warn!(
-            reason,
-            kept = %aside.display(),
-            "search index damaged; moved aside, rebuilding from the store"
-        );
+        match move_aside(dir)? {
+            Some(kept) => tracing::warn!(
+                reason,
+                kept = %kept.display(),
+                "search index damaged; moved aside, rebuilding from the store"
+            ),
+            None => tracing::warn!(
+                reason,
+                "search index damaged; removed, rebuilding from the store"
+            ),
+        }
         let (schema, fields) = schema();
         let index = TextIndex::create(dir, &schema, fields)?;
         Ok((index, Opened::Damaged(reason.to_owned())))
@@ -712,8 +717,9 @@ fn remove_dir(dir: &Path) -> Result<(), IndexError> {
 }
 
 /// Renames a damaged index `dir` to `<dir>.broken-<time>` beside it, for a look later, after
-/// removing any older one: at most one damaged copy is kept. Returns where it went.
-pub fn move_aside(dir: &Path) -> Result<PathBuf, IndexError> {
+/// removing any older one: at most one damaged copy is kept. Returns where it went, or `None`
+/// when it could only be removed.
+pub fn move_aside(dir: &Path) -> Result<Option<PathBuf>, IndexError> {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -729,11 +735,11 @@ pub fn move_aside(dir: &Path) -> Result<PathBuf, IndexError> {
     }
     let aside = parent.join(format!("{prefix}{}", crate::clock::file_stamp()));
     match std::fs::rename(dir, &aside) {
-        Ok(()) => Ok(aside),
+        Ok(()) => Ok(Some(aside)),
         Err(_) => {
             // Cannot keep it (another file system, say): it must go either way.
             remove_dir(dir)?;
-            Ok(dir.to_owned())
+            Ok(None)
         }
     }
 }
