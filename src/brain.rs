@@ -51,6 +51,8 @@ pub struct Status {
     pub memory: Option<(u64, u64)>,
     /// Times memory was given back after a burst of work.
     pub memory_releases: u64,
+    /// Supervised worker threads, with their restarts after panics.
+    pub workers: Vec<crate::supervise::WorkerStatus>,
 }
 
 impl Brain {
@@ -61,10 +63,11 @@ impl Brain {
         // A users file may have given this address another id; the stored one wins so that
         // every row the daemon writes agrees with the users table.
         let user_id = store.write(|tx| store::ensure_user(tx, &config.user_id, user_email))?;
-        let search = Search::open(
+        let search = Search::open_with(
             store.clone(),
             &search::index_dir(&data_dir),
             config.search_tuning,
+            config.search_limits,
         )?;
         let hook = search.clone();
         let kick = search.clone();
@@ -233,6 +236,7 @@ impl Brain {
             search: self.search.status()?,
             memory: crate::memory::resident(std::process::id()),
             memory_releases: crate::memory::releases(),
+            workers: crate::supervise::workers(),
         })
     }
 

@@ -55,6 +55,12 @@ struct SearchSection {
     boost_body: Option<f32>,
     boost_tags: Option<f32>,
     boost_path: Option<f32>,
+    max_query_bytes: Option<usize>,
+    max_query_terms: Option<usize>,
+    max_prefix_terms: Option<usize>,
+    max_prefix_expansions: Option<u32>,
+    max_filter_values: Option<usize>,
+    query_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +108,8 @@ pub struct Config {
     /// The embedding model named in the config file, if any.
     pub search_model: Option<String>,
     pub search_tuning: crate::search::Tuning,
+    /// What one search may cost (`[search] max_*`, `query_timeout_ms`).
+    pub search_limits: crate::search::Limits,
 }
 
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -223,9 +231,11 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
             *slot = v;
         }
     }
+    let search_limits = search_limits(&file.search)?;
     Ok(Config {
         search_model: file.search.model.clone(),
         search_tuning: tuning,
+        search_limits,
         user_id: UserId::for_email(&user_email),
         user_email,
         data_dir,
@@ -239,6 +249,38 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
             .max(1),
         config_file,
     })
+}
+
+/// The `[search]` budgets over their defaults. Each must be at least 1: a zero would refuse
+/// every query.
+fn search_limits(s: &SearchSection) -> Result<crate::search::Limits, ConfigError> {
+    let mut l = crate::search::Limits::default();
+    let at_least_one = |name: &'static str, v: Option<u64>| match v {
+        Some(0) => Err(ConfigError::Invalid {
+            name,
+            message: "must be at least 1".into(),
+        }),
+        _ => Ok(()),
+    };
+    let as_u64 = |v: Option<usize>| v.map(|v| v as u64);
+    at_least_one("search.max_query_bytes", as_u64(s.max_query_bytes))?;
+    at_least_one("search.max_query_terms", as_u64(s.max_query_terms))?;
+    at_least_one("search.max_prefix_terms", as_u64(s.max_prefix_terms))?;
+    at_least_one(
+        "search.max_prefix_expansions",
+        s.max_prefix_expansions.map(u64::from),
+    )?;
+    at_least_one("search.max_filter_values", as_u64(s.max_filter_values))?;
+    at_least_one("search.query_timeout_ms", s.query_timeout_ms)?;
+    l.max_query_bytes = s.max_query_bytes.unwrap_or(l.max_query_bytes);
+    l.max_query_terms = s.max_query_terms.unwrap_or(l.max_query_terms);
+    l.max_prefix_terms = s.max_prefix_terms.unwrap_or(l.max_prefix_terms);
+    l.max_prefix_expansions = s.max_prefix_expansions.unwrap_or(l.max_prefix_expansions);
+    l.max_filter_values = s.max_filter_values.unwrap_or(l.max_filter_values);
+    if let Some(ms) = s.query_timeout_ms {
+        l.timeout = std::time::Duration::from_millis(ms);
+    }
+    Ok(l)
 }
 
 /// Socket path only, for clients: they need no data dir when `BRAIN_SOCKET` is set.
@@ -300,6 +342,13 @@ mod tests {
         assert_eq!(c.user_email, "me@x.org");
         assert_eq!(c.user_id, UserId::for_email("me@x.org"));
         assert_eq!(c.store_path(), PathBuf::from("/tmp/b/brain.db"));
+        let c = with_file("[search]\nmax_query_terms = 9\nquery_timeout_ms = 250\n").unwrap();
+        assert_eq!(c.search_limits.max_query_terms, 9);
+        assert_eq!(c.search_limits.timeout.as_millis(), 250);
+        assert_eq!(
+            c.search_limits.max_prefix_terms,
+            crate::search::Limits::default().max_prefix_terms
+        );
     }
 
     #[test]
@@ -325,6 +374,8 @@ mod tests {
         assert!(e.to_string().contains("colour"), "{e}");
         let e = with_file("[user]\nemail = \"nobody\"").unwrap_err();
         assert!(e.to_string().contains("user.email"), "{e}");
+        let e = with_file("[search]\nmax_query_terms = 0").unwrap_err();
+        assert!(e.to_string().contains("search.max_query_terms"), "{e}");
         let e = resolve(&Overrides {
             config: Some("/nonexistent/brain.toml".into()),
             ..Overrides::default()

@@ -29,6 +29,8 @@ pub enum Kind {
     ModelUnavailable,
     /// The search index failed (I/O, a full disk, corruption).
     IndexError,
+    /// A search ran past its time budget (`[search] query_timeout_ms`).
+    QueryTimeout,
     /// A workflow document has validation errors.
     WorkflowInvalid,
     RunNotFound,
@@ -57,6 +59,7 @@ impl Kind {
         Kind::PermissionDenied,
         Kind::ModelUnavailable,
         Kind::IndexError,
+        Kind::QueryTimeout,
         Kind::WorkflowInvalid,
         Kind::RunNotFound,
         Kind::RunNotPaused,
@@ -83,6 +86,7 @@ impl Kind {
             Kind::PermissionDenied => "permission_denied",
             Kind::ModelUnavailable => "model_unavailable",
             Kind::IndexError => "index_error",
+            Kind::QueryTimeout => "query_timeout",
             Kind::WorkflowInvalid => "workflow_invalid",
             Kind::RunNotFound => "run_not_found",
             Kind::RunNotPaused => "run_not_paused",
@@ -109,6 +113,7 @@ impl Kind {
             Kind::PermissionDenied => -32005,
             Kind::ModelUnavailable => -32020,
             Kind::IndexError => -32021,
+            Kind::QueryTimeout => -32022,
             Kind::WorkflowInvalid => -32010,
             Kind::RunNotFound => -32011,
             Kind::RunNotPaused => -32012,

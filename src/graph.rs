@@ -20,6 +20,9 @@ pub const MAX_SEARCH_LIMIT: usize = 200;
 pub const MAX_NODES_LIMIT: usize = 1000;
 /// Deepest breadth-first walk [`neighbors`] accepts.
 pub const MAX_DEPTH: u32 = 3;
+/// Longest title query: far above any title a person types, and far below SQLite's own limit
+/// on LIKE patterns (50,000 bytes), which would otherwise answer with a store error.
+pub const MAX_TITLE_QUERY_BYTES: usize = 1024;
 /// Rows of titles or names one search pass reads at most. Keeps a one-letter query or the
 /// fuzzy pass bounded on a very large graph at the price of missing hits beyond the cap.
 const TITLE_SCAN_CAP: i64 = 100_000;
@@ -163,8 +166,18 @@ pub fn node_get(conn: &Connection, r: &NodeRef) -> Result<NodeView, Error> {
 /// Ranks exact (case-insensitive) over prefix over word prefix over substring over fuzzy (the
 /// query's characters in order, spaces ignored); within a tier shorter matches come first,
 /// then alphabetical. One hit per node, with its best match. A blank query finds nothing;
-/// `limit` is clamped to [`MAX_SEARCH_LIMIT`].
+/// `limit` is clamped to [`MAX_SEARCH_LIMIT`]; a query over [`MAX_TITLE_QUERY_BYTES`] is
+/// refused before any work.
 pub fn search_title(conn: &Connection, query: &str, limit: usize) -> Result<Vec<TitleHit>, Error> {
+    if query.len() > MAX_TITLE_QUERY_BYTES {
+        return Err(Error::new(
+            Kind::InvalidParams,
+            format!(
+                "query is {} bytes; the limit is {MAX_TITLE_QUERY_BYTES} (title search)",
+                query.len()
+            ),
+        ));
+    }
     let limit = limit.min(MAX_SEARCH_LIMIT);
     let query = Query::new(query);
     if query.text.is_empty() || limit == 0 {
@@ -1247,6 +1260,20 @@ mod tests {
         check("delta", 5, &[]);
         check("  ", 5, &[]);
         check("beta", 0, &[]);
+        // LIKE wildcards in the query are plain characters.
+        check("b_ta", 5, &[]);
+        check("%eta", 5, &[]);
+    }
+
+    #[test]
+    fn search_title_refuses_a_query_over_the_byte_limit() {
+        let (_dir, store) = store();
+        let at = "x".repeat(MAX_TITLE_QUERY_BYTES);
+        assert!(store.read(|c| search_title(c, &at, 5)).unwrap().is_empty());
+        let over = format!("{at}x");
+        let e = store.read(|c| search_title(c, &over, 5)).unwrap_err();
+        assert_eq!(e.kind, Kind::InvalidParams);
+        assert!(e.message.contains("the limit is 1024"), "{e}");
     }
 
     #[test]

@@ -21,4 +21,5 @@ pub mod memory;
 pub mod rpc;
 pub mod search;
 pub mod store;
+pub mod supervise;
 pub mod workflow;

@@ -124,6 +124,17 @@ pub struct StatusWire {
     pub watcher: WatcherWire,
     pub search: SearchStatusWire,
     pub memory: MemoryWire,
+    /// Supervised worker threads: a panic is caught, counted here, and the worker restarts.
+    #[serde(default)]
+    pub workers: Vec<WorkerWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerWire {
+    pub name: String,
+    pub restarts: u64,
+    pub last_panic: Option<String>,
+    pub last_panic_at: Option<String>,
 }
 
 /// The daemon's memory: resident now and at its peak (absent off Linux), and how many times it
@@ -149,6 +160,9 @@ pub struct SearchStatusWire {
     pub model_state: String,
     pub embedded_chunks: usize,
     pub total_chunks: u64,
+    /// When the index was last found damaged and replaced (it is rebuilt from the store), and
+    /// why; `null` if never in this process.
+    pub last_damage: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -221,12 +235,23 @@ impl From<Status> for StatusWire {
                 model_state: s.search.model_state,
                 embedded_chunks: s.search.embedded_chunks,
                 total_chunks: s.search.total_chunks,
+                last_damage: s.search.last_damage,
             },
             memory: MemoryWire {
                 resident_bytes: s.memory.map(|m| m.0),
                 peak_resident_bytes: s.memory.map(|m| m.1),
                 releases: s.memory_releases,
             },
+            workers: s
+                .workers
+                .into_iter()
+                .map(|w| WorkerWire {
+                    name: w.name,
+                    restarts: w.restarts,
+                    last_panic: w.last_panic,
+                    last_panic_at: w.last_panic_at,
+                })
+                .collect(),
         }
     }
 }

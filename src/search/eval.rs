@@ -186,7 +186,12 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
         std::fs::write(&marker, b"")?;
     }
-    let search = Search::open(store.clone(), &work.join("index"), opts.tuning)?;
+    let search = Search::open_with(
+        store.clone(),
+        &work.join("index"),
+        opts.tuning,
+        super::Limits::offline(),
+    )?;
     if opts.work_dir.is_some() {
         // A kept index may come from other settings: rebuild it, from the kept store.
         search.rebuild()?;

@@ -8,15 +8,18 @@
 
 use std::collections::HashSet;
 use std::ops::Bound;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::collector::{Collector, DocSetCollector, SegmentCollector, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery,
-    RegexQuery, TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, InvertedIndexRangeQuery, Occur,
+    PhrasePrefixQuery, Query, QueryParser, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
@@ -41,6 +44,12 @@ pub enum IndexError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("search index: {0}")]
     Store(#[from] rusqlite::Error),
+    /// tantivy panicked on what it read (a damaged file).
+    #[error("search index: {0}")]
+    Panicked(String),
+    /// The query's time budget ran out before the next segment was searched.
+    #[error("search index: the query ran out of time")]
+    OutOfTime,
     #[error("search index directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -131,9 +140,9 @@ pub struct TextIndex {
     pub dir: PathBuf,
     pub index: Index,
     pub reader: IndexReader,
-    /// tantivy allows one writer per index; holding its lock is holding the right to change
-    /// the index (catch-up and rebuild both take it).
-    pub writer: Mutex<IndexWriter>,
+    /// tantivy allows one writer per index; holding this lock is holding the right to change
+    /// the index. `None` after a failure: the next [`TextIndex::with_writer`] makes a new one.
+    writer: Mutex<Option<IndexWriter>>,
     pub fields: Fields,
 }
 
@@ -142,81 +151,142 @@ pub struct TextIndex {
 pub enum Opened {
     /// Up to the returned payload.
     Existing(Payload),
-    /// Created empty, because there was none, it was unreadable, or it was built by another
-    /// format or store; the reason says which.
+    /// Created empty, because there was none or it was built by another format or store; the
+    /// reason says which.
     Fresh(String),
+    /// Created empty in place of a damaged index, which was moved aside.
+    Damaged(String),
 }
 
 impl TextIndex {
-    /// Opens the index in `dir`, or creates an empty one (moving an unusable one aside first).
+    /// Opens the index in `dir`, or creates an empty one. An index that cannot be opened — an
+    /// error or a panic inside tantivy on a damaged file — is moved aside
+    /// ([`move_aside`]) and replaced by an empty one; only an empty index that cannot be
+    /// created is an error.
     pub fn open(dir: &Path, store_id: &str) -> Result<(TextIndex, Opened), IndexError> {
-        let io = |source| IndexError::Io {
+        std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
             path: dir.to_owned(),
             source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        })?;
         let (schema, fields) = schema();
-        let existing = if dir.join("meta.json").exists() {
-            Some(Index::open_in_dir(dir).and_then(|idx| {
-                let metas = idx.load_metas()?;
-                Ok((idx, metas.payload))
-            }))
-        } else {
-            None
-        };
-        let (index, opened) = match existing {
-            Some(Ok((idx, payload))) => {
-                let payload: Option<Payload> = payload.and_then(|p| serde_json::from_str(&p).ok());
-                match payload {
-                    Some(p) if p.format == INDEX_FORMAT && p.store_id == store_id => {
-                        if idx.schema() == schema {
-                            (idx, Opened::Existing(p))
-                        } else {
-                            (
-                                recreate(dir, &schema)?,
-                                Opened::Fresh("schema changed".into()),
-                            )
-                        }
-                    }
-                    Some(p) if p.store_id != store_id => (
-                        recreate(dir, &schema)?,
-                        Opened::Fresh("index belongs to another store".into()),
-                    ),
-                    Some(_) => (
-                        recreate(dir, &schema)?,
-                        Opened::Fresh("index format changed".into()),
-                    ),
-                    None => (
-                        recreate(dir, &schema)?,
-                        Opened::Fresh("index has no usable commit".into()),
-                    ),
+        if dir.join("meta.json").exists() {
+            let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                open_existing(dir, store_id, &schema, fields)
+            }));
+            match opened {
+                Ok(Ok(Ok(found))) => return Ok(found),
+                Ok(Ok(Err(reason))) => {
+                    // Readable, but not this store's or this format's: nothing to keep.
+                    remove_dir(dir)?;
+                    let index = TextIndex::create(dir, &schema, fields)?;
+                    return Ok((index, Opened::Fresh(reason)));
+                }
+                Ok(Err(e)) => {
+                    let reason = format!("index unreadable ({e})");
+                    return TextIndex::replace_damaged(dir, &reason);
+                }
+                Err(panic) => {
+                    let reason = format!(
+                        "index unreadable (panic: {})",
+                        crate::supervise::panic_message(panic.as_ref())
+                    );
+                    return TextIndex::replace_damaged(dir, &reason);
                 }
             }
-            Some(Err(e)) => (
-                recreate(dir, &schema)?,
-                Opened::Fresh(format!("index unreadable ({e})")),
+        }
+        let index = TextIndex::create(dir, &schema, fields)?;
+        Ok((index, Opened::Fresh("no index yet".into())))
+    }
+
+    /// Moves the damaged index in `dir` aside and creates an empty one in its place.
+    pub fn replace_damaged(dir: &Path, reason: &str) -> Result<(TextIndex, Opened), IndexError> {
+        match move_aside(dir)? {
+            Some(kept) => tracing::warn!(
+                reason,
+                kept = %kept.display(),
+                "search index damaged; moved aside, rebuilding from the store"
             ),
-            None => (
-                Index::create_in_dir(dir, schema.clone())?,
-                Opened::Fresh("no index yet".into()),
+            None => tracing::warn!(
+                reason,
+                "search index damaged; removed, rebuilding from the store"
             ),
-        };
+        }
+        let (schema, fields) = schema();
+        let index = TextIndex::create(dir, &schema, fields)?;
+        Ok((index, Opened::Damaged(reason.to_owned())))
+    }
+
+    fn create(dir: &Path, schema: &Schema, fields: Fields) -> Result<TextIndex, IndexError> {
+        std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let index = Index::create_in_dir(dir, schema.clone())?;
+        TextIndex::ready(dir, index, fields)
+    }
+
+    /// Registers the analyzer and opens the writer and the reader.
+    fn ready(dir: &Path, index: Index, fields: Fields) -> Result<TextIndex, IndexError> {
         index.tokenizers().register(ANALYZER, analyzer());
         let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        Ok((
-            TextIndex {
-                dir: dir.to_owned(),
-                index,
-                reader,
-                writer: Mutex::new(writer),
-                fields,
-            },
-            opened,
-        ))
+        Ok(TextIndex {
+            dir: dir.to_owned(),
+            index,
+            reader,
+            writer: Mutex::new(Some(writer)),
+            fields,
+        })
+    }
+
+    /// Runs `f` with the writer, making a new one first if the last one failed. When `f` fails
+    /// or panics the writer is dropped — with whatever it held that was not committed — so
+    /// that a writer tantivy killed (a full disk during a commit, say) is never used again.
+    pub fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut IndexWriter) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let mut guard = self.writer.lock().unwrap_or_else(|p| {
+            // A panic while the writer was held: what it buffered is suspect.
+            let mut g = p.into_inner();
+            *g = None;
+            g
+        });
+        self.writer.clear_poison();
+        if guard.is_none() {
+            *guard = Some(self.index.writer_with_num_threads(1, WRITER_HEAP)?);
+        }
+        // Invariant: set just above when it was `None`.
+        let Some(writer) = guard.as_mut() else {
+            return Err(IndexError::Panicked("index writer missing".into()));
+        };
+        let result = f(writer);
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
+    /// Checks every file of the current commit against its checksum (reads the whole index).
+    /// Returns the damaged files' names; a panic or error while reading counts as damage too.
+    pub fn damaged_files(&self) -> Vec<String> {
+        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| self.index.validate_checksum()));
+        match checked {
+            Ok(Ok(files)) => {
+                let mut names: Vec<String> =
+                    files.iter().map(|p| p.display().to_string()).collect();
+                names.sort();
+                names
+            }
+            Ok(Err(e)) => vec![format!("({e})")],
+            Err(p) => vec![format!(
+                "(panic: {})",
+                crate::supervise::panic_message(p.as_ref())
+            )],
+        }
     }
 
     pub fn add(&self, writer: &IndexWriter, d: &ChunkDoc) -> Result<(), IndexError> {
@@ -268,8 +338,10 @@ impl TextIndex {
     }
 
     /// The user's query over the text fields, with boosts. Never fails: what cannot be parsed
-    /// is searched as plain words.
-    pub fn text_query(&self, q: &str, boosts: &Boosts) -> Box<dyn Query> {
+    /// is searched as plain words. Each `prefix*` stands for at most `max_expansions` index
+    /// terms per field (the first ones in term order), so a one-letter prefix costs no more
+    /// than a short list of words.
+    pub fn text_query(&self, q: &str, boosts: &Boosts, max_expansions: u32) -> Box<dyn Query> {
         let f = &self.fields;
         let mut parser = QueryParser::for_index(
             &self.index,
@@ -286,24 +358,8 @@ impl TextIndex {
             return query;
         }
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Should, query)];
-        let mut analyzer = analyzer();
         for (occur, word) in prefixes {
-            // The index holds analyzed terms: match the folded word and its stem as prefixes.
-            let mut forms = vec![word.to_lowercase()];
-            let mut stream = analyzer.token_stream(&word);
-            while let Some(t) = stream.next() {
-                forms.push(t.text.clone());
-            }
-            forms.sort();
-            forms.dedup();
-            let pattern = format!(
-                "({}).*",
-                forms
-                    .iter()
-                    .map(|f| regex_escape(f))
-                    .collect::<Vec<_>>()
-                    .join("|")
-            );
+            let forms = prefix_forms(&word);
             let per_field: Vec<(Occur, Box<dyn Query>)> = [
                 (f.title, boosts.title),
                 (f.heading, boosts.heading),
@@ -312,15 +368,69 @@ impl TextIndex {
                 (f.path_text, boosts.path),
             ]
             .into_iter()
-            .filter_map(|(field, boost)| {
-                let q = RegexQuery::from_pattern(&pattern, field).ok()?;
-                let q: Box<dyn Query> = Box::new(BoostQuery::new(Box::new(q), boost));
-                Some((Occur::Should, q))
+            .map(|(field, boost)| {
+                // A one-term phrase prefix is a bounded walk of the term dictionary (no
+                // automaton is built); a match scores `boost` whichever form matched.
+                let mut ranges: Vec<(Occur, Box<dyn Query>)> = forms
+                    .iter()
+                    .map(|form| {
+                        let mut q =
+                            PhrasePrefixQuery::new(vec![Term::from_field_text(field, form)]);
+                        q.set_max_expansions(max_expansions);
+                        let q: Box<dyn Query> = Box::new(q);
+                        (Occur::Should, q)
+                    })
+                    .collect();
+                let q: Box<dyn Query> = if ranges.len() == 1 {
+                    let (_, only) = ranges.remove(0);
+                    Box::new(BoostQuery::new(only, boost))
+                } else {
+                    Box::new(ConstScoreQuery::new(
+                        Box::new(BooleanQuery::new(ranges)),
+                        boost,
+                    ))
+                };
+                (Occur::Should, q)
             })
             .collect();
             clauses.push((occur, Box::new(BooleanQuery::new(per_field))));
         }
         Box::new(BooleanQuery::new(clauses))
+    }
+
+    /// The `prefix*` words of `q` that stand for more than `max_expansions` terms in some field
+    /// of some segment, so that only the first of them were searched.
+    pub fn cut_prefixes(&self, q: &str, max_expansions: u32) -> Result<Vec<String>, IndexError> {
+        let f = &self.fields;
+        let searcher = self.reader.searcher();
+        let mut cut = Vec::new();
+        for (_, word) in split_prefixes(q).1 {
+            'word: for form in prefix_forms(&word) {
+                let end = bytes_after_prefix(form.as_bytes());
+                for seg in searcher.segment_readers() {
+                    for field in [f.title, f.heading, f.body, f.tags_text, f.path_text] {
+                        let inverted = seg.inverted_index(field)?;
+                        let mut range = inverted.terms().range().ge(form.as_bytes());
+                        if let Some(end) = &end {
+                            range = range.lt(end);
+                        }
+                        let mut terms = range
+                            .into_stream()
+                            .map_err(|e| IndexError::Tantivy(e.into()))?;
+                        let mut n = 0u32;
+                        while terms.advance() {
+                            n += 1;
+                            if n > max_expansions {
+                                cut.push(word.clone());
+                                break 'word;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cut.dedup();
+        Ok(cut)
     }
 
     /// The filters as one query, or `None` when there are none.
@@ -359,11 +469,17 @@ impl TextIndex {
             }
         }
         if let Some(prefix) = &filters.path_prefix {
-            let pattern = format!("{}.*", regex_escape(prefix));
-            must.push((
-                Occur::Must,
-                Box::new(RegexQuery::from_pattern(&pattern, f.path)?),
-            ));
+            // Every path starting with the prefix: a range of the term dictionary.
+            let lo = Bound::Included(Term::from_field_text(f.path, prefix));
+            let hi = match bytes_after_prefix(prefix.as_bytes()) {
+                Some(end) => {
+                    let mut t = Term::from_field_text(f.path, "");
+                    t.append_bytes(&end);
+                    Bound::Excluded(t)
+                }
+                None => Bound::Unbounded,
+            };
+            must.push((Occur::Must, Box::new(InvertedIndexRangeQuery::new(lo, hi))));
         }
         if filters.since.is_some() || filters.until.is_some() {
             let lo = filters.since.map_or(Bound::Unbounded, |s| {
@@ -382,11 +498,13 @@ impl TextIndex {
     }
 
     /// BM25 top `n` for `text` restricted by `filter`: (chunk id, note id, score), best first.
+    /// Stops with [`IndexError::OutOfTime`] before the first segment searched after `deadline`.
     pub fn search(
         &self,
         text: Box<dyn Query>,
         filter: Option<Box<dyn Query>>,
         n: usize,
+        deadline: Instant,
     ) -> Result<Vec<(String, String, f32)>, IndexError> {
         let searcher = self.reader.searcher();
         let query: Box<dyn Query> = match filter {
@@ -397,7 +515,8 @@ impl TextIndex {
             ])),
             None => text,
         };
-        let top = searcher.search(&query, &TopDocs::with_limit(n.max(1)).order_by_score())?;
+        let top = Deadline::new(TopDocs::with_limit(n.max(1)).order_by_score(), deadline)
+            .search(&searcher, &query)?;
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let (chunk, note) = self.ids(&searcher, addr)?;
@@ -407,9 +526,13 @@ impl TextIndex {
     }
 
     /// The chunk ids every document matching `filter` has.
-    pub fn matching_chunks(&self, filter: &dyn Query) -> Result<HashSet<String>, IndexError> {
+    pub fn matching_chunks(
+        &self,
+        filter: &dyn Query,
+        deadline: Instant,
+    ) -> Result<HashSet<String>, IndexError> {
         let searcher = self.reader.searcher();
-        let docs = searcher.search(filter, &DocSetCollector)?;
+        let docs = Deadline::new(DocSetCollector, deadline).search(&searcher, filter)?;
         let mut out = HashSet::with_capacity(docs.len());
         let mut columns = Vec::new();
         for seg in searcher.segment_readers() {
@@ -442,6 +565,75 @@ impl TextIndex {
                 .to_owned()
         };
         Ok((get(self.fields.chunk_id), get(self.fields.note_id)))
+    }
+}
+
+/// A collector that refuses to start on another segment once its deadline has passed: the
+/// time budget of a query reaches into the search itself.
+struct Deadline<C> {
+    inner: C,
+    deadline: Instant,
+    expired: AtomicBool,
+}
+
+impl<C: Collector> Deadline<C> {
+    fn new(inner: C, deadline: Instant) -> Deadline<C> {
+        Deadline {
+            inner,
+            deadline,
+            expired: AtomicBool::new(false),
+        }
+    }
+
+    fn search(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+    ) -> Result<C::Fruit, IndexError> {
+        match searcher.search(query, self) {
+            Ok(f) => Ok(f),
+            Err(_) if self.expired.load(Ordering::SeqCst) => Err(IndexError::OutOfTime),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl<C: Collector> Collector for Deadline<C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn for_segment(
+        &self,
+        segment_local_id: tantivy::SegmentOrdinal,
+        segment: &tantivy::SegmentReader,
+    ) -> tantivy::Result<C::Child> {
+        self.inner.for_segment(segment_local_id, segment)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.inner.requires_scoring()
+    }
+
+    fn merge_fruits(
+        &self,
+        segment_fruits: Vec<<C::Child as SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<C::Fruit> {
+        self.inner.merge_fruits(segment_fruits)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        segment_ord: u32,
+        reader: &tantivy::SegmentReader,
+    ) -> tantivy::Result<<C::Child as SegmentCollector>::Fruit> {
+        if Instant::now() >= self.deadline {
+            self.expired.store(true, Ordering::SeqCst);
+            return Err(tantivy::TantivyError::InvalidArgument(
+                "the query ran out of time".into(),
+            ));
+        }
+        self.inner.collect_segment(weight, segment_ord, reader)
     }
 }
 
@@ -480,14 +672,76 @@ fn split_prefixes(q: &str) -> (String, Vec<(Occur, String)>) {
     (rest, prefixes)
 }
 
-fn recreate(dir: &Path, schema: &Schema) -> Result<Index, IndexError> {
-    let io = |source| IndexError::Io {
+/// Opens the index in `dir` as it is. `Ok(Err(reason))` when it is readable but built for
+/// another store or format, or without a usable commit.
+fn open_existing(
+    dir: &Path,
+    store_id: &str,
+    schema: &Schema,
+    fields: Fields,
+) -> Result<Result<(TextIndex, Opened), String>, IndexError> {
+    let idx = Index::open_in_dir(dir)?;
+    let metas = idx.load_metas()?;
+    let payload: Option<Payload> = metas.payload.and_then(|p| serde_json::from_str(&p).ok());
+    let payload = match payload {
+        Some(p) if p.format == INDEX_FORMAT && p.store_id == store_id => {
+            if idx.schema() != *schema {
+                return Ok(Err("schema changed".into()));
+            }
+            p
+        }
+        Some(p) if p.store_id != store_id => {
+            return Ok(Err("index belongs to another store".into()));
+        }
+        Some(_) => return Ok(Err("index format changed".into())),
+        None => return Ok(Err("index has no usable commit".into())),
+    };
+    let text = TextIndex::ready(dir, idx, fields)?;
+    // Opening a searcher opens every segment's files: a truncated one fails here, not later.
+    let searcher = text.reader.searcher();
+    for seg in searcher.segment_readers() {
+        for field in [fields.title, fields.heading, fields.body, fields.tags_text] {
+            seg.inverted_index(field)?;
+        }
+        seg.get_store_reader(0)
+            .map_err(|e| IndexError::Tantivy(e.into()))?;
+    }
+    Ok(Ok((text, Opened::Existing(payload))))
+}
+
+fn remove_dir(dir: &Path) -> Result<(), IndexError> {
+    std::fs::remove_dir_all(dir).map_err(|source| IndexError::Io {
         path: dir.to_owned(),
         source,
-    };
-    std::fs::remove_dir_all(dir).map_err(io)?;
-    std::fs::create_dir_all(dir).map_err(io)?;
-    Ok(Index::create_in_dir(dir, schema.clone())?)
+    })
+}
+
+/// Renames a damaged index `dir` to `<dir>.broken-<time>` beside it, for a look later, after
+/// removing any older one: at most one damaged copy is kept. Returns where it went, or `None`
+/// when it could only be removed.
+pub fn move_aside(dir: &Path) -> Result<Option<PathBuf>, IndexError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "index".into());
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let prefix = format!("{name}.broken-");
+    if let Ok(entries) = std::fs::read_dir(parent) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let aside = parent.join(format!("{prefix}{}", crate::clock::file_stamp()));
+    match std::fs::rename(dir, &aside) {
+        Ok(()) => Ok(Some(aside)),
+        Err(_) => {
+            // Cannot keep it (another file system, say): it must go either way.
+            remove_dir(dir)?;
+            Ok(None)
+        }
+    }
 }
 
 /// Field boosts of the text query.
@@ -538,16 +792,53 @@ fn prop_term(key: &str, value: &str) -> String {
     format!("{}={}", key.to_lowercase(), value.to_lowercase())
 }
 
-/// Escapes `s` for tantivy's regex syntax (the `regex` crate's, anchored at both ends).
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~\"<>@".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
+/// The index holds analyzed terms: a prefix matches as the folded word and as its stem. A form
+/// that another form is a prefix of adds nothing and is dropped.
+fn prefix_forms(word: &str) -> Vec<String> {
+    let mut forms = vec![word.to_lowercase()];
+    let mut analyzer = analyzer();
+    let mut stream = analyzer.token_stream(word);
+    while let Some(t) = stream.next() {
+        forms.push(t.text.clone());
     }
-    out
+    forms.sort();
+    forms.dedup();
+    let all = forms.clone();
+    forms.retain(|f| !all.iter().any(|g| g != f && f.starts_with(g.as_str())));
+    forms
+}
+
+/// How many `prefix*` words [`TextIndex::text_query`] would take out of `q`.
+pub fn prefix_count(q: &str) -> usize {
+    split_prefixes(q).1.len()
+}
+
+/// How many words `q` holds, as the tokenizer splits them (runs of letters and digits): what a
+/// query costs grows with this, whatever the operators around the words.
+pub fn term_count(q: &str) -> usize {
+    let mut n = 0;
+    let mut in_word = false;
+    for c in q.chars() {
+        let w = c.is_alphanumeric();
+        if w && !in_word {
+            n += 1;
+        }
+        in_word = w;
+    }
+    n
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, or `None` when
+/// there is none (the prefix is all `0xff`).
+fn bytes_after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Reads the index documents of the given notes (all current notes when `None`) from the store.
@@ -741,20 +1032,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (idx, opened) = TextIndex::open(dir.path(), "store-1").unwrap();
         assert!(matches!(opened, Opened::Fresh(_)));
-        {
-            let mut w = idx.writer.lock().unwrap();
-            idx.add(&w, &doc("a", "a zeppelin hangar")).unwrap();
-            idx.add(&w, &doc("b", "deep watering of tomatoes")).unwrap();
+        idx.with_writer(|w| {
+            idx.add(w, &doc("a", "a zeppelin hangar"))?;
+            idx.add(w, &doc("b", "deep watering of tomatoes"))?;
             let p = Payload {
                 format: INDEX_FORMAT,
                 store_id: "store-1".into(),
                 seq: 7,
             };
-            idx.commit(&mut w, &p).unwrap();
-        }
+            idx.commit(w, &p)
+        })
+        .unwrap();
         let ids = |q: &str, f: &Filters| -> Vec<String> {
             let filter = idx.filter_query(f).unwrap();
-            idx.search(idx.text_query(q, &Boosts::default()), filter, 10)
+            let far = Instant::now() + std::time::Duration::from_secs(60);
+            idx.search(idx.text_query(q, &Boosts::default(), 64), filter, 10, far)
                 .unwrap()
                 .into_iter()
                 .map(|h| h.0)
@@ -790,6 +1082,232 @@ mod tests {
         );
         let (_, opened) = TextIndex::open(dir.path(), "store-2").unwrap();
         assert!(matches!(opened, Opened::Fresh(_)), "{opened:?}");
+    }
+
+    fn payload(seq: i64) -> Payload {
+        Payload {
+            format: INDEX_FORMAT,
+            store_id: "store-1".into(),
+            seq,
+        }
+    }
+
+    fn hits(idx: &TextIndex, q: &str, max_expansions: u32) -> Vec<String> {
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        let mut ids: Vec<String> = idx
+            .search(
+                idx.text_query(q, &Boosts::default(), max_expansions),
+                None,
+                10,
+                far,
+            )
+            .unwrap()
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_prefix_stands_for_at_most_the_expansion_limit_of_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let (idx, _) = TextIndex::open(dir.path(), "store-1").unwrap();
+        idx.with_writer(|w| {
+            idx.add(w, &doc("a", "tomato"))?;
+            idx.add(w, &doc("b", "tombola"))?;
+            idx.add(w, &doc("c", "tomes"))?;
+            idx.commit(w, &payload(1))
+        })
+        .unwrap();
+        assert_eq!(hits(&idx, "tom*", 64), ["a", "b", "c"]);
+        // Term order: tomato, tombola, tome (the stem of tomes).
+        assert_eq!(hits(&idx, "tom*", 2), ["a", "b"]);
+        assert_eq!(hits(&idx, "tom*", 1), ["a"]);
+        assert_eq!(idx.cut_prefixes("tom* zzz* tomb*", 2).unwrap(), ["tom"]);
+        assert!(idx.cut_prefixes("tom*", 3).unwrap().is_empty());
+        // A word whose stem is not a prefix of it matches as either form, scored once.
+        assert_eq!(prefix_forms("happily"), ["happili", "happily"]);
+        assert_eq!(prefix_forms("Watering"), ["water"]);
+    }
+
+    #[test]
+    fn a_search_past_its_deadline_stops_before_the_next_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (idx, _) = TextIndex::open(dir.path(), "store-1").unwrap();
+        idx.with_writer(|w| {
+            idx.add(w, &doc("a", "alpha"))?;
+            idx.commit(w, &payload(1))
+        })
+        .unwrap();
+        let q = || idx.text_query("alpha", &Boosts::default(), 64);
+        let spent = Instant::now();
+        let e = idx.search(q(), None, 10, spent).unwrap_err();
+        assert!(matches!(e, IndexError::OutOfTime), "{e:?}");
+        let filter = idx
+            .filter_query(&Filters {
+                kinds: vec!["note".into()],
+                ..Filters::default()
+            })
+            .unwrap()
+            .unwrap();
+        let e = idx.matching_chunks(filter.as_ref(), spent).unwrap_err();
+        assert!(matches!(e, IndexError::OutOfTime), "{e:?}");
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(idx.search(q(), None, 10, later).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn terms_and_prefixes_are_counted_as_the_limits_see_them() {
+        assert_eq!(term_count("a* a* a*"), 3);
+        assert_eq!(term_count("\"deep watering\" -pruning tomat*"), 4);
+        assert_eq!(term_count("a-b-c.d"), 4);
+        assert_eq!(term_count("  "), 0);
+        assert_eq!(prefix_count("a* +b* \"c d*\" e"), 2);
+    }
+
+    /// A directory whose writes fail while `fail` is set, as a full disk's would.
+    #[derive(Clone, Debug)]
+    struct FullDisk {
+        inner: tantivy::directory::RamDirectory,
+        fail: std::sync::Arc<AtomicBool>,
+    }
+
+    impl FullDisk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            Ok(())
+        }
+    }
+
+    impl tantivy::Directory for FullDisk {
+        fn get_file_handle(
+            &self,
+            path: &Path,
+        ) -> Result<
+            std::sync::Arc<dyn tantivy::directory::FileHandle>,
+            tantivy::directory::error::OpenReadError,
+        > {
+            self.inner.get_file_handle(path)
+        }
+        fn delete(&self, path: &Path) -> Result<(), tantivy::directory::error::DeleteError> {
+            self.inner.delete(path)
+        }
+        fn exists(&self, path: &Path) -> Result<bool, tantivy::directory::error::OpenReadError> {
+            self.inner.exists(path)
+        }
+        fn open_write(
+            &self,
+            path: &Path,
+        ) -> Result<tantivy::directory::WritePtr, tantivy::directory::error::OpenWriteError>
+        {
+            self.check().map_err(|e| {
+                tantivy::directory::error::OpenWriteError::wrap_io_error(e, path.to_owned())
+            })?;
+            self.inner.open_write(path)
+        }
+        fn atomic_read(
+            &self,
+            path: &Path,
+        ) -> Result<Vec<u8>, tantivy::directory::error::OpenReadError> {
+            self.inner.atomic_read(path)
+        }
+        fn atomic_write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.atomic_write(path, data)
+        }
+        fn sync_directory(&self) -> std::io::Result<()> {
+            self.inner.sync_directory()
+        }
+        fn watch(
+            &self,
+            cb: tantivy::directory::WatchCallback,
+        ) -> tantivy::Result<tantivy::directory::WatchHandle> {
+            self.inner.watch(cb)
+        }
+    }
+
+    #[test]
+    fn a_writer_that_failed_is_replaced_and_the_next_commit_succeeds() {
+        let fail = std::sync::Arc::new(AtomicBool::new(false));
+        let disk = FullDisk {
+            inner: tantivy::directory::RamDirectory::create(),
+            fail: fail.clone(),
+        };
+        let (schema, fields) = schema();
+        let index = Index::create(disk, schema, tantivy::IndexSettings::default()).unwrap();
+        let idx = TextIndex::ready(Path::new("ram"), index, fields).unwrap();
+        idx.with_writer(|w| {
+            idx.add(w, &doc("a", "alpha"))?;
+            idx.commit(w, &payload(1))
+        })
+        .unwrap();
+
+        // The disk fills up during a commit: the commit fails and the batch is dropped.
+        fail.store(true, Ordering::SeqCst);
+        let failed = idx.with_writer(|w| {
+            idx.add(w, &doc("b", "beta"))?;
+            idx.commit(w, &payload(2))
+        });
+        assert!(failed.is_err());
+        fail.store(false, Ordering::SeqCst);
+
+        // Space is back: the next batch goes through a new writer, and nothing of the failed
+        // one leaks into it.
+        idx.with_writer(|w| {
+            idx.add(w, &doc("c", "gamma"))?;
+            idx.commit(w, &payload(3))
+        })
+        .unwrap();
+        assert_eq!(hits(&idx, "alpha beta gamma", 64), ["a", "c"]);
+    }
+
+    #[test]
+    fn an_index_that_cannot_be_opened_is_moved_aside_and_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("index");
+        let (idx, _) = TextIndex::open(&dir, "store-1").unwrap();
+        idx.with_writer(|w| {
+            idx.add(w, &doc("a", "alpha"))?;
+            idx.commit(w, &payload(1))
+        })
+        .unwrap();
+        drop(idx);
+        // Every segment's term dictionary cut short.
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "term") {
+                let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+                f.set_len(3).unwrap();
+            }
+        }
+        let (idx, opened) = TextIndex::open(&dir, "store-1").unwrap();
+        assert!(matches!(opened, Opened::Damaged(_)), "{opened:?}");
+        assert_eq!(idx.num_docs(), 0);
+        let aside: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("index.broken-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        // A second damage keeps one copy, the newest.
+        drop(idx);
+        std::fs::write(dir.join("meta.json"), b"{ not json").unwrap();
+        let (_, opened) = TextIndex::open(&dir, "store-1").unwrap();
+        assert!(matches!(opened, Opened::Damaged(_)), "{opened:?}");
+        let aside = std::fs::read_dir(root.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("index.broken-")
+            })
+            .count();
+        assert_eq!(aside, 1);
     }
 
     #[test]

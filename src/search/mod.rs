@@ -12,6 +12,7 @@ pub mod models;
 pub mod vectors;
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -49,6 +50,11 @@ pub enum SearchError {
     ModelUnavailable(String),
     #[error("embedding the query failed: {0}")]
     Embed(String),
+    #[error(
+        "the query ran out of time before {phase}; the limit is {ms} ms \
+         ([search] query_timeout_ms): use fewer or longer words"
+    )]
+    Timeout { ms: u64, phase: &'static str },
 }
 
 impl From<SearchError> for crate::error::Error {
@@ -59,6 +65,7 @@ impl From<SearchError> for crate::error::Error {
             SearchError::Store(_) => Kind::StoreError,
             SearchError::InvalidParams(_) => Kind::InvalidParams,
             SearchError::ModelUnavailable(_) | SearchError::Embed(_) => Kind::ModelUnavailable,
+            SearchError::Timeout { .. } => Kind::QueryTimeout,
         };
         Error::new(kind, e.to_string())
     }
@@ -144,6 +151,155 @@ pub struct Request {
 }
 
 pub const MAX_K: usize = 200;
+
+/// Longest tag, kind, property or path prefix a filter may name: the longest path Linux
+/// accepts (`PATH_MAX`); anything longer cannot match and only costs work.
+pub const MAX_FILTER_VALUE_BYTES: usize = 4096;
+
+/// What one query may cost: sizes are checked before any work, and the time limit between its
+/// phases and between index segments. Settings in `[search]` (see the README).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Bytes of query text: a question or a pasted paragraph fits; a 15 KB `a* a* …` does not.
+    pub max_query_bytes: usize,
+    /// Words in the query, as the tokenizer splits them: each is a term lookup in five fields.
+    pub max_query_terms: usize,
+    /// `prefix*` words in the query: each walks the term dictionary of five fields.
+    pub max_prefix_terms: usize,
+    /// Index terms one `prefix*` stands for, per field: a one-letter prefix would otherwise
+    /// stand for most of the dictionary.
+    pub max_prefix_expansions: u32,
+    /// Tags, kinds and properties a query's filters may list together.
+    pub max_filter_values: usize,
+    /// Wall-clock time one query may take before it is answered with `query_timeout`.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_query_bytes: 4096,
+            max_query_terms: 128,
+            max_prefix_terms: 8,
+            max_prefix_expansions: 64,
+            max_filter_values: 64,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Limits {
+    /// For `brain eval`, which runs a dataset's own queries in-process: nothing hostile arrives
+    /// there, and some datasets' queries are whole paragraphs (ArguAna's run to hundreds of
+    /// words). Prefixes stay bounded; the time limit only catches a runaway.
+    pub fn offline() -> Limits {
+        Limits {
+            max_query_bytes: usize::MAX,
+            max_query_terms: usize::MAX,
+            max_filter_values: usize::MAX,
+            timeout: Duration::from_secs(600),
+            ..Limits::default()
+        }
+    }
+
+    /// Refuses a request over any size limit, naming the limit and its setting. Runs before any
+    /// other work on the request.
+    pub fn check(&self, req: &Request) -> Result<(), SearchError> {
+        let over = |what: String, limit: usize, setting: &str| {
+            SearchError::InvalidParams(format!("{what}; the limit is {limit} ([search] {setting})"))
+        };
+        let q = &req.query;
+        if q.len() > self.max_query_bytes {
+            return Err(over(
+                format!("query is {} bytes", q.len()),
+                self.max_query_bytes,
+                "max_query_bytes",
+            ));
+        }
+        let terms = index::term_count(q);
+        if terms > self.max_query_terms {
+            return Err(over(
+                format!("query has {terms} terms"),
+                self.max_query_terms,
+                "max_query_terms",
+            ));
+        }
+        let prefixes = index::prefix_count(q);
+        if prefixes > self.max_prefix_terms {
+            return Err(over(
+                format!("query has {prefixes} prefix terms"),
+                self.max_prefix_terms,
+                "max_prefix_terms",
+            ));
+        }
+        let f = &req.filters;
+        let values = f.tags.len() + f.kinds.len() + f.props.len();
+        if values > self.max_filter_values {
+            return Err(over(
+                format!("filters list {values} values"),
+                self.max_filter_values,
+                "max_filter_values",
+            ));
+        }
+        let long = f
+            .tags
+            .iter()
+            .chain(&f.kinds)
+            .chain(f.path_prefix.iter())
+            .chain(f.props.iter().flat_map(|(k, v)| [k, v]))
+            .find(|v| v.len() > MAX_FILTER_VALUE_BYTES);
+        if let Some(v) = long {
+            return Err(SearchError::InvalidParams(format!(
+                "a filter value is {} bytes; the limit is {MAX_FILTER_VALUE_BYTES}",
+                v.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A query's time budget: checked between phases, and before each index segment is searched.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    deadline: Instant,
+    limit: Duration,
+}
+
+impl Budget {
+    pub fn new(started: Instant, limit: Duration) -> Budget {
+        Budget {
+            deadline: started + limit,
+            limit,
+        }
+    }
+
+    /// A budget with no time left (the `search_budget_spent` failpoint).
+    pub fn spent(now: Instant, limit: Duration) -> Budget {
+        Budget {
+            deadline: now,
+            limit,
+        }
+    }
+
+    /// `Err` once the deadline has passed; `phase` names what was about to start.
+    pub fn check(&self, phase: &'static str) -> Result<(), SearchError> {
+        self.check_at(Instant::now(), phase)
+    }
+
+    fn check_at(&self, now: Instant, phase: &'static str) -> Result<(), SearchError> {
+        if now >= self.deadline {
+            return Err(SearchError::Timeout {
+                ms: self.limit.as_millis() as u64,
+                phase,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
 
 /// `search.query` parameters as they arrive on the wire (and in `Search_` workflow steps).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -304,6 +460,28 @@ pub struct SearchStatus {
     pub model_state: String,
     pub embedded_chunks: usize,
     pub total_chunks: u64,
+    /// When the text index was last found damaged (and replaced), and why.
+    pub last_damage: Option<String>,
+}
+
+/// Where the text index stands, as `daemon.status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IndexState {
+    Ready,
+    Rebuilding,
+    /// The last catch-up or rebuild failed (a full disk, say); it is retried. Searches still
+    /// answer from the last commit.
+    Failed(String),
+}
+
+impl std::fmt::Display for IndexState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexState::Ready => f.write_str("ready"),
+            IndexState::Rebuilding => f.write_str("rebuilding"),
+            IndexState::Failed(e) => write!(f, "error: {e}"),
+        }
+    }
 }
 
 struct Model {
@@ -313,15 +491,34 @@ struct Model {
 
 pub struct Search {
     store: Arc<Store>,
-    text: TextIndex,
+    /// Where the text index lives; the index itself is swapped for an empty one when it is
+    /// found damaged, so readers take their own handle ([`Search::text`]).
+    dir: PathBuf,
+    text: RwLock<Arc<TextIndex>>,
+    /// Held by whoever changes the index or swaps it: catch-up, rebuild, recovery.
+    index_lock: Mutex<()>,
+    /// Damage a reader found, for the indexing worker to repair ([`Search::report_damage`]).
+    damage: Mutex<Option<String>>,
+    /// The last damage repaired, and when: shown in `daemon.status`.
+    last_damage: Mutex<Option<String>>,
+    /// Whether the worker should check the index's checksums before its first catch-up (an
+    /// index found on disk, which may have been damaged while the daemon was down).
+    verify: AtomicBool,
+    /// Whether a panic failpoint has fired (it fires once per process).
+    failpoint_fired: AtomicBool,
     store_id: String,
     applied: AtomicI64,
     /// Set while a rebuild is running or pending.
     rebuilding: AtomicBool,
-    state: Mutex<String>,
+    state: Mutex<IndexState>,
     model: RwLock<Option<Model>>,
     model_state: Mutex<String>,
     tuning: Tuning,
+    limits: Limits,
+    /// `BRAIN_FAILPOINT`, read once: `search_budget_spent` starts every query out of time,
+    /// `search_index_panic` panics the indexing worker once, `embed_panic` the embedding
+    /// worker once, before its first batch (fault tests).
+    failpoint: Option<String>,
     /// Wakes the embedding worker.
     embed_signal: (Mutex<bool>, Condvar),
     /// Wakes the indexing worker.
@@ -341,11 +538,31 @@ const APPLY_PAGE: usize = 20_000;
 const BURST_NOTES: usize = 256;
 /// How long the indexer waits, after a burst, for more work before giving memory back.
 const QUIET_AFTER_BURST: Duration = Duration::from_secs(3);
+/// After a failed catch-up (a full disk, a damaged index being replaced) the indexer tries
+/// again this soon without being asked, doubling the wait each time up to [`RETRY_MAX`]: the
+/// index catches up on its own once the cause is gone.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Words of a query looked up in the store while the text index cannot answer; each is a scan
+/// of every current chunk, so only the longest (the most selective) are.
+const FALLBACK_WORDS: usize = 4;
+/// Chunks one fallback word may match at most: bounds the memory of a common word.
+const FALLBACK_ROWS: i64 = 2000;
 
 impl Search {
+    /// Opens (or creates) the index under `dir` with the default query limits.
+    pub fn open(store: Arc<Store>, dir: &Path, tuning: Tuning) -> Result<Arc<Search>, SearchError> {
+        Search::open_with(store, dir, tuning, Limits::default())
+    }
+
     /// Opens (or creates) the index under `dir`. A fresh index is marked for a rebuild that
     /// [`Search::start_background`] runs while the daemon serves.
-    pub fn open(store: Arc<Store>, dir: &Path, tuning: Tuning) -> Result<Arc<Search>, SearchError> {
+    pub fn open_with(
+        store: Arc<Store>,
+        dir: &Path,
+        tuning: Tuning,
+        limits: Limits,
+    ) -> Result<Arc<Search>, SearchError> {
         let store_id = store.write(|tx| {
             if let Some(id) = store::meta_get(tx, "store_id")? {
                 return Ok::<_, rusqlite::Error>(id);
@@ -355,6 +572,7 @@ impl Search {
             Ok(id)
         })?;
         let (text, opened) = TextIndex::open(dir, &store_id)?;
+        let mut last_damage = None;
         let (applied, rebuild) = match &opened {
             Opened::Existing(p) => {
                 let head = store.read(index::outbox_head)?;
@@ -374,17 +592,36 @@ impl Search {
                 info!(%reason, dir = %dir.display(), "search index will be rebuilt");
                 (0, true)
             }
+            Opened::Damaged(reason) => {
+                info!(%reason, dir = %dir.display(), "search index will be rebuilt");
+                last_damage = Some(format!("{}: {reason}", clock::now()));
+                (0, true)
+            }
         };
         Ok(Arc::new(Search {
             store,
-            text,
+            dir: dir.to_owned(),
+            text: RwLock::new(Arc::new(text)),
+            index_lock: Mutex::new(()),
+            damage: Mutex::new(None),
+            last_damage: Mutex::new(last_damage),
+            verify: AtomicBool::new(matches!(opened, Opened::Existing(_))),
+            failpoint_fired: AtomicBool::new(false),
             store_id,
             applied: AtomicI64::new(applied),
             rebuilding: AtomicBool::new(rebuild),
-            state: Mutex::new(if rebuild { "rebuilding" } else { "ready" }.into()),
+            state: Mutex::new(if rebuild {
+                IndexState::Rebuilding
+            } else {
+                IndexState::Ready
+            }),
             model: RwLock::new(None),
             model_state: Mutex::new("none".into()),
             tuning,
+            limits,
+            failpoint: std::env::var("BRAIN_FAILPOINT")
+                .ok()
+                .filter(|s| !s.is_empty()),
             embed_signal: (Mutex::new(false), Condvar::new()),
             index_signal: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
@@ -393,22 +630,86 @@ impl Search {
     }
 
     pub fn index_dir(&self) -> &Path {
-        &self.text.dir
+        &self.dir
+    }
+
+    fn state(&self) -> IndexState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_state(&self, s: IndexState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// The text index as it is now; a reader keeps its handle for the whole query even if the
+    /// index is swapped meanwhile.
+    fn text(&self) -> Arc<TextIndex> {
+        self.text.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A reader found `text` damaged: the indexing worker moves it aside and rebuilds. Damage
+    /// found in an index already replaced is old news and ignored.
+    fn report_damage(&self, text: &Arc<TextIndex>, reason: String) {
+        if !Arc::ptr_eq(text, &self.text()) {
+            return;
+        }
+        warn!(%reason, "search index damaged; it will be rebuilt");
+        let mut d = self.damage.lock().unwrap_or_else(|p| p.into_inner());
+        if d.is_none() {
+            *d = Some(reason);
+        }
+        drop(d);
+        self.kick_indexer();
+    }
+
+    /// Moves the damaged index aside, puts an empty one in its place and marks it for a
+    /// rebuild. The caller holds `index_lock`.
+    fn replace_damaged(&self, reason: &str) -> Result<(), SearchError> {
+        let (fresh, _) = TextIndex::replace_damaged(&self.dir, reason)?;
+        *self.text.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        self.applied.store(0, Ordering::SeqCst);
+        self.rebuilding.store(true, Ordering::SeqCst);
+        self.verify.store(false, Ordering::SeqCst);
+        self.set_state(IndexState::Rebuilding);
+        *self.last_damage.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(format!("{}: {reason}", clock::now()));
+        Ok(())
+    }
+
+    /// Repairs what readers reported, and on the first run checks an index found on disk
+    /// against its checksums. The caller holds `index_lock`.
+    fn repair_if_damaged(&self) -> Result<(), SearchError> {
+        let reported = self.damage.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let reason = match reported {
+            Some(r) => Some(r),
+            None if self.verify.swap(false, Ordering::SeqCst) => {
+                let damaged = self.text().damaged_files();
+                (!damaged.is_empty())
+                    .then(|| format!("checksum mismatch in {}", damaged.join(", ")))
+            }
+            None => None,
+        };
+        let Some(reason) = reason else {
+            return Ok(());
+        };
+        self.replace_damaged(&reason).inspect_err(|_| {
+            // Not repaired (no room for an empty index, say): the worker's retry tries again.
+            *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+        })
     }
 
     /// Starts the indexing worker (which first runs a pending rebuild or catch-up) and the
-    /// embedding worker, each on its own thread, so the daemon serves meanwhile.
+    /// embedding worker, each on its own supervised thread (a panic is reported in
+    /// `daemon.status` and the worker restarts), so the daemon serves meanwhile.
     pub fn start_background(self: &Arc<Search>) {
         let me = self.clone();
-        std::thread::Builder::new()
-            .name("search-index".into())
-            .spawn(move || me.index_loop())
-            .ok();
+        if let Err(e) = crate::supervise::spawn("search-index", move || me.index_loop()) {
+            warn!(error = %e, "cannot start the search-index worker");
+        }
         let me = self.clone();
-        std::thread::Builder::new()
-            .name("embedder".into())
-            .spawn(move || me.embed_loop())
-            .ok();
+        if let Err(e) = crate::supervise::spawn("embedder", move || me.embed_loop()) {
+            warn!(error = %e, "cannot start the embedding worker");
+        }
     }
 
     pub fn stop(&self) {
@@ -433,16 +734,39 @@ impl Search {
     /// (here or by a caller's catch-up, which then kicks this worker) and it has gone
     /// [`QUIET_AFTER_BURST`] without being kicked again, it gives the memory the burst used
     /// back ([`Search::release_memory`]). The wait is one timeout, not a poll: after it the
-    /// worker sleeps until kicked.
+    /// worker sleeps until kicked. After a failure (a full disk, say) it tries again after
+    /// [`RETRY_FIRST`], doubling up to [`RETRY_MAX`], without waiting for a kick.
     fn index_loop(&self) {
+        let mut retry = RETRY_FIRST;
         loop {
-            if let Err(e) = self.bring_up_to_date() {
-                warn!(error = %e, "search index catch-up failed");
-                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+            let failed = match self.bring_up_to_date() {
+                Ok(()) => {
+                    retry = RETRY_FIRST;
+                    false
+                }
+                Err(e) => {
+                    warn!(error = %e, "search index catch-up failed");
+                    self.set_state(IndexState::Failed(e.to_string()));
+                    true
+                }
+            };
+            if self.failpoint.as_deref() == Some("search_index_panic")
+                && !self.failpoint_fired.swap(true, Ordering::SeqCst)
+            {
+                panic!("failpoint search_index_panic");
             }
             let (lock, cv) = &self.index_signal;
             let mut kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if self.burst.load(Ordering::SeqCst) >= BURST_NOTES {
+            if failed {
+                let (guard, _) = cv
+                    .wait_timeout_while(kicked, retry, |k| {
+                        !*k && !self.stopping.load(Ordering::SeqCst)
+                    })
+                    .unwrap_or_else(|p| p.into_inner());
+                kicked = guard;
+                retry = (retry * 2).min(RETRY_MAX);
+                *kicked = true;
+            } else if self.burst.load(Ordering::SeqCst) >= BURST_NOTES {
                 let (guard, _) = cv
                     .wait_timeout_while(kicked, QUIET_AFTER_BURST, |k| {
                         !*k && !self.stopping.load(Ordering::SeqCst)
@@ -478,23 +802,44 @@ impl Search {
         );
     }
 
-    /// Runs a pending rebuild, else catches up: the index reflects the store when it returns.
+    /// Repairs a damaged index, then runs a pending rebuild or catches up: the index reflects
+    /// the store when it returns. A panic inside tantivy (a damaged file) is caught, reported
+    /// as damage and returned as an error, so a caller's thread (an ingest) never unwinds.
     pub fn bring_up_to_date(&self) -> Result<(), SearchError> {
-        if self.rebuilding.load(Ordering::SeqCst) {
-            self.rebuild()?;
-        } else {
-            self.catch_up()?;
+        let text = self.text();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            {
+                let _lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+                self.repair_if_damaged()?;
+            }
+            if self.rebuilding.load(Ordering::SeqCst) {
+                self.rebuild()?;
+            } else {
+                self.catch_up()?;
+            }
+            Ok(())
+        }));
+        match outcome {
+            Ok(r) => r,
+            Err(panic) => {
+                let reason = format!(
+                    "panic while indexing: {}",
+                    crate::supervise::panic_message(panic.as_ref())
+                );
+                self.report_damage(&text, reason.clone());
+                Err(SearchError::Index(IndexError::Panicked(reason)))
+            }
         }
-        Ok(())
     }
 
     /// Applies every queued change to the index and commits. Returns the notes reindexed.
     pub fn catch_up(&self) -> Result<usize, SearchError> {
-        let mut writer = self.text.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.rebuilding.load(Ordering::SeqCst) {
-            // The rebuild thread owns the index until it is done; it applies the outbox too.
+            // The rebuild owns the index until it is done; it applies the outbox too.
             return Ok(0);
         }
+        let text = self.text();
         let mut total = 0;
         loop {
             let after = self.applied.load(Ordering::SeqCst);
@@ -506,26 +851,42 @@ impl Search {
             if notes.is_empty() {
                 break;
             }
-            let applied = (|| {
+            // A failed batch (a full disk, say) is dropped with its writer: the outbox still
+            // holds it, and the next catch-up applies it whole with a new writer.
+            text.with_writer(|writer| {
                 for n in &notes {
-                    self.text.delete_note(&writer, n);
+                    text.delete_note(writer, n);
                 }
                 for d in &docs {
-                    self.text.add(&writer, d)?;
+                    text.add(writer, d)?;
                 }
-                self.text.commit(&mut writer, &self.payload(head))
-            })();
-            if let Err(e) = applied {
-                // Drop the half-applied batch (a full disk, say): the outbox still holds it and
-                // the next catch-up applies it whole.
-                let _ = writer.rollback();
-                return Err(e.into());
-            }
+                text.commit(writer, &self.payload(head))
+            })
+            .inspect_err(|e| self.damage_from_writer(e))?;
             self.applied.store(head, Ordering::SeqCst);
             self.after_commit(head, &notes, &docs)?;
             total += notes.len();
         }
+        if matches!(self.state(), IndexState::Failed(_)) {
+            self.set_state(IndexState::Ready);
+        }
         Ok(total)
+    }
+
+    /// A writer error that says the index on disk is damaged (not merely a full disk) is
+    /// reported, so the index is moved aside and rebuilt rather than retried for ever.
+    fn damage_from_writer(&self, e: &IndexError) {
+        use tantivy::TantivyError as T;
+        let damaged = matches!(
+            e,
+            IndexError::Panicked(_)
+                | IndexError::Tantivy(
+                    T::DataCorruption(_) | T::OpenReadError(_) | T::IncompatibleIndex(_)
+                )
+        );
+        if damaged {
+            *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
     }
 
     /// What a commit reflecting outbox position `seq` records.
@@ -540,9 +901,13 @@ impl Search {
     /// Rebuilds the index from scratch from the store's current chunks.
     pub fn rebuild(&self) -> Result<(usize, f64), SearchError> {
         let started = Instant::now();
-        let mut writer = self.text.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // An index that cannot be written at all is replaced first: `search.reindex` works
+        // on a damaged index too.
+        self.repair_if_damaged()?;
         self.rebuilding.store(true, Ordering::SeqCst);
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = "rebuilding".into();
+        self.set_state(IndexState::Rebuilding);
+        let text = self.text();
         let result = (|| {
             // One read transaction: the chunks and the outbox head are the same snapshot, so
             // nothing written meanwhile is missed (it lands in the outbox after `head`).
@@ -553,11 +918,14 @@ impl Search {
                 tx.finish()?;
                 Ok::<_, rusqlite::Error>((head, docs))
             })?;
-            writer.delete_all_documents()?;
-            for d in &docs {
-                self.text.add(&writer, d)?;
-            }
-            self.text.commit(&mut writer, &self.payload(head))?;
+            text.with_writer(|writer| {
+                writer.delete_all_documents()?;
+                for d in &docs {
+                    text.add(writer, d)?;
+                }
+                text.commit(writer, &self.payload(head))
+            })
+            .inspect_err(|e| self.damage_from_writer(e))?;
             self.applied.store(head, Ordering::SeqCst);
             self.after_commit(head, &[], &docs)?;
             Ok::<_, SearchError>(docs.len())
@@ -565,16 +933,15 @@ impl Search {
         let chunks = match result {
             Ok(c) => c,
             Err(e) => {
-                // Back to the last commit; the rebuild stays pending and the next
-                // `bring_up_to_date` (after the next write) tries again.
-                let _ = writer.rollback();
-                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = format!("error: {e}");
+                // Back to the last commit (the writer was dropped with the batch); the rebuild
+                // stays pending and the worker tries again.
+                self.set_state(IndexState::Failed(e.to_string()));
                 return Err(e);
             }
         };
         self.rebuilding.store(false, Ordering::SeqCst);
-        drop(writer);
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = "ready".into();
+        drop(lock);
+        self.set_state(IndexState::Ready);
         let secs = started.elapsed().as_secs_f64();
         info!(chunks, secs, "search index rebuilt");
         // What arrived while rebuilding.
@@ -671,6 +1038,9 @@ impl Search {
                 return;
             }
         };
+        // A start after a panic picks up what the last run left undone, without waiting for
+        // the next change.
+        self.kick_embedder();
         loop {
             {
                 let (lock, cv) = &self.embed_signal;
@@ -730,6 +1100,11 @@ impl Search {
         if todo.is_empty() {
             return Ok(0);
         }
+        if self.failpoint.as_deref() == Some("embed_panic")
+            && !self.failpoint_fired.swap(true, Ordering::SeqCst)
+        {
+            panic!("failpoint embed_panic");
+        }
         let texts: Vec<&str> = todo.iter().map(|t| t.2.as_str()).collect();
         let vecs = embedder
             .embed_passages(&texts)
@@ -773,8 +1148,8 @@ impl Search {
         })?;
         let model = self.model.read().unwrap_or_else(|p| p.into_inner());
         Ok(SearchStatus {
-            index_state: self.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            indexed_chunks: self.text.num_docs(),
+            index_state: self.state().to_string(),
+            indexed_chunks: self.text().num_docs(),
             index_seq: self.applied.load(Ordering::SeqCst),
             outbox_head: head.max(self.applied.load(Ordering::SeqCst)),
             model: model.as_ref().map(|m| m.embedder.model_id().to_owned()),
@@ -785,11 +1160,31 @@ impl Search {
                 .clone(),
             embedded_chunks: model.as_ref().map_or(0, |m| m.vectors.len()),
             total_chunks: total,
+            last_damage: self
+                .last_damage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         })
     }
 
     pub fn query(&self, req: &Request) -> Result<Response, SearchError> {
         let started = Instant::now();
+        self.limits.check(req)?;
+        let budget = if self.failpoint.as_deref() == Some("search_budget_spent") {
+            Budget::spent(started, self.limits.timeout)
+        } else {
+            Budget::new(started, self.limits.timeout)
+        };
+        let out_of_time = |phase: &'static str| {
+            move |e: IndexError| match e {
+                IndexError::OutOfTime => SearchError::Timeout {
+                    ms: budget.limit.as_millis() as u64,
+                    phase,
+                },
+                e => e.into(),
+            }
+        };
         let k = req.k.clamp(1, MAX_K);
         let mut warnings = Vec::new();
         let has_model = self
@@ -813,38 +1208,97 @@ impl Search {
                 }
             )));
         }
-        if self.rebuilding.load(Ordering::SeqCst) {
-            warnings.push("the text index is being rebuilt; results may be incomplete".into());
-        }
+        let text = self.text();
         let depth = (k * 4).max(100);
         let t = req.tuning.unwrap_or(self.tuning);
-        let tq = self.text.text_query(&req.query, &t.boosts);
-        let filter = self.text.filter_query(&req.filters)?;
+        budget.check("parsing the query")?;
+        let tq = text.text_query(&req.query, &t.boosts, self.limits.max_prefix_expansions);
+        let filter = text.filter_query(&req.filters)?;
+        // What the index cannot answer because it is damaged is left out, with a warning; the
+        // worker replaces the index and rebuilds it meanwhile.
+        let mut damaged = false;
         // The chunks the filters allow, for the signals that do not come from the index
         // (dense vectors, graph neighbours); computed once per query.
+        budget.check("filtering")?;
         let allowed = match &filter {
             Some(f) if mode != Mode::Bm25 || req.graph => {
-                Some(self.text.matching_chunks(f.as_ref())?)
+                let found = self.shielded(&text, || {
+                    text.matching_chunks(f.as_ref(), budget.deadline())
+                });
+                match found.map_err(out_of_time("filtering"))? {
+                    Some(a) => Some(a),
+                    // Nothing is known to pass the filters.
+                    None => {
+                        damaged = true;
+                        Some(HashSet::new())
+                    }
+                }
             }
             _ => None,
         };
 
+        budget.check("the text search")?;
         let bm25 = if mode != Mode::Dense {
-            self.text.search(
-                tq.box_clone(),
-                filter.as_ref().map(|f| f.box_clone()),
-                depth,
-            )?
+            let found = self.shielded(&text, || {
+                text.search(
+                    tq.box_clone(),
+                    filter.as_ref().map(|f| f.box_clone()),
+                    depth,
+                    budget.deadline(),
+                )
+            });
+            found
+                .map_err(out_of_time("the text search"))?
+                .unwrap_or_else(|| {
+                    damaged = true;
+                    Vec::new()
+                })
         } else {
             Vec::new()
         };
+        if mode != Mode::Dense && !damaged {
+            let max = self.limits.max_prefix_expansions;
+            let cut = self.shielded(&text, || text.cut_prefixes(&req.query, max));
+            for word in cut
+                .map_err(out_of_time("the text search"))?
+                .unwrap_or_default()
+            {
+                warnings.push(format!(
+                    "{word}* stands for more than {max} index terms; only the first {max} in \
+                     alphabetical order were searched ([search] max_prefix_expansions)"
+                ));
+            }
+        }
+        // With no index to ask (damaged, or empty while it is rebuilt), words are looked up
+        // in the store instead: slower and unranked, but the notes are found.
+        let no_index = damaged || (self.rebuilding.load(Ordering::SeqCst) && text.num_docs() == 0);
+        let bm25 = if mode != Mode::Dense && no_index && req.filters.is_empty() {
+            self.words_in_store(&req.query, depth, &budget)?
+        } else {
+            bm25
+        };
+        if damaged {
+            warnings.push(
+                "the text index is damaged and is being rebuilt from the store; results may \
+                 be incomplete until it is done"
+                    .into(),
+            );
+        } else if self.rebuilding.load(Ordering::SeqCst) {
+            warnings.push("the text index is being rebuilt; results may be incomplete".into());
+        } else if let IndexState::Failed(e) = self.state() {
+            warnings.push(format!(
+                "the text index could not take the latest changes ({e}); results may be stale \
+                 until it can, which is retried"
+            ));
+        }
+        budget.check("the vector search")?;
         let dense = if mode != Mode::Bm25 {
             let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
             let m = guard.as_ref().ok_or_else(|| {
                 SearchError::ModelUnavailable("the embedding model was unloaded".into())
             })?;
             // The index holds every current chunk; counting it costs nothing.
-            let total = self.text.num_docs();
+            let total = text.num_docs();
             if (m.vectors.len() as u64) < total {
                 warnings.push(format!(
                     "embedding in progress: {} of {} chunks have vectors",
@@ -856,6 +1310,7 @@ impl Search {
                 .embedder
                 .embed_query(&req.query)
                 .map_err(SearchError::Embed)?;
+            budget.check("the vector search")?;
             m.vectors.top(&q, depth, allowed.as_ref())
         } else {
             Vec::new()
@@ -882,6 +1337,7 @@ impl Search {
             }
         }
         if req.graph && !fused.is_empty() {
+            budget.check("graph expansion")?;
             self.graph_expand(&mut fused, allowed.as_ref(), &t)?;
         }
         let total = fused.len();
@@ -893,13 +1349,16 @@ impl Search {
         }
 
         // Hydrate from the store; a chunk retired since it was indexed drops out here.
-        let searcher = self.text.reader.searcher();
-        let mut snippets = tantivy::snippet::SnippetGenerator::create(
-            &searcher,
-            tq.as_ref(),
-            self.text.fields.body,
-        )
-        .ok();
+        budget.check("reading the hits")?;
+        let searcher = text.reader.searcher();
+        let mut snippets = if damaged {
+            None
+        } else {
+            let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                tantivy::snippet::SnippetGenerator::create(&searcher, tq.as_ref(), text.fields.body)
+            }));
+            made.ok().and_then(Result::ok)
+        };
         if let Some(s) = snippets.as_mut() {
             s.set_max_num_chars(240);
         }
@@ -909,6 +1368,7 @@ impl Search {
                 if hits.len() >= k {
                     break;
                 }
+                budget.check("reading the hits")?;
                 if let Some(mut hit) = hydrate(c, chunk)? {
                     hit.score = cand.fused;
                     let (snippet, highlights) = snippet_for(snippets.as_ref(), &hit.snippet);
@@ -925,7 +1385,7 @@ impl Search {
                     hits.push(hit);
                 }
             }
-            Ok::<_, rusqlite::Error>(())
+            Ok::<_, SearchError>(())
         })?;
         Ok(Response {
             mode,
@@ -934,6 +1394,82 @@ impl Search {
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
             warnings,
         })
+    }
+
+    /// The fallback for words while the text index cannot answer: chunks whose text or note
+    /// title contains the query's longest words ([`FALLBACK_WORDS`] of them, each a bounded
+    /// scan of the store), ranked by how many they contain. Excluded words (`-x`) are ignored.
+    fn words_in_store(
+        &self,
+        query: &str,
+        depth: usize,
+        budget: &Budget,
+    ) -> Result<Vec<(String, String, f32)>, SearchError> {
+        let mut words: Vec<String> = query
+            .split_whitespace()
+            .filter(|p| !p.starts_with('-'))
+            .flat_map(|p| p.split(|c: char| !c.is_alphanumeric()))
+            .filter(|w| w.chars().count() >= 2)
+            .map(str::to_lowercase)
+            .collect();
+        words.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        words.dedup();
+        words.truncate(FALLBACK_WORDS);
+        let mut found: HashMap<String, (String, f32)> = HashMap::new();
+        self.store.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT ch.id, ch.parent_id FROM nodes ch
+                 JOIN nodes n ON n.id = ch.parent_id AND n.valid_to IS NULL
+                 WHERE ch.kind = 'chunk' AND ch.valid_to IS NULL
+                   AND (ch.content LIKE ?1 ESCAPE '\\' OR n.title LIKE ?1 ESCAPE '\\')
+                 LIMIT ?2",
+            )?;
+            for w in &words {
+                budget.check("the text search")?;
+                let pattern = format!("%{}%", escape_like(w));
+                let rows = stmt.query_map(params![pattern, FALLBACK_ROWS], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (chunk, note) = row?;
+                    found.entry(chunk).or_insert((note, 0.0)).1 += 1.0;
+                }
+            }
+            Ok::<_, SearchError>(())
+        })?;
+        let mut ranked: Vec<(String, String, f32)> =
+            found.into_iter().map(|(c, (n, s))| (c, n, s)).collect();
+        ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(depth);
+        Ok(ranked)
+    }
+
+    /// Runs a read of `text`, catching a panic inside tantivy. `Ok(None)` when the index turned
+    /// out damaged (reported, so the worker repairs it); the time budget running out is the
+    /// one error passed on.
+    fn shielded<T>(
+        &self,
+        text: &Arc<TextIndex>,
+        read: impl FnOnce() -> Result<T, IndexError>,
+    ) -> Result<Option<T>, IndexError> {
+        let reason = match std::panic::catch_unwind(AssertUnwindSafe(read)) {
+            Ok(Ok(v)) => return Ok(Some(v)),
+            Ok(Err(IndexError::OutOfTime)) => return Err(IndexError::OutOfTime),
+            // A query tantivy will not run says nothing about the files. (A damaged document
+            // store shows as an invalid argument, "failed to lookup doc", so that one counts.)
+            Ok(Err(
+                e @ IndexError::Tantivy(
+                    tantivy::TantivyError::SchemaError(_) | tantivy::TantivyError::FieldNotFound(_),
+                ),
+            )) => return Err(e),
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!(
+                "panic while searching: {}",
+                crate::supervise::panic_message(panic.as_ref())
+            ),
+        };
+        self.report_damage(text, reason);
+        Ok(None)
     }
 
     /// Graph proximity: notes linked to or sharing a tag with the top notes gain a third
@@ -1091,6 +1627,18 @@ pub fn embed_text(title: &str, chunk_props: &str, content: &str) -> String {
     s.push('\n');
     s.push_str(content);
     s
+}
+
+/// `%`, `_` and `\` escaped for `LIKE ... ESCAPE '\'`.
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Reads what a hit shows; `None` when the chunk is no longer current. The snippet field is
@@ -1251,6 +1799,75 @@ mod tests {
         assert_eq!((old.bytes, old.lines), ([30, 40], [6, 7]));
         assert_eq!(old.content_hash, "old");
         assert_eq!(kept.path, "/v/a.md");
+    }
+
+    #[test]
+    fn limits_refuse_the_request_one_past_each_and_name_the_setting() {
+        let limits = Limits {
+            max_query_bytes: 40,
+            max_query_terms: 4,
+            max_prefix_terms: 2,
+            max_prefix_expansions: 8,
+            max_filter_values: 2,
+            timeout: Duration::from_secs(1),
+        };
+        let check = |query: &str, tags: usize, want: Option<&str>| {
+            let req = Request {
+                query: query.into(),
+                mode: None,
+                k: 10,
+                filters: Filters {
+                    tags: (0..tags).map(|i| format!("t{i}")).collect(),
+                    ..Filters::default()
+                },
+                graph: false,
+                explain: false,
+                group_by_note: true,
+                tuning: None,
+            };
+            match (limits.check(&req), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{query:?}: {e}"),
+                (got, _) => panic!("{query:?} {tags}: {got:?}, want {want:?}"),
+            }
+        };
+        check("a b c d", 2, None);
+        check(
+            "a b c d e",
+            0,
+            Some("query has 5 terms; the limit is 4 ([search] max_query_terms)"),
+        );
+        check(&"x".repeat(40), 0, None);
+        check(
+            &"x".repeat(41),
+            0,
+            Some("query is 41 bytes; the limit is 40 ([search] max_query_bytes)"),
+        );
+        check("a* b*", 0, None);
+        check(
+            "a* b* c*",
+            0,
+            Some("query has 3 prefix terms; the limit is 2 ([search] max_prefix_terms)"),
+        );
+        check(
+            "a",
+            3,
+            Some("filters list 3 values; the limit is 2 ([search] max_filter_values)"),
+        );
+    }
+
+    #[test]
+    fn a_budget_runs_out_at_its_deadline_and_names_the_phase() {
+        let start = Instant::now();
+        let b = Budget::new(start, Duration::from_millis(50));
+        assert!(b.check_at(start, "x").is_ok());
+        assert!(b.check_at(start + Duration::from_millis(49), "x").is_ok());
+        let e = b
+            .check_at(start + Duration::from_millis(50), "the text search")
+            .unwrap_err();
+        assert!(matches!(e, SearchError::Timeout { ms: 50, .. }), "{e:?}");
+        assert!(e.to_string().contains("before the text search"), "{e}");
+        assert!(e.to_string().contains("([search] query_timeout_ms)"), "{e}");
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn search(search: &crate::search::Search, input: &Value) -> Result<Value, St
             SearchError::ModelUnavailable(_) | SearchError::Embed(_) => "model_unavailable",
             SearchError::Store(_) => "store_error",
             SearchError::Index(_) => "io_error",
+            SearchError::Timeout { .. } => "query_timeout",
         };
         StepError::new(kind, e.to_string())
     };

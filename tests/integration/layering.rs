@@ -55,8 +55,18 @@ fn check(modules: &[&str], forbidden: &[&str], why: &str) {
 fn engine_modules_know_nothing_of_transport() {
     check(
         &[
-            "store", "identity", "ingest", "graph", "brain", "config", "clock", "error", "search",
-            "embed", "workflow",
+            "store",
+            "identity",
+            "ingest",
+            "graph",
+            "brain",
+            "config",
+            "clock",
+            "error",
+            "search",
+            "embed",
+            "workflow",
+            "supervise",
         ],
         &[
             "crate::rpc",
@@ -73,8 +83,16 @@ fn engine_modules_know_nothing_of_transport() {
 fn store_and_pure_modules_have_no_tokio() {
     check(
         &[
-            "store", "identity", "ingest", "graph", "clock", "config", "search", "embed",
+            "store",
+            "identity",
+            "ingest",
+            "graph",
+            "clock",
+            "config",
+            "search",
+            "embed",
             "workflow",
+            "supervise",
         ],
         &["tokio"],
         "store, identity and pure modules are synchronous",
