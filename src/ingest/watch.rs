@@ -263,10 +263,28 @@ impl Worker {
         let thread = {
             let (queued, busy, cancel, shared) =
                 (queued.clone(), busy.clone(), cancel.clone(), shared.clone());
-            std::thread::Builder::new()
-                .name("brain-ingest".into())
-                .spawn(move || run(ingestor, rx, queued, busy, cancel, shared))
-                .ok()
+            // `BRAIN_FAILPOINT=ingest_panic` panics in the first sync once (crash tests).
+            let mut failpoint = std::env::var("BRAIN_FAILPOINT").is_ok_and(|f| f == "ingest_panic");
+            let mut restarted = false;
+            // Supervised: a panic in a sync is reported and the worker starts again with the
+            // same queue; what the panicking sync did not commit is redone by the next one.
+            crate::supervise::spawn("brain-ingest", move || {
+                busy.store(false, Ordering::Relaxed);
+                let reconcile = std::mem::replace(&mut restarted, true);
+                run(
+                    &ingestor,
+                    &rx,
+                    &queued,
+                    &busy,
+                    &cancel,
+                    &shared,
+                    Start {
+                        panic_once: std::mem::take(&mut failpoint),
+                        reconcile,
+                    },
+                )
+            })
+            .ok()
         };
         Arc::new(Worker {
             tx,
@@ -354,6 +372,14 @@ impl Worker {
             let _ = t.join();
         }
     }
+}
+
+/// How a run of the worker's loop begins.
+struct Start {
+    /// Panic in the first sync (the `ingest_panic` failpoint).
+    panic_once: bool,
+    /// A run after a panic: reconcile every watched root first.
+    reconcile: bool,
 }
 
 /// Syncs that failed for lack of space, by root id, waiting to be tried again.
@@ -475,20 +501,36 @@ impl Runner {
 }
 
 fn run(
-    ingestor: Arc<Ingestor>,
-    rx: Receiver<Work>,
-    queued: Arc<AtomicUsize>,
-    busy: Arc<AtomicBool>,
-    cancel: Arc<AtomicBool>,
-    shared: Arc<Shared>,
+    ingestor: &Arc<Ingestor>,
+    rx: &Receiver<Work>,
+    queued: &AtomicUsize,
+    busy: &AtomicBool,
+    cancel: &Arc<AtomicBool>,
+    shared: &Arc<Shared>,
+    start: Start,
 ) {
     let mut runner = Runner {
-        ingestor,
-        shared,
+        ingestor: ingestor.clone(),
+        shared: shared.clone(),
         cancel: cancel.clone(),
         retries: Retries::default(),
         backoff: HashMap::new(),
     };
+    // After a panic, the sync it broke off (and any reply it owed) is gone: every watched root
+    // is reconciled instead, which redoes whatever it left undone.
+    if start.reconcile {
+        busy.store(true, Ordering::Relaxed);
+        match runner.ingestor.roots(true) {
+            Ok(roots) => {
+                for root in roots {
+                    let _span = info_span!("ingest", root = %root.path.display()).entered();
+                    let _ = runner.sync(&root, &Scope::All, &mut |_| {});
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list roots"),
+        }
+        busy.store(false, Ordering::Relaxed);
+    }
     let mut deferred: Vec<Work> = Vec::new();
     loop {
         let work = match deferred.pop() {
@@ -525,6 +567,9 @@ fn run(
                 reply,
             } => {
                 let _span = info_span!("ingest", root = %root.path.display()).entered();
+                if start.panic_once {
+                    panic!("failpoint ingest_panic");
+                }
                 let mut noop = |_: &Progress<'_>| {};
                 let cb: &mut dyn FnMut(&Progress<'_>) = match progress.as_mut() {
                     Some(p) => p.as_mut(),

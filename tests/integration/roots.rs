@@ -251,3 +251,46 @@ fn a_sync_that_fails_for_lack_of_space_is_reported_and_retried_until_it_succeeds
     });
     d.stop();
 }
+
+#[test]
+fn a_panic_in_the_ingest_worker_is_reported_and_the_worker_starts_again_and_finishes() {
+    let (temp, data, socket) = temp_layout();
+    let mut d = Daemon::spawn(
+        temp.path(),
+        &data,
+        &socket,
+        &[("BRAIN_FAILPOINT", "ingest_panic")],
+    );
+    d.wait_ready();
+    let vault = std::fs::canonicalize(temp.path()).unwrap().join("vault");
+    write(&vault.join("a.md"), "the axolotl note\n");
+    // The first sync (this root's) panics; the restarted worker reconciles the root.
+    d.call("watch.add", json!({ "path": vault })).unwrap();
+    wait_until("the panic to be reported", || {
+        status(&d)["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "brain-ingest" && w["restarts"] == 1)
+    });
+    let s = status(&d);
+    let w = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "brain-ingest")
+        .unwrap();
+    assert!(
+        w["last_panic"].as_str().unwrap().contains("ingest_panic"),
+        "{w}"
+    );
+    wait_until("the root to be ingested after all", || {
+        hits(&d, "axolotl") == [vault.join("a.md").display().to_string()]
+    });
+    // And it keeps watching.
+    write(&vault.join("b.md"), "the second capybara\n");
+    wait_until("a later change to be seen", || {
+        hits(&d, "capybara") == [vault.join("b.md").display().to_string()]
+    });
+    d.stop();
+}
