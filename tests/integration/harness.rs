@@ -80,6 +80,24 @@ impl Daemon {
         }
     }
 
+    /// A daemon process the test started itself (under a shell, say), logging to `stderr`.
+    pub fn adopt(
+        child: Child,
+        dir: &Path,
+        data_dir: &Path,
+        socket: &Path,
+        stderr: &Path,
+    ) -> Daemon {
+        Daemon {
+            child: Some(child),
+            dir: dir.to_owned(),
+            data_dir: data_dir.to_owned(),
+            socket: socket.to_owned(),
+            stderr: stderr.to_owned(),
+            _temp: None,
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
