@@ -11,6 +11,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tracing::{info, warn};
@@ -63,6 +64,10 @@ pub enum DaemonError {
     },
 }
 
+/// How long stuck blocking calls (a request that outlived its budget) may delay the exit once
+/// the server has drained; they are abandoned after it.
+const BLOCKING_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the daemon creates is for its user alone: files 0600, folders 0700, whatever umask it
 /// was started with. This covers what SQLite, tantivy and workflow steps create too.
 const PRIVATE_UMASK: u32 = 0o077;
@@ -92,13 +97,21 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     migrate_identities(&store, config)?;
     let brain = Arc::new(Brain::new(store, config)?);
 
+    let cfg = ServerConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        max_connections: config.max_connections,
+        own_uid: rustix::process::getuid().as_raw(),
+        idle_timeout: config.idle_timeout,
+        request_timeout: config.request_timeout,
+        max_blocking_requests: config.max_blocking_requests,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(16)
+        .max_blocking_threads(server::blocking_threads(&cfg))
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let (listener, bound) = bind(&config.socket)?;
         let shutdown = Shutdown::default();
         tokio::spawn(forward_signals(shutdown.clone()));
@@ -108,11 +121,6 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             user = %brain.user_id(),
             "daemon ready"
         );
-        let cfg = ServerConfig {
-            max_frame_bytes: config.max_frame_bytes,
-            max_connections: config.max_connections,
-            own_uid: rustix::process::getuid().as_raw(),
-        };
         brain.start_watching()?;
         // Workflow runs park and event followers return as soon as shutdown starts, so the
         // server's drain does not wait on them.
@@ -130,7 +138,11 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         remove_socket_if_ours(&config.socket, bound);
         info!("daemon stopped");
         Ok(())
-    })
+    });
+    // Dropping the runtime would wait for every blocking call, including one stuck past its
+    // budget; the store is closed by now, so such a call is abandoned instead.
+    runtime.shutdown_timeout(BLOCKING_EXIT_TIMEOUT);
+    result
 }
 
 /// Takes group and other permissions away from `path` if it exists with any, saying so: a data

@@ -1,18 +1,363 @@
-//! Who is on the other end: the socket's directory and the permissions of what the daemon
-//! creates.
+//! Connections that try to starve the daemon, clients that wait on a daemon that does not
+//! answer, and who is on the other end: the socket's directory and the files' permissions.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::harness::{BIN, Daemon, brain_cmd, temp_layout, wait_until};
+use crate::harness::{BIN, DEADLINE, Daemon, brain_cmd, stderr, temp_layout, wait_until};
+
+/// Starts a daemon with `settings` as its config file.
+fn start_with(settings: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Daemon) {
+    let (temp, data, socket) = temp_layout();
+    let config = temp.path().join("config.toml");
+    std::fs::write(&config, settings).unwrap();
+    let config = config.display().to_string();
+    let mut env = env.to_vec();
+    env.push(("BRAIN_CONFIG", &config));
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &env);
+    d.wait_ready();
+    (temp, d)
+}
+
+/// A connection that waits at most the test deadline for anything.
+fn connect(socket: &Path) -> UnixStream {
+    let s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+/// The next line the daemon sends, or `None` at end of stream.
+fn read_line(s: &UnixStream) -> Option<Value> {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let n = r
+        .read_line(&mut line)
+        .expect("an answer before the deadline");
+    (n > 0).then(|| serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+}
+
+fn error_kind(v: &Value) -> &str {
+    v["error"]["data"]["kind"].as_str().unwrap_or("")
+}
 
 /// `daemon.status` on a fresh connection answers.
 fn status_answers(d: &Daemon) {
     let v = d.call("daemon.status", json!({})).expect("daemon.status");
     assert_eq!(v["pid"], d.pid());
+}
+
+#[test]
+fn a_connection_over_the_cap_is_answered_at_once_and_the_daemon_serves_again_when_one_closes() {
+    let d = Daemon::start();
+    let mut idle: Vec<UnixStream> = (0..64).map(|_| connect(&d.socket)).collect();
+    // The daemon takes a connection's slot when it accepts it, in order, so the 65th finds
+    // the 64 before it holding every slot.
+    let extra = connect(&d.socket);
+    let refused = read_line(&extra).expect("an error line, not silence");
+    assert_eq!(error_kind(&refused), "server_busy", "{refused}");
+    assert_eq!(refused["id"], Value::Null);
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("64 connections") && message.contains("max_connections"),
+        "{message}"
+    );
+    assert_eq!(read_line(&extra), None, "closed after the error");
+
+    // The CLI says so too, instead of hanging.
+    let out = d.cli(&["status"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("server busy"), "{}", stderr(&out));
+
+    // One of the 64 goes away: a fresh client is served again.
+    idle.pop();
+    wait_until("a slot is free again", || {
+        d.call("daemon.status", json!({})).is_ok()
+    });
+    status_answers(&d);
+    drop(idle);
+    d.stop();
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let (_temp, d) = start_with("[daemon]\nidle_timeout_secs = 1\n", &[]);
+    let s = connect(&d.socket);
+    (&s).write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.status\"}\n")
+        .unwrap();
+    let answer = read_line(&s).unwrap();
+    assert_eq!(answer["id"], 1, "{answer}");
+    // Then nothing: the daemon says why it closes, and closes.
+    let closing = read_line(&s).expect("a closing error line");
+    assert_eq!(error_kind(&closing), "timeout", "{closing}");
+    assert!(
+        closing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idle_timeout_secs"),
+        "{closing}"
+    );
+    assert_eq!(read_line(&s), None);
+
+    // A peer that sends half a request and stalls is closed the same way.
+    let s = connect(&d.socket);
+    (&s).write_all(b"{\"jsonrpc\":\"2.0\",").unwrap();
+    assert_eq!(error_kind(&read_line(&s).unwrap()), "timeout");
+    assert_eq!(read_line(&s), None);
+    status_answers(&d);
+    d.stop();
+}
+
+/// A local model server that accepts one request and answers only when told to.
+struct HeldLlm {
+    url: String,
+    release: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn held_llm() -> HeldLlm {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 16 * 1024];
+        let _ = s.read(&mut buf).unwrap();
+        wait.recv().unwrap();
+        let body = r#"{"choices":[{"message":{"role":"assistant","content":"done"}}]}"#;
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    HeldLlm {
+        url,
+        release,
+        thread,
+    }
+}
+
+#[test]
+fn a_connection_following_a_run_is_not_idle() {
+    let llm = held_llm();
+    let (_temp, d) = start_with(
+        "[daemon]\nidle_timeout_secs = 1\nrequest_timeout_secs = 1\n",
+        &[("BRAIN_LLM_URL", &llm.url)],
+    );
+    let w = json!({ "version": "brain/1", "name": "t", "registry": { "vars": ["$out(STRING)"] }, "steps": [
+        { "id": "LLM_slow", "in": { "prompt": "hi" }, "out": { "$out": "=_result" }, "next": "Stop_end" },
+        { "id": "Stop_end" }
+    ]});
+    let run = d.call("workflow.run", json!({ "definition": w })).unwrap();
+    let run_id = run["run_id"].as_str().unwrap();
+    let follower = connect(&d.socket);
+    let req = json!({"jsonrpc": "2.0", "id": 7, "method": "workflow.events",
+        "params": {"run_id": run_id, "follow": true}});
+    (&follower)
+        .write_all(format!("{req}\n").as_bytes())
+        .unwrap();
+    // Proof that more than the idle timeout (and the request budget) has passed: a connection
+    // opened after the follower's request is closed as idle.
+    let witness = connect(&d.socket);
+    assert_eq!(error_kind(&read_line(&witness).unwrap()), "timeout");
+    status_answers(&d);
+    llm.release.send(()).unwrap();
+    llm.thread.join().unwrap();
+    let mut reader = BufReader::new(&follower);
+    let answer = loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "follower closed");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v.get("id").is_some() {
+            break v;
+        }
+        assert_eq!(v["method"], "workflow.event", "{v}");
+    };
+    assert_eq!(answer["id"], 7, "{answer}");
+    assert_eq!(answer["result"]["status"], "completed", "{answer}");
+    d.stop();
+}
+
+/// Holds SQLite's write lock on the daemon's store, as another process could: every write
+/// the daemon tries waits on it.
+fn hold_write_lock(d: &Daemon) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(d.data_dir.join("brain.db")).unwrap();
+    c.execute_batch("BEGIN IMMEDIATE").unwrap();
+    c
+}
+
+#[test]
+fn requests_past_their_budget_are_answered_timeout_and_status_still_answers() {
+    let (temp, d) = start_with(
+        "[daemon]\nrequest_timeout_secs = 1\nmax_blocking_requests = 2\n",
+        &[],
+    );
+    let lock = hold_write_lock(&d);
+    let dirs: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let p = temp.path().join(format!("notes{i}"));
+            std::fs::create_dir(&p).unwrap();
+            p
+        })
+        .collect();
+    // More stuck writes than the daemon has threads for requests: each is answered within
+    // its budget, and none takes the thread `daemon.status` needs.
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| {
+                let socket = d.socket.clone();
+                s.spawn(move || {
+                    let c = connect(&socket);
+                    let req = json!({"jsonrpc": "2.0", "id": i, "method": "watch.add",
+                        "params": {"path": dir}});
+                    (&c).write_all(format!("{req}\n").as_bytes()).unwrap();
+                    read_line(&c).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for a in &answers {
+        assert_eq!(error_kind(a), "timeout", "{a}");
+        assert!(
+            a["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("request_timeout_secs")
+                || a["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("max_blocking_requests"),
+            "{a}"
+        );
+    }
+    status_answers(&d);
+    let out = d.cli(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The lock goes away: writes work again, and nothing was lost.
+    drop(lock);
+    let extra = temp.path().join("later");
+    std::fs::create_dir(&extra).unwrap();
+    wait_until("a write succeeds again", || {
+        d.call("watch.add", json!({ "path": extra })).is_ok()
+    });
+    let roots = d.call("watch.list", json!({})).unwrap();
+    let paths: Vec<&str> = roots["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&extra.canonicalize().unwrap().to_str().unwrap()),
+        "{roots}"
+    );
+    status_answers(&d);
+    d.stop();
+}
+
+#[test]
+fn a_call_on_one_connection_past_its_budget_does_not_stack() {
+    let (_temp, d) = start_with("[daemon]\nrequest_timeout_secs = 1\n", &[]);
+    let lock = hold_write_lock(&d);
+    let dir = d.dir.join("notes");
+    std::fs::create_dir(&dir).unwrap();
+    let s = connect(&d.socket);
+    let mut kinds = Vec::new();
+    for id in 0..3 {
+        let req =
+            json!({"jsonrpc": "2.0", "id": id, "method": "watch.add", "params": {"path": dir}});
+        (&s).write_all(format!("{req}\n").as_bytes()).unwrap();
+        kinds.push(error_kind(&read_line(&s).unwrap()).to_owned());
+    }
+    // Two calls may run (one abandoned, one retry); the third is refused while they do.
+    assert_eq!(kinds, ["timeout", "timeout", "server_busy"]);
+    status_answers(&d);
+    drop(lock);
+    wait_until("the connection is served again", || {
+        let req = json!({"jsonrpc": "2.0", "id": 9, "method": "daemon.status"});
+        (&s).write_all(format!("{req}\n").as_bytes()).unwrap();
+        read_line(&s).unwrap().get("result").is_some()
+    });
+    d.stop();
+}
+
+/// Runs `brain` with `args` against `socket`, failing the test if it does not exit in time.
+fn run_cli_bounded(
+    data: &Path,
+    socket: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (bool, String) {
+    let mut cmd = brain_cmd(data, socket);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("brain {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.success(), err)
+}
+
+#[test]
+fn the_cli_gives_up_on_a_daemon_that_never_answers_and_says_on_what() {
+    let (temp, data, socket) = temp_layout();
+    let listener = UnixListener::bind(&socket).unwrap();
+    // A peer that accepts and never answers, until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s);
+        }
+    });
+    let (ok, err) = run_cli_bounded(&data, &socket, &[("BRAIN_TIMEOUT", "1")], &["status"]);
+    assert!(!ok);
+    let want = format!(
+        "no answer from the daemon at {} to daemon.status within 1 s",
+        socket.display()
+    );
+    assert!(err.contains(&want), "{err}");
+    let (ok, err) = run_cli_bounded(&data, &socket, &[], &["--timeout", "0.5", "stop"]);
+    assert!(!ok);
+    assert!(err.contains("to daemon.shutdown within 0.5 s"), "{err}");
+    let (ok, err) = run_cli_bounded(&data, &socket, &[], &["--timeout", "1", "ingest", "/tmp"]);
+    assert!(!ok);
+    assert!(err.contains("to ingest.path within 1 s"), "{err}");
+    let (ok, err) = run_cli_bounded(&data, &socket, &[], &["--timeout", "0", "status"]);
+    assert!(!ok);
+    assert!(err.contains("--timeout"), "{err}");
+    drop(temp);
 }
 
 #[test]
