@@ -703,6 +703,36 @@ mod tests {
         assert!(!peer_allowed(1000, 0));
     }
 
+    #[test]
+    fn requests_are_classed_by_method_and_follow() {
+        let check = |method: &str, params: Value, want: Class| {
+            assert_eq!(classify(method, &params), want, "{method} {params}");
+        };
+        check("daemon.status", Value::Null, Class::Status);
+        check(
+            "workflow.events",
+            serde_json::json!({"follow": true}),
+            Class::Follow,
+        );
+        check(
+            "workflow.events",
+            serde_json::json!({"follow": false}),
+            Class::Request,
+        );
+        check(
+            "workflow.events",
+            serde_json::json!({"follow": "yes"}),
+            Class::Request,
+        );
+        check("workflow.events", serde_json::json!({}), Class::Request);
+        check(
+            "ingest.path",
+            serde_json::json!({"follow": true}),
+            Class::Request,
+        );
+        check("search.query", Value::Null, Class::Request);
+    }
+
     async fn frames(input: &[u8], max: usize) -> Vec<String> {
         let mut r = BufReader::with_capacity(4, input);
         let mut buf = Vec::new();
