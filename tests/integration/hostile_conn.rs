@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use brain::rpc::client::Client;
 use serde_json::{Value, json};
 
 use crate::harness::{BIN, DEADLINE, Daemon, brain_cmd, stderr, temp_layout, wait_until};
@@ -32,23 +33,32 @@ fn connect(socket: &Path) -> UnixStream {
     s
 }
 
-/// The next line the daemon sends, or `None` at end of stream.
-fn read_line(s: &UnixStream) -> Option<Value> {
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    let n = r
-        .read_line(&mut line)
-        .expect("an answer before the deadline");
-    (n > 0).then(|| serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+/// The next line the daemon sends, or `None` at end of stream. Reads a byte at a time, so
+/// nothing after the line is taken from the stream.
+fn read_line(mut s: &UnixStream) -> Option<Value> {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        let n = s.read(&mut byte).expect("an answer before the deadline");
+        if n == 0 || byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    (!line.is_empty()).then(|| {
+        serde_json::from_slice(&line)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&line)))
+    })
 }
 
 fn error_kind(v: &Value) -> &str {
     v["error"]["data"]["kind"].as_str().unwrap_or("")
 }
 
-/// `daemon.status` on a fresh connection answers.
+/// `daemon.status` on a fresh connection answers within a second.
 fn status_answers(d: &Daemon) {
-    let v = d.call("daemon.status", json!({})).expect("daemon.status");
+    let mut c = Client::connect_timeout(&d.socket, Some(Duration::from_secs(1))).unwrap();
+    let v = c.call("daemon.status", json!({})).expect("daemon.status");
     assert_eq!(v["pid"], d.pid());
 }
 
@@ -144,6 +154,64 @@ fn held_llm() -> HeldLlm {
     }
 }
 
+/// Sends `workflow.events` with `follow` for `run_id` on a new connection.
+fn follow(socket: &Path, run_id: &str) -> UnixStream {
+    let c = connect(socket);
+    let req = json!({"jsonrpc": "2.0", "id": 7, "method": "workflow.events",
+        "params": {"run_id": run_id, "follow": true}});
+    (&c).write_all(format!("{req}\n").as_bytes()).unwrap();
+    c
+}
+
+fn slow_llm_workflow() -> Value {
+    json!({ "version": "brain/1", "name": "t", "registry": { "vars": ["$out(STRING)"] }, "steps": [
+        { "id": "LLM_slow", "in": { "prompt": "hi" }, "out": { "$out": "=_result" }, "next": "Stop_end" },
+        { "id": "Stop_end" }
+    ]})
+}
+
+#[test]
+fn followers_have_threads_of_their_own_and_a_cap() {
+    let llm = held_llm();
+    let (_temp, d) = start_with(
+        "[daemon]\nmax_blocking_requests = 1\n",
+        &[("BRAIN_LLM_URL", &llm.url)],
+    );
+    let run = d
+        .call("workflow.run", json!({ "definition": slow_llm_workflow() }))
+        .unwrap();
+    let run_id = run["run_id"].as_str().unwrap();
+    // Eight followers, each under way (its first event sent) while the run waits on the model.
+    let followers: Vec<UnixStream> = (0..8)
+        .map(|_| {
+            let f = follow(&d.socket, run_id);
+            let first = read_line(&f).unwrap();
+            assert_eq!(first["method"], "workflow.event", "{first}");
+            f
+        })
+        .collect();
+    let ninth = follow(&d.socket, run_id);
+    let refused = read_line(&ninth).unwrap();
+    assert_eq!(error_kind(&refused), "server_busy", "{refused}");
+    assert_eq!(refused["id"], 7);
+    // Requests still have their thread, and status its own.
+    let runs = d.call("workflow.list", json!({})).unwrap();
+    assert_eq!(runs["runs"][0]["status"], "running", "{runs}");
+    status_answers(&d);
+    llm.release.send(()).unwrap();
+    llm.thread.join().unwrap();
+    for f in &followers {
+        let answer = loop {
+            let v = read_line(f).expect("an answer");
+            if v.get("id").is_some() {
+                break v;
+            }
+        };
+        assert_eq!(answer["result"]["status"], "completed", "{answer}");
+    }
+    d.stop();
+}
+
 #[test]
 fn a_connection_following_a_run_is_not_idle() {
     let llm = held_llm();
@@ -151,18 +219,11 @@ fn a_connection_following_a_run_is_not_idle() {
         "[daemon]\nidle_timeout_secs = 1\nrequest_timeout_secs = 1\n",
         &[("BRAIN_LLM_URL", &llm.url)],
     );
-    let w = json!({ "version": "brain/1", "name": "t", "registry": { "vars": ["$out(STRING)"] }, "steps": [
-        { "id": "LLM_slow", "in": { "prompt": "hi" }, "out": { "$out": "=_result" }, "next": "Stop_end" },
-        { "id": "Stop_end" }
-    ]});
-    let run = d.call("workflow.run", json!({ "definition": w })).unwrap();
-    let run_id = run["run_id"].as_str().unwrap();
-    let follower = connect(&d.socket);
-    let req = json!({"jsonrpc": "2.0", "id": 7, "method": "workflow.events",
-        "params": {"run_id": run_id, "follow": true}});
-    (&follower)
-        .write_all(format!("{req}\n").as_bytes())
+    let run = d
+        .call("workflow.run", json!({ "definition": slow_llm_workflow() }))
         .unwrap();
+    let run_id = run["run_id"].as_str().unwrap();
+    let follower = follow(&d.socket, run_id);
     // Proof that more than the idle timeout (and the request budget) has passed: a connection
     // opened after the follower's request is closed as idle.
     let witness = connect(&d.socket);
