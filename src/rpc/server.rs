@@ -54,6 +54,11 @@ pub const STATUS_RESERVE: usize = 2;
 /// cap so that they cannot exhaust the pool either.
 pub const MAX_FOLLOWERS: usize = 8;
 
+/// `ingest.path` and `search.reindex` wait on one worker (the ingest thread, the index writer),
+/// so more of them in flight only park threads that reads could use; a sync stuck on a file
+/// would otherwise collect every thread for requests as callers retry.
+pub const MAX_SERIALIZED_CALLS: usize = 2;
+
 /// Blocking threads the runtime needs for the server: every class of call above, plus one
 /// for the daemon's own shutdown work.
 pub fn blocking_threads(cfg: &ServerConfig) -> usize {
@@ -65,6 +70,7 @@ struct Pools {
     requests: Arc<Semaphore>,
     status: Arc<Semaphore>,
     followers: Arc<Semaphore>,
+    serialized: Arc<Semaphore>,
 }
 
 /// A shutdown latch: anyone holding it can trigger it; everyone can wait for it.
@@ -121,6 +127,7 @@ pub async fn run(listener: UnixListener, brain: Arc<Brain>, cfg: ServerConfig, s
         requests: Arc::new(Semaphore::new(cfg.max_blocking_requests)),
         status: Arc::new(Semaphore::new(STATUS_RESERVE)),
         followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
+        serialized: Arc::new(Semaphore::new(MAX_SERIALIZED_CALLS)),
     });
     let cfg = Arc::new(cfg);
     let next_conn = AtomicU64::new(1);
@@ -423,6 +430,23 @@ async fn handle<W: tokio::io::AsyncWrite + Unpin>(
             Class::Follow => &call.pools.followers,
             Class::Request => &call.pools.requests,
         };
+        // Taken before a thread, so calls queued on the worker do not hold threads meanwhile.
+        let serialized = match method.as_str() {
+            "ingest.path" | "search.reindex" => Some(tokio::select! {
+                p = call.pools.serialized.clone().acquire_owned() => p.map_err(|_| timed_out())?,
+                _ = until(deadline) => {
+                    return Err(Error::new(
+                        Kind::Timeout,
+                        format!(
+                            "{method} was not started: {MAX_SERIALIZED_CALLS} ingests or \
+                             reindexes stayed queued ahead of it for {} s",
+                            call.cfg.request_timeout.as_secs()
+                        ),
+                    ));
+                }
+            }),
+            _ => None,
+        };
         let shared = match class {
             Class::Follow => pool.clone().try_acquire_owned().map_err(|_| {
                 Error::new(
@@ -451,7 +475,7 @@ async fn handle<W: tokio::io::AsyncWrite + Unpin>(
         let method_name = method.clone();
         let (notes_tx, mut notes_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut task = tokio::task::spawn_blocking(move || {
-            let _permits = (own, shared);
+            let _permits = (own, serialized, shared);
             dispatch(&brain, &method_name, params, &notes_tx)
         });
         // A client that stopped reading only loses its notes; after one write failed (or waited

@@ -328,6 +328,67 @@ fn requests_past_their_budget_are_answered_timeout_and_status_still_answers() {
 }
 
 #[test]
+fn ingests_queued_on_the_worker_leave_threads_for_reads() {
+    let (temp, d) = start_with(
+        "[daemon]\nrequest_timeout_secs = 1\nmax_blocking_requests = 3\n",
+        &[],
+    );
+    let lock = hold_write_lock(&d);
+    let dirs: Vec<PathBuf> = (0..5)
+        .map(|i| {
+            let p = temp.path().join(format!("vault{i}"));
+            std::fs::create_dir(&p).unwrap();
+            std::fs::write(p.join("a.md"), format!("# A{i}\n\nword{i}\n")).unwrap();
+            p
+        })
+        .collect();
+    let conns: Vec<UnixStream> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let c = connect(&d.socket);
+            let req = json!({"jsonrpc": "2.0", "id": i, "method": "ingest.path",
+                "params": {"path": dir}});
+            (&c).write_all(format!("{req}\n").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    let mut not_started = 0;
+    for c in &conns {
+        let a = read_line(c).unwrap();
+        assert_eq!(error_kind(&a), "timeout", "{a}");
+        if a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not started")
+        {
+            not_started += 1;
+        }
+    }
+    assert_eq!(
+        not_started, 3,
+        "two ingests run, the rest wait without a thread"
+    );
+    // Two ingests are stuck on the lock with their threads; the third thread serves reads.
+    let mut c = Client::connect_timeout(&d.socket, Some(Duration::from_secs(1))).unwrap();
+    let hits = c
+        .call("search.query", json!({ "query": "word1", "mode": "bm25" }))
+        .expect("a read answers while ingests are stuck");
+    assert!(hits["hits"].is_array(), "{hits}");
+    status_answers(&d);
+
+    drop(lock);
+    wait_until("an ingest succeeds again", || {
+        d.call("ingest.path", json!({ "path": dirs[4] })).is_ok()
+    });
+    wait_until("the note is searchable", || {
+        d.call("search.query", json!({ "query": "word4", "mode": "bm25" }))
+            .is_ok_and(|v| v["hits"].as_array().is_some_and(|h| !h.is_empty()))
+    });
+    d.stop();
+}
+
+#[test]
 fn a_call_on_one_connection_past_its_budget_does_not_stack() {
     let (_temp, d) = start_with("[daemon]\nrequest_timeout_secs = 1\n", &[]);
     let lock = hold_write_lock(&d);
