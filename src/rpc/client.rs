@@ -173,6 +173,7 @@ impl Client {
 
     /// Changes how long each read and write may wait; `None` for streams that follow a run.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        // The reader and the writer are one socket, so its options apply to both.
         self.writer
             .set_read_timeout(timeout)
             .and_then(|()| self.writer.set_write_timeout(timeout))
