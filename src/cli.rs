@@ -6,10 +6,10 @@
 
 pub mod workflow;
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 pub use self::workflow::WorkflowCommand;
 use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
-use crate::rpc::client::{Client, ClientError, RemoteError};
+use crate::rpc::client::{
+    Client, ClientError, DEFAULT_TIMEOUT, RemoteError, connect_stream, io_error,
+};
 use crate::rpc::protocol::{
     ModelListResult, ModelWire, NodeWire, ProgressWire, ProvenanceWire, ReindexResult, RootWire,
     SearchResultWire, SourceListResult, StatusWire, SubgraphWire, SyncReportWire, TitleHitWire,
@@ -53,7 +55,26 @@ pub struct GlobalArgs {
     /// The e-mail of the user the daemon acts as [default: $USER@localhost]
     #[arg(long, global = true, env = "BRAIN_USER_EMAIL", value_name = "EMAIL")]
     pub user_email: Option<String>,
+    /// Seconds a client command waits for the daemon, to connect and for each answer
+    /// (`--follow` and `--wait` wait without limit) [default: 30]
+    #[arg(long, global = true, env = "BRAIN_TIMEOUT", value_name = "SECS", value_parser = timeout_secs)]
+    pub timeout: Option<Duration>,
 }
+
+fn timeout_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= MAX_TIMEOUT_SECS => {
+            Ok(Duration::from_secs_f64(v))
+        }
+        _ => Err(format!(
+            "must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}"
+        )),
+    }
+}
+
+/// A day: longer waits are better served by `--follow`/`--wait`, and the cap keeps a typo from
+/// overflowing the clock.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 impl GlobalArgs {
     pub fn overrides(&self) -> Overrides {
@@ -405,17 +426,19 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let timeout = global.timeout.unwrap_or(DEFAULT_TIMEOUT);
     if let Command::Workflow(cmd) = command {
-        return self::workflow::run(&socket, cmd);
+        return self::workflow::run(&socket, timeout, cmd);
     }
     // Ingest reads progress notifications, which `Client::call` skips, so it owns its stream.
     if let Command::Ingest { path, json } = command {
-        return match ingest(&socket, path, *json) {
+        return match ingest(&socket, timeout, path, *json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report_client_error(&e),
         };
     }
-    let result = Client::connect(&socket).and_then(|mut client| match command {
+    let connect = || Client::connect_timeout(&socket, Some(timeout));
+    let result = connect().and_then(|mut client| match command {
         Command::Status { json } => status(&mut client, *json),
         Command::Stop => {
             client.call("daemon.shutdown", json!({}))?;
@@ -746,17 +769,10 @@ fn watch_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
 }
 
 /// `brain ingest PATH`: one request, then progress notifications until the report arrives.
-fn ingest(socket: &Path, path: &str, as_json: bool) -> Result<(), ClientError> {
-    let io = |source| ClientError::Io {
-        socket: socket.to_owned(),
-        source,
-    };
-    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoDaemon {
-            socket: socket.to_owned(),
-        },
-        _ => io(e),
-    })?;
+/// The timeout is on silence: a long ingest that keeps reporting progress is never cut off.
+fn ingest(socket: &Path, timeout: Duration, path: &str, as_json: bool) -> Result<(), ClientError> {
+    let io = |source| io_error(socket, "ingest.path", Some(timeout), source);
+    let mut stream = connect_stream(socket, Some(timeout))?;
     let req =
         json!({ "jsonrpc": "2.0", "id": 1, "method": "ingest.path", "params": { "path": path } });
     let mut line = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;

@@ -4,6 +4,7 @@
 //! only merges them over the file. No config file is needed for the defaults to work.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -80,6 +81,9 @@ struct IdentitySection {
 struct DaemonSection {
     max_frame_bytes: Option<usize>,
     max_connections: Option<usize>,
+    idle_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    max_blocking_requests: Option<usize>,
 }
 
 /// What flags and environment variables set (clap fills both).
@@ -103,6 +107,12 @@ pub struct Config {
     pub users_file: Option<PathBuf>,
     pub max_frame_bytes: usize,
     pub max_connections: usize,
+    /// How long a connection may sit without sending a request before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a request may run before its client is answered `timeout`.
+    pub request_timeout: Duration,
+    /// How many requests may hold a blocking thread at once.
+    pub max_blocking_requests: usize,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// The embedding model named in the config file, if any.
@@ -114,6 +124,15 @@ pub struct Config {
 
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Long enough for a person between two commands of a script, short enough that forgotten
+/// connections do not pile up against `max_connections`.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+/// Shorter than the CLI's default wait (30 s), so that a slow request is reported by the
+/// daemon, which can say which request it was, rather than by a client that gave up.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 20;
+/// Requests park on SQLite, the index and files; twelve keep two cores busy through such waits,
+/// and the cap keeps the blocking pool from being used up by requests that never return.
+pub const DEFAULT_MAX_BLOCKING_REQUESTS: usize = 12;
 /// Linux's `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -192,6 +211,31 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
             message: "must be at least 1024".into(),
         });
     }
+    let d = &file.daemon;
+    let idle_timeout_secs = d.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS);
+    let request_timeout_secs = d
+        .request_timeout_secs
+        .unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECS);
+    for (name, v) in [
+        ("daemon.idle_timeout_secs", idle_timeout_secs),
+        ("daemon.request_timeout_secs", request_timeout_secs),
+    ] {
+        if v == 0 {
+            return Err(ConfigError::Invalid {
+                name,
+                message: "must be at least 1".into(),
+            });
+        }
+    }
+    let max_blocking_requests = d
+        .max_blocking_requests
+        .unwrap_or(DEFAULT_MAX_BLOCKING_REQUESTS);
+    if max_blocking_requests == 0 {
+        return Err(ConfigError::Invalid {
+            name: "daemon.max_blocking_requests",
+            message: "must be at least 1".into(),
+        });
+    }
     let mut tuning = crate::search::Tuning::default();
     let s = &file.search;
     for (name, v, slot) in [
@@ -247,6 +291,9 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
             .max_connections
             .unwrap_or(DEFAULT_MAX_CONNECTIONS)
             .max(1),
+        idle_timeout: Duration::from_secs(idle_timeout_secs),
+        request_timeout: Duration::from_secs(request_timeout_secs),
+        max_blocking_requests,
         config_file,
     })
 }
@@ -382,6 +429,29 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/brain.toml"), "{e}");
+    }
+
+    #[test]
+    fn daemon_limits() {
+        let c = with_file("").unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.request_timeout, Duration::from_secs(20));
+        assert_eq!(c.max_blocking_requests, 12);
+        let c = with_file(
+            "[daemon]\nidle_timeout_secs = 2\nrequest_timeout_secs = 3\nmax_blocking_requests = 4\n",
+        )
+        .unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_secs(2));
+        assert_eq!(c.request_timeout, Duration::from_secs(3));
+        assert_eq!(c.max_blocking_requests, 4);
+        for zero in [
+            "idle_timeout_secs",
+            "request_timeout_secs",
+            "max_blocking_requests",
+        ] {
+            let e = with_file(&format!("[daemon]\n{zero} = 0\n")).unwrap_err();
+            assert!(e.to_string().contains(zero), "{e}");
+        }
     }
 
     #[test]

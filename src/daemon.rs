@@ -3,13 +3,15 @@
 //! Owns process-level resources and nothing else; requests are the server's business and
 //! everything they touch is the façade's. Architecture Invariant: one daemon per data dir,
 //! enforced by an OS file lock that dies with the process, so a killed daemon never leaves a
-//! lock behind; the socket it leaves is detected as stale and replaced.
+//! lock behind; the socket it leaves is detected as stale and replaced. Everything it creates
+//! is private to its user, and it serves only from a socket directory no one else can write.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tracing::{info, warn};
@@ -53,10 +55,26 @@ pub enum DaemonError {
     },
     #[error("failed to start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("refusing to serve in {dir}: {problem}, so another user could replace the socket; use a directory only you can write (`chmod go-w {dir}`) or another socket (--socket, BRAIN_SOCKET)", dir = dir.display())]
+    UnsafeSocketDir { dir: PathBuf, problem: String },
+    #[error("failed to make {} private: {source}", path.display())]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+/// How long stuck blocking calls (a request that outlived its budget) may delay the exit once
+/// the server has drained; they are abandoned after it.
+const BLOCKING_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the daemon creates is for its user alone: files 0600, folders 0700, whatever umask it
+/// was started with. This covers what SQLite, tantivy and workflow steps create too.
+const PRIVATE_UMASK: u32 = 0o077;
 
 /// Runs the daemon until SIGINT, SIGTERM or `daemon.shutdown`.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(PRIVATE_UMASK));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -65,19 +83,35 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             path: config.data_dir.clone(),
             source,
         })?;
+    make_private(&config.data_dir, 0o700)?;
+    prepare_socket_dir(&config.socket)?;
     let _lock = acquire_lock(&config.lock_path(), &config.data_dir)?;
+    let store_path = config.store_path();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = store_path.clone().into_os_string();
+        p.push(suffix);
+        make_private(Path::new(&p), 0o600)?;
+    }
 
     let store = Arc::new(Store::open(&config.store_path())?);
     migrate_identities(&store, config)?;
     let brain = Arc::new(Brain::new(store, config)?);
 
+    let cfg = ServerConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        max_connections: config.max_connections,
+        own_uid: rustix::process::getuid().as_raw(),
+        idle_timeout: config.idle_timeout,
+        request_timeout: config.request_timeout,
+        max_blocking_requests: config.max_blocking_requests,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(16)
+        .max_blocking_threads(server::blocking_threads(&cfg))
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let (listener, bound) = bind(&config.socket)?;
         let shutdown = Shutdown::default();
         tokio::spawn(forward_signals(shutdown.clone()));
@@ -87,11 +121,6 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             user = %brain.user_id(),
             "daemon ready"
         );
-        let cfg = ServerConfig {
-            max_frame_bytes: config.max_frame_bytes,
-            max_connections: config.max_connections,
-            own_uid: rustix::process::getuid().as_raw(),
-        };
         brain.start_watching()?;
         // Workflow runs park and event followers return as soon as shutdown starts, so the
         // server's drain does not wait on them.
@@ -109,7 +138,59 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         remove_socket_if_ours(&config.socket, bound);
         info!("daemon stopped");
         Ok(())
-    })
+    });
+    // Dropping the runtime would wait for every blocking call, including one stuck past its
+    // budget; the store is closed by now, so such a call is abandoned instead.
+    runtime.shutdown_timeout(BLOCKING_EXIT_TIMEOUT);
+    result
+}
+
+/// Takes group and other permissions away from `path` if it exists with any, saying so: a data
+/// dir made 0755 by hand, or a store written by an older version under a lax umask.
+fn make_private(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(DaemonError::Permissions {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let current = meta.permissions().mode() & 0o777;
+    if meta.file_type().is_symlink() || current & 0o077 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        DaemonError::Permissions {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    warn!(path = %path.display(), from = format!("{current:o}"), to = format!("{mode:o}"), "made private: other users could read it");
+    Ok(())
+}
+
+/// Why a socket in a directory with this owner and mode could be replaced by another user, if
+/// it could. Sticky directories like /tmp are refused too: a name there can be taken by
+/// whoever creates it first, before the daemon starts.
+pub fn socket_dir_problem(dir_uid: u32, dir_mode: u32, own_uid: u32) -> Option<String> {
+    if dir_uid != own_uid && dir_uid != 0 {
+        return Some(format!("the directory belongs to uid {dir_uid}"));
+    }
+    if dir_mode & 0o022 != 0 {
+        let who = match (dir_mode & 0o020 != 0, dir_mode & 0o002 != 0) {
+            (true, true) => "its group and other users",
+            (true, false) => "its group",
+            _ => "other users",
+        };
+        return Some(format!(
+            "the directory is writable by {who} (mode {:o})",
+            dir_mode & 0o7777
+        ));
+    }
+    None
 }
 
 /// Holds the instance lock for as long as it lives.
@@ -127,6 +208,7 @@ fn acquire_lock(path: &Path, data_dir: &Path) -> Result<InstanceLock, DaemonErro
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(path)
         .map_err(lock_err)?;
     match file.try_lock() {
@@ -168,6 +250,32 @@ fn migrate_identities(store: &Store, config: &Config) -> Result<(), DaemonError>
     Ok(())
 }
 
+/// Creates the socket's directory if it is missing, and refuses one another user could write:
+/// they could replace the socket and capture what clients send.
+fn prepare_socket_dir(socket: &Path) -> Result<(), DaemonError> {
+    let Some(dir) = socket.parent() else {
+        return Ok(());
+    };
+    let err = |source| DaemonError::Bind {
+        socket: socket.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let meta = std::fs::metadata(dir).map_err(err)?;
+    let own = rustix::process::getuid().as_raw();
+    match socket_dir_problem(meta.uid(), meta.mode(), own) {
+        Some(problem) => Err(DaemonError::UnsafeSocketDir {
+            dir: dir.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Binds the socket, replacing a stale one left by a killed daemon. Returns the listener and
 /// the socket file's inode, so shutdown removes only the file it created.
 fn bind(socket: &Path) -> Result<(UnixListener, (u64, u64)), DaemonError> {
@@ -175,13 +283,6 @@ fn bind(socket: &Path) -> Result<(UnixListener, (u64, u64)), DaemonError> {
         socket: socket.to_owned(),
         source,
     };
-    if let Some(dir) = socket.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(bind_err)?;
-    }
     if let Ok(meta) = std::fs::symlink_metadata(socket) {
         if !meta.file_type().is_socket() {
             return Err(DaemonError::NotASocket {
@@ -234,4 +335,30 @@ async fn forward_signals(shutdown: Shutdown) {
         _ = term.recv() => info!("SIGTERM received"),
     }
     shutdown.trigger();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_dirs_only_we_can_write() {
+        let check = |uid, mode| socket_dir_problem(uid, mode, 1000);
+        assert_eq!(check(1000, 0o40700), None);
+        assert_eq!(check(1000, 0o40755), None);
+        assert_eq!(check(0, 0o40755), None);
+        assert!(
+            check(1000, 0o40777)
+                .unwrap()
+                .contains("its group and other users")
+        );
+        assert!(
+            check(1000, 0o40770)
+                .unwrap()
+                .contains("writable by its group")
+        );
+        assert!(check(1000, 0o40702).unwrap().contains("other users"));
+        assert!(check(0, 0o41777).unwrap().contains("1777"));
+        assert!(check(1001, 0o40700).unwrap().contains("uid 1001"));
+    }
 }

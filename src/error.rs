@@ -25,6 +25,11 @@ pub enum Kind {
     ShuttingDown,
     /// The peer on the socket is another user.
     PermissionDenied,
+    /// A capacity limit is reached (connections, calls in flight); the message names the
+    /// setting. Retrying later can succeed.
+    ServerBusy,
+    /// A request ran past its time budget, or a connection sat idle past its timeout.
+    Timeout,
     /// A search mode needs an embedding model and none is loaded.
     ModelUnavailable,
     /// The search index failed (I/O, a full disk, corruption).
@@ -57,6 +62,8 @@ impl Kind {
         Kind::Io,
         Kind::ShuttingDown,
         Kind::PermissionDenied,
+        Kind::ServerBusy,
+        Kind::Timeout,
         Kind::ModelUnavailable,
         Kind::IndexError,
         Kind::QueryTimeout,
@@ -84,6 +91,8 @@ impl Kind {
             Kind::Io => "io_error",
             Kind::ShuttingDown => "shutting_down",
             Kind::PermissionDenied => "permission_denied",
+            Kind::ServerBusy => "server_busy",
+            Kind::Timeout => "timeout",
             Kind::ModelUnavailable => "model_unavailable",
             Kind::IndexError => "index_error",
             Kind::QueryTimeout => "query_timeout",
@@ -111,6 +120,8 @@ impl Kind {
             Kind::Io => -32003,
             Kind::ShuttingDown => -32004,
             Kind::PermissionDenied => -32005,
+            Kind::ServerBusy => -32006,
+            Kind::Timeout => -32007,
             Kind::ModelUnavailable => -32020,
             Kind::IndexError => -32021,
             Kind::QueryTimeout => -32022,

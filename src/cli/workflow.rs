@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -130,11 +131,11 @@ pub enum WorkflowCommand {
     },
 }
 
-pub fn run(socket: &Path, cmd: &WorkflowCommand) -> ExitCode {
+pub fn run(socket: &Path, timeout: Duration, cmd: &WorkflowCommand) -> ExitCode {
     if let WorkflowCommand::Validate { file, json, strict } = cmd {
         return validate(file, *json, *strict);
     }
-    let result = Client::connect(socket).and_then(|mut c| match cmd {
+    let result = Client::connect_timeout(socket, Some(timeout)).and_then(|mut c| match cmd {
         WorkflowCommand::Validate { .. } => unreachable!("handled above"),
         WorkflowCommand::Run {
             file,
@@ -392,14 +393,28 @@ fn print_event(e: &Value, as_json: bool) {
 }
 
 /// Streams events as notifications until the run ends or pauses; returns the status.
+/// Waits without a timeout: a run may rightly sit in one step for a long time.
 fn follow(c: &mut Client, run_id: &str, since: i64, as_json: bool) -> Result<String, ClientError> {
+    let timeout = c.timeout();
+    c.set_timeout(None)?;
+    let status = follow_untimed(c, run_id, since, as_json)?;
+    c.set_timeout(timeout)?;
+    Ok(status)
+}
+
+fn follow_untimed(
+    c: &mut Client,
+    run_id: &str,
+    since: i64,
+    as_json: bool,
+) -> Result<String, ClientError> {
     let id = c.send(
         "workflow.events",
         json!({ "run_id": run_id, "since": since, "follow": true }),
     )?;
     loop {
         let msg = c.read_message()?;
-        if msg.get("id").is_none_or(Value::is_null) {
+        if msg.get("id").is_none_or(Value::is_null) && msg.get("error").is_none() {
             if msg["method"] == "workflow.event" {
                 print_event(&msg["params"], as_json);
             }

@@ -1,11 +1,13 @@
 //! A small blocking JSON-RPC client for the CLI and tests.
 //!
 //! Blocking on purpose: a CLI invocation makes one or two calls and exits; a runtime would only
-//! add start-up time.
+//! add start-up time. Every wait has a timeout unless the caller streams on purpose
+//! ([`Client::set_timeout`]), and the client talks only to a daemon of its own user.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +32,32 @@ pub enum ClientError {
     /// The command line asked for something malformed.
     #[error("{0}")]
     Usage(String),
+    #[error("no answer from the daemon at {} to {what} within {} s", socket.display(), secs(*.timeout))]
+    Timeout {
+        socket: PathBuf,
+        /// The method waited on, or `connect`.
+        what: String,
+        timeout: Duration,
+    },
+    #[error("refusing the daemon at {}: it runs as uid {server_uid}, not as you (uid {own_uid}); another user may have replaced the socket", socket.display())]
+    Impostor {
+        socket: PathBuf,
+        server_uid: u32,
+        own_uid: u32,
+    },
+}
+
+/// How long a client waits for the daemon by default: to connect, and then for each message.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn secs(d: Duration) -> String {
+    format!("{}", d.as_secs_f64())
+}
+
+/// Whether a client of `own_uid` may trust a server running as `server_uid`: only its own.
+/// Root is not trusted either; a daemon of root's is not the user's daemon.
+pub fn server_allowed(server_uid: u32, own_uid: u32) -> bool {
+    server_uid == own_uid
 }
 
 /// An error answer from the daemon.
@@ -56,19 +84,74 @@ pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next_id: u64,
+    timeout: Option<Duration>,
+    /// The method of the last request sent, named when its answer does not come.
+    waiting_for: String,
+}
+
+/// Connects to the daemon at `socket` within `timeout` (none: wait as long as it takes) and
+/// checks that it runs as our own user.
+pub fn connect_stream(socket: &Path, timeout: Option<Duration>) -> Result<UnixStream, ClientError> {
+    let io = |source| ClientError::Io {
+        socket: socket.to_owned(),
+        source,
+    };
+    let connect = {
+        let socket = socket.to_owned();
+        move || UnixStream::connect(socket)
+    };
+    // A Unix connect blocks while the listener's backlog is full (a daemon that stopped
+    // accepting), and std has no connect timeout for Unix sockets: the attempt runs on a thread
+    // that is left behind if it does not finish in time.
+    let connected = match timeout {
+        None => connect(),
+        Some(t) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(connect());
+            });
+            rx.recv_timeout(t).map_err(|_| ClientError::Timeout {
+                socket: socket.to_owned(),
+                what: "connect".into(),
+                timeout: t,
+            })?
+        }
+    };
+    let stream = connected.map_err(|e| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoDaemon {
+            socket: socket.to_owned(),
+        },
+        _ => io(e),
+    })?;
+    let server_uid = rustix::net::sockopt::socket_peercred(&stream)
+        .map_err(|e| io(e.into()))?
+        .uid
+        .as_raw();
+    let own_uid = rustix::process::getuid().as_raw();
+    if !server_allowed(server_uid, own_uid) {
+        return Err(ClientError::Impostor {
+            socket: socket.to_owned(),
+            server_uid,
+            own_uid,
+        });
+    }
+    stream.set_read_timeout(timeout).map_err(io)?;
+    stream.set_write_timeout(timeout).map_err(io)?;
+    Ok(stream)
 }
 
 impl Client {
+    /// Connects with [`DEFAULT_TIMEOUT`].
     pub fn connect(socket: &Path) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoDaemon {
-                socket: socket.to_owned(),
-            },
-            _ => ClientError::Io {
-                socket: socket.to_owned(),
-                source: e,
-            },
-        })?;
+        Client::connect_timeout(socket, Some(DEFAULT_TIMEOUT))
+    }
+
+    /// Connects, then waits at most `timeout` for each message (none: without limit).
+    pub fn connect_timeout(
+        socket: &Path,
+        timeout: Option<Duration>,
+    ) -> Result<Client, ClientError> {
+        let stream = connect_stream(socket, timeout)?;
         let writer = stream.try_clone().map_err(|e| ClientError::Io {
             socket: socket.to_owned(),
             source: e,
@@ -78,18 +161,32 @@ impl Client {
             reader: BufReader::new(stream),
             writer,
             next_id: 1,
+            timeout,
+            waiting_for: "the first request".into(),
         })
+    }
+
+    /// How long each read and write may wait.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Changes how long each read and write may wait; `None` for streams that follow a run.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        // The reader and the writer are one socket, so its options apply to both.
+        self.writer
+            .set_read_timeout(timeout)
+            .and_then(|()| self.writer.set_write_timeout(timeout))
+            .map_err(|e| self.io(e))?;
+        self.timeout = timeout;
+        Ok(())
     }
 
     /// Sends one request and waits for its answer.
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let mut line =
-            serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        line.push(b'\n');
-        self.writer.write_all(&line).map_err(|e| self.io(e))?;
+        self.write_request(id, method, params)?;
         loop {
             let answer = self.read_message()?;
             // Notifications (no id) belong to subscriptions; plain calls skip them.
@@ -105,12 +202,29 @@ impl Client {
     pub fn send(&mut self, method: &str, params: Value) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
+        self.write_request(id, method, params)?;
+        Ok(id)
+    }
+
+    fn write_request(&mut self, id: u64, method: &str, params: Value) -> Result<(), ClientError> {
         let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
         let mut line =
             serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line).map_err(|e| self.io(e))?;
-        Ok(id)
+        self.waiting_for = method.to_owned();
+        match self.writer.write_all(&line) {
+            Ok(()) => Ok(()),
+            // A daemon that refuses the connection (over its cap, another user) writes why
+            // and closes; our request may then meet a closed socket, and the reason is still
+            // there to read.
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                match self.read_message() {
+                    Ok(answer) => decode_answer(answer, id).map(drop),
+                    Err(_) => Err(self.io(e)),
+                }
+            }
+            Err(e) => Err(self.io(e)),
+        }
     }
 
     pub fn call_typed<P: Serialize, R: DeserializeOwned>(
@@ -135,16 +249,38 @@ impl Client {
     }
 
     fn io(&self, source: std::io::Error) -> ClientError {
-        ClientError::Io {
-            socket: self.socket.clone(),
+        io_error(&self.socket, &self.waiting_for, self.timeout, source)
+    }
+}
+
+/// Maps an I/O error on the socket to a client error; a read or write that timed out says on
+/// what it waited.
+pub fn io_error(
+    socket: &Path,
+    what: &str,
+    timeout: Option<Duration>,
+    source: std::io::Error,
+) -> ClientError {
+    match (source.kind(), timeout) {
+        (ErrorKind::WouldBlock | ErrorKind::TimedOut, Some(timeout)) => ClientError::Timeout {
+            socket: socket.to_owned(),
+            what: what.to_owned(),
+            timeout,
+        },
+        _ => ClientError::Io {
+            socket: socket.to_owned(),
             source,
-        }
+        },
     }
 }
 
 /// The result of the answer to request `id`, or its error.
 pub fn decode_answer(mut answer: Value, id: u64) -> Result<Value, ClientError> {
-    if answer.get("id") != Some(&json!(id)) {
+    // An error with a null id is the server's word on the connection itself (over the cap,
+    // idle, another user): it answers whatever was asked.
+    let about_connection = answer.get("id").is_none_or(Value::is_null);
+    if answer.get("id") != Some(&json!(id)) && !(about_connection && answer.get("error").is_some())
+    {
         return Err(ClientError::Protocol(format!(
             "answer for another request: {answer}"
         )));
@@ -173,4 +309,51 @@ pub fn decode_answer(mut answer: Value, id: u64) -> Result<Value, ClientError> {
         .get_mut("result")
         .map(Value::take)
         .ok_or_else(|| ClientError::Protocol("answer without result or error".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_server_of_our_own_uid_is_trusted() {
+        assert!(server_allowed(1000, 1000));
+        assert!(!server_allowed(1001, 1000));
+        assert!(!server_allowed(0, 1000));
+        assert!(!server_allowed(1000, 0));
+    }
+
+    #[test]
+    fn connection_errors_answer_any_request() {
+        let busy = json!({"jsonrpc": "2.0", "id": null,
+            "error": {"code": -32006, "message": "server busy", "data": {"kind": "server_busy"}}});
+        let e = decode_answer(busy, 7).unwrap_err();
+        assert_eq!(e.kind(), Some("server_busy"));
+        let other = json!({"jsonrpc": "2.0", "id": 8, "result": {}});
+        assert!(matches!(
+            decode_answer(other, 7),
+            Err(ClientError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn timeouts_name_what_was_awaited() {
+        let e = io_error(
+            Path::new("/run/b.sock"),
+            "daemon.status",
+            Some(Duration::from_secs(30)),
+            std::io::Error::from(ErrorKind::WouldBlock),
+        );
+        assert_eq!(
+            e.to_string(),
+            "no answer from the daemon at /run/b.sock to daemon.status within 30 s"
+        );
+        let e = io_error(
+            Path::new("/s"),
+            "x",
+            None,
+            std::io::Error::from(ErrorKind::WouldBlock),
+        );
+        assert!(matches!(e, ClientError::Io { .. }), "{e}");
+    }
 }

@@ -3,6 +3,9 @@
 //! Each connection is served by its own task; requests on one connection are answered in order.
 //! The façade blocks on SQLite, so every call hops to a blocking thread. The server takes its
 //! shutdown signal as a parameter so tests and the daemon drive it the same way.
+//! Nothing a client does can starve the others: connections over the cap are refused at once,
+//! idle ones are closed, each request has a time budget, and the blocking threads requests may
+//! hold are capped per connection and overall, with a reserve kept for `daemon.status`.
 //! Architecture Invariant: a bad frame, a bad request or a panicking method gets an error
 //! answer; it never takes down the connection's peers or the daemon.
 
@@ -14,6 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::protocol::{self, Request};
@@ -26,6 +30,47 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The uid peers must have: the daemon's own.
     pub own_uid: u32,
+    /// A connection that sends no complete request for this long is closed; so is one that
+    /// reads none of our answer for this long.
+    pub idle_timeout: Duration,
+    /// How long a request may take, counted from its start or its last progress notification.
+    pub request_timeout: Duration,
+    /// Requests that may hold a blocking thread at once, over all connections.
+    pub max_blocking_requests: usize,
+}
+
+/// A connection serves its requests in order, so it has one call running; a call that ran out
+/// of time keeps running in the background (a blocking thread cannot be interrupted), and a
+/// client retrying would stack abandoned calls. One more is allowed, so a retry after a
+/// timeout is answered; past that the connection is answered `server_busy` until one ends.
+pub const MAX_CALLS_PER_CONNECTION: usize = 2;
+
+/// Blocking threads kept for `daemon.status` alone, so it answers when every other request is
+/// stuck: it is what a user runs to see what is wrong.
+pub const STATUS_RESERVE: usize = 2;
+
+/// `workflow.events` with `follow` holds a blocking thread for as long as its run moves, with
+/// no time budget; followers get their own threads so that they never starve requests, and a
+/// cap so that they cannot exhaust the pool either.
+pub const MAX_FOLLOWERS: usize = 8;
+
+/// `ingest.path` and `search.reindex` wait on one worker (the ingest thread, the index writer),
+/// so more of them in flight only park threads that reads could use; a sync stuck on a file
+/// would otherwise collect every thread for requests as callers retry.
+pub const MAX_SERIALIZED_CALLS: usize = 2;
+
+/// Blocking threads the runtime needs for the server: every class of call above, plus one
+/// for the daemon's own shutdown work.
+pub fn blocking_threads(cfg: &ServerConfig) -> usize {
+    cfg.max_blocking_requests + STATUS_RESERVE + MAX_FOLLOWERS + 1
+}
+
+/// The permits a blocking call can be given; one set per server.
+struct Pools {
+    requests: Arc<Semaphore>,
+    status: Arc<Semaphore>,
+    followers: Arc<Semaphore>,
+    serialized: Arc<Semaphore>,
 }
 
 /// A shutdown latch: anyone holding it can trigger it; everyone can wait for it.
@@ -72,19 +117,22 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` fires, then waits for open connections to finish their
 /// current request.
+///
+/// Every connection is accepted at once: one over `max_connections` is answered with a
+/// `server_busy` error line and closed, so a client never waits on a daemon that will not
+/// serve it.
 pub async fn run(listener: UnixListener, brain: Arc<Brain>, cfg: ServerConfig, shutdown: Shutdown) {
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let pools = Arc::new(Pools {
+        requests: Arc::new(Semaphore::new(cfg.max_blocking_requests)),
+        status: Arc::new(Semaphore::new(STATUS_RESERVE)),
+        followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
+        serialized: Arc::new(Semaphore::new(MAX_SERIALIZED_CALLS)),
+    });
     let cfg = Arc::new(cfg);
     let next_conn = AtomicU64::new(1);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // the semaphore is never closed; defensive
-            },
-            _ = shutdown.wait() => break,
-        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
@@ -98,10 +146,15 @@ pub async fn run(listener: UnixListener, brain: Arc<Brain>, cfg: ServerConfig, s
             _ = shutdown.wait() => break,
         };
         let id = next_conn.fetch_add(1, Ordering::Relaxed);
-        let (brain, cfg, shutdown) = (brain.clone(), cfg.clone(), shutdown.clone());
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            refuse_busy(&stream, cfg.max_connections);
+            continue;
+        };
+        let (brain, cfg, pools, shutdown) =
+            (brain.clone(), cfg.clone(), pools.clone(), shutdown.clone());
         tasks.spawn(
             async move {
-                serve_connection(stream, brain, &cfg, shutdown).await;
+                serve_connection(stream, brain, &cfg, &pools, shutdown).await;
                 drop(permit);
             }
             .instrument(info_span!("conn", id)),
@@ -118,6 +171,20 @@ pub async fn run(listener: UnixListener, brain: Arc<Brain>, cfg: ServerConfig, s
     {
         warn!("connections did not finish in time; closing them");
         tasks.abort_all();
+    }
+}
+
+/// Answers a connection over the cap with one error line, without waiting: the line is far
+/// smaller than a fresh socket's buffer, and a peer that cannot take it loses only the message.
+fn refuse_busy(stream: &UnixStream, max: usize) {
+    warn!(max_connections = max, "refusing a connection over the cap");
+    let e = Error::new(
+        Kind::ServerBusy,
+        format!("server busy: {max} connections open (max_connections)"),
+    );
+    if let Ok(mut line) = serde_json::to_vec(&protocol::error_response(Value::Null, &e)) {
+        line.push(b'\n');
+        let _ = stream.try_write(&line);
     }
 }
 
@@ -173,6 +240,7 @@ async fn serve_connection(
     stream: UnixStream,
     brain: Arc<Brain>,
     cfg: &ServerConfig,
+    pools: &Pools,
     shutdown: Shutdown,
 ) {
     let peer_uid = match stream.peer_cred() {
@@ -182,45 +250,80 @@ async fn serve_connection(
             return;
         }
     };
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let mut wr = Writer {
+        inner: wr,
+        timeout: cfg.idle_timeout,
+    };
     if !peer_allowed(peer_uid, cfg.own_uid) {
         warn!(peer_uid, "refusing a peer of another user");
         let e = Error::new(
             Kind::PermissionDenied,
             "this daemon serves only its own user",
         );
-        let _ = write_line(&mut wr, &protocol::error_response(Value::Null, &e)).await;
+        let _ = wr
+            .write_line(&protocol::error_response(Value::Null, &e))
+            .await;
         return;
     }
     debug!(peer_uid, "connected");
+    let calls = Arc::new(Semaphore::new(MAX_CALLS_PER_CONNECTION));
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
+        // The idle timeout covers the whole frame, so a peer trickling one byte at a time
+        // is closed like a silent one.
         let frame = tokio::select! {
-            f = read_frame(&mut rd, &mut buf, cfg.max_frame_bytes) => f,
+            f = tokio::time::timeout(
+                cfg.idle_timeout,
+                read_frame(&mut rd, &mut buf, cfg.max_frame_bytes),
+            ) => f,
             _ = shutdown.wait() => break,
         };
         let answer = match frame {
-            Ok(Frame::Eof) => break,
-            Err(e) => {
+            Err(_) => {
+                debug!("idle; closing");
+                let e = Error::new(
+                    Kind::Timeout,
+                    format!(
+                        "closing a connection idle for {} s (idle_timeout_secs)",
+                        cfg.idle_timeout.as_secs()
+                    ),
+                );
+                let _ = wr
+                    .write_line(&protocol::error_response(Value::Null, &e))
+                    .await;
+                break;
+            }
+            Ok(Ok(Frame::Eof)) => break,
+            Ok(Err(e)) => {
                 debug!(error = %e, "read failed");
                 break;
             }
-            Ok(Frame::TooLarge) => Some(protocol::error_response(
+            Ok(Ok(Frame::TooLarge)) => Some(protocol::error_response(
                 Value::Null,
                 &Error::new(
                     Kind::FrameTooLarge,
                     format!("request larger than {} bytes", cfg.max_frame_bytes),
                 ),
             )),
-            Ok(Frame::Line) if buf.iter().all(u8::is_ascii_whitespace) => None,
-            Ok(Frame::Line) => match protocol::parse_request(&buf) {
+            Ok(Ok(Frame::Line)) if buf.iter().all(u8::is_ascii_whitespace) => None,
+            Ok(Ok(Frame::Line)) => match protocol::parse_request(&buf) {
                 Err((id, e)) => Some(protocol::error_response(id, &e)),
-                Ok(req) => handle(req, &brain, &shutdown, &mut wr).await,
+                Ok(req) => {
+                    let call = Call {
+                        brain: &brain,
+                        cfg,
+                        pools,
+                        calls: &calls,
+                        shutdown: &shutdown,
+                    };
+                    handle(req, call, &mut wr).await
+                }
             },
         };
         if let Some(answer) = answer
-            && let Err(e) = write_line(&mut wr, &answer).await
+            && let Err(e) = wr.write_line(&answer).await
         {
             debug!(error = %e, "write failed");
             break;
@@ -229,44 +332,175 @@ async fn serve_connection(
     debug!("disconnected");
 }
 
+/// The write half of a connection. Every write has the idle timeout, so a peer that stops
+/// reading cannot hold the connection's task (and a follower's thread) forever.
+struct Writer<W> {
+    inner: W,
+    timeout: Duration,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> Writer<W> {
+    async fn write_line(&mut self, v: &Value) -> std::io::Result<()> {
+        match tokio::time::timeout(self.timeout, write_line(&mut self.inner, v)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer stopped reading",
+            )),
+        }
+    }
+}
+
 /// A sink for notifications a method sends before its answer (progress, for instance).
 pub type Notifier = tokio::sync::mpsc::UnboundedSender<Value>;
 
+/// What a request needs from its connection and its server.
+struct Call<'a> {
+    brain: &'a Arc<Brain>,
+    cfg: &'a ServerConfig,
+    pools: &'a Pools,
+    calls: &'a Arc<Semaphore>,
+    shutdown: &'a Shutdown,
+}
+
+/// How a request is run: which threads it may use, and whether it has a time budget.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Class {
+    /// `daemon.status`: its own reserve of threads, the normal budget.
+    Status,
+    /// `workflow.events` with `follow`: its own threads, no budget (it answers when the run
+    /// stops moving or the daemon stops).
+    Follow,
+    /// Everything else.
+    Request,
+}
+
+fn classify(method: &str, params: &Value) -> Class {
+    match method {
+        "daemon.status" => Class::Status,
+        "workflow.events" if params.get("follow") == Some(&Value::Bool(true)) => Class::Follow,
+        _ => Class::Request,
+    }
+}
+
 async fn handle<W: tokio::io::AsyncWrite + Unpin>(
     req: Request,
-    brain: &Arc<Brain>,
-    shutdown: &Shutdown,
-    wr: &mut W,
+    call: Call<'_>,
+    wr: &mut Writer<W>,
 ) -> Option<Value> {
     let Request { id, method, params } = req;
     let span =
         info_span!("rpc", method = %method, id = %id.clone().unwrap_or(serde_json::Value::Null));
     let result = async {
-        if shutdown.is_triggered() && method != "daemon.status" {
+        if call.shutdown.is_triggered() && method != "daemon.status" {
             return Err(Error::new(Kind::ShuttingDown, "daemon is shutting down"));
         }
         if method == "daemon.shutdown" {
             let _: protocol::NoParams = protocol::params(&method, params)?;
             info!("shutdown requested over the socket");
-            shutdown.trigger();
+            call.shutdown.trigger();
             return Ok(serde_json::json!({ "stopping": true }));
         }
-        let brain = brain.clone();
+        let class = classify(&method, &params);
+        let budget = (class != Class::Follow).then_some(call.cfg.request_timeout);
+        let mut deadline = budget.map(|b| Instant::now() + b);
+        let timed_out = || {
+            Error::new(
+                Kind::Timeout,
+                format!(
+                    "{method} did not finish within {} s (request_timeout_secs); \
+                     work it started may still complete in the background",
+                    call.cfg.request_timeout.as_secs()
+                ),
+            )
+        };
+        // Taken before the call and released only when its thread returns, so calls that ran
+        // out of time still count against the limits until they really end.
+        let Ok(own) = call.calls.clone().try_acquire_owned() else {
+            return Err(Error::new(
+                Kind::ServerBusy,
+                format!(
+                    "server busy: {MAX_CALLS_PER_CONNECTION} calls of this connection are still \
+                     running (earlier ones ran out of time); retry when they end"
+                ),
+            ));
+        };
+        let pool = match class {
+            Class::Status => &call.pools.status,
+            Class::Follow => &call.pools.followers,
+            Class::Request => &call.pools.requests,
+        };
+        // Taken before a thread, so calls queued on the worker do not hold threads meanwhile.
+        let serialized = match method.as_str() {
+            "ingest.path" | "search.reindex" => Some(tokio::select! {
+                p = call.pools.serialized.clone().acquire_owned() => p.map_err(|_| timed_out())?,
+                _ = until(deadline) => {
+                    return Err(Error::new(
+                        Kind::Timeout,
+                        format!(
+                            "{method} was not started: {MAX_SERIALIZED_CALLS} ingests or \
+                             reindexes stayed queued ahead of it for {} s",
+                            call.cfg.request_timeout.as_secs()
+                        ),
+                    ));
+                }
+            }),
+            _ => None,
+        };
+        let shared = match class {
+            Class::Follow => pool.clone().try_acquire_owned().map_err(|_| {
+                Error::new(
+                    Kind::ServerBusy,
+                    format!("server busy: {MAX_FOLLOWERS} workflow followers open"),
+                )
+            })?,
+            // Waits in line (the semaphore is fair) for at most the request's budget.
+            _ => tokio::select! {
+                p = pool.clone().acquire_owned() => p.map_err(|_| timed_out())?,
+                _ = until(deadline) => {
+                    warn!("no thread free within the budget");
+                    return Err(Error::new(
+                        Kind::Timeout,
+                        format!(
+                            "{method} was not started: every thread for requests stayed busy \
+                             for {} s ({} at most, max_blocking_requests)",
+                            call.cfg.request_timeout.as_secs(),
+                            call.cfg.max_blocking_requests
+                        ),
+                    ));
+                }
+            },
+        };
+        let brain = call.brain.clone();
         let method_name = method.clone();
         let (notes_tx, mut notes_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut task =
-            tokio::task::spawn_blocking(move || dispatch(&brain, &method_name, params, &notes_tx));
+        let mut task = tokio::task::spawn_blocking(move || {
+            let _permits = (own, serialized, shared);
+            dispatch(&brain, &method_name, params, &notes_tx)
+        });
+        // A client that stopped reading only loses its notes; after one write failed (or waited
+        // out the idle timeout) the rest are dropped rather than each waiting again.
+        let mut peer_reads = true;
         let joined = loop {
             tokio::select! {
                 r = &mut task => break r,
                 Some(n) = notes_rx.recv() => {
-                    // A client that stopped reading only loses its progress notes.
-                    let _ = write_line(wr, &n).await;
+                    // A request that reports progress is alive: its budget starts again.
+                    deadline = budget.map(|b| Instant::now() + b);
+                    if peer_reads {
+                        peer_reads = wr.write_line(&n).await.is_ok();
+                    }
+                }
+                _ = until(deadline) => {
+                    warn!("request ran out of time; its work goes on in the background");
+                    return Err(timed_out());
                 }
             }
         };
         while let Ok(n) = notes_rx.try_recv() {
-            let _ = write_line(wr, &n).await;
+            if peer_reads {
+                peer_reads = wr.write_line(&n).await.is_ok();
+            }
         }
         match joined {
             Ok(r) => r,
@@ -286,6 +520,14 @@ async fn handle<W: tokio::io::AsyncWrite + Unpin>(
         Ok(v) => protocol::ok_response(id, v),
         Err(e) => protocol::error_response(id, &e),
     })
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Maps a method name to a façade call. Runs on a blocking thread.
@@ -483,6 +725,36 @@ mod tests {
         assert!(!peer_allowed(1001, 1000));
         assert!(!peer_allowed(0, 1000));
         assert!(!peer_allowed(1000, 0));
+    }
+
+    #[test]
+    fn requests_are_classed_by_method_and_follow() {
+        let check = |method: &str, params: Value, want: Class| {
+            assert_eq!(classify(method, &params), want, "{method} {params}");
+        };
+        check("daemon.status", Value::Null, Class::Status);
+        check(
+            "workflow.events",
+            serde_json::json!({"follow": true}),
+            Class::Follow,
+        );
+        check(
+            "workflow.events",
+            serde_json::json!({"follow": false}),
+            Class::Request,
+        );
+        check(
+            "workflow.events",
+            serde_json::json!({"follow": "yes"}),
+            Class::Request,
+        );
+        check("workflow.events", serde_json::json!({}), Class::Request);
+        check(
+            "ingest.path",
+            serde_json::json!({"follow": true}),
+            Class::Request,
+        );
+        check("search.query", Value::Null, Class::Request);
     }
 
     async fn frames(input: &[u8], max: usize) -> Vec<String> {

@@ -92,11 +92,13 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults plus `BRAIN_LLM_URL`/`BRAIN_LLM_MODEL` and `BRAIN_FAILPOINT` from the environment.
+    /// Defaults plus `BRAIN_LLM_URL`/`BRAIN_LLM_MODEL`/`BRAIN_LLM_ALLOW_INSECURE` and
+    /// `BRAIN_FAILPOINT` from the environment.
     pub fn from_env(user: &str, data_dir: &std::path::Path) -> EngineConfig {
         let llm: Option<Arc<dyn Provider>> = std::env::var("BRAIN_LLM_URL").ok().and_then(|url| {
             let model = std::env::var("BRAIN_LLM_MODEL").unwrap_or_else(|_| "default".into());
-            match super::llm::OpenAiCompatible::new(&url, &model) {
+            let insecure = std::env::var(super::llm::ALLOW_INSECURE_ENV).is_ok_and(|v| v == "1");
+            match super::llm::OpenAiCompatible::new(&url, &model, insecure) {
                 Ok(p) => Some(Arc::new(p) as Arc<dyn Provider>),
                 Err(e) => {
                     warn!(error = %e, "ignoring BRAIN_LLM_URL");

@@ -3,10 +3,12 @@
 //!
 //! The HTTP provider speaks plain HTTP/1.1 over `std::net::TcpStream` and only `http://` URLs:
 //! local model servers need nothing more, and an HTTP client crate would add a TLS stack and
-//! dozens of crates to every build for a feature most users leave off.
+//! dozens of crates to every build for a feature most users leave off. Because it is cleartext,
+//! a host other than loopback needs an explicit opt-in; and every part of an answer is read
+//! with a cap, so a misbehaving server cannot grow the daemon.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -16,6 +18,24 @@ use super::steps::StepError;
 pub trait Provider: Send + Sync {
     /// Sends `messages` (`[{role, content}]`) and returns the reply text.
     fn complete(&self, model: Option<&str>, messages: &[Value]) -> Result<String, StepError>;
+}
+
+/// The whole status line and header section of an answer. Real servers send well under 1 KiB;
+/// without a cap a server sending an endless header grew the daemon past 1 GB.
+pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// One status or header line.
+pub const MAX_HEADER_LINE: u64 = 8 * 1024;
+/// The body: a chat completion is text, far below this.
+pub const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// The environment variable that allows `http://` to a host other than loopback.
+pub const ALLOW_INSECURE_ENV: &str = "BRAIN_LLM_ALLOW_INSECURE";
+
+/// Whether `host` (as written in a URL) is this machine: `localhost` or a loopback address.
+/// Other names are not resolved: what they point at can change after the check.
+pub fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `POST {base}/v1/chat/completions`.
@@ -28,18 +48,31 @@ pub struct OpenAiCompatible {
 }
 
 impl OpenAiCompatible {
-    /// `url` like `http://127.0.0.1:11434`; `model` is the default model name.
-    pub fn new(url: &str, model: &str) -> Result<OpenAiCompatible, String> {
+    /// `url` like `http://127.0.0.1:11434`; `model` is the default model name. A host other
+    /// than loopback is refused unless `allow_insecure`: prompts would cross the network in
+    /// cleartext.
+    pub fn new(url: &str, model: &str, allow_insecure: bool) -> Result<OpenAiCompatible, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
         let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| format!("{url:?}: bad port"))?),
-            None => (authority, 80),
+            Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => {
+                (h, p.parse().map_err(|_| format!("{url:?}: bad port"))?)
+            }
+            _ => (authority, 80),
         };
+        if !allow_insecure && !is_loopback(host) {
+            return Err(format!(
+                "{url:?}: refusing to send prompts in cleartext to {host}, which is not this \
+                 machine; use a loopback address, or set {ALLOW_INSECURE_ENV}=1 to allow it"
+            ));
+        }
         Ok(OpenAiCompatible {
-            host: host.to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             base_path: format!("/{}", path.trim_end_matches('/'))
                 .trim_end_matches('/')
@@ -64,29 +97,9 @@ impl OpenAiCompatible {
         s.write_all(req.as_bytes())
             .map_err(|e| err(e.to_string()))?;
         let mut r = BufReader::new(s);
-        let mut status = String::new();
-        r.read_line(&mut status).map_err(|e| err(e.to_string()))?;
-        let code: u16 = status
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let mut chunked = false;
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h).map_err(|e| err(e.to_string()))?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if h.to_ascii_lowercase().starts_with("transfer-encoding:")
-                && h.to_ascii_lowercase().contains("chunked")
-            {
-                chunked = true;
-            }
-        }
+        let (code, chunked) = read_head(&mut r).map_err(err)?;
         let mut raw = Vec::new();
-        r.take(16 * 1024 * 1024)
+        r.take(MAX_BODY_BYTES)
             .read_to_end(&mut raw)
             .map_err(|e| err(e.to_string()))?;
         let body = if chunked { dechunk(&raw) } else { raw };
@@ -101,6 +114,47 @@ impl OpenAiCompatible {
         }
         serde_json::from_slice(&body)
             .map_err(|e| err(format!("model server sent invalid JSON: {e}")))
+    }
+}
+
+/// Reads the status line and the headers, each line and the whole within their caps; returns
+/// the status code and whether the body is chunked.
+fn read_head<R: BufRead>(r: &mut R) -> Result<(u16, bool), String> {
+    let mut left = MAX_HEADER_BYTES;
+    let mut next_line = |r: &mut R| -> Result<String, String> {
+        let cap = MAX_HEADER_LINE.min(left);
+        let mut line = Vec::new();
+        r.take(cap)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| e.to_string())?;
+        left -= line.len() as u64;
+        if line.last() != Some(&b'\n') {
+            return Err(if line.len() as u64 == cap && cap < MAX_HEADER_LINE {
+                format!("model server sent headers over {MAX_HEADER_BYTES} bytes")
+            } else if line.len() as u64 == cap {
+                format!("model server sent a header line over {MAX_HEADER_LINE} bytes")
+            } else {
+                "model server closed the connection inside its headers".to_owned()
+            });
+        }
+        Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
+    };
+    let status = next_line(r)?;
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut chunked = false;
+    loop {
+        let h = next_line(r)?;
+        if h.is_empty() {
+            return Ok((code, chunked));
+        }
+        let h = h.to_ascii_lowercase();
+        if h.starts_with("transfer-encoding:") && h.contains("chunked") {
+            chunked = true;
+        }
     }
 }
 
@@ -151,7 +205,7 @@ mod tests {
             .unwrap();
             req
         });
-        let p = OpenAiCompatible::new(&format!("http://127.0.0.1:{port}"), "m").unwrap();
+        let p = OpenAiCompatible::new(&format!("http://127.0.0.1:{port}"), "m", false).unwrap();
         let got = p
             .complete(None, &[json!({"role": "user", "content": "hi"})])
             .unwrap();
@@ -161,7 +215,72 @@ mod tests {
             req.starts_with("POST /v1/chat/completions HTTP/1.1"),
             "{req}"
         );
-        assert!(OpenAiCompatible::new("https://x", "m").is_err());
+        assert!(OpenAiCompatible::new("https://x", "m", true).is_err());
         assert_eq!(dechunk(b"5\r\nhello\r\n0\r\n\r\n"), b"hello");
+    }
+
+    /// A server that answers every connection with `head` and then `tail` forever.
+    fn endless(head: &'static [u8], tail: &'static [u8]) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(head);
+            // Ends when the client hangs up.
+            while s.write_all(tail).is_ok() {}
+        });
+        port
+    }
+
+    fn complete_against(port: u16) -> String {
+        let p = OpenAiCompatible::new(&format!("http://localhost:{port}"), "m", false).unwrap();
+        p.complete(None, &[json!({"role": "user", "content": "hi"})])
+            .unwrap_err()
+            .message
+    }
+
+    #[test]
+    fn an_endless_header_is_an_error() {
+        let e = complete_against(endless(
+            b"HTTP/1.1 200 OK\r\n",
+            b"X-Pad: aaaaaaaaaaaaaaaa\r\n",
+        ));
+        assert!(e.contains("headers over 65536 bytes"), "{e}");
+        let e = complete_against(endless(b"HTTP/1.1 200 OK\r\nX-Long: ", b"aaaaaaaaaaaaaaaa"));
+        assert!(e.contains("header line over 8192 bytes"), "{e}");
+    }
+
+    fn check_url(url: &str, allow_insecure: bool, ok: bool) {
+        let r = OpenAiCompatible::new(url, "m", allow_insecure);
+        assert_eq!(
+            r.is_ok(),
+            ok,
+            "{url} allow_insecure={allow_insecure}: {:?}",
+            r.err()
+        );
+    }
+
+    #[test]
+    fn cleartext_leaves_this_machine_only_when_allowed() {
+        check_url("http://127.0.0.1:11434", false, true);
+        check_url("http://127.8.9.1:11434/base", false, true);
+        check_url("http://localhost:8080", false, true);
+        check_url("http://LOCALHOST", false, true);
+        check_url("http://[::1]:8080", false, true);
+        check_url("http://192.168.1.5:11434", false, false);
+        check_url("http://example.com", false, false);
+        check_url("http://localhost.example.com", false, false);
+        check_url("http://[2001:db8::1]:80", false, false);
+        check_url("http://192.168.1.5:11434", true, true);
+        check_url("http://example.com", true, true);
+        let e = OpenAiCompatible::new("http://example.com:80", "m", false)
+            .err()
+            .unwrap();
+        assert!(
+            e.contains(ALLOW_INSECURE_ENV) && e.contains("cleartext"),
+            "{e}"
+        );
     }
 }

@@ -73,7 +73,8 @@ impl Daemon {
         Daemon::adopt(child, dir, data_dir, socket, stderr)
     }
 
-    /// A daemon started some other way (under `unshare`, say), writing its log to `stderr`.
+    /// A daemon process the test started itself (under a shell or `unshare`, say), logging to
+    /// `stderr`.
     pub fn adopt(
         child: Child,
         dir: &Path,

@@ -3,6 +3,7 @@
 mod daemon;
 mod embed;
 mod harness;
+mod hostile_conn;
 mod hostile_search;
 mod identity;
 mod ingest;
