@@ -746,7 +746,6 @@ impl Search {
                 }
                 Err(e) => {
                     warn!(error = %e, "search index catch-up failed");
-                    self.set_state(IndexState::Failed(e.to_string()));
                     true
                 }
             };
@@ -833,12 +832,28 @@ impl Search {
     }
 
     /// Applies every queued change to the index and commits. Returns the notes reindexed.
+    /// Whichever thread fails (the worker, or an ingest catching up at its end), the state says
+    /// so until a catch-up succeeds; both are decided under the index lock, so they cannot
+    /// cross.
     pub fn catch_up(&self) -> Result<usize, SearchError> {
         let _lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.rebuilding.load(Ordering::SeqCst) {
             // The rebuild owns the index until it is done; it applies the outbox too.
             return Ok(0);
         }
+        let applied = self.apply_outbox();
+        match &applied {
+            Ok(_) if matches!(self.state(), IndexState::Failed(_)) => {
+                self.set_state(IndexState::Ready)
+            }
+            Ok(_) => {}
+            Err(e) => self.set_state(IndexState::Failed(e.to_string())),
+        }
+        applied
+    }
+
+    /// The body of [`Search::catch_up`]; the caller holds `index_lock`.
+    fn apply_outbox(&self) -> Result<usize, SearchError> {
         let text = self.text();
         let mut total = 0;
         loop {
@@ -866,9 +881,6 @@ impl Search {
             self.applied.store(head, Ordering::SeqCst);
             self.after_commit(head, &notes, &docs)?;
             total += notes.len();
-        }
-        if matches!(self.state(), IndexState::Failed(_)) {
-            self.set_state(IndexState::Ready);
         }
         Ok(total)
     }
@@ -940,8 +952,8 @@ impl Search {
             }
         };
         self.rebuilding.store(false, Ordering::SeqCst);
-        drop(lock);
         self.set_state(IndexState::Ready);
+        drop(lock);
         let secs = started.elapsed().as_secs_f64();
         info!(chunks, secs, "search index rebuilt");
         // What arrived while rebuilding.
