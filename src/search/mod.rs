@@ -152,6 +152,11 @@ pub struct Request {
 
 pub const MAX_K: usize = 200;
 
+/// Deepest nesting of parentheses a query may have: tantivy's query parser recurses once per
+/// level, and about a thousand levels (2 KB of `(`) overflow a thread's stack, which aborts
+/// the daemon. People nest two or three.
+pub const MAX_QUERY_NESTING: usize = 16;
+
 /// Longest tag, kind, property or path prefix a filter may name: the longest path Linux
 /// accepts (`PATH_MAX`); anything longer cannot match and only costs work.
 pub const MAX_FILTER_VALUE_BYTES: usize = 4096;
@@ -223,6 +228,12 @@ impl Limits {
                 self.max_query_terms,
                 "max_query_terms",
             ));
+        }
+        let depth = index::nesting_depth(q);
+        if depth > MAX_QUERY_NESTING {
+            return Err(SearchError::InvalidParams(format!(
+                "query nests parentheses {depth} deep; the limit is {MAX_QUERY_NESTING}"
+            )));
         }
         let prefixes = index::prefix_count(q);
         if prefixes > self.max_prefix_terms {
