@@ -72,6 +72,8 @@ try:
         ("search.query", "128-word phrase", {"query": '"' + " ".join(["note"] * 128) + '"'}),
         ("search.query", "range over every body term", {"query": "body:[a TO zzzz]"}),
         ("search.query", "8 x `a*`, graph, per chunk, k 200", {"query": " ".join(["a*"] * 8), "graph": True, "group": "chunk", "k": 200}),
+        ("search.query", "16 nested parentheses (the limit)", {"query": "(" * 16 + "note" + ")" * 16}),
+        ("node.search_title", "1 KB title query (the limit)", {"query": "ab" * 512, "limit": 200}),
         ("node.search_title", "1 MB title query", {"query": "x" * (1 << 20)}),
     ]
     print(f"vault {vault} ({sum(len(f) for _, _, f in os.walk(vault))} files), binary {brain}")

@@ -808,6 +808,22 @@ fn prefix_forms(word: &str) -> Vec<String> {
     forms
 }
 
+/// How deep `q` nests parentheses (an unclosed one counts as open to the end).
+pub fn nesting_depth(q: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in q.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// How many `prefix*` words [`TextIndex::text_query`] would take out of `q`.
 pub fn prefix_count(q: &str) -> usize {
     split_prefixes(q).1.len()
@@ -1164,6 +1180,9 @@ mod tests {
         assert_eq!(term_count("a-b-c.d"), 4);
         assert_eq!(term_count("  "), 0);
         assert_eq!(prefix_count("a* +b* \"c d*\" e"), 2);
+        assert_eq!(nesting_depth("(a OR (b AND c)) (d)"), 2);
+        assert_eq!(nesting_depth("((("), 3);
+        assert_eq!(nesting_depth(")))a"), 0);
     }
 
     /// A directory whose writes fail while `fail` is set, as a full disk's would.

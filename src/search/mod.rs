@@ -152,6 +152,11 @@ pub struct Request {
 
 pub const MAX_K: usize = 200;
 
+/// Deepest nesting of parentheses a query may have: tantivy's query parser recurses once per
+/// level, and about a thousand levels (2 KB of `(`) overflow a thread's stack, which aborts
+/// the daemon. People nest two or three.
+pub const MAX_QUERY_NESTING: usize = 16;
+
 /// Longest tag, kind, property or path prefix a filter may name: the longest path Linux
 /// accepts (`PATH_MAX`); anything longer cannot match and only costs work.
 pub const MAX_FILTER_VALUE_BYTES: usize = 4096;
@@ -223,6 +228,12 @@ impl Limits {
                 self.max_query_terms,
                 "max_query_terms",
             ));
+        }
+        let depth = index::nesting_depth(q);
+        if depth > MAX_QUERY_NESTING {
+            return Err(SearchError::InvalidParams(format!(
+                "query nests parentheses {depth} deep; the limit is {MAX_QUERY_NESTING}"
+            )));
         }
         let prefixes = index::prefix_count(q);
         if prefixes > self.max_prefix_terms {
@@ -746,7 +757,6 @@ impl Search {
                 }
                 Err(e) => {
                     warn!(error = %e, "search index catch-up failed");
-                    self.set_state(IndexState::Failed(e.to_string()));
                     true
                 }
             };
@@ -833,12 +843,28 @@ impl Search {
     }
 
     /// Applies every queued change to the index and commits. Returns the notes reindexed.
+    /// Whichever thread fails (the worker, or an ingest catching up at its end), the state says
+    /// so until a catch-up succeeds; both are decided under the index lock, so they cannot
+    /// cross.
     pub fn catch_up(&self) -> Result<usize, SearchError> {
         let _lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.rebuilding.load(Ordering::SeqCst) {
             // The rebuild owns the index until it is done; it applies the outbox too.
             return Ok(0);
         }
+        let applied = self.apply_outbox();
+        match &applied {
+            Ok(_) if matches!(self.state(), IndexState::Failed(_)) => {
+                self.set_state(IndexState::Ready)
+            }
+            Ok(_) => {}
+            Err(e) => self.set_state(IndexState::Failed(e.to_string())),
+        }
+        applied
+    }
+
+    /// The body of [`Search::catch_up`]; the caller holds `index_lock`.
+    fn apply_outbox(&self) -> Result<usize, SearchError> {
         let text = self.text();
         let mut total = 0;
         loop {
@@ -866,9 +892,6 @@ impl Search {
             self.applied.store(head, Ordering::SeqCst);
             self.after_commit(head, &notes, &docs)?;
             total += notes.len();
-        }
-        if matches!(self.state(), IndexState::Failed(_)) {
-            self.set_state(IndexState::Ready);
         }
         Ok(total)
     }
@@ -940,8 +963,8 @@ impl Search {
             }
         };
         self.rebuilding.store(false, Ordering::SeqCst);
-        drop(lock);
         self.set_state(IndexState::Ready);
+        drop(lock);
         let secs = started.elapsed().as_secs_f64();
         info!(chunks, secs, "search index rebuilt");
         // What arrived while rebuilding.

@@ -122,6 +122,18 @@ fn queries_over_their_budgets_are_refused_naming_the_limit_and_its_setting() {
         "{msg}"
     );
 
+    // Nesting: a thousand parentheses (2 KB) overflowed the parser's stack and aborted the
+    // daemon; sixteen are fine.
+    let nested = |n: usize| format!("{}aphids{}", "(".repeat(n), ")".repeat(n));
+    assert_eq!(titles(&bm25(&d, &nested(16)).unwrap()), ["Tomatoes"]);
+    let (kind, msg) = refusal(&d, "search.query", json!({ "query": nested(1000) }));
+    assert_eq!(kind, "invalid_params");
+    assert!(
+        msg.contains("query nests parentheses 1000 deep; the limit is 16"),
+        "{msg}"
+    );
+    answers_status(&d);
+
     // Filters: how many values, and how long each.
     let tags: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
     let (kind, msg) = refusal(
