@@ -704,6 +704,21 @@ fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
     if let Some(e) = &s.watcher.error {
         println!("          error: {e}");
     }
+    println!(
+        "index     {} ({} chunks)",
+        s.search.index_state, s.search.indexed_chunks
+    );
+    if let Some(d) = &s.search.last_damage {
+        println!("          last damage: {d}");
+    }
+    for w in s.workers.iter().filter(|w| w.restarts > 0) {
+        println!(
+            "worker    {} restarted {} times; last panic: {}",
+            w.name,
+            w.restarts,
+            w.last_panic.as_deref().unwrap_or("?")
+        );
+    }
     if let (Some(now), Some(peak)) = (s.memory.resident_bytes, s.memory.peak_resident_bytes) {
         println!(
             "memory    {} resident, {} at peak",

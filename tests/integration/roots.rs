@@ -136,6 +136,11 @@ fn a_root_moved_away_is_reported_missing_kept_and_reconciled_when_back() {
     });
     // Nothing is retired while it is away, and search says why it may be stale.
     assert_eq!(node(&d, &vault.join("a.md")).unwrap()["id"], a["id"]);
+    let plain = crate::harness::stdout(&d.cli(&["status"]));
+    assert!(
+        plain.contains(&format!("missing: {}", vault.display())),
+        "{plain}"
+    );
     let r = d
         .call("search.query", json!({ "query": "first", "mode": "bm25" }))
         .unwrap();
@@ -283,6 +288,11 @@ fn a_panic_in_the_ingest_worker_is_reported_and_the_worker_starts_again_and_fini
     assert!(
         w["last_panic"].as_str().unwrap().contains("ingest_panic"),
         "{w}"
+    );
+    let plain = crate::harness::stdout(&d.cli(&["status"]));
+    assert!(
+        plain.contains("worker    brain-ingest restarted 1 times"),
+        "{plain}"
     );
     wait_until("the root to be ingested after all", || {
         hits(&d, "axolotl") == [vault.join("a.md").display().to_string()]
