@@ -15,15 +15,18 @@ use pulldown_cmark::{Event, LinkType, Options, Parser, Tag as MdTag};
 use super::chunk::{Section, chunk_sections};
 use super::link::{Destination, bare_urls, destination, wikilinks};
 use super::{
-    BlockId, Document, FileType, Heading, InlineField, Link, LinkKind, Source, Tag, front_matter,
+    BlockId, Budget, Document, Fact, FileType, Heading, InlineField, Link, LinkKind, Source, Tag,
+    front_matter,
 };
 
-pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
+/// Parses a note; facts past a [`Fact`] cap are counted in `budget` and not collected, so a
+/// note stating millions of them costs no more memory than one at the caps.
+pub(crate) fn parse(source: &Source, body_start: usize, budget: &mut Budget) -> Document {
     let mut doc = Document::empty(FileType::Markdown);
     let body = front_matter::read(source, body_start, &mut doc);
     let text = source.text;
 
-    let mut tree = Tree::read(source, body);
+    let mut tree = Tree::read(source, body, budget);
     tree.excluded.sort_by_key(|r| r.start);
     let excluded = merge(std::mem::take(&mut tree.excluded));
     let mut url_excluded = excluded.clone();
@@ -42,6 +45,9 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
         for seg in &segments {
             for raw in wikilinks(text, seg.clone()) {
                 line_links.push(raw.range.clone());
+                if !budget.admit(Fact::Links, doc.links.len() + body_links.len()) {
+                    continue;
+                }
                 body_links.push(Link {
                     kind: if raw.embed {
                         LinkKind::Embed
@@ -63,7 +69,9 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
             .filter(|seg| seg.start == line.start)
             .and_then(|_| line_start_field(text, line.clone()));
         let field_taken = line_field.as_ref().map(|(span, _, _)| span.clone());
-        if let Some((span, key, value)) = line_field {
+        if let Some((span, key, value)) = line_field
+            && budget.admit(Fact::Fields, fields.len())
+        {
             fields.push((field(source, span, key, value.clone()), value));
         }
         // The value may hold code (`[x:: `y`]`), so fields are read from the whole line and kept
@@ -76,13 +84,17 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
             let taken = field_taken
                 .as_ref()
                 .is_some_and(|t| t.contains(&span.start));
-            if in_text && !taken && !inside_link(span.start) {
+            if in_text
+                && !taken
+                && !inside_link(span.start)
+                && budget.admit(Fact::Fields, fields.len())
+            {
                 fields.push((field(source, span, key, value.clone()), value));
             }
         }
         for seg in &segments {
             for (range, name) in tags(text, seg.clone(), line.start) {
-                if !inside_link(range.start) {
+                if !inside_link(range.start) && budget.admit(Fact::Tags, doc.tags.len()) {
                     doc.tags.push(Tag {
                         name,
                         span: source.span(range),
@@ -93,7 +105,9 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
         }
         for seg in url_cut.segments(line.clone()) {
             for url in bare_urls(text, seg) {
-                if !overlaps(&line_links, url.clone()) {
+                if !overlaps(&line_links, url.clone())
+                    && budget.admit(Fact::Links, doc.links.len() + body_links.len())
+                {
                     body_links.push(Link {
                         kind: LinkKind::External,
                         target: text[url.clone()].to_string(),
@@ -107,6 +121,7 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
         }
         if let Some((id, caret)) = block_id(text, line.clone())
             && segments.iter().any(|s| s.contains(&caret))
+            && budget.admit(Fact::BlockIds, ids.len())
         {
             ids.push((id, caret));
         }
@@ -221,7 +236,7 @@ enum FrameKind {
 }
 
 impl Tree {
-    fn read(source: &Source, body: usize) -> Tree {
+    fn read(source: &Source, body: usize, budget: &mut Budget) -> Tree {
         let text = source.text;
         let options = Options::ENABLE_TABLES
             | Options::ENABLE_STRIKETHROUGH
@@ -296,7 +311,7 @@ impl Tree {
                         parent.child_end = parent.child_end.max(frame.range.end);
                     }
                     let top = stack.is_empty();
-                    tree.close(source, frame, top);
+                    tree.close(source, frame, top, budget);
                 }
                 Event::Text(s) => collect(&mut stack, &collecting, &s),
                 Event::Code(s) | Event::InlineMath(s) | Event::DisplayMath(s) => {
@@ -317,7 +332,7 @@ impl Tree {
         tree
     }
 
-    fn close(&mut self, source: &Source, frame: Frame, top: bool) {
+    fn close(&mut self, source: &Source, frame: Frame, top: bool, budget: &mut Budget) {
         let text = source.text;
         let trimmed =
             frame.range.start..frame.range.start + text[frame.range.clone()].trim_end().len();
@@ -325,7 +340,8 @@ impl Tree {
             FrameKind::Heading(level) => {
                 let heading_text = strip_block_id(frame.text.trim()).to_string();
                 self.blocks.push((BlockKind::Heading, trimmed.clone()));
-                if top {
+                // Past the cap a heading opens no section: its line is text of the one before.
+                if top && budget.admit(Fact::Headings, self.headings.len()) {
                     if let Some(last) = self.top_level.last_mut() {
                         last.1 = Some((level, heading_text.clone()));
                     }
@@ -351,6 +367,11 @@ impl Tree {
                     LinkType::Email => {
                         self.excluded.push(frame.range.clone());
                         (LinkKind::External, format!("mailto:{dest}"), None, None)
+                    }
+                    _ if !budget.admit(Fact::Links, self.links.len()) => {
+                        self.excluded
+                            .push(frame.child_end.max(frame.range.start)..frame.range.end);
+                        return;
                     }
                     _ => {
                         // The destination and title are not note text: `#x` or `[[x]]` there
