@@ -38,6 +38,14 @@ struct FileConfig {
     daemon: DaemonSection,
     #[serde(default)]
     search: SearchSection,
+    #[serde(default)]
+    ingest: IngestSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestSection {
+    max_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +110,8 @@ pub struct Config {
     /// The embedding model named in the config file, if any.
     pub search_model: Option<String>,
     pub search_tuning: crate::search::Tuning,
+    /// Files larger than this are recorded as skipped (`too_large`) and never read past it.
+    pub max_file_bytes: u64,
 }
 
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -232,6 +242,10 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
         socket,
         users_file,
         max_frame_bytes,
+        max_file_bytes: file
+            .ingest
+            .max_file_bytes
+            .unwrap_or(crate::ingest::DEFAULT_MAX_FILE_BYTES),
         max_connections: file
             .daemon
             .max_connections

@@ -3,6 +3,7 @@
 mod daemon;
 mod embed;
 mod harness;
+mod hostile_files;
 mod identity;
 mod ingest;
 mod layering;
