@@ -26,7 +26,20 @@ pub(crate) fn parse(source: &Source, body_start: usize, budget: &mut Budget) -> 
     let body = front_matter::read(source, body_start, &mut doc);
     let text = source.text;
 
-    let mut tree = Tree::read(source, body, budget);
+    // pulldown-cmark builds the tree of all its input before the first event, tens of bytes
+    // per byte of dense syntax; past the structure budget the note is read as plain text.
+    let structured = structure_end(text, body);
+    if structured < text.len() {
+        doc.diagnostics.push(super::Diagnostic {
+            message: format!(
+                "budget: Markdown structure is read for the first {MAX_STRUCTURED_BYTES} bytes; \
+                 the {} after them are read as plain text",
+                text.len() - structured
+            ),
+            span: Some(source.span(structured..text.len())),
+        });
+    }
+    let mut tree = Tree::read(source, body, structured, budget);
     tree.excluded.sort_by_key(|r| r.start);
     let excluded = merge(std::mem::take(&mut tree.excluded));
     let mut url_excluded = excluded.clone();
@@ -236,14 +249,14 @@ enum FrameKind {
 }
 
 impl Tree {
-    fn read(source: &Source, body: usize, budget: &mut Budget) -> Tree {
+    fn read(source: &Source, body: usize, end: usize, budget: &mut Budget) -> Tree {
         let text = source.text;
         let options = Options::ENABLE_TABLES
             | Options::ENABLE_STRIKETHROUGH
             | Options::ENABLE_TASKLISTS
             | Options::ENABLE_FOOTNOTES
             | Options::ENABLE_MATH;
-        let mut events = Parser::new_ext(&text[body..], options).into_offset_iter();
+        let mut events = Parser::new_ext(&text[body..end], options).into_offset_iter();
         let mut tree = Tree::default();
         let mut stack: Vec<Frame> = Vec::new();
         // Frames collecting text (headings, links), so text is not pushed through every level
@@ -484,26 +497,30 @@ pub(crate) fn is_tag_name(name: &str) -> bool {
 }
 
 /// `#tags` in `text[seg]`: each `#` at the start of the line or after whitespace.
-fn tags(text: &str, seg: Range<usize>, line_start: usize) -> Vec<(Range<usize>, String)> {
-    let mut found = Vec::new();
-    for (i, _) in text[seg.clone()].match_indices('#') {
-        let hash = seg.start + i;
+/// The tags in `text[seg]`, found as they are asked for: a line of a million tags is never
+/// held as a list.
+fn tags(
+    text: &str,
+    seg: Range<usize>,
+    line_start: usize,
+) -> impl Iterator<Item = (Range<usize>, String)> + '_ {
+    let start = seg.start;
+    let end = seg.end;
+    text[seg].match_indices('#').filter_map(move |(i, _)| {
+        let hash = start + i;
         let after_space = hash == line_start
             || text[..hash]
                 .chars()
                 .next_back()
                 .is_some_and(char::is_whitespace);
         if !after_space {
-            continue;
+            return None;
         }
-        let rest = &text[hash + 1..seg.end];
+        let rest = &text[hash + 1..end];
         let len = rest.find(|c: char| !is_tag_char(c)).unwrap_or(rest.len());
         let name = rest[..len].trim_end_matches('/');
-        if is_tag_name(name) {
-            found.push((hash..hash + 1 + name.len(), name.to_string()));
-        }
-    }
-    found
+        is_tag_name(name).then(|| (hash..hash + 1 + name.len(), name.to_string()))
+    })
 }
 
 /// Where the content of a line starts after quote markers, a list marker and a task box.
@@ -700,6 +717,25 @@ fn labelled_block(
     holding()
         .min_by_key(|(_, r)| r.len())
         .map(|(_, r)| r.clone())
+}
+
+/// How much of a note's body pulldown-cmark reads: its block tree costs up to ~40 bytes per
+/// byte of input (a line of `[[links]]`, a file of one-word headings), so a 16 MiB note would
+/// take gigabytes. Notes are rarely past a few hundred KiB; the rest of a larger one is still
+/// chunked and scanned for tags, links and fields, without code and headings told apart.
+pub(crate) const MAX_STRUCTURED_BYTES: usize = 2 * 1024 * 1024;
+
+/// Where the structured part of a body that starts at `body` ends: at the last line end within
+/// [`MAX_STRUCTURED_BYTES`] (at `body` when there is none), or the end of the text.
+fn structure_end(text: &str, body: usize) -> usize {
+    let limit = body.saturating_add(MAX_STRUCTURED_BYTES);
+    if text.len() <= limit {
+        return text.len();
+    }
+    text.as_bytes()[body..limit]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(body, |i| body + i + 1)
 }
 
 /// Sections for chunking: each top-level heading opens one, with the path of headings above it.
