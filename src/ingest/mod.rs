@@ -662,6 +662,16 @@ impl Ingestor {
         let mut late_names: HashSet<String> = HashSet::new();
         let mut done = 0u64;
         let mut batches = self.plan_batches(jobs, note_ids)?;
+        // A quarantined file is no change to tell listeners about.
+        let quarantined: HashSet<&str> = batches
+            .iter()
+            .flatten()
+            .filter(|(j, _)| matches!(&j.outcome, Outcome::Fail(m) if m == INGEST_ABORTED))
+            .map(|(j, _)| j.file.rel.as_str())
+            .collect();
+        if !quarantined.is_empty() {
+            changes.retain(|c| !quarantined.contains(c.rel.as_str()));
+        }
         // Parsing needs no store, so it runs on every core, and the next batch is parsed
         // while this one is written. A batch is marked in flight before it is parsed.
         let (cap, failpoint) = (self.max_file_bytes, self.failpoint.as_deref());
@@ -1323,6 +1333,66 @@ mod tests {
             gone.outcome
         );
         assert!(gone.doc.is_none());
+    }
+
+    /// A file still marked in flight from a process that died is retried; one marked after
+    /// its retry is quarantined as `failed: ingest_aborted` and left alone while unchanged;
+    /// the files beside it are indexed and nothing stays marked.
+    #[test]
+    fn files_left_in_flight_are_retried_once_then_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        for name in ["bad.md", "good.md", "retried.md"] {
+            std::fs::write(vault.join(name), format!("# {name}\n")).unwrap();
+        }
+        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
+        let ingestor = Ingestor::new(store.clone(), "user:test", DEFAULT_MAX_FILE_BYTES);
+        let root = ingestor.add_root(&vault, false).unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        // What a crash leaves: the files edited, their rows pending, marks not cleared.
+        for name in ["bad.md", "good.md", "retried.md"] {
+            std::fs::write(vault.join(name), format!("# {name}\n\nedited\n")).unwrap();
+        }
+        store
+            .write(|tx| {
+                tx.execute_batch(
+                    "UPDATE sources SET status = 'pending';
+                     INSERT INTO ingest_in_flight(source_id, attempts, started_at)
+                     SELECT id, CASE rel_path WHEN 'bad.md' THEN 2 ELSE 1 END, 'then'
+                     FROM sources WHERE rel_path IN ('bad.md', 'retried.md')",
+                )
+            })
+            .unwrap();
+        let report = ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        assert_eq!((report.indexed, report.failed), (2, 1), "{report:?}");
+        let rows = |store: &Store| -> Vec<(String, String, Option<String>)> {
+            store
+                .read(|c| {
+                    c.prepare("SELECT rel_path, status, reason FROM sources ORDER BY rel_path")?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .unwrap()
+        };
+        let expected = vec![
+            (
+                "bad.md".into(),
+                "failed".into(),
+                Some(INGEST_ABORTED.into()),
+            ),
+            ("good.md".into(), "indexed".into(), None),
+            ("retried.md".into(), "indexed".into(), None),
+        ];
+        assert_eq!(rows(&store), expected);
+        let marked: i64 = store
+            .read(|c| c.query_row("SELECT count(*) FROM ingest_in_flight", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(marked, 0);
+        // Unchanged, the quarantined file is not read again.
+        let report = ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        assert_eq!((report.unchanged, report.failed), (3, 0), "{report:?}");
+        assert_eq!(rows(&store), expected);
     }
 
     /// A batch of files is written with the store's triggers and foreign-key checks off
