@@ -317,6 +317,14 @@ mod tests {
     }
 
     #[test]
+    fn the_file_size_cap_is_a_setting() {
+        let c = with_file("data_dir = \"/tmp/b\"\n").unwrap();
+        assert_eq!(c.max_file_bytes, crate::ingest::DEFAULT_MAX_FILE_BYTES);
+        let c = with_file("data_dir = \"/tmp/b\"\n[ingest]\nmax_file_bytes = 4096\n").unwrap();
+        assert_eq!(c.max_file_bytes, 4096);
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
