@@ -72,17 +72,13 @@ impl Brain {
         let hook = search.clone();
         let kick = search.clone();
         let ingestor = Arc::new(
-            Ingestor::new(
-                store.clone(),
-                user_id.as_str(),
-                ingest::DEFAULT_MAX_FILE_BYTES,
-            )
-            .with_after_write(Box::new(move || {
-                if let Err(e) = hook.bring_up_to_date() {
-                    tracing::warn!(error = %e, "search index catch-up failed");
-                }
-            }))
-            .with_after_batch(Box::new(move || kick.kick_indexer())),
+            Ingestor::new(store.clone(), user_id.as_str(), config.max_file_bytes)
+                .with_after_write(Box::new(move || {
+                    if let Err(e) = hook.bring_up_to_date() {
+                        tracing::warn!(error = %e, "search index catch-up failed");
+                    }
+                }))
+                .with_after_batch(Box::new(move || kick.kick_indexer())),
         );
         let worker = Worker::start(ingestor.clone());
         search.start_background();
@@ -260,7 +256,8 @@ impl Brain {
 
     /// Adds a watched root, starts watching it and queues its first sync. Returns at once.
     pub fn watch_add(&self, path: &Path) -> Result<RootInfo, Error> {
-        let root = self.register_root(path, true)?;
+        let path = client_path(path, "watch")?;
+        let root = self.register_root(&path, true)?;
         self.worker.enqueue(root.clone(), Scope::All);
         Ok(root)
     }
@@ -293,12 +290,7 @@ impl Brain {
         path: &Path,
         progress: Option<ProgressFn>,
     ) -> Result<SyncReport, Error> {
-        let abs = std::fs::canonicalize(path).map_err(|e| {
-            Error::new(
-                Kind::InvalidParams,
-                format!("cannot ingest {}: {e}", path.display()),
-            )
-        })?;
+        let abs = client_path(path, "ingest")?;
         let (root, scope) = match self.ingestor.root_for(&abs)? {
             Some(root) if root.path == abs => (root, Scope::All),
             Some(root) => (
@@ -322,6 +314,18 @@ impl Brain {
             }
         };
         Ok(self.worker.sync_wait(root, scope, progress)?)
+    }
+
+    /// A file a client names (a workflow document), read whole if it is a regular file of at
+    /// most `cap` bytes.
+    pub fn read_client_file(&self, path: &Path, cap: u64) -> Result<Vec<u8>, Error> {
+        let abs = client_path(path, "read")?;
+        ingest::walk::read_regular(&abs, cap).map_err(|e| {
+            Error::new(
+                Kind::InvalidParams,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })
     }
 
     pub fn node_get(&self, r: &NodeRef) -> Result<NodeView, Error> {
@@ -382,4 +386,25 @@ impl Brain {
     pub fn workflows(&self) -> &crate::workflow::Engine {
         &self.workflows
     }
+}
+
+/// A path a client hands in, made canonical, once it is known to be a regular file or a
+/// folder and not on a pseudo file system. Checked on metadata alone: nothing is opened, so a
+/// FIFO is refused at once instead of holding a thread until someone writes to it.
+fn client_path(path: &Path, what: &str) -> Result<PathBuf, Error> {
+    let refuse = |why: String| {
+        Error::new(
+            Kind::InvalidParams,
+            format!("cannot {what} {}: {why}", path.display()),
+        )
+    };
+    let abs = std::fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
+    let meta = std::fs::metadata(&abs).map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(refuse("not a regular file or a folder".into()));
+    }
+    if let Some(fs) = ingest::walk::pseudo_file_system(&abs) {
+        return Err(refuse(format!("{fs} is a pseudo file system")));
+    }
+    Ok(abs)
 }

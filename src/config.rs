@@ -39,6 +39,14 @@ struct FileConfig {
     daemon: DaemonSection,
     #[serde(default)]
     search: SearchSection,
+    #[serde(default)]
+    ingest: IngestSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestSection {
+    max_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +128,8 @@ pub struct Config {
     pub search_tuning: crate::search::Tuning,
     /// What one search may cost (`[search] max_*`, `query_timeout_ms`).
     pub search_limits: crate::search::Limits,
+    /// Files larger than this are recorded as skipped (`too_large`) and never read past it.
+    pub max_file_bytes: u64,
 }
 
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -286,6 +296,10 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
         socket,
         users_file,
         max_frame_bytes,
+        max_file_bytes: file
+            .ingest
+            .max_file_bytes
+            .unwrap_or(crate::ingest::DEFAULT_MAX_FILE_BYTES),
         max_connections: file
             .daemon
             .max_connections
@@ -396,6 +410,14 @@ mod tests {
             c.search_limits.max_prefix_terms,
             crate::search::Limits::default().max_prefix_terms
         );
+    }
+
+    #[test]
+    fn the_file_size_cap_is_a_setting() {
+        let c = with_file("data_dir = \"/tmp/b\"\n").unwrap();
+        assert_eq!(c.max_file_bytes, crate::ingest::DEFAULT_MAX_FILE_BYTES);
+        let c = with_file("data_dir = \"/tmp/b\"\n[ingest]\nmax_file_bytes = 4096\n").unwrap();
+        assert_eq!(c.max_file_bytes, 4096);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod rules;
 pub mod walk;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +36,9 @@ use walk::{DiskFile, Found};
 /// A new file with the same bytes as one a sync deleted this recently takes over its source
 /// row and note id: it was moved.
 const MOVE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Files above this size are recorded as skipped (`too_large`) and not read.
+/// Files above this size are recorded as skipped (`too_large`) and not read past it (the
+/// `[ingest] max_file_bytes` setting): a whole file is held in memory while it is hashed and
+/// parsed, two batches of files at a time, and notes are rarely more than a few hundred KiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Files whose first bytes hold a NUL are binary.
 const BINARY_SNIFF_BYTES: usize = 8000;
@@ -44,6 +46,15 @@ const BINARY_SNIFF_BYTES: usize = 8000;
 /// that a crash redoes little and a batch's parsed documents stay small (on obsidian-hub, 1,024
 /// was no faster and kept ~15 MiB more resident).
 const WRITE_BATCH: usize = 256;
+/// Ingests of one file that may begin and never finish (the process died) before it is
+/// quarantined: the first may have died for something else in its batch, so it is retried
+/// once, alone.
+const MAX_INGEST_ATTEMPTS: i64 = 2;
+/// The reason recorded on a file quarantined after [`MAX_INGEST_ATTEMPTS`].
+pub const INGEST_ABORTED: &str = "ingest_aborted";
+/// `BRAIN_FAILPOINT=ingest_file:REL` aborts the process while the file at REL is in flight
+/// (crash tests).
+const FAILPOINT_PREFIX: &str = "ingest_file:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -69,6 +80,8 @@ pub enum IngestError {
     },
     #[error("root {} is missing on disk; its notes are kept until it is back", .0.display())]
     RootMissing(PathBuf),
+    #[error("root {0} was removed or folded into another while it was being synced")]
+    RootRemoved(i64),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -78,7 +91,7 @@ impl From<IngestError> for crate::error::Error {
         use crate::error::{Error, Kind};
         let kind = match &e {
             IngestError::BadRoot { .. } | IngestError::InsideRoot { .. } => Kind::InvalidParams,
-            IngestError::RootMissing(_) => Kind::NotFound,
+            IngestError::RootMissing(_) | IngestError::RootRemoved(_) => Kind::NotFound,
             IngestError::NotInRoot(_) | IngestError::NoSuchWatch(_) => Kind::NotFound,
             IngestError::Stopped => Kind::ShuttingDown,
             IngestError::Sqlite(_) => Kind::StoreError,
@@ -153,6 +166,8 @@ pub struct Ingestor {
     /// derived indexes, so they catch up while the sync goes on).
     after_batch: Option<AfterWrite>,
     on_change: std::sync::Mutex<Option<ChangeHook>>,
+    /// The relative path `BRAIN_FAILPOINT=ingest_file:REL` names, if set.
+    failpoint: Option<String>,
 }
 
 pub type AfterWrite = Box<dyn Fn() + Send + Sync>;
@@ -179,6 +194,19 @@ struct SourceRow {
     size: Option<i64>,
     mtime_ns: Option<i64>,
     status: String,
+    reason: Option<String>,
+}
+
+impl SourceRow {
+    /// Whether the row is final for the bytes it records, so the same bytes need no ingest:
+    /// indexed, skipped, or quarantined after aborted ingests.
+    fn settled(&self) -> bool {
+        match self.status.as_str() {
+            "indexed" | "skipped" => true,
+            "failed" => self.reason.as_deref() == Some(INGEST_ABORTED),
+            _ => false,
+        }
+    }
 }
 
 /// A file to (re)write.
@@ -203,13 +231,17 @@ impl Job {
     /// Reads a parseable file again and parses it. The file may have changed since it was
     /// hashed; what is written then cites the bytes actually parsed (and the watcher brings
     /// the rest of the change).
-    fn parse(&mut self) {
+    fn parse(&mut self, max_file_bytes: u64, failpoint: Option<&str>) {
         let Outcome::Parse(t) = self.outcome else {
             return;
         };
-        match std::fs::read(&self.file.abs) {
-            Err(e) => self.outcome = Outcome::Fail(format!("cannot read: {e}")),
+        match walk::read_regular(&self.file.abs, max_file_bytes) {
+            Err(e) => self.outcome = Outcome::unread(e),
             Ok(bytes) => {
+                if failpoint == Some(self.file.rel.as_str()) {
+                    tracing::error!(path = %self.file.rel, "failpoint: aborting");
+                    std::process::abort();
+                }
                 self.hash = Some(blake3::hash(&bytes).to_hex().to_string());
                 self.file.size = bytes.len() as u64;
                 self.lines = line_count(&bytes);
@@ -220,8 +252,14 @@ impl Job {
 }
 
 /// Parses a write batch on every core.
-fn parse_batch(mut batch: Vec<(Job, String)>) -> Vec<(Job, String)> {
-    batch.par_iter_mut().for_each(|(job, _)| job.parse());
+fn parse_batch(
+    mut batch: Vec<(Job, String)>,
+    max_file_bytes: u64,
+    failpoint: Option<&str>,
+) -> Vec<(Job, String)> {
+    batch
+        .par_iter_mut()
+        .for_each(|(job, _)| job.parse(max_file_bytes, failpoint));
     batch
 }
 
@@ -233,8 +271,46 @@ fn line_count(bytes: &[u8]) -> u32 {
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {
     Parse(FileType),
-    Skip(&'static str),
+    Skip(SkipReason),
     Fail(String),
+}
+
+/// Why a file under a root is recorded as `skipped`; [`SkipReason::as_str`] is what
+/// `sources.reason` holds and users see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    Ignored,
+    /// A symlink, to a file or a folder, whose target is outside the root.
+    SymlinkLeavesRoot,
+    /// A FIFO, socket or device, never opened.
+    NotARegularFile,
+    TooLarge,
+    Binary,
+    UnsupportedType,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Ignored => "ignored",
+            SkipReason::SymlinkLeavesRoot => "symlink leaves the root",
+            SkipReason::NotARegularFile => "not_a_regular_file",
+            SkipReason::TooLarge => "too_large",
+            SkipReason::Binary => "binary",
+            SkipReason::UnsupportedType => "unsupported_type",
+        }
+    }
+}
+
+impl Outcome {
+    /// What a refused read makes of a file.
+    fn unread(e: walk::ReadError) -> Outcome {
+        match e {
+            walk::ReadError::NotRegular => Outcome::Skip(SkipReason::NotARegularFile),
+            walk::ReadError::TooLarge { .. } => Outcome::Skip(SkipReason::TooLarge),
+            walk::ReadError::Io(e) => Outcome::Fail(format!("cannot read: {e}")),
+        }
+    }
 }
 
 fn file_type_name(t: Option<FileType>) -> &'static str {
@@ -256,6 +332,9 @@ impl Ingestor {
             after_write: None,
             after_batch: None,
             on_change: std::sync::Mutex::new(None),
+            failpoint: std::env::var("BRAIN_FAILPOINT")
+                .ok()
+                .and_then(|f| f.strip_prefix(FAILPOINT_PREFIX).map(str::to_owned)),
         }
     }
 
@@ -492,7 +571,7 @@ impl Ingestor {
                     if let Some(src) = &existing
                         && src.size == Some(file.size as i64)
                         && src.mtime_ns == Some(file.mtime_ns)
-                        && (src.status == "indexed" || src.status == "skipped")
+                        && src.settled()
                     {
                         report.unchanged += 1;
                         continue;
@@ -501,11 +580,17 @@ impl Ingestor {
                 }
                 Found::Ignored { rel } => {
                     let id = sources.remove(&rel).map(|s| s.id);
-                    marks.push((id, rel, "skipped", "ignored".into()));
+                    marks.push((id, rel, "skipped", SkipReason::Ignored.as_str().into()));
                 }
                 Found::OutsideRoot { rel } => {
                     let id = sources.remove(&rel).map(|s| s.id);
-                    marks.push((id, rel, "skipped", "symlink leaves the root".into()));
+                    let reason = SkipReason::SymlinkLeavesRoot.as_str();
+                    marks.push((id, rel, "skipped", reason.into()));
+                }
+                Found::NotRegular { rel } => {
+                    let id = sources.remove(&rel).map(|s| s.id);
+                    let reason = SkipReason::NotARegularFile.as_str();
+                    marks.push((id, rel, "skipped", reason.into()));
                 }
                 Found::Error { rel, message } => {
                     let id = sources.remove(&rel).map(|s| s.id);
@@ -523,7 +608,7 @@ impl Ingestor {
         for (existing, job) in read {
             if let (Some(src), Some(h)) = (&existing, &job.hash)
                 && src.hash.as_deref() == Some(h)
-                && (src.status == "indexed" || src.status == "skipped")
+                && src.settled()
             {
                 touch.push((src.id, job.file.size, job.file.mtime_ns));
                 report.unchanged += 1;
@@ -627,13 +712,13 @@ impl Ingestor {
                 if matches!(job.outcome, Outcome::Parse(_)) {
                     changes.push(FileChange {
                         rel: job.file.rel.clone(),
-                        abs: root.path.join(&job.file.rel),
+                        abs: walk::abs_path(&root.path, &job.file.rel),
                         created: job.source_id.is_none(),
                     });
                 }
                 let (status, reason, kind) = match &job.outcome {
                     Outcome::Parse(_) => ("pending", None, "note"),
-                    Outcome::Skip(r) => ("pending", Some(r.to_string()), "file"),
+                    Outcome::Skip(r) => ("pending", Some(r.as_str().to_owned()), "file"),
                     Outcome::Fail(m) => ("failed", Some(m.clone()), "file"),
                 };
                 let ft = match &job.outcome {
@@ -676,22 +761,42 @@ impl Ingestor {
         // matter to every referrer, this sync's included.
         let mut late_names: HashSet<String> = HashSet::new();
         let mut done = 0u64;
-        let mut pairs = jobs.into_iter().zip(note_ids);
-        let mut next_batch = || -> Option<Vec<(Job, String)>> {
-            let batch: Vec<_> = pairs.by_ref().take(WRITE_BATCH).collect();
-            (!batch.is_empty()).then_some(batch)
-        };
+        let mut batches = self.plan_batches(jobs, note_ids)?;
+        // A quarantined file is no change to tell listeners about.
+        let quarantined: HashSet<&str> = batches
+            .iter()
+            .flatten()
+            .filter(|(j, _)| matches!(&j.outcome, Outcome::Fail(m) if m == INGEST_ABORTED))
+            .map(|(j, _)| j.file.rel.as_str())
+            .collect();
+        if !quarantined.is_empty() {
+            changes.retain(|c| !quarantined.contains(c.rel.as_str()));
+        }
         // Parsing needs no store, so it runs on every core, and the next batch is parsed
-        // while this one is written.
-        let mut parsed = next_batch().map(parse_batch);
+        // while this one is written. A batch is marked in flight before it is parsed.
+        let (cap, failpoint) = (self.max_file_bytes, self.failpoint.as_deref());
+        let mut parsed = match batches.pop_front() {
+            Some(b) => {
+                self.mark_in_flight(&b)?;
+                Some(parse_batch(b, cap, failpoint))
+            }
+            None => None,
+        };
         while let Some(batch) = parsed.take() {
             if cancel.load(Ordering::Relaxed) {
+                self.unmark_in_flight(&batch)?;
                 report.elapsed_ms = started.elapsed().as_millis() as u64;
                 return Ok(report);
             }
-            let upcoming = next_batch();
+            let upcoming = batches.pop_front();
+            if let Some(b) = &upcoming
+                && let Err(e) = self.mark_in_flight(b)
+            {
+                self.unmark_in_flight(&batch)?;
+                return Err(e);
+            }
             let written = std::thread::scope(|scope| {
-                let parsing = scope.spawn(|| upcoming.map(parse_batch));
+                let parsing = scope.spawn(|| upcoming.map(|b| parse_batch(b, cap, failpoint)));
                 // Each file queues its own note for search, and refers only to rows written or
                 // read in this transaction: the store's checks are left to it.
                 let written = write_with(&self.store, &ctx, Checks::Own, |tx| {
@@ -712,7 +817,14 @@ impl Ingestor {
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 written
             });
-            written?;
+            if let Err(e) = written {
+                // Not a crash: what was marked is no suspect at the next ingest.
+                self.unmark_in_flight(&batch)?;
+                if let Some(next) = &parsed {
+                    self.unmark_in_flight(next)?;
+                }
+                return Err(e);
+            }
             if let Some(f) = &self.after_batch {
                 f();
             }
@@ -748,6 +860,85 @@ impl Ingestor {
             hook(root, &changes);
         }
         Ok(report)
+    }
+
+    /// Orders phase two's files into write batches. A file still marked in flight was being
+    /// ingested when the process died: it is retried alone, after the others, so that if it
+    /// kills the process again nothing beside it is held back; one marked after its retry is
+    /// quarantined instead of read.
+    fn plan_batches(
+        &self,
+        jobs: Vec<Job>,
+        note_ids: Vec<String>,
+    ) -> Result<VecDeque<Vec<(Job, String)>>, IngestError> {
+        let ids: Vec<i64> = jobs.iter().filter_map(|j| j.source_id).collect();
+        let attempts: HashMap<i64, i64> = self.store.read(|c| {
+            c.prepare_cached(
+                "SELECT source_id, attempts FROM ingest_in_flight
+                 WHERE source_id IN (SELECT value FROM json_each(?1))",
+            )?
+            .query_map([serde_json::to_string(&ids).unwrap_or_default()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })?;
+        let mut batches: VecDeque<Vec<(Job, String)>> = VecDeque::new();
+        let mut suspects: Vec<(Job, String)> = Vec::new();
+        let mut current: Vec<(Job, String)> = Vec::new();
+        for (mut job, nid) in jobs.into_iter().zip(note_ids) {
+            match job.source_id.and_then(|id| attempts.get(&id)) {
+                Some(&n) if n >= MAX_INGEST_ATTEMPTS => {
+                    tracing::warn!(path = %job.file.rel, attempts = n, "quarantined: ingest aborted");
+                    job.outcome = Outcome::Fail(INGEST_ABORTED.to_owned());
+                }
+                Some(_) if matches!(job.outcome, Outcome::Parse(_)) => {
+                    suspects.push((job, nid));
+                    continue;
+                }
+                _ => {}
+            }
+            current.push((job, nid));
+            if current.len() == WRITE_BATCH {
+                batches.push_back(std::mem::take(&mut current));
+            }
+        }
+        if !current.is_empty() {
+            batches.push_back(current);
+        }
+        batches.extend(suspects.into_iter().map(|one| vec![one]));
+        Ok(batches)
+    }
+
+    /// Records a batch's files as in flight, in one statement committed before any of them is
+    /// read; the batch's own transaction clears them ([`write_job`]).
+    fn mark_in_flight(&self, batch: &[(Job, String)]) -> Result<(), IngestError> {
+        let ids = batch_ids(batch);
+        let now = clock::now();
+        self.store.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO ingest_in_flight(source_id, attempts, started_at)
+                 SELECT value, 1, ?2 FROM json_each(?1) WHERE true
+                 ON CONFLICT(source_id) DO UPDATE SET attempts = attempts + 1,
+                                                      started_at = excluded.started_at",
+            )?
+            .execute(params![ids, now])?;
+            Ok::<_, IngestError>(())
+        })
+    }
+
+    /// Takes back [`Ingestor::mark_in_flight`] for a batch that was not written for a reason
+    /// other than a crash (shutdown, a store error), so it counts no attempt.
+    fn unmark_in_flight(&self, batch: &[(Job, String)]) -> Result<(), IngestError> {
+        let ids = batch_ids(batch);
+        self.store.write(|tx| {
+            tx.execute(
+                "UPDATE ingest_in_flight SET attempts = attempts - 1
+                 WHERE source_id IN (SELECT value FROM json_each(?1))",
+                [&ids],
+            )?;
+            tx.execute("DELETE FROM ingest_in_flight WHERE attempts <= 0", [])?;
+            Ok::<_, IngestError>(())
+        })
     }
 
     /// Each new non-empty file takes over the source row (and so the note id) of a file with its
@@ -832,8 +1023,8 @@ impl Ingestor {
                 i += 1;
                 continue;
             };
-            let abs = root.path.join(&rel);
-            let Ok((size, mtime_ns)) = walk::stat(&abs) else {
+            let abs = walk::abs_path(&root.path, &rel);
+            let Ok((size, mtime_ns, _)) = walk::stat(&abs) else {
                 i += 1;
                 continue;
             };
@@ -920,7 +1111,7 @@ impl Ingestor {
         Ok(self.store.read(|c| {
             let mut out = BTreeMap::new();
             let mut stmt = c.prepare_cached(
-                "SELECT id, rel_path, content_hash, size, mtime_ns, status FROM sources
+                "SELECT id, rel_path, content_hash, size, mtime_ns, status, reason FROM sources
                  WHERE root_id = ?1 AND deleted_at IS NULL
                    AND (?2 IS NULL OR rel_path = ?2 OR substr(rel_path, 1, length(?2) + 1) = ?2 || '/')",
             )?;
@@ -933,6 +1124,7 @@ impl Ingestor {
                         size: r.get(3)?,
                         mtime_ns: r.get(4)?,
                         status: r.get(5)?,
+                        reason: r.get(6)?,
                     })
                 })?;
                 for row in rows {
@@ -960,18 +1152,18 @@ impl Ingestor {
             return Job {
                 source_id,
                 file,
-                outcome: Outcome::Skip("too_large"),
+                outcome: Outcome::Skip(SkipReason::TooLarge),
                 hash: None,
                 lines: 1,
                 aliases: Vec::new(),
                 doc: None,
             };
         }
-        match std::fs::read(&file.abs) {
+        match walk::read_regular(&file.abs, self.max_file_bytes) {
             Err(e) => Job {
                 source_id,
                 file,
-                outcome: Outcome::Fail(format!("cannot read: {e}")),
+                outcome: Outcome::unread(e),
                 hash: None,
                 lines: 1,
                 aliases: Vec::new(),
@@ -981,11 +1173,11 @@ impl Ingestor {
                 let hash = blake3::hash(&bytes).to_hex().to_string();
                 let sniff = &bytes[..bytes.len().min(BINARY_SNIFF_BYTES)];
                 let outcome = if sniff.contains(&0) {
-                    Outcome::Skip("binary")
+                    Outcome::Skip(SkipReason::Binary)
                 } else {
                     match file_type {
                         Some(t) => Outcome::Parse(t),
-                        None => Outcome::Skip("unsupported_type"),
+                        None => Outcome::Skip(SkipReason::UnsupportedType),
                     }
                 };
                 let mut file = file;
@@ -1048,8 +1240,8 @@ impl Ingestor {
                 .optional()
             })?;
             let Some((sid, rel)) = row else { continue };
-            let abs = root.path.join(&rel);
-            let Ok((size, mtime_ns)) = walk::stat(&abs) else {
+            let abs = walk::abs_path(&root.path, &rel);
+            let Ok((size, mtime_ns, _)) = walk::stat(&abs) else {
                 continue;
             };
             let mut job = self.prepare(
@@ -1061,7 +1253,7 @@ impl Ingestor {
                     mtime_ns,
                 },
             );
-            job.parse();
+            job.parse(self.max_file_bytes, None);
             write_with(&self.store, ctx, Checks::Store, |tx| {
                 write_job(tx, ctx, &job, id, job.doc.as_ref())?;
                 Ok::<_, IngestError>(())
@@ -1090,6 +1282,18 @@ fn write_with<T>(
     f: impl FnOnce(&Transaction<'_>) -> Result<T, IngestError>,
 ) -> Result<T, IngestError> {
     ctx.lookups.borrow_mut().clear();
+    // A sync that was under way when its root was removed or folded into another stops at its
+    // next write: what it would write belongs to a root that is no longer there.
+    let f = |tx: &Transaction<'_>| {
+        let live: Option<bool> = tx
+            .prepare_cached("SELECT removed_at IS NULL FROM roots WHERE id = ?1")?
+            .query_row([ctx.root_id], |r| r.get(0))
+            .optional()?;
+        if live != Some(true) {
+            return Err(IngestError::RootRemoved(ctx.root_id));
+        }
+        f(tx)
+    };
     let out = match checks {
         Checks::Store => store.write(f),
         Checks::Own => store.write_bulk(f),
@@ -1174,6 +1378,12 @@ fn row_to_root(r: &rusqlite::Row<'_>) -> rusqlite::Result<RootInfo> {
     })
 }
 
+/// A batch's source ids as a JSON array, for `json_each`.
+fn batch_ids(batch: &[(Job, String)]) -> String {
+    let ids: Vec<i64> = batch.iter().filter_map(|(j, _)| j.source_id).collect();
+    serde_json::Value::from(ids).to_string()
+}
+
 /// Writes one prepared file: its facts and its final source status.
 fn write_job(
     tx: &Transaction<'_>,
@@ -1193,9 +1403,12 @@ fn write_job(
         lines: job.lines,
     };
     let names = facts::write_document(tx, ctx, note_id, &fv, doc)?;
+    // Whatever the file did, it is no longer in flight once this commits.
+    tx.prepare_cached("DELETE FROM ingest_in_flight WHERE source_id = ?1")?
+        .execute([source_id])?;
     let (status, reason) = match &job.outcome {
         Outcome::Parse(_) => ("indexed", None),
-        Outcome::Skip(r) => ("skipped", Some(r.to_string())),
+        Outcome::Skip(r) => ("skipped", Some(r.as_str().to_owned())),
         Outcome::Fail(m) => ("failed", Some(m.clone())),
     };
     let diagnostics: Vec<serde_json::Value> = doc
@@ -1280,7 +1493,7 @@ mod tests {
 
         let second = "# Two\n\nline\nline\n";
         std::fs::write(&abs, second).unwrap();
-        job.parse();
+        job.parse(DEFAULT_MAX_FILE_BYTES, None);
         assert_ne!(job.hash, first_hash);
         assert_eq!(
             job.hash.as_deref(),
@@ -1292,13 +1505,73 @@ mod tests {
 
         let mut gone = ingestor.prepare(None, disk(&abs));
         std::fs::remove_file(&abs).unwrap();
-        gone.parse();
+        gone.parse(DEFAULT_MAX_FILE_BYTES, None);
         assert!(
             matches!(&gone.outcome, Outcome::Fail(m) if m.starts_with("cannot read")),
             "{:?}",
             gone.outcome
         );
         assert!(gone.doc.is_none());
+    }
+
+    /// A file still marked in flight from a process that died is retried; one marked after
+    /// its retry is quarantined as `failed: ingest_aborted` and left alone while unchanged;
+    /// the files beside it are indexed and nothing stays marked.
+    #[test]
+    fn files_left_in_flight_are_retried_once_then_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        for name in ["bad.md", "good.md", "retried.md"] {
+            std::fs::write(vault.join(name), format!("# {name}\n")).unwrap();
+        }
+        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
+        let ingestor = Ingestor::new(store.clone(), "user:test", DEFAULT_MAX_FILE_BYTES);
+        let root = ingestor.add_root(&vault, false).unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        // What a crash leaves: the files edited, their rows pending, marks not cleared.
+        for name in ["bad.md", "good.md", "retried.md"] {
+            std::fs::write(vault.join(name), format!("# {name}\n\nedited\n")).unwrap();
+        }
+        store
+            .write(|tx| {
+                tx.execute_batch(
+                    "UPDATE sources SET status = 'pending';
+                     INSERT INTO ingest_in_flight(source_id, attempts, started_at)
+                     SELECT id, CASE rel_path WHEN 'bad.md' THEN 2 ELSE 1 END, 'then'
+                     FROM sources WHERE rel_path IN ('bad.md', 'retried.md')",
+                )
+            })
+            .unwrap();
+        let report = ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        assert_eq!((report.indexed, report.failed), (2, 1), "{report:?}");
+        let rows = |store: &Store| -> Vec<(String, String, Option<String>)> {
+            store
+                .read(|c| {
+                    c.prepare("SELECT rel_path, status, reason FROM sources ORDER BY rel_path")?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .unwrap()
+        };
+        let expected = vec![
+            (
+                "bad.md".into(),
+                "failed".into(),
+                Some(INGEST_ABORTED.into()),
+            ),
+            ("good.md".into(), "indexed".into(), None),
+            ("retried.md".into(), "indexed".into(), None),
+        ];
+        assert_eq!(rows(&store), expected);
+        let marked: i64 = store
+            .read(|c| c.query_row("SELECT count(*) FROM ingest_in_flight", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(marked, 0);
+        // Unchanged, the quarantined file is not read again.
+        let report = ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        assert_eq!((report.unchanged, report.failed), (3, 0), "{report:?}");
+        assert_eq!(rows(&store), expected);
     }
 
     /// A batch of files is written with the store's triggers and foreign-key checks off

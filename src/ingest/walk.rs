@@ -1,11 +1,16 @@
-//! Discovery: the files under a root, as the ingest sees them.
+//! Discovery: the files under a root, as the ingest sees them, and reading them safely.
 //!
 //! Traversal is the `ignore` crate's walker (symlink-loop detection included) with its own
 //! filters off; [`Rules`] decides what is ignored so that the walker and the watcher agree.
-//! Symlinks are followed only when their target stays inside the root. Knows nothing of the
-//! store.
+//! Symlinks, to files and to folders alike, are followed only when their target stays inside
+//! the root. Only regular files are ever opened for their content ([`read_regular`]): a FIFO
+//! would block the reader forever and a device never ends. Knows nothing of the store.
 
-use std::path::{Path, PathBuf};
+use std::io::Read as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use super::rules::Rules;
@@ -19,8 +24,12 @@ pub enum Found {
     Ignored {
         rel: String,
     },
-    /// A symlink whose target leaves the root.
+    /// A symlink (to a file or a folder) whose target leaves the root.
     OutsideRoot {
+        rel: String,
+    },
+    /// A FIFO, socket or device: never opened.
+    NotRegular {
         rel: String,
     },
     /// Unreadable, a broken symlink, a symlink loop.
@@ -35,7 +44,10 @@ impl Found {
     pub fn rel(&self) -> &str {
         match self {
             Found::File(d) => &d.rel,
-            Found::Ignored { rel } | Found::OutsideRoot { rel } | Found::Error { rel, .. } => rel,
+            Found::Ignored { rel }
+            | Found::OutsideRoot { rel }
+            | Found::NotRegular { rel }
+            | Found::Error { rel, .. } => rel,
         }
     }
 }
@@ -48,16 +60,164 @@ pub struct DiskFile {
     pub mtime_ns: i64,
 }
 
-/// `abs` relative to `root`, '/'-separated; `None` when outside the root or not UTF-8.
+/// `abs` relative to `root`, '/'-separated; `None` when outside the root. A name that is not
+/// UTF-8 is written with each byte that is not part of valid UTF-8 as `\xNN` (and `\` as
+/// `\\`), so that the stored path is text, names the same file at every sync, and
+/// [`abs_path`] finds the file again.
 pub fn rel_path(root: &Path, abs: &Path) -> Option<String> {
     let rel = abs.strip_prefix(root).ok()?;
-    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    let joined = parts?.join("/");
+    let mut parts: Vec<String> = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(name) => parts.push(escape_name(name.as_bytes())),
+            _ => return None,
+        }
+    }
+    let joined = parts.join("/");
     (!joined.is_empty()).then_some(joined)
 }
 
-/// Size and modification time of a regular file (following symlinks).
-pub fn stat(abs: &Path) -> std::io::Result<(u64, i64)> {
+/// A file name as text: itself when UTF-8, else escaped as [`rel_path`] says.
+fn escape_name(name: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(name) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for piece in name.utf8_chunks() {
+        for ch in piece.valid().chars() {
+            if ch == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(ch);
+            }
+        }
+        for b in piece.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The bytes an escaped name stands for; `None` when it holds no escape.
+fn unescape_name(name: &str) -> Option<Vec<u8>> {
+    if !name.contains('\\') {
+        return None;
+    }
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'\\')) => {
+                out.push(b'\\');
+                i += 2;
+            }
+            (b'\\', Some(b'x')) => {
+                let hex = name.get(i + 2..i + 4)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The file a relative path stored by [`rel_path`] names under `root`. A name that exists as
+/// written is taken as written (a UTF-8 name may hold a backslash); else its escapes are undone.
+pub fn abs_path(root: &Path, rel: &str) -> PathBuf {
+    let literal = root.join(rel);
+    if !rel.contains('\\') || std::fs::symlink_metadata(&literal).is_ok() {
+        return literal;
+    }
+    let mut out = root.to_owned();
+    for part in rel.split('/') {
+        match unescape_name(part) {
+            Some(bytes) => out.push(std::ffi::OsStr::from_bytes(&bytes)),
+            None => out.push(part),
+        }
+    }
+    out
+}
+
+/// Why a file's content was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A FIFO, socket or device: reading it would block or never end.
+    #[error("not a regular file")]
+    NotRegular,
+    /// Over the cap, whether at the check or by growing while being read.
+    #[error("larger than {cap} bytes")]
+    TooLarge { cap: u64 },
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The content of a regular file, at most `cap` bytes. Opened without blocking (a FIFO put in
+/// a file's place after it was listed opens at once instead of waiting for a writer) and
+/// checked on the open descriptor before a byte is read; a file that grows past `cap` while
+/// being read is refused after `cap + 1` bytes, never read to its end.
+pub fn read_regular(abs: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(abs)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if meta.len() > cap {
+        return Err(ReadError::TooLarge { cap });
+    }
+    // The size at the check bounds the first allocation; `take` bounds the read itself.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(ReadError::TooLarge { cap });
+    }
+    Ok(bytes)
+}
+
+/// Kernel file systems whose files are views of the running system, not documents: reading
+/// them can block, never end, or change with every read. Magic numbers from `linux/magic.h`.
+/// (`/dev` is devtmpfs, which shares tmpfs's number and cannot be told apart; its files are
+/// devices, which [`read_regular`] and the walker refuse anyway.)
+const PSEUDO_FILE_SYSTEMS: &[(i64, &str)] = &[
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x1cd1, "devpts"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0xcafe_4a11, "bpf"),
+    (0x6265_6570, "configfs"),
+    (0x6165_676c, "pstore"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6573_5543, "fusectl"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x1980_0202, "mqueue"),
+];
+
+/// The name of the pseudo file system `path` lies on, if it does.
+pub fn pseudo_file_system(path: &Path) -> Option<&'static str> {
+    let fs = rustix::fs::statfs(path).ok()?;
+    // `f_type`'s integer type differs between targets.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = fs.f_type as i64;
+    PSEUDO_FILE_SYSTEMS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name)
+}
+
+/// Size and modification time of a file (following symlinks), and whether it is a regular
+/// file.
+pub fn stat(abs: &Path) -> std::io::Result<(u64, i64, bool)> {
     let meta = std::fs::metadata(abs)?;
     let mtime_ns = meta
         .modified()
@@ -65,12 +225,30 @@ pub fn stat(abs: &Path) -> std::io::Result<(u64, i64)> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0);
-    Ok((meta.len(), mtime_ns))
+    Ok((meta.len(), mtime_ns, meta.file_type().is_file()))
 }
 
 /// Everything under `start` (the root or a folder inside it), in a stable order.
 pub fn walk(root: &Path, canonical_root: &Path, rules: &Rules, start: &Path) -> Vec<Found> {
     let mut out = Vec::new();
+    // The walker does not say whether the path it starts from is a symlink.
+    if start != root
+        && let Some(rel) = rel_path(root, start)
+        && std::fs::symlink_metadata(start).is_ok_and(|m| m.file_type().is_symlink())
+        && let Ok(target) = std::fs::canonicalize(start)
+        && !target.starts_with(canonical_root)
+    {
+        let hidden = start
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !hidden && !rules.is_ignored(start, target.is_dir()) {
+            out.push(Found::OutsideRoot { rel });
+        }
+        return out;
+    }
+    // Symlinked folders leaving the root, noticed by the entry filter (which decides what is
+    // descended into, and can only answer yes or no) and reported in walk order.
+    let outside: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
     let walker = ignore::WalkBuilder::new(start)
         .standard_filters(false)
         .follow_links(true)
@@ -78,13 +256,39 @@ pub fn walk(root: &Path, canonical_root: &Path, rules: &Rules, start: &Path) -> 
         .filter_entry({
             // `filter_entry` needs 'static; the clone shares the parsed ignore files.
             let rules = rules.clone();
+            let outside = outside.clone();
+            let canonical_root = canonical_root.to_owned();
             move |e| {
                 let is_dir = e.file_type().is_some_and(|t| t.is_dir());
-                !is_dir || e.depth() == 0 || !rules.is_ignored(e.path(), true)
+                if !is_dir {
+                    return true;
+                }
+                if e.path_is_symlink()
+                    && std::fs::canonicalize(e.path())
+                        .is_ok_and(|target| !target.starts_with(&canonical_root))
+                {
+                    outside
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(e.path().to_owned());
+                    return false;
+                }
+                e.depth() == 0 || !rules.is_ignored(e.path(), true)
             }
         })
         .build();
+    let take_outside = |out: &mut Vec<Found>| {
+        let mut dirs = outside.lock().unwrap_or_else(|p| p.into_inner());
+        for dir in dirs.drain(..) {
+            if let Some(rel) = rel_path(root, &dir)
+                && !rules.is_ignored(&dir, true)
+            {
+                out.push(Found::OutsideRoot { rel });
+            }
+        }
+    };
     for entry in walker {
+        take_outside(&mut out);
         let entry = match entry {
             Ok(e) => e,
             Err(err) => {
@@ -136,18 +340,20 @@ pub fn walk(root: &Path, canonical_root: &Path, rules: &Rules, start: &Path) -> 
             }
         }
         match stat(path) {
-            Ok((size, mtime_ns)) => out.push(Found::File(DiskFile {
+            Ok((size, mtime_ns, true)) => out.push(Found::File(DiskFile {
                 rel,
                 abs: path.to_owned(),
                 size,
                 mtime_ns,
             })),
+            Ok((_, _, false)) => out.push(Found::NotRegular { rel }),
             Err(e) => out.push(Found::Error {
                 rel,
                 message: format!("cannot stat: {e}"),
             }),
         }
     }
+    take_outside(&mut out);
     out
 }
 
@@ -197,6 +403,13 @@ mod tests {
         symlink(outside.join("secret.md"), root.join("link-out.md")).unwrap();
         symlink(root.join("missing.md"), root.join("broken.md")).unwrap();
         symlink(&root, root.join("sub/loop")).unwrap();
+        symlink(&outside, root.join("outside-dir")).unwrap();
+        symlink(root.join("sub"), root.join("inside-dir")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(root.join("pipe.md"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
         let canonical = std::fs::canonicalize(&root).unwrap();
         let rules = Rules::new(&root);
         let found = walk(&root, &canonical, &rules, &root);
@@ -206,6 +419,7 @@ mod tests {
                 Found::File(d) => format!("file {} {}", d.rel, d.size),
                 Found::Ignored { rel } => format!("ignored {rel}"),
                 Found::OutsideRoot { rel } => format!("outside {rel}"),
+                Found::NotRegular { rel } => format!("not regular {rel}"),
                 Found::Error { rel, .. } => format!("error {rel}"),
             })
             .collect();
@@ -215,11 +429,23 @@ mod tests {
                 "file a.md 1",
                 "ignored a.md.swp",
                 "error broken.md",
+                "file inside-dir/b.md 2",
+                "error inside-dir/loop",
                 "file link-in.md 2",
                 "outside link-out.md",
+                "outside outside-dir",
+                "not regular pipe.md",
                 "file sub/b.md 2",
                 "error sub/loop",
             ],
+        );
+        // The link alone, as a watcher event names it.
+        let alone = walk(&root, &canonical, &rules, &root.join("outside-dir"));
+        assert_eq!(
+            alone,
+            [Found::OutsideRoot {
+                rel: "outside-dir".into()
+            }]
         );
     }
 
@@ -231,5 +457,65 @@ mod tests {
         );
         assert_eq!(rel_path(Path::new("/r"), Path::new("/x/b.md")), None);
         assert_eq!(rel_path(Path::new("/r"), Path::new("/r")), None);
+    }
+
+    fn check_name(bytes: &[u8], stored: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let abs = dir
+            .path()
+            .join("sub")
+            .join(std::ffi::OsStr::from_bytes(bytes));
+        std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+        std::fs::write(&abs, "x").unwrap();
+        let rel = rel_path(dir.path(), &abs).unwrap();
+        assert_eq!(rel, format!("sub/{stored}"), "{bytes:?}");
+        assert_eq!(abs_path(dir.path(), &rel), abs, "{bytes:?}");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_escaped_and_found_again() {
+        check_name(b"plain.md", "plain.md");
+        check_name(b"caf\xe9.md", "caf\\xe9.md");
+        check_name(b"caf\xe9 literal.md", "caf\\xe9 literal.md");
+        check_name(b"lit\\xe9.md", r"lit\xe9.md");
+        check_name(b"\xff\xfe", "\\xff\\xfe");
+        check_name(b"a\\b\x80.md", "a\\\\b\\x80.md");
+        check_name(b"\xc3\xa9\x80", r"é\x80");
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_never_past_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n.md");
+        std::fs::write(&file, "12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
+        assert!(matches!(
+            read_regular(&file, 4),
+            Err(ReadError::TooLarge { cap: 4 })
+        ));
+        let fifo = dir.path().join("pipe.md");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opened without blocking and refused before any read.
+        assert!(matches!(read_regular(&fifo, 5), Err(ReadError::NotRegular)));
+        assert!(matches!(
+            read_regular(Path::new("/dev/zero"), 5),
+            Err(ReadError::NotRegular)
+        ));
+        assert!(matches!(
+            read_regular(dir.path(), 5),
+            Err(ReadError::NotRegular)
+        ));
+    }
+
+    #[test]
+    fn pseudo_file_systems_are_named() {
+        assert_eq!(pseudo_file_system(Path::new("/proc/self")), Some("proc"));
+        assert_eq!(pseudo_file_system(Path::new("/sys/kernel")), Some("sysfs"));
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(pseudo_file_system(dir.path()), None);
     }
 }

@@ -469,6 +469,7 @@ impl Runner {
                     .0
                     .insert(root.id, (root.clone(), Instant::now() + wait, wait));
             }
+            Err(e @ IngestError::RootRemoved(_)) => debug!(error = %e, "sync stopped"),
             Err(e) => warn!(error = %e, "sync failed"),
         }
     }

@@ -105,8 +105,16 @@ fn trigger_wire(t: &crate::workflow::triggers::Trigger) -> Value {
     })
 }
 
+/// The largest workflow document read from a file: the largest shipped example is a few KiB,
+/// and the whole document is held and validated in memory.
+pub const MAX_DOCUMENT_BYTES: u64 = 1024 * 1024;
+
 /// Reads the document a request names: inline, or a file the daemon reads.
-fn document(definition: Option<Value>, path: Option<String>) -> Result<Value, Error> {
+fn document(
+    brain: &Brain,
+    definition: Option<Value>,
+    path: Option<String>,
+) -> Result<Value, Error> {
     match (definition, path) {
         (Some(d), None) => Ok(d),
         (None, Some(p)) => {
@@ -116,9 +124,8 @@ fn document(definition: Option<Value>, path: Option<String>) -> Result<Value, Er
                     format!("path must be absolute: {p:?}"),
                 ));
             }
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| Error::new(Kind::InvalidParams, format!("cannot read {p}: {e}")))?;
-            serde_json::from_str(&text)
+            let bytes = brain.read_client_file(std::path::Path::new(&p), MAX_DOCUMENT_BYTES)?;
+            serde_json::from_slice(&bytes)
                 .map_err(|e| Error::new(Kind::InvalidParams, format!("{p} is not JSON: {e}")))
         }
         _ => Err(Error::new(
@@ -138,13 +145,13 @@ pub fn dispatch(
     match method {
         "workflow.validate" => {
             let p: WorkflowSourceParams = protocol::params(method, params)?;
-            let doc = document(p.definition, p.path)?;
+            let doc = document(brain, p.definition, p.path)?;
             let report = brain.workflow_validate(&doc);
             to_value(ValidateResult::from_report(report, p.strict))
         }
         "workflow.run" => {
             let p: RunParams = protocol::params(method, params)?;
-            let doc = document(p.definition, p.path)?;
+            let doc = document(brain, p.definition, p.path)?;
             let run_id = wf.run(
                 &doc,
                 RunOptions {
@@ -213,7 +220,7 @@ pub fn dispatch(
         }
         "workflow.trigger_add" => {
             let p: TriggerAddParams = protocol::params(method, params)?;
-            let doc = document(p.definition, p.path)?;
+            let doc = document(brain, p.definition, p.path)?;
             let t = wf.trigger_add(&p.name, &doc, &p.event, &p.pattern, p.params, p.in_root)?;
             Ok(trigger_wire(&t))
         }

@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_inline_citations.sql",
         include_str!("../../schema/0007_inline_citations.sql"),
     ),
+    (
+        "0008_ingest_in_flight.sql",
+        include_str!("../../schema/0008_ingest_in_flight.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -4,6 +4,7 @@ mod daemon;
 mod embed;
 mod harness;
 mod hostile_conn;
+mod hostile_files;
 mod hostile_search;
 mod identity;
 mod ingest;

@@ -20,55 +20,61 @@ pub(crate) struct RawWikilink {
 }
 
 /// The wikilinks in `text[seg]`, which must not hold a line break (a wikilink cannot span
-/// lines). `[[` after an odd number of backslashes is escaped and starts nothing.
-pub(crate) fn wikilinks(text: &str, seg: Range<usize>) -> Vec<RawWikilink> {
-    let s = &text[seg.clone()];
-    let mut found = Vec::new();
+/// lines), found as they are asked for: a line of a million links is never held as a list.
+/// `[[` after an odd number of backslashes is escaped and starts nothing.
+pub(crate) fn wikilinks(text: &str, seg: Range<usize>) -> impl Iterator<Item = RawWikilink> + '_ {
+    let base = seg.start;
+    let s = &text[seg];
     let mut from = 0;
     // The next `]]`, kept across openings so `[[[[…` stays linear.
     let mut next_close: Option<usize> = None;
-    while let Some(rel) = s[from..].find("[[") {
-        let open = from + rel;
-        if !backslashes_before(s, open).is_multiple_of(2) {
-            from = open + 2;
-            continue;
+    std::iter::from_fn(move || {
+        while let Some(rel) = s[from..].find("[[") {
+            let open = from + rel;
+            if !backslashes_before(s, open).is_multiple_of(2) {
+                from = open + 2;
+                continue;
+            }
+            let close = match next_close {
+                Some(c) if c >= open + 2 => c,
+                _ => match s[open + 2..].find("]]") {
+                    Some(rel) => open + 2 + rel,
+                    None => {
+                        from = s.len();
+                        return None;
+                    }
+                },
+            };
+            next_close = Some(close);
+            let inner = &s[open + 2..close];
+            if inner.starts_with('[') {
+                // `[[[x]]`: the link opens at the last of the brackets.
+                from = open + 1;
+                continue;
+            }
+            if let Some(nested) = inner.rfind("[[") {
+                // `[[a [[b]]`: only the innermost opening can be a link.
+                from = open + 2 + nested;
+                continue;
+            }
+            from = close + 2;
+            let embed = open > 0
+                && s.as_bytes()[open - 1] == b'!'
+                && backslashes_before(s, open - 1).is_multiple_of(2);
+            let Some((target, subpath, display)) = wikilink_body(inner) else {
+                continue;
+            };
+            let start = if embed { open - 1 } else { open };
+            return Some(RawWikilink {
+                range: base + start..base + close + 2,
+                embed,
+                target,
+                subpath,
+                display,
+            });
         }
-        let close = match next_close {
-            Some(c) if c >= open + 2 => c,
-            _ => match s[open + 2..].find("]]") {
-                Some(rel) => open + 2 + rel,
-                None => break,
-            },
-        };
-        next_close = Some(close);
-        let inner = &s[open + 2..close];
-        if inner.starts_with('[') {
-            // `[[[x]]`: the link opens at the last of the brackets.
-            from = open + 1;
-            continue;
-        }
-        if let Some(nested) = inner.rfind("[[") {
-            // `[[a [[b]]`: only the innermost opening can be a link.
-            from = open + 2 + nested;
-            continue;
-        }
-        from = close + 2;
-        let embed = open > 0
-            && s.as_bytes()[open - 1] == b'!'
-            && backslashes_before(s, open - 1).is_multiple_of(2);
-        let Some((target, subpath, display)) = wikilink_body(inner) else {
-            continue;
-        };
-        let start = if embed { open - 1 } else { open };
-        found.push(RawWikilink {
-            range: seg.start + start..seg.start + close + 2,
-            embed,
-            target,
-            subpath,
-            display,
-        });
-    }
-    found
+        None
+    })
 }
 
 fn backslashes_before(s: &str, at: usize) -> usize {
@@ -250,7 +256,6 @@ mod tests {
 
     fn check(line: &str, expected: &[Expected<'_>]) {
         let got: Vec<_> = wikilinks(line, 0..line.len())
-            .into_iter()
             .map(|l| {
                 (
                     line[l.range].to_string(),

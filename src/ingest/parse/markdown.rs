@@ -15,15 +15,31 @@ use pulldown_cmark::{Event, LinkType, Options, Parser, Tag as MdTag};
 use super::chunk::{Section, chunk_sections};
 use super::link::{Destination, bare_urls, destination, wikilinks};
 use super::{
-    BlockId, Document, FileType, Heading, InlineField, Link, LinkKind, Source, Tag, front_matter,
+    BlockId, Budget, Document, Fact, FileType, Heading, InlineField, Link, LinkKind, Source, Tag,
+    front_matter,
 };
 
-pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
+/// Parses a note; facts past a [`Fact`] cap are counted in `budget` and not collected, so a
+/// note stating millions of them costs no more memory than one at the caps.
+pub(crate) fn parse(source: &Source, body_start: usize, budget: &mut Budget) -> Document {
     let mut doc = Document::empty(FileType::Markdown);
     let body = front_matter::read(source, body_start, &mut doc);
     let text = source.text;
 
-    let mut tree = Tree::read(source, body);
+    // pulldown-cmark builds the tree of all its input before the first event, tens of bytes
+    // per byte of dense syntax; past the structure budget the note is read as plain text.
+    let structured = structure_end(text, body);
+    if structured < text.len() {
+        doc.diagnostics.push(super::Diagnostic {
+            message: format!(
+                "budget: Markdown structure is read for the first {MAX_STRUCTURED_BYTES} bytes; \
+                 the {} after them are read as plain text",
+                text.len() - structured
+            ),
+            span: Some(source.span(structured..text.len())),
+        });
+    }
+    let mut tree = Tree::read(source, body, structured, budget);
     tree.excluded.sort_by_key(|r| r.start);
     let excluded = merge(std::mem::take(&mut tree.excluded));
     let mut url_excluded = excluded.clone();
@@ -42,6 +58,9 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
         for seg in &segments {
             for raw in wikilinks(text, seg.clone()) {
                 line_links.push(raw.range.clone());
+                if !budget.admit(Fact::Links, doc.links.len() + body_links.len()) {
+                    continue;
+                }
                 body_links.push(Link {
                     kind: if raw.embed {
                         LinkKind::Embed
@@ -63,7 +82,9 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
             .filter(|seg| seg.start == line.start)
             .and_then(|_| line_start_field(text, line.clone()));
         let field_taken = line_field.as_ref().map(|(span, _, _)| span.clone());
-        if let Some((span, key, value)) = line_field {
+        if let Some((span, key, value)) = line_field
+            && budget.admit(Fact::Fields, fields.len())
+        {
             fields.push((field(source, span, key, value.clone()), value));
         }
         // The value may hold code (`[x:: `y`]`), so fields are read from the whole line and kept
@@ -76,13 +97,17 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
             let taken = field_taken
                 .as_ref()
                 .is_some_and(|t| t.contains(&span.start));
-            if in_text && !taken && !inside_link(span.start) {
+            if in_text
+                && !taken
+                && !inside_link(span.start)
+                && budget.admit(Fact::Fields, fields.len())
+            {
                 fields.push((field(source, span, key, value.clone()), value));
             }
         }
         for seg in &segments {
             for (range, name) in tags(text, seg.clone(), line.start) {
-                if !inside_link(range.start) {
+                if !inside_link(range.start) && budget.admit(Fact::Tags, doc.tags.len()) {
                     doc.tags.push(Tag {
                         name,
                         span: source.span(range),
@@ -93,7 +118,9 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
         }
         for seg in url_cut.segments(line.clone()) {
             for url in bare_urls(text, seg) {
-                if !overlaps(&line_links, url.clone()) {
+                if !overlaps(&line_links, url.clone())
+                    && budget.admit(Fact::Links, doc.links.len() + body_links.len())
+                {
                     body_links.push(Link {
                         kind: LinkKind::External,
                         target: text[url.clone()].to_string(),
@@ -107,6 +134,7 @@ pub(crate) fn parse(source: &Source, body_start: usize) -> Document {
         }
         if let Some((id, caret)) = block_id(text, line.clone())
             && segments.iter().any(|s| s.contains(&caret))
+            && budget.admit(Fact::BlockIds, ids.len())
         {
             ids.push((id, caret));
         }
@@ -221,14 +249,14 @@ enum FrameKind {
 }
 
 impl Tree {
-    fn read(source: &Source, body: usize) -> Tree {
+    fn read(source: &Source, body: usize, end: usize, budget: &mut Budget) -> Tree {
         let text = source.text;
         let options = Options::ENABLE_TABLES
             | Options::ENABLE_STRIKETHROUGH
             | Options::ENABLE_TASKLISTS
             | Options::ENABLE_FOOTNOTES
             | Options::ENABLE_MATH;
-        let mut events = Parser::new_ext(&text[body..], options).into_offset_iter();
+        let mut events = Parser::new_ext(&text[body..end], options).into_offset_iter();
         let mut tree = Tree::default();
         let mut stack: Vec<Frame> = Vec::new();
         // Frames collecting text (headings, links), so text is not pushed through every level
@@ -296,7 +324,7 @@ impl Tree {
                         parent.child_end = parent.child_end.max(frame.range.end);
                     }
                     let top = stack.is_empty();
-                    tree.close(source, frame, top);
+                    tree.close(source, frame, top, budget);
                 }
                 Event::Text(s) => collect(&mut stack, &collecting, &s),
                 Event::Code(s) | Event::InlineMath(s) | Event::DisplayMath(s) => {
@@ -317,7 +345,7 @@ impl Tree {
         tree
     }
 
-    fn close(&mut self, source: &Source, frame: Frame, top: bool) {
+    fn close(&mut self, source: &Source, frame: Frame, top: bool, budget: &mut Budget) {
         let text = source.text;
         let trimmed =
             frame.range.start..frame.range.start + text[frame.range.clone()].trim_end().len();
@@ -325,7 +353,8 @@ impl Tree {
             FrameKind::Heading(level) => {
                 let heading_text = strip_block_id(frame.text.trim()).to_string();
                 self.blocks.push((BlockKind::Heading, trimmed.clone()));
-                if top {
+                // Past the cap a heading opens no section: its line is text of the one before.
+                if top && budget.admit(Fact::Headings, self.headings.len()) {
                     if let Some(last) = self.top_level.last_mut() {
                         last.1 = Some((level, heading_text.clone()));
                     }
@@ -351,6 +380,11 @@ impl Tree {
                     LinkType::Email => {
                         self.excluded.push(frame.range.clone());
                         (LinkKind::External, format!("mailto:{dest}"), None, None)
+                    }
+                    _ if !budget.admit(Fact::Links, self.links.len()) => {
+                        self.excluded
+                            .push(frame.child_end.max(frame.range.start)..frame.range.end);
+                        return;
                     }
                     _ => {
                         // The destination and title are not note text: `#x` or `[[x]]` there
@@ -463,26 +497,30 @@ pub(crate) fn is_tag_name(name: &str) -> bool {
 }
 
 /// `#tags` in `text[seg]`: each `#` at the start of the line or after whitespace.
-fn tags(text: &str, seg: Range<usize>, line_start: usize) -> Vec<(Range<usize>, String)> {
-    let mut found = Vec::new();
-    for (i, _) in text[seg.clone()].match_indices('#') {
-        let hash = seg.start + i;
+/// The tags in `text[seg]`, found as they are asked for: a line of a million tags is never
+/// held as a list.
+fn tags(
+    text: &str,
+    seg: Range<usize>,
+    line_start: usize,
+) -> impl Iterator<Item = (Range<usize>, String)> + '_ {
+    let start = seg.start;
+    let end = seg.end;
+    text[seg].match_indices('#').filter_map(move |(i, _)| {
+        let hash = start + i;
         let after_space = hash == line_start
             || text[..hash]
                 .chars()
                 .next_back()
                 .is_some_and(char::is_whitespace);
         if !after_space {
-            continue;
+            return None;
         }
-        let rest = &text[hash + 1..seg.end];
+        let rest = &text[hash + 1..end];
         let len = rest.find(|c: char| !is_tag_char(c)).unwrap_or(rest.len());
         let name = rest[..len].trim_end_matches('/');
-        if is_tag_name(name) {
-            found.push((hash..hash + 1 + name.len(), name.to_string()));
-        }
-    }
-    found
+        is_tag_name(name).then(|| (hash..hash + 1 + name.len(), name.to_string()))
+    })
 }
 
 /// Where the content of a line starts after quote markers, a list marker and a task box.
@@ -679,6 +717,25 @@ fn labelled_block(
     holding()
         .min_by_key(|(_, r)| r.len())
         .map(|(_, r)| r.clone())
+}
+
+/// How much of a note's body pulldown-cmark reads: its block tree costs up to ~40 bytes per
+/// byte of input (a line of `[[links]]`, a file of one-word headings), so a 16 MiB note would
+/// take gigabytes. Notes are rarely past a few hundred KiB; the rest of a larger one is still
+/// chunked and scanned for tags, links and fields, without code and headings told apart.
+pub(crate) const MAX_STRUCTURED_BYTES: usize = 2 * 1024 * 1024;
+
+/// Where the structured part of a body that starts at `body` ends: at the last line end within
+/// [`MAX_STRUCTURED_BYTES`] (at `body` when there is none), or the end of the text.
+fn structure_end(text: &str, body: usize) -> usize {
+    let limit = body.saturating_add(MAX_STRUCTURED_BYTES);
+    if text.len() <= limit {
+        return text.len();
+    }
+    text.as_bytes()[body..limit]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(body, |i| body + i + 1)
 }
 
 /// Sections for chunking: each top-level heading opens one, with the path of headings above it.

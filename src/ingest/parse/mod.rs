@@ -19,6 +19,8 @@ mod front_matter;
 mod html;
 mod link;
 mod markdown;
+#[cfg(test)]
+mod prop_tests;
 mod text;
 #[cfg(test)]
 mod vault_tests;
@@ -27,6 +29,115 @@ use std::ops::Range;
 use std::path::Path;
 
 pub use chunk::MAX_CHUNK_BYTES;
+
+/// The facts of one file that a per-file budget counts. Each costs the store a node or an edge
+/// (with its citation) and the index a document or a field, so a file stating millions of them
+/// would take gigabytes to write; beyond its cap a file is indexed as far as the budget allows
+/// and a diagnostic says what was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fact {
+    /// A real book has a few thousand; each opens a section with its own node and chunks.
+    /// Headings past the cap are read as text of the section before them.
+    Headings,
+    /// A large index note links a few thousand notes; each link is an edge, and a link to a
+    /// note that does not exist yet a placeholder node.
+    Links,
+    /// Each distinct tag is a shared node with an edge and a citation, and every tag of a note
+    /// is indexed again with each of its chunks (a file at the size cap has ~8,400), so the
+    /// index holds tags × chunks terms for one note: 200 kept a 15 MiB note of tags under
+    /// 256 MiB of peak memory, where 1,000 took 560 MiB. A heavily tagged note has a few dozen.
+    Tags,
+    /// Inline fields become properties of the note, held in one JSON value.
+    Fields,
+    BlockIds,
+    /// Enough for a file at the size cap (16 MiB / 2,000 bytes ≈ 8,400 chunks of prose) plus
+    /// a partial chunk for each of [`Fact::Headings`]' sections.
+    Chunks,
+}
+
+impl Fact {
+    pub const ALL: [Fact; 6] = [
+        Fact::Headings,
+        Fact::Links,
+        Fact::Tags,
+        Fact::Fields,
+        Fact::BlockIds,
+        Fact::Chunks,
+    ];
+
+    /// How many of this fact one file may state.
+    pub const fn cap(self) -> usize {
+        match self {
+            Fact::Headings | Fact::Links | Fact::Fields | Fact::BlockIds => 10_000,
+            Fact::Tags => 200,
+            Fact::Chunks => 20_000,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fact::Headings => "headings",
+            Fact::Links => "links",
+            Fact::Tags => "tags",
+            Fact::Fields => "fields",
+            Fact::BlockIds => "block ids",
+            Fact::Chunks => "chunks",
+        }
+    }
+}
+
+/// What one file's parse has left out for [`Fact`] caps so far.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    over: [usize; Fact::ALL.len()],
+}
+
+impl Budget {
+    /// Whether one more `fact` fits beside the `have` already kept; counts it when not.
+    pub fn admit(&mut self, fact: Fact, have: usize) -> bool {
+        if have < fact.cap() {
+            return true;
+        }
+        self.over[fact as usize] += 1;
+        false
+    }
+
+    /// Drops what is still over a cap (the formats that do not check as they go), and says
+    /// in a diagnostic per fact what was left out.
+    fn settle(mut self, doc: &mut Document) {
+        fn cut<T>(budget: &mut Budget, fact: Fact, items: &mut Vec<T>) {
+            if items.len() > fact.cap() {
+                budget.over[fact as usize] += items.len() - fact.cap();
+                items.truncate(fact.cap());
+            }
+        }
+        cut(&mut self, Fact::Headings, &mut doc.headings);
+        cut(&mut self, Fact::Links, &mut doc.links);
+        cut(&mut self, Fact::Tags, &mut doc.tags);
+        cut(&mut self, Fact::Fields, &mut doc.inline_fields);
+        cut(&mut self, Fact::BlockIds, &mut doc.block_ids);
+        cut(&mut self, Fact::Chunks, &mut doc.chunks);
+        for fact in Fact::ALL {
+            let over = self.over[fact as usize];
+            if over == 0 {
+                continue;
+            }
+            let rest = match fact {
+                Fact::Headings => "read as text",
+                Fact::Chunks => "and the text they hold, not indexed",
+                _ => "not indexed",
+            };
+            doc.diagnostics.push(Diagnostic {
+                message: format!(
+                    "budget: more than {} {} in one file; the {over} after them {rest}",
+                    fact.cap(),
+                    fact.as_str()
+                ),
+                span: None,
+            });
+        }
+    }
+}
 
 /// Name recorded in provenance for facts this module extracts.
 pub const EXTRACTOR: &str = "brain-parse";
@@ -246,8 +357,9 @@ pub struct Diagnostic {
 pub fn parse(bytes: &[u8], file_type: FileType) -> Document {
     let decoded = decode(bytes);
     let source = Source::new(&decoded.text);
+    let mut budget = Budget::default();
     let mut doc = match file_type {
-        FileType::Markdown => markdown::parse(&source, decoded.body_start),
+        FileType::Markdown => markdown::parse(&source, decoded.body_start, &mut budget),
         FileType::Text => text::parse(&source, decoded.body_start, FileType::Text),
         FileType::Code => text::parse(&source, decoded.body_start, FileType::Code),
         FileType::Html => html::parse(&source, decoded.body_start),
@@ -261,6 +373,7 @@ pub fn parse(bytes: &[u8], file_type: FileType) -> Document {
             },
         );
     }
+    budget.settle(&mut doc);
     doc
 }
 
@@ -433,6 +546,120 @@ mod tests {
 
     fn check_type(path: &str, expected: Option<FileType>) {
         assert_eq!(FileType::from_path(Path::new(path)), expected, "{path}");
+    }
+
+    /// `n` repetitions of `unit(i)` parse to `kept` of `fact` and one diagnostic naming the
+    /// cap and what was left out.
+    fn check_budget(unit: fn(usize) -> String, n: usize, fact: Fact, kept: usize, rest: &str) {
+        let text: String = (0..n).map(unit).collect();
+        let doc = parse(text.as_bytes(), FileType::Markdown);
+        let count = match fact {
+            Fact::Headings => doc.headings.len(),
+            Fact::Links => doc.links.len(),
+            Fact::Tags => doc.tags.len(),
+            Fact::Fields => doc.inline_fields.len(),
+            Fact::BlockIds => doc.block_ids.len(),
+            Fact::Chunks => doc.chunks.len(),
+        };
+        assert_eq!(count, kept, "{fact:?}");
+        let messages: Vec<&str> = doc.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        let over = n - kept;
+        let expected = if over == 0 {
+            Vec::new()
+        } else {
+            vec![format!(
+                "budget: more than {} {} in one file; the {over} after them {rest}",
+                fact.cap(),
+                fact.as_str()
+            )]
+        };
+        assert_eq!(messages, expected, "{fact:?}");
+    }
+
+    #[test]
+    fn a_file_past_its_budget_is_read_up_to_it() {
+        let cap = 10_000;
+        check_budget(|i| format!("# H{i}\n"), cap, Fact::Headings, cap, "");
+        check_budget(
+            |i| format!("# H{i}\n"),
+            cap + 7,
+            Fact::Headings,
+            cap,
+            "read as text",
+        );
+        check_budget(|i| format!("#t{i} "), 203, Fact::Tags, 200, "not indexed");
+        check_budget(
+            |i| format!("k{i}:: v{i}\n"),
+            cap + 2,
+            Fact::Fields,
+            cap,
+            "not indexed",
+        );
+        check_budget(
+            |i| format!("[[n{i}]] "),
+            cap + 5,
+            Fact::Links,
+            cap,
+            "not indexed",
+        );
+        check_budget(
+            |i| format!("[t](n{i}.md) "),
+            cap + 4,
+            Fact::Links,
+            cap,
+            "not indexed",
+        );
+        check_budget(
+            |i| format!("https://x.org/{i} "),
+            cap + 1,
+            Fact::Links,
+            cap,
+            "not indexed",
+        );
+        check_budget(
+            |i| format!("p{i} ^b{i}\n\n"),
+            cap + 6,
+            Fact::BlockIds,
+            cap,
+            "not indexed",
+        );
+    }
+
+    /// Headings past the cap open no section: their lines are text of the last one, so they
+    /// are still searchable and the chunks stay few.
+    #[test]
+    fn headings_past_the_cap_are_text_of_the_last_section() {
+        let text: String = (0..30_000).map(|i| format!("# H{i}\n")).collect();
+        let doc = parse(text.as_bytes(), FileType::Markdown);
+        assert_eq!(doc.headings.last().map(|h| h.text.as_str()), Some("H9999"));
+        let last = doc.chunks.last().unwrap();
+        assert_eq!(last.heading_path, ["H9999"]);
+        assert!(last.text.ends_with("# H29999"), "{:?}", last.text);
+        assert!(doc.chunks.len() < 10_000 + 200, "{}", doc.chunks.len());
+    }
+
+    /// Past the structure budget a note is plain text: no headings, but its text is chunked
+    /// to the end and its tags and links are still found.
+    #[test]
+    fn a_note_past_the_structure_budget_is_read_as_text() {
+        let filler = "word\n".repeat(markdown::MAX_STRUCTURED_BYTES / 5 + 1);
+        let text = format!("# Top\n\n{filler}# Late\n\n#late-tag [[Far]]\n");
+        let doc = parse(text.as_bytes(), FileType::Markdown);
+        let headings: Vec<&str> = doc.headings.iter().map(|h| h.text.as_str()).collect();
+        assert_eq!(headings, ["Top"]);
+        assert_eq!(doc.tags.last().map(|t| t.name.as_str()), Some("late-tag"));
+        assert_eq!(doc.links.last().map(|l| l.target.as_str()), Some("Far"));
+        assert_eq!(
+            doc.chunks.last().map(|c| c.span.byte_end),
+            Some(text.len() - 1)
+        );
+        assert!(
+            doc.diagnostics.iter().any(|d| d
+                .message
+                .starts_with("budget: Markdown structure is read for the first")),
+            "{:?}",
+            doc.diagnostics
+        );
     }
 
     #[test]
