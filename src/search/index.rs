@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::ops::Bound;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -126,15 +126,23 @@ pub struct Payload {
 pub struct ChunkDoc {
     pub chunk_id: String,
     pub note_id: String,
-    pub title: String,
+    /// The note's title and aliases, its tags and its property terms are the note's, shared by
+    /// each of its chunks rather than copied: a note of thousands of chunks and fields would
+    /// otherwise hold chunks × fields strings.
+    pub title: Arc<str>,
     pub heading: String,
     pub body: String,
-    pub tags: Vec<String>,
+    pub tags: Arc<[String]>,
     pub path: String,
     pub kinds: Vec<String>,
     pub mtime_secs: i64,
-    pub props: Vec<String>,
+    pub props: Arc<[String]>,
 }
+
+/// Property terms indexed per note for `--prop` filters. Each is copied into every chunk's
+/// document, so a note with a million inline fields must not bring them all: the first ones (in
+/// key order) are filterable, and all of them stay in the store.
+pub const MAX_INDEXED_PROPS: usize = 64;
 
 pub struct TextIndex {
     pub dir: PathBuf,
@@ -297,7 +305,7 @@ impl TextIndex {
         doc.add_text(f.title, &d.title);
         doc.add_text(f.heading, &d.heading);
         doc.add_text(f.body, &d.body);
-        for t in &d.tags {
+        for t in d.tags.iter() {
             doc.add_text(f.tags_text, t);
             // Nested tags: `a/b/c` is findable by the filters `a`, `a/b` and `a/b/c`.
             let mut at = 0;
@@ -313,7 +321,7 @@ impl TextIndex {
             doc.add_text(f.kind, k);
         }
         doc.add_i64(f.mtime, d.mtime_secs);
-        for p in &d.props {
+        for p in d.props.iter() {
             doc.add_text(f.prop, p);
         }
         writer.add_document(doc)?;
@@ -883,26 +891,31 @@ pub fn load_docs(
     let mut push_rows =
         |rows: &mut rusqlite::Rows<'_>, out: &mut Vec<ChunkDoc>| -> Result<(), rusqlite::Error> {
             let mut last_note = String::new();
-            let mut last_tags: Vec<String> = Vec::new();
+            let mut tags: Arc<[String]> = Arc::new([]);
+            let mut title: Arc<str> = Arc::from("");
+            let mut props: Arc<[String]> = Arc::new([]);
             while let Some(r) = rows.next()? {
                 let note_id: String = r.get(1)?;
+                // What belongs to the note is read once per note, not once per chunk.
                 if note_id != last_note {
-                    last_tags = tags_of(&note_id)?;
+                    tags = tags_of(&note_id)?.into();
+                    let aliases: String = r.get(5)?;
+                    let mut t: String = r.get::<_, Option<String>>(4)?.unwrap_or_default();
+                    if let Ok(serde_json::Value::Array(a)) = serde_json::from_str(&aliases) {
+                        for alias in a.iter().filter_map(|v| v.as_str()) {
+                            t.push('\n');
+                            t.push_str(alias);
+                        }
+                    }
+                    title = t.into();
+                    let note_props: String = r.get(6)?;
+                    let mut p = scalar_props(&note_props);
+                    p.truncate(MAX_INDEXED_PROPS);
+                    props = p.into();
                     last_note = note_id.clone();
                 }
                 let chunk_props: String = r.get(3)?;
                 let heading = heading_path(&chunk_props).join(" / ");
-                let title: Option<String> = r.get(4)?;
-                let aliases: String = r.get(5)?;
-                let mut title = title.unwrap_or_default();
-                if let Ok(serde_json::Value::Array(a)) = serde_json::from_str(&aliases) {
-                    for alias in a.iter().filter_map(|v| v.as_str()) {
-                        title.push('\n');
-                        title.push_str(alias);
-                    }
-                }
-                let note_props: String = r.get(6)?;
-                let props = scalar_props(&note_props);
                 let kind: String = r.get(7)?;
                 let file_type: String = r.get(8)?;
                 let mtime_ns: Option<i64> = r.get(9)?;
@@ -911,14 +924,14 @@ pub fn load_docs(
                 out.push(ChunkDoc {
                     chunk_id: r.get(0)?,
                     note_id,
-                    title,
                     heading,
                     body: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    tags: last_tags.clone(),
+                    title: title.clone(),
+                    tags: tags.clone(),
                     path: join_path(&root, &rel),
                     kinds: vec![kind, file_type],
                     mtime_secs: mtime_ns.unwrap_or(0).div_euclid(1_000_000_000),
-                    props,
+                    props: props.clone(),
                 });
             }
             Ok(())
@@ -1032,14 +1045,55 @@ mod tests {
         ChunkDoc {
             chunk_id: id.into(),
             note_id: format!("n-{id}"),
-            title: String::new(),
+            title: Arc::from(""),
             heading: String::new(),
             body: body.into(),
-            tags: vec!["plants/vegetable".into()],
+            tags: Arc::new(["plants/vegetable".to_owned()]),
             path: format!("/v/{id}.md"),
             kinds: vec!["note".into()],
             mtime_secs: 100,
-            props: Vec::new(),
+            props: Arc::new([]),
+        }
+    }
+
+    #[test]
+    fn a_notes_own_fields_are_read_once_and_shared_by_its_chunks_with_props_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("brain.db")).unwrap();
+        let props: serde_json::Map<String, serde_json::Value> = (0..MAX_INDEXED_PROPS + 50)
+            .map(|i| (format!("k{i:04}"), serde_json::json!(format!("v{i}"))))
+            .collect();
+        store
+            .write(|tx| {
+                tx.execute_batch(
+                    "INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'user:u', 't');
+                     INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                         VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't');",
+                )?;
+                tx.execute(
+                    "INSERT INTO nodes(id, kind, key, title, aliases, props, source_id, owner_id, valid_from, created_at, updated_at)
+                     VALUES ('n', 'note', 'source:1', 'A', '[\"Alias\"]', ?1, 1, 'user:u', 't', 't', 't')",
+                    [serde_json::Value::Object(props).to_string()],
+                )?;
+                for i in 0..3 {
+                    tx.execute(
+                        "INSERT INTO nodes(id, kind, key, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at)
+                         VALUES (?1, 'chunk', ?1, 'text', 1, 'n', 'user:u', 't', 't', 't')",
+                        [format!("c{i}")],
+                    )?;
+                }
+                Ok::<_, rusqlite::Error>(())
+            })
+            .unwrap();
+        let docs = store.read(|c| load_docs(c, None)).unwrap();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(&*docs[0].title, "A\nAlias");
+        assert_eq!(docs[0].props.len(), MAX_INDEXED_PROPS);
+        assert_eq!(docs[0].props[0], prop_term("k0000", "v0"));
+        for d in &docs[1..] {
+            assert!(Arc::ptr_eq(&d.props, &docs[0].props));
+            assert!(Arc::ptr_eq(&d.tags, &docs[0].tags));
+            assert!(Arc::ptr_eq(&d.title, &docs[0].title));
         }
     }
 
