@@ -71,6 +71,11 @@ impl Brain {
         )?;
         let hook = search.clone();
         let kick = search.clone();
+        let housekeeper = Arc::new(store::history::Housekeeper::new(
+            store.clone(),
+            config.retired_text_retention,
+        ));
+        let after_sync = housekeeper.clone();
         let ingestor = Arc::new(
             Ingestor::new(
                 store.clone(),
@@ -81,11 +86,17 @@ impl Brain {
                 if let Err(e) = hook.bring_up_to_date() {
                     tracing::warn!(error = %e, "search index catch-up failed");
                 }
+                after_sync.run_if_due();
             }))
             .with_after_batch(Box::new(move || kick.kick_indexer())),
         );
         let worker = Worker::start(ingestor.clone());
         search.start_background();
+        // Off the start-up path: a first purge of a large history takes a while.
+        std::thread::Builder::new()
+            .name("housekeeping".into())
+            .spawn(move || housekeeper.run_if_due())
+            .map_err(|e| Error::new(Kind::Internal, format!("cannot start housekeeping: {e}")))?;
         let workflows = crate::workflow::Engine::start(
             store.clone(),
             search.clone(),

@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_inline_citations.sql",
         include_str!("../../schema/0007_inline_citations.sql"),
     ),
+    (
+        "0009_retired_text.sql",
+        include_str!("../../schema/0009_retired_text.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
