@@ -289,8 +289,28 @@ impl Brain {
         Ok(added.root)
     }
 
-    pub fn watch_remove(&self, path: &Path) -> Result<RootInfo, Error> {
-        Ok(self.worker.remove_wait(path)?)
+    /// Stops watching a root and retires its facts; with `purge`, deletes them and their text
+    /// (a root removed earlier may be purged too).
+    pub fn watch_remove(
+        &self,
+        path: &Path,
+        purge: bool,
+    ) -> Result<(RootInfo, Option<ingest::purge::Purged>), Error> {
+        let removed = self.worker.remove_wait(path);
+        if !purge {
+            return Ok((removed?, None));
+        }
+        match removed {
+            Ok(_) | Err(ingest::IngestError::NoSuchWatch(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (root, purged) = self.ingestor.purge_removed_root(path)?;
+        Ok((root, Some(purged)))
+    }
+
+    /// Returns the store's free pages to the file system.
+    pub fn compact(&self) -> Result<store::history::Compaction, Error> {
+        Ok(self.store.compact()?)
     }
 
     pub fn watch_list(&self) -> Result<Vec<RootInfo>, Error> {

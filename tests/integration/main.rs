@@ -11,4 +11,5 @@ mod ingest;
 mod layering;
 mod roots;
 mod search;
+mod store;
 mod workflow;
