@@ -229,19 +229,77 @@ fn a_watch_remove_without_purge_keeps_the_history_and_a_later_purge_drops_it() {
     let path = vault.to_str().unwrap();
     d.call("watch.add", json!({ "path": path })).unwrap();
     d.call("ingest.path", json!({ "path": path })).unwrap();
+    // A workflow's node, tagged like the notes and linked to one of them: it is not the
+    // folder's, so it and its tag stay, and only the edge into the folder goes.
+    let note = d
+        .call(
+            "node.get",
+            json!({ "path": vault.join("v-0.md").to_str().unwrap() }),
+        )
+        .unwrap();
+    let w = json!({ "version": "brain/1", "name": "link",
+        "registry": { "params": ["note(STRING)"], "vars": ["$t(STRING)"],
+                      "permissions": { "graphWrite": true } },
+        "steps": [
+            { "id": "Upsert_t", "in": { "kind": "topic", "key": "topic:v", "title": "V", "tags": ["shared"] },
+              "out": { "$t": "=_result.id" }, "next": "Link_n" },
+            { "id": "Link_n", "in": { "from": "=$t", "to": "=note", "type": "about" }, "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ] });
+    let run = d
+        .call(
+            "workflow.run",
+            json!({ "definition": w, "params": { "note": note["id"] } }),
+        )
+        .unwrap();
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let mut topic = String::new();
+    wait_until("the workflow", || {
+        let r = d.call("workflow.get", json!({ "run_id": run_id })).unwrap();
+        topic = r["vars"]["$t"].as_str().unwrap_or_default().to_owned();
+        r["status"] == "completed"
+    });
+
     let r = d.call("watch.remove", json!({ "path": path })).unwrap();
     assert!(r.get("purged").is_none(), "{r:#}");
     let db = d.data_dir.join("brain.db");
     let retired = "SELECT count(*) FROM nodes WHERE valid_to IS NOT NULL AND kind = ?1";
     assert_eq!(count(&db, retired, "note"), 3);
-    let r = d
-        .call("watch.remove", json!({ "path": path, "purge": true }))
-        .unwrap();
-    assert_eq!(r["purged"]["sources"], 3, "{r:#}");
+    let out = d.cli(&["watch", "remove", path, "--purge"]);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    assert!(
+        crate::harness::stdout(&out).contains("deleted"),
+        "{}",
+        crate::harness::stdout(&out)
+    );
     assert_eq!(count(&db, retired, "note"), 0);
+    let g = d
+        .call(
+            "graph.neighbors",
+            json!({ "id": topic, "direction": "out" }),
+        )
+        .unwrap();
+    let types: Vec<&str> = g["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["tagged"], "{g:#}");
+    let out = d.cli(&["compact"]);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    assert!(crate::harness::stdout(&out).contains("MiB after"));
     status(&d);
     d.stop();
     assert_store_sound(&db);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM nodes WHERE key = ?1",
+            "tag:shared"
+        ),
+        1
+    );
 }
 
 #[test]
