@@ -290,7 +290,7 @@ impl Brain {
     }
 
     /// Stops watching a root and retires its facts; with `purge`, deletes them and their text
-    /// (a root removed earlier may be purged too).
+    /// (a root removed earlier, or only ingested once, may be purged too).
     pub fn watch_remove(
         &self,
         path: &Path,
@@ -304,7 +304,7 @@ impl Brain {
             Ok(_) | Err(ingest::IngestError::NoSuchWatch(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let (root, purged) = self.ingestor.purge_removed_root(path)?;
+        let (root, purged) = self.ingestor.purge_root(path)?;
         Ok((root, Some(purged)))
     }
 

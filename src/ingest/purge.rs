@@ -5,8 +5,8 @@
 //! nodes (current and retired) with their edges in either direction, citations, vectors, link
 //! names, file versions, sources and the root itself. Shared nodes (tags, placeholders, URLs)
 //! go only when nothing else points at them or cites them, so another root's notes keep their
-//! tags. The search index hears of the notes through the outbox. It must not touch a live root:
-//! the caller removes it first, so no sync can write to it meanwhile.
+//! tags. The search index hears of the notes through the outbox. It must not touch a watched
+//! root: the caller removes it first, so the watcher does not write to it meanwhile.
 //!
 //! The work is split into transactions of [`PURGE_BATCH`] rows, so the writer is never held for
 //! long and the log stays small. If the daemon stops halfway, asking again finishes the job: a
@@ -30,14 +30,15 @@ pub struct Purged {
 }
 
 impl Ingestor {
-    /// Deletes everything the removed roots at `path` said. Fails with `NoSuchWatch` when no
-    /// removed root is there (a live root must be removed first).
-    pub fn purge_removed_root(&self, path: &Path) -> Result<(RootInfo, Purged), IngestError> {
+    /// Deletes everything the roots at `path` said that are removed or were only ingested once
+    /// (never watched, so no watcher writes to them). Fails with `NoSuchWatch` when there is no
+    /// such root (a watched root must be removed first).
+    pub fn purge_root(&self, path: &Path) -> Result<(RootInfo, Purged), IngestError> {
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let roots: Vec<RootInfo> = self.store.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, path, watched, added_at FROM roots
-                 WHERE removed_at IS NOT NULL AND path IN (?1, ?2)",
+                 WHERE (removed_at IS NOT NULL OR watched = 0) AND path IN (?1, ?2)",
             )?;
             let rows = stmt.query_map(
                 [canonical.to_string_lossy(), path.to_string_lossy()],

@@ -303,6 +303,31 @@ fn a_watch_remove_without_purge_keeps_the_history_and_a_later_purge_drops_it() {
 }
 
 #[test]
+fn a_folder_only_ingested_once_can_be_purged() {
+    let (_temp, d) = start();
+    let vault = d.dir.join("once");
+    generated_vault(&vault, "once", 4);
+    let path = vault.to_str().unwrap();
+    d.call("ingest.path", json!({ "path": path })).unwrap();
+    wait_indexed(&d);
+    assert_eq!(hits(&d, "zqonce2"), 1);
+    let r = d
+        .call("watch.remove", json!({ "path": path, "purge": true }))
+        .unwrap();
+    assert_eq!(r["watched"], false, "{r:#}");
+    assert_eq!(r["purged"]["sources"], 4, "{r:#}");
+    wait_indexed(&d);
+    assert_eq!(hits(&d, "zqonce2"), 0);
+    // The root itself is gone: there is nothing left to remove.
+    let e = d.call("watch.remove", json!({ "path": path })).unwrap_err();
+    assert_eq!(e.kind(), Some("not_found"), "{e}");
+    let db = d.data_dir.join("brain.db");
+    assert_eq!(status(&d)["counts"]["sources"], json!({}));
+    d.stop();
+    assert_store_sound(&db);
+}
+
+#[test]
 fn a_retired_chunk_past_the_retention_keeps_its_citation_and_loses_its_text() {
     let (temp, data, socket) = temp_layout();
     let config = temp.path().join("config.toml");
