@@ -78,10 +78,10 @@ impl Ingestor {
         // Foreign-key checks are off for the deletions (`Store::write_bulk`): SQLite checks a
         // deleted parent's children by index, and the indexes on `parent_id`, `src_id`,
         // `dst_id` and `source_id` are partial, which it cannot use for that, so every deleted
-        // row cost a scan of the graph (obsidian-hub, 6,571 notes, had not finished after 40 s; now 8 s in a debug build). Children
-        // go before their parents by construction: every edge touching the root's nodes first,
-        // then sections and chunks, then notes; `finish` checks that nothing still refers to
-        // the root's sources before it deletes them.
+        // row cost a scan of the graph (obsidian-hub, 6,571 notes, had not finished after 40 s;
+        // now 8 s in a debug build). Children go before their parents by construction: every
+        // edge touching the root's nodes first, then sections and chunks, then notes; `finish`
+        // checks that nothing still refers to the root's sources before it deletes them.
         loop {
             let n = self.store.write_bulk(delete_edges)?;
             purged.edges += n as u64;
