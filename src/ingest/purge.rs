@@ -108,6 +108,7 @@ impl Ingestor {
 fn collect(tx: &Transaction<'_>, root_id: i64) -> rusqlite::Result<()> {
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS purge_nodes(rid INTEGER PRIMARY KEY, leaf INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS temp.purge_nodes_leaf ON purge_nodes(leaf);
          CREATE TEMP TABLE IF NOT EXISTS purge_edges(rid INTEGER PRIMARY KEY);
          CREATE TEMP TABLE IF NOT EXISTS purge_shared(id TEXT PRIMARY KEY);
          DELETE FROM purge_nodes; DELETE FROM purge_edges; DELETE FROM purge_shared;",
