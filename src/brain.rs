@@ -71,17 +71,28 @@ impl Brain {
         )?;
         let hook = search.clone();
         let kick = search.clone();
+        let housekeeper = Arc::new(store::history::Housekeeper::new(
+            store.clone(),
+            config.retired_text_retention,
+        ));
+        let after_sync = housekeeper.clone();
         let ingestor = Arc::new(
             Ingestor::new(store.clone(), user_id.as_str(), config.max_file_bytes)
                 .with_after_write(Box::new(move || {
                     if let Err(e) = hook.bring_up_to_date() {
                         tracing::warn!(error = %e, "search index catch-up failed");
                     }
+                    after_sync.run_if_due();
                 }))
                 .with_after_batch(Box::new(move || kick.kick_indexer())),
         );
         let worker = Worker::start(ingestor.clone());
         search.start_background();
+        // Off the start-up path: a first purge of a large history takes a while.
+        std::thread::Builder::new()
+            .name("housekeeping".into())
+            .spawn(move || housekeeper.run_if_due())
+            .map_err(|e| Error::new(Kind::Internal, format!("cannot start housekeeping: {e}")))?;
         let workflows = crate::workflow::Engine::start(
             store.clone(),
             search.clone(),
@@ -275,8 +286,28 @@ impl Brain {
         Ok(added.root)
     }
 
-    pub fn watch_remove(&self, path: &Path) -> Result<RootInfo, Error> {
-        Ok(self.worker.remove_wait(path)?)
+    /// Stops watching a root and retires its facts; with `purge`, deletes them and their text
+    /// (a root removed earlier, or only ingested once, may be purged too).
+    pub fn watch_remove(
+        &self,
+        path: &Path,
+        purge: bool,
+    ) -> Result<(RootInfo, Option<ingest::purge::Purged>), Error> {
+        let removed = self.worker.remove_wait(path);
+        if !purge {
+            return Ok((removed?, None));
+        }
+        match removed {
+            Ok(_) | Err(ingest::IngestError::NoSuchWatch(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (root, purged) = self.ingestor.purge_root(path)?;
+        Ok((root, Some(purged)))
+    }
+
+    /// Returns the store's free pages to the file system.
+    pub fn compact(&self) -> Result<store::history::Compaction, Error> {
+        Ok(self.store.compact()?)
     }
 
     pub fn watch_list(&self) -> Result<Vec<RootInfo>, Error> {

@@ -22,9 +22,9 @@ use crate::rpc::client::{
     Client, ClientError, DEFAULT_TIMEOUT, RemoteError, connect_stream, io_error,
 };
 use crate::rpc::protocol::{
-    ModelListResult, ModelWire, NodeWire, ProgressWire, ProvenanceWire, ReindexResult, RootWire,
-    SearchResultWire, SourceListResult, StatusWire, SubgraphWire, SyncReportWire, TitleHitWire,
-    UserListResult, WatchListResult,
+    CompactResult, ModelListResult, ModelWire, NodeWire, ProgressWire, ProvenanceWire, PurgedWire,
+    ReindexResult, RootWire, SearchResultWire, SourceListResult, StatusWire, SubgraphWire,
+    SyncReportWire, TitleHitWire, UserListResult, WatchListResult, WatchRemoveResult,
 };
 
 #[derive(Debug, Parser)]
@@ -141,6 +141,11 @@ pub enum Command {
     Graph(GraphCommand),
     /// Search notes by words and meaning
     Search(SearchArgs),
+    /// Give the store's free pages back to the file system
+    Compact {
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild the search index from the store
     Reindex {
         #[arg(long)]
@@ -291,10 +296,14 @@ pub enum WatchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Stop watching a folder
+    /// Stop watching a folder; its notes are retired (kept as history)
     Remove {
         #[arg(value_parser = absolute_path)]
         path: String,
+        /// Delete the folder's notes and their history from the store instead (also for a
+        /// folder removed earlier); `brain compact` then gives the space back
+        #[arg(long)]
+        purge: bool,
         #[arg(long)]
         json: bool,
     },
@@ -449,8 +458,44 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         Command::Watch(WatchCommand::Add { path, json }) => {
             watch_change(&mut client, "watch.add", path, *json)
         }
-        Command::Watch(WatchCommand::Remove { path, json }) => {
-            watch_change(&mut client, "watch.remove", path, *json)
+        Command::Watch(WatchCommand::Remove {
+            path,
+            purge: false,
+            json,
+        }) => watch_change(&mut client, "watch.remove", path, *json),
+        Command::Watch(WatchCommand::Remove {
+            path,
+            purge: true,
+            json,
+        }) => {
+            let v = client.call("watch.remove", json!({ "path": path, "purge": true }))?;
+            if *json {
+                return print_json(&v);
+            }
+            let r: WatchRemoveResult = decode("watch.remove", v)?;
+            let p = r.purged.unwrap_or(PurgedWire {
+                nodes: 0,
+                edges: 0,
+                sources: 0,
+            });
+            println!(
+                "stopped watching {} and deleted {} nodes, {} edges and {} files' records",
+                r.root.path, p.nodes, p.edges, p.sources
+            );
+            Ok(())
+        }
+        Command::Compact { json } => {
+            let v = client.call("store.compact", json!({}))?;
+            if *json {
+                return print_json(&v);
+            }
+            let r: CompactResult = decode("store.compact", v)?;
+            println!(
+                "store: {:.1} MiB before, {:.1} MiB after",
+                r.bytes_before as f64 / 1_048_576.0,
+                r.bytes_after as f64 / 1_048_576.0
+            );
+            Ok(())
         }
         Command::Watch(WatchCommand::List { json }) => watch_list(&mut client, *json),
         Command::Sources {

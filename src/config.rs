@@ -41,12 +41,20 @@ struct FileConfig {
     search: SearchSection,
     #[serde(default)]
     ingest: IngestSection,
+    #[serde(default)]
+    store: StoreSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestSection {
     max_file_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    retired_text_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +138,8 @@ pub struct Config {
     pub search_limits: crate::search::Limits,
     /// Files larger than this are recorded as skipped (`too_large`) and never read past it.
     pub max_file_bytes: u64,
+    /// How long the text of a retired chunk is kept (`[store] retired_text_days`).
+    pub retired_text_retention: Duration,
 }
 
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -143,6 +153,11 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 20;
 /// Requests park on SQLite, the index and files; twelve keep two cores busy through such waits,
 /// and the cap keeps the blocking pool from being used up by requests that never return.
 pub const DEFAULT_MAX_BLOCKING_REQUESTS: usize = 12;
+/// A month of history to look back on (what a note said before last week's edit), after
+/// which retired chunk text goes; the facts and their citations stay.
+pub const DEFAULT_RETIRED_TEXT_DAYS: u64 = 30;
+/// Over a century: a larger number could not be subtracted from the clock.
+pub const MAX_RETIRED_TEXT_DAYS: u64 = 36_500;
 /// Linux's `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -286,7 +301,18 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
         }
     }
     let search_limits = search_limits(&file.search)?;
+    let retired_text_days = file
+        .store
+        .retired_text_days
+        .unwrap_or(DEFAULT_RETIRED_TEXT_DAYS);
+    if retired_text_days > MAX_RETIRED_TEXT_DAYS {
+        return Err(ConfigError::Invalid {
+            name: "store.retired_text_days",
+            message: format!("must be at most {MAX_RETIRED_TEXT_DAYS}"),
+        });
+    }
     Ok(Config {
+        retired_text_retention: Duration::from_secs(retired_text_days * 24 * 60 * 60),
         search_model: file.search.model.clone(),
         search_tuning: tuning,
         search_limits,
@@ -459,6 +485,11 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.request_timeout, Duration::from_secs(20));
         assert_eq!(c.max_blocking_requests, 12);
+        assert_eq!(c.retired_text_retention, Duration::from_secs(30 * 86_400));
+        let c = with_file("[store]\nretired_text_days = 0\n").unwrap();
+        assert_eq!(c.retired_text_retention, Duration::ZERO);
+        let e = with_file("[store]\nretired_text_days = 36501\n").unwrap_err();
+        assert!(e.to_string().contains("store.retired_text_days"), "{e}");
         let c = with_file(
             "[daemon]\nidle_timeout_secs = 2\nrequest_timeout_secs = 3\nmax_blocking_requests = 4\n",
         )

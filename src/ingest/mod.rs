@@ -10,6 +10,7 @@
 
 pub mod facts;
 pub mod parse;
+pub mod purge;
 pub mod resolve;
 pub mod rules;
 pub mod walk;

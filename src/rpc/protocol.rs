@@ -502,6 +502,57 @@ pub struct PathParams {
     pub path: String,
 }
 
+/// `watch.remove`: `purge` also deletes what the root's files said (see `ingest::purge`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRemoveParams {
+    pub path: String,
+    #[serde(default)]
+    pub purge: bool,
+}
+
+/// `watch.remove`'s answer: the root as it was, and with `purge` what was deleted.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WatchRemoveResult {
+    #[serde(flatten)]
+    pub root: RootWire,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<PurgedWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PurgedWire {
+    pub nodes: u64,
+    pub edges: u64,
+    pub sources: u64,
+}
+
+impl From<crate::ingest::purge::Purged> for PurgedWire {
+    fn from(p: crate::ingest::purge::Purged) -> Self {
+        PurgedWire {
+            nodes: p.nodes,
+            edges: p.edges,
+            sources: p.sources,
+        }
+    }
+}
+
+/// `store.compact`: the database plus its write-ahead log, before and after.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CompactResult {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl From<crate::store::history::Compaction> for CompactResult {
+    fn from(c: crate::store::history::Compaction) -> Self {
+        CompactResult {
+            bytes_before: c.bytes_before,
+            bytes_after: c.bytes_after,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RootWire {
     pub id: i64,

@@ -432,7 +432,7 @@ async fn handle<W: tokio::io::AsyncWrite + Unpin>(
         };
         // Taken before a thread, so calls queued on the worker do not hold threads meanwhile.
         let serialized = match method.as_str() {
-            "ingest.path" | "search.reindex" => Some(tokio::select! {
+            "ingest.path" | "search.reindex" | "store.compact" => Some(tokio::select! {
                 p = call.pools.serialized.clone().acquire_owned() => p.map_err(|_| timed_out())?,
                 _ = until(deadline) => {
                     return Err(Error::new(
@@ -560,8 +560,12 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
             to_value(RootWire::from(brain.watch_add(&absolute(&p.path)?)?))
         }
         "watch.remove" => {
-            let p: PathParams = protocol::params(method, params)?;
-            to_value(RootWire::from(brain.watch_remove(&absolute(&p.path)?)?))
+            let p: protocol::WatchRemoveParams = protocol::params(method, params)?;
+            let (root, purged) = brain.watch_remove(&absolute(&p.path)?, p.purge)?;
+            to_value(protocol::WatchRemoveResult {
+                root: RootWire::from(root),
+                purged: purged.map(Into::into),
+            })
         }
         "watch.list" => {
             let _: NoParams = protocol::params(method, params)?;
@@ -663,6 +667,10 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
             let p: protocol::SearchParams = protocol::params(method, params)?;
             let req = p.into_request()?;
             to_value(protocol::SearchResultWire::from(brain.search(&req)?))
+        }
+        "store.compact" => {
+            let _: NoParams = protocol::params(method, params)?;
+            to_value(protocol::CompactResult::from(brain.compact()?))
         }
         "search.reindex" => {
             let _: NoParams = protocol::params(method, params)?;

@@ -43,6 +43,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_ingest_in_flight.sql",
         include_str!("../../schema/0008_ingest_in_flight.sql"),
     ),
+    (
+        "0009_retired_text.sql",
+        include_str!("../../schema/0009_retired_text.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

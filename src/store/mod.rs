@@ -6,6 +6,7 @@
 //! nothing about tokio, sockets or JSON-RPC; callers on async threads must hop to a blocking
 //! thread first.
 
+pub mod history;
 pub mod migrations;
 
 use std::collections::BTreeMap;
@@ -239,6 +240,10 @@ fn configure_any(conn: &Connection) -> rusqlite::Result<()> {
 /// The write connection's settings, which also bring a new store into WAL mode.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     configure_any(conn)?;
+    // Only a store without tables takes this at once (a new one); an older store keeps its
+    // mode until `brain compact` rewrites it (`Store::compact`). Incremental, not full: pages
+    // are given back in one go after a large deletion (`Store::reclaim`), not on every commit.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     // WAL lets readers run beside the writer. synchronous=NORMAL is crash-safe in WAL mode (a
     // killed process loses nothing committed); only a power cut can drop the last commits.
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -1,5 +1,6 @@
 //! The one integration-test binary: every test here drives the real `brain` binary.
 
+mod compat;
 mod daemon;
 mod embed;
 mod harness;
@@ -11,4 +12,5 @@ mod ingest;
 mod layering;
 mod roots;
 mod search;
+mod store;
 mod workflow;
