@@ -760,7 +760,7 @@ fn is_subsequence(s: &str, q: &[char]) -> bool {
 }
 
 /// `%`, `_` and the escape character itself, escaped for `LIKE ... ESCAPE '\'`.
-fn escape_like(s: &str) -> String {
+pub(crate) fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -424,16 +424,17 @@ impl Runner {
         let r = self
             .ingestor
             .sync_cancellable(root, scope, progress, &self.cancel);
-        self.settle(root, &r);
+        self.settle(root, scope, &r);
         r
     }
 
     /// Records how a sync of `root` ended: a missing root is reported and watched for, a
     /// failure for lack of space is reported and retried, a success clears both.
-    fn settle(&mut self, root: &RootInfo, r: &Result<SyncReport, IngestError>) {
+    fn settle(&mut self, root: &RootInfo, scope: &Scope, r: &Result<SyncReport, IngestError>) {
         match r {
-            Ok(rep) => {
-                debug!(
+            // Full syncs are lifecycle; the small syncs of watched changes are not.
+            Ok(rep) if matches!(scope, Scope::All) => {
+                info!(
                     indexed = rep.indexed,
                     unchanged = rep.unchanged,
                     deleted = rep.deleted,
@@ -441,13 +442,9 @@ impl Runner {
                     ms = rep.elapsed_ms,
                     "sync done"
                 );
-                if self.backoff.remove(&root.id).is_some() {
-                    info!(root = %root.path.display(), "sync succeeded after failing for lack of space");
-                }
-                if self.backoff.is_empty() {
-                    self.shared.set_sync_error(None);
-                }
+                self.succeeded(root);
             }
+            Ok(_) => self.succeeded(root),
             Err(IngestError::RootMissing(path)) => {
                 if root.watched {
                     self.shared.mark_missing(path);
@@ -471,6 +468,16 @@ impl Runner {
             }
             Err(e @ IngestError::RootRemoved(_)) => debug!(error = %e, "sync stopped"),
             Err(e) => warn!(error = %e, "sync failed"),
+        }
+    }
+
+    /// A sync of `root` succeeded: a failure it was being retried for is over.
+    fn succeeded(&mut self, root: &RootInfo) {
+        if self.backoff.remove(&root.id).is_some() {
+            info!(root = %root.path.display(), "sync succeeded after failing for lack of space");
+        }
+        if self.backoff.is_empty() {
+            self.shared.set_sync_error(None);
         }
     }
 
@@ -577,16 +584,6 @@ fn run(
                     None => &mut noop,
                 };
                 let r = runner.sync(&root, &scope, cb);
-                if let Ok(rep) = &r {
-                    info!(
-                        indexed = rep.indexed,
-                        unchanged = rep.unchanged,
-                        deleted = rep.deleted,
-                        moved = rep.moved,
-                        ms = rep.elapsed_ms,
-                        "sync done"
-                    );
-                }
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }

@@ -1449,7 +1449,7 @@ impl Search {
             )?;
             for w in &words {
                 budget.check("the text search")?;
-                let pattern = format!("%{}%", escape_like(w));
+                let pattern = format!("%{}%", crate::graph::escape_like(w));
                 let rows = stmt.query_map(params![pattern, FALLBACK_ROWS], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })?;
@@ -1650,18 +1650,6 @@ pub fn embed_text(title: &str, chunk_props: &str, content: &str) -> String {
     s.push('\n');
     s.push_str(content);
     s
-}
-
-/// `%`, `_` and `\` escaped for `LIKE ... ESCAPE '\'`.
-fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Reads what a hit shows; `None` when the chunk is no longer current. The snippet field is
