@@ -14,8 +14,8 @@ answered (an error kind is fine), how long that took, the peak RSS, and whether 
   faults    a truncated `.term` (daemon stopped), garbled `.store` files (daemon running), a
             full disk then space freed (data dir on a small tmpfs, `unshare -Urm`): seconds until
             search answers again with no user action
-  load      200 clients asking `daemon.status` while obsidian-hub is ingested: slowest answer,
-            answers over 1 s, hangs
+  load      200 clients connected at once, each then asking `search.query`, while obsidian-hub
+            is ingested: slowest answer or refusal, answers over 1 s, hangs
 
   usage: benches/hostile.py [--brain BIN] [--only requests,files,faults,load]
 """
@@ -50,7 +50,10 @@ class Rpc:
     def call(self, method, params=None):
         self.next_id += 1
         req = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}}
-        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps(req).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before we asked: the reason is waiting to be read
         return self.read()
 
     def read(self):
@@ -396,15 +399,24 @@ def faults_cases(brain, work):
 
 
 def load_cases(brain, work):
-    print("load (200 clients while obsidian-hub is ingested)")
+    print("load (200 clients connected at once, each asking search.query while obsidian-hub is ingested)")
     d = Daemon(brain, work)
     d.call("watch.add", {"path": os.path.realpath(HUB)})
     lat, errors, lock = [], {}, threading.Lock()
+    # All 200 connect first, then all ask at once: 64 are served, the rest must be refused.
+    together = threading.Barrier(200)
 
     def client():
+        try:
+            rpc = Rpc(d.sock, 10)
+        except OSError as e:
+            rpc = e
+        together.wait()
         t = time.monotonic()
         try:
-            r = Rpc(d.sock, 10).call("daemon.status")
+            if isinstance(rpc, OSError):
+                raise rpc
+            r = rpc.call("search.query", {"query": "obsidian plugin", "mode": "bm25"})
             key = outcome(r)
         except socket.timeout:
             key = "hang (10 s)"
