@@ -390,8 +390,20 @@ impl Brain {
         limit: usize,
         offset: usize,
     ) -> Result<(Vec<SourceView>, u64), Error> {
-        self.store
-            .read(|c| graph::source_list(c, status, root, limit, offset))
+        let (mut rows, total) = self
+            .store
+            .read(|c| graph::source_list(c, status, root, limit, offset))?;
+        // A file waiting on a sync that keeps failing (a full disk) says why: the failure
+        // cannot be written to the store that has no room for it.
+        if let Some(e) = self.worker.state().sync_error {
+            for r in rows
+                .iter_mut()
+                .filter(|r| r.status == "pending" && r.reason.is_none())
+            {
+                r.reason = Some(format!("waiting to be retried: {e}"));
+            }
+        }
+        Ok((rows, total))
     }
 
     pub fn identity_id(&self, email: &str) -> Result<UserId, Error> {

@@ -220,9 +220,9 @@ fn a_sync_that_fails_for_lack_of_space_is_reported_and_retried_until_it_succeeds
     }
     write(&vault.join("last.md"), "the zyzzyva note\n");
 
-    // Leave the store a little room, less than the vault needs.
+    // Leave the store room for the files' source rows but not for their notes.
     let filler = inside.join("filler");
-    let room = 256 * 1024;
+    let room = 900 * 1024;
     let fill = free_bytes(&inside).saturating_sub(room);
     std::fs::write(&filler, vec![7u8; fill as usize]).unwrap();
 
@@ -242,6 +242,21 @@ fn a_sync_that_fails_for_lack_of_space_is_reported_and_retried_until_it_succeeds
         "{}",
         r["warnings"]
     );
+    // Files registered but not yet written say why they wait.
+    let pending = d
+        .call("source.list", json!({ "status": "pending", "limit": 1000 }))
+        .unwrap();
+    let pending = pending["sources"].as_array().unwrap();
+    assert!(
+        !pending.is_empty(),
+        "the room left fits the source rows, not the notes"
+    );
+    for s in pending {
+        assert!(
+            s["reason"].as_str().is_some_and(|r| r.contains("full")),
+            "{s}"
+        );
+    }
 
     // Space comes back: the retry finishes the job with no one asking.
     std::fs::remove_file(&filler).unwrap();
