@@ -398,7 +398,7 @@ impl Brain {
         if let Some(e) = self.worker.state().sync_error {
             for r in rows
                 .iter_mut()
-                .filter(|r| r.status == "pending" && r.reason.is_none())
+                .filter(|r| r.status == ingest::SourceStatus::Pending && r.reason.is_none())
             {
                 r.reason = Some(format!("waiting to be retried: {e}"));
             }

@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::error::{Error, Kind};
+use crate::ingest::SourceStatus;
 
 /// Largest `limit` [`search_title`] honours; larger values are clamped.
 pub const MAX_SEARCH_LIMIT: usize = 200;
@@ -26,8 +27,6 @@ pub const MAX_TITLE_QUERY_BYTES: usize = 1024;
 /// Rows of titles or names one search pass reads at most. Keeps a one-letter query or the
 /// fuzzy pass bounded on a very large graph at the price of missing hits beyond the cap.
 const TITLE_SCAN_CAP: i64 = 100_000;
-
-const SOURCE_STATUSES: [&str; 4] = ["indexed", "skipped", "failed", "pending"];
 
 /// Where a node or edge came from: a span of a file, or a workflow step.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +127,7 @@ pub struct SourceView {
     pub path: String,
     pub rel_path: String,
     pub file_type: String,
-    pub status: String,
+    pub status: SourceStatus,
     pub reason: Option<String>,
     pub size: Option<i64>,
     pub content_hash: Option<String>,
@@ -348,13 +347,14 @@ pub fn source_list(
     offset: usize,
 ) -> Result<(Vec<SourceView>, u64), Error> {
     if let Some(s) = status
-        && !SOURCE_STATUSES.contains(&s)
+        && SourceStatus::parse(s).is_none()
     {
+        let all: Vec<&str> = SourceStatus::ALL.iter().map(|s| s.as_str()).collect();
         return Err(Error::new(
             Kind::InvalidParams,
             format!(
                 "unknown source status {s:?}, expected one of {}",
-                SOURCE_STATUSES.join(", ")
+                all.join(", ")
             ),
         ));
     }
@@ -1554,7 +1554,7 @@ mod tests {
             path: "/vault/c.md".into(),
             rel_path: "c.md".into(),
             file_type: "markdown".into(),
-            status: "indexed".into(),
+            status: SourceStatus::Indexed,
             reason: None,
             size: Some(40),
             content_hash: Some("hc".into()),

@@ -13,6 +13,7 @@ pub mod parse;
 pub mod purge;
 pub mod resolve;
 pub mod rules;
+pub mod status;
 pub mod walk;
 pub mod watch;
 
@@ -32,6 +33,7 @@ use crate::store::Store;
 use facts::{Ctx, FileVersion};
 use parse::FileType;
 use rules::Rules;
+pub use status::SourceStatus;
 use walk::{DiskFile, Found};
 
 /// A new file with the same bytes as one a sync deleted this recently takes over its source
@@ -194,7 +196,7 @@ struct SourceRow {
     hash: Option<String>,
     size: Option<i64>,
     mtime_ns: Option<i64>,
-    status: String,
+    status: SourceStatus,
     reason: Option<String>,
 }
 
@@ -202,12 +204,20 @@ impl SourceRow {
     /// Whether the row is final for the bytes it records, so the same bytes need no ingest:
     /// indexed, skipped, or quarantined after aborted ingests.
     fn settled(&self) -> bool {
-        match self.status.as_str() {
-            "indexed" | "skipped" => true,
-            "failed" => self.reason.as_deref() == Some(INGEST_ABORTED),
-            _ => false,
+        match self.status {
+            SourceStatus::Indexed | SourceStatus::Skipped => true,
+            SourceStatus::Failed => self.reason.as_deref() == Some(INGEST_ABORTED),
+            SourceStatus::Pending => false,
         }
     }
+}
+
+/// A file that is recorded without being read: skipped or failed, with why.
+struct Mark {
+    source_id: Option<i64>,
+    rel: String,
+    status: SourceStatus,
+    reason: String,
 }
 
 /// A file to (re)write.
@@ -561,7 +571,7 @@ impl Ingestor {
         let mut changes: Vec<FileChange> = Vec::new();
         let mut jobs: Vec<Job> = Vec::new();
         let mut touch: Vec<(i64, u64, i64)> = Vec::new();
-        let mut marks: Vec<(Option<i64>, String, &'static str, String)> = Vec::new();
+        let mut marks: Vec<Mark> = Vec::new();
         // Files whose size or mtime moved, to be read and hashed (on every core).
         let mut to_read: Vec<(Option<SourceRow>, DiskFile)> = Vec::new();
         for f in found {
@@ -581,21 +591,41 @@ impl Ingestor {
                 }
                 Found::Ignored { rel } => {
                     let id = sources.remove(&rel).map(|s| s.id);
-                    marks.push((id, rel, "skipped", SkipReason::Ignored.as_str().into()));
+                    marks.push(Mark {
+                        source_id: id,
+                        rel,
+                        status: SourceStatus::Skipped,
+                        reason: SkipReason::Ignored.as_str().into(),
+                    });
                 }
                 Found::OutsideRoot { rel } => {
                     let id = sources.remove(&rel).map(|s| s.id);
                     let reason = SkipReason::SymlinkLeavesRoot.as_str();
-                    marks.push((id, rel, "skipped", reason.into()));
+                    marks.push(Mark {
+                        source_id: id,
+                        rel,
+                        status: SourceStatus::Skipped,
+                        reason: reason.into(),
+                    });
                 }
                 Found::NotRegular { rel } => {
                     let id = sources.remove(&rel).map(|s| s.id);
                     let reason = SkipReason::NotARegularFile.as_str();
-                    marks.push((id, rel, "skipped", reason.into()));
+                    marks.push(Mark {
+                        source_id: id,
+                        rel,
+                        status: SourceStatus::Skipped,
+                        reason: reason.into(),
+                    });
                 }
                 Found::Error { rel, message } => {
                     let id = sources.remove(&rel).map(|s| s.id);
-                    marks.push((id, rel, "failed", message));
+                    marks.push(Mark {
+                        source_id: id,
+                        rel,
+                        status: SourceStatus::Failed,
+                        reason: message,
+                    });
                 }
             }
         }
@@ -687,7 +717,13 @@ impl Ingestor {
                 )?;
                 report.deleted += 1;
             }
-            for (id, rel, status, reason) in &marks {
+            for Mark {
+                source_id: id,
+                rel,
+                status,
+                reason,
+            } in &marks
+            {
                 if let Some(id) = id {
                     changed_names.extend(facts::retire_file(tx, &ctx, *id)?);
                 }
@@ -700,10 +736,10 @@ impl Ingestor {
                     None,
                     None,
                     None,
-                    status,
+                    *status,
                     Some(reason),
                 )?;
-                if *status == "failed" {
+                if *status == SourceStatus::Failed {
                     report.failed += 1;
                 } else {
                     report.skipped += 1;
@@ -718,9 +754,11 @@ impl Ingestor {
                     });
                 }
                 let (status, reason, kind) = match &job.outcome {
-                    Outcome::Parse(_) => ("pending", None, "note"),
-                    Outcome::Skip(r) => ("pending", Some(r.as_str().to_owned()), "file"),
-                    Outcome::Fail(m) => ("failed", Some(m.clone()), "file"),
+                    Outcome::Parse(_) => (SourceStatus::Pending, None, "note"),
+                    Outcome::Skip(r) => {
+                        (SourceStatus::Pending, Some(r.as_str().to_owned()), "file")
+                    }
+                    Outcome::Fail(m) => (SourceStatus::Failed, Some(m.clone()), "file"),
                 };
                 let ft = match &job.outcome {
                     Outcome::Parse(t) => file_type_name(Some(*t)),
@@ -1408,9 +1446,9 @@ fn write_job(
     tx.prepare_cached("DELETE FROM ingest_in_flight WHERE source_id = ?1")?
         .execute([source_id])?;
     let (status, reason) = match &job.outcome {
-        Outcome::Parse(_) => ("indexed", None),
-        Outcome::Skip(r) => ("skipped", Some(r.as_str().to_owned())),
-        Outcome::Fail(m) => ("failed", Some(m.clone())),
+        Outcome::Parse(_) => (SourceStatus::Indexed, None),
+        Outcome::Skip(r) => (SourceStatus::Skipped, Some(r.as_str().to_owned())),
+        Outcome::Fail(m) => (SourceStatus::Failed, Some(m.clone())),
     };
     let diagnostics: Vec<serde_json::Value> = doc
         .map(|d| {
@@ -1448,7 +1486,7 @@ fn upsert_source(
     hash: Option<&str>,
     size: Option<u64>,
     mtime_ns: Option<i64>,
-    status: &str,
+    status: SourceStatus,
     reason: Option<&str>,
 ) -> rusqlite::Result<i64> {
     let size = size.map(|s| s as i64);

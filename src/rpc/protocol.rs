@@ -479,7 +479,7 @@ impl From<SourceView> for SourceWire {
             path: s.path,
             rel_path: s.rel_path,
             file_type: s.file_type,
-            status: s.status,
+            status: s.status.as_str().to_owned(),
             reason: s.reason,
             size: s.size,
             content_hash: s.content_hash,
