@@ -866,10 +866,22 @@ fn bytes_after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Reads the index documents of the given notes (all current notes when `None`) from the store.
-pub fn load_docs(
+pub fn load_docs(conn: &Connection, notes: Option<&[String]>) -> Result<Vec<ChunkDoc>, IndexError> {
+    let mut out = Vec::new();
+    each_doc(conn, notes, &mut |d| {
+        out.push(d);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`load_docs`], handing each document to `f` as it is read: a rebuild holds one note's
+/// documents at a time, not the whole store's.
+pub fn each_doc(
     conn: &Connection,
     notes: Option<&[String]>,
-) -> Result<Vec<ChunkDoc>, rusqlite::Error> {
+    f: &mut dyn FnMut(ChunkDoc) -> Result<(), IndexError>,
+) -> Result<(), IndexError> {
     const SQL: &str = "SELECT c.id, c.parent_id, c.content, c.props, n.title, n.aliases, n.props,
                               n.kind, s.file_type, s.mtime_ns, r.path, s.rel_path
                        FROM nodes c
@@ -877,7 +889,6 @@ pub fn load_docs(
                        JOIN sources s ON s.id = c.source_id
                        JOIN roots r ON r.id = s.root_id
                        WHERE c.kind = 'chunk' AND c.valid_to IS NULL";
-    let mut out = Vec::new();
     let mut tags_stmt = conn.prepare_cached(
         "SELECT t.key FROM edges e JOIN nodes t ON t.id = e.dst_id
          WHERE e.src_id = ?1 AND e.type = 'tagged' AND e.valid_to IS NULL",
@@ -888,69 +899,68 @@ pub fn load_docs(
             .map(|k| k.map(|k| k.strip_prefix("tag:").unwrap_or(&k).to_owned()))
             .collect()
     };
-    let mut push_rows =
-        |rows: &mut rusqlite::Rows<'_>, out: &mut Vec<ChunkDoc>| -> Result<(), rusqlite::Error> {
-            let mut last_note = String::new();
-            let mut tags: Arc<[String]> = Arc::new([]);
-            let mut title: Arc<str> = Arc::from("");
-            let mut props: Arc<[String]> = Arc::new([]);
-            while let Some(r) = rows.next()? {
-                let note_id: String = r.get(1)?;
-                // What belongs to the note is read once per note, not once per chunk.
-                if note_id != last_note {
-                    tags = tags_of(&note_id)?.into();
-                    let aliases: String = r.get(5)?;
-                    let mut t: String = r.get::<_, Option<String>>(4)?.unwrap_or_default();
-                    if let Ok(serde_json::Value::Array(a)) = serde_json::from_str(&aliases) {
-                        for alias in a.iter().filter_map(|v| v.as_str()) {
-                            t.push('\n');
-                            t.push_str(alias);
-                        }
+    let mut push_rows = |rows: &mut rusqlite::Rows<'_>| -> Result<(), IndexError> {
+        let mut last_note = String::new();
+        let mut tags: Arc<[String]> = Arc::new([]);
+        let mut title: Arc<str> = Arc::from("");
+        let mut props: Arc<[String]> = Arc::new([]);
+        while let Some(r) = rows.next()? {
+            let note_id: String = r.get(1)?;
+            // What belongs to the note is read once per note, not once per chunk.
+            if note_id != last_note {
+                tags = tags_of(&note_id)?.into();
+                let aliases: String = r.get(5)?;
+                let mut t: String = r.get::<_, Option<String>>(4)?.unwrap_or_default();
+                if let Ok(serde_json::Value::Array(a)) = serde_json::from_str(&aliases) {
+                    for alias in a.iter().filter_map(|v| v.as_str()) {
+                        t.push('\n');
+                        t.push_str(alias);
                     }
-                    title = t.into();
-                    let note_props: String = r.get(6)?;
-                    let mut p = scalar_props(&note_props);
-                    p.truncate(MAX_INDEXED_PROPS);
-                    props = p.into();
-                    last_note = note_id.clone();
                 }
-                let chunk_props: String = r.get(3)?;
-                let heading = heading_path(&chunk_props).join(" / ");
-                let kind: String = r.get(7)?;
-                let file_type: String = r.get(8)?;
-                let mtime_ns: Option<i64> = r.get(9)?;
-                let root: String = r.get(10)?;
-                let rel: String = r.get(11)?;
-                out.push(ChunkDoc {
-                    chunk_id: r.get(0)?,
-                    note_id,
-                    heading,
-                    body: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    title: title.clone(),
-                    tags: tags.clone(),
-                    path: join_path(&root, &rel),
-                    kinds: vec![kind, file_type],
-                    mtime_secs: mtime_ns.unwrap_or(0).div_euclid(1_000_000_000),
-                    props: props.clone(),
-                });
+                title = t.into();
+                let note_props: String = r.get(6)?;
+                let mut p = scalar_props(&note_props);
+                p.truncate(MAX_INDEXED_PROPS);
+                props = p.into();
+                last_note = note_id.clone();
             }
-            Ok(())
-        };
+            let chunk_props: String = r.get(3)?;
+            let heading = heading_path(&chunk_props).join(" / ");
+            let kind: String = r.get(7)?;
+            let file_type: String = r.get(8)?;
+            let mtime_ns: Option<i64> = r.get(9)?;
+            let root: String = r.get(10)?;
+            let rel: String = r.get(11)?;
+            f(ChunkDoc {
+                chunk_id: r.get(0)?,
+                note_id,
+                heading,
+                body: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                title: title.clone(),
+                tags: tags.clone(),
+                path: join_path(&root, &rel),
+                kinds: vec![kind, file_type],
+                mtime_secs: mtime_ns.unwrap_or(0).div_euclid(1_000_000_000),
+                props: props.clone(),
+            })?;
+        }
+        Ok(())
+    };
     match notes {
         None => {
             let mut stmt = conn.prepare(&format!("{SQL} ORDER BY c.parent_id"))?;
             let mut rows = stmt.query([])?;
-            push_rows(&mut rows, &mut out)?;
+            push_rows(&mut rows)?;
         }
         Some(ids) => {
             let mut stmt = conn.prepare_cached(&format!("{SQL} AND c.parent_id = ?1"))?;
             for id in ids {
                 let mut rows = stmt.query(params![id])?;
-                push_rows(&mut rows, &mut out)?;
+                push_rows(&mut rows)?;
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A chunk's heading path, from its `props` JSON (empty when absent or unreadable).

@@ -872,7 +872,7 @@ impl Search {
             let (notes, head, docs) = self.store.read(|c| {
                 let (notes, head) = index::outbox_after(c, after, APPLY_PAGE)?;
                 let docs = index::load_docs(c, Some(&notes))?;
-                Ok::<_, rusqlite::Error>((notes, head, docs))
+                Ok::<_, IndexError>((notes, head, docs))
             })?;
             if notes.is_empty() {
                 break;
@@ -890,7 +890,7 @@ impl Search {
             })
             .inspect_err(|e| self.damage_from_writer(e))?;
             self.applied.store(head, Ordering::SeqCst);
-            self.after_commit(head, &notes, &docs)?;
+            self.after_commit(head, &notes, &docs, notes.len())?;
             total += notes.len();
         }
         Ok(total)
@@ -934,24 +934,30 @@ impl Search {
         let result = (|| {
             // One read transaction: the chunks and the outbox head are the same snapshot, so
             // nothing written meanwhile is missed (it lands in the outbox after `head`).
-            let (head, docs) = self.store.read(|c| {
-                let tx = c.unchecked_transaction()?;
-                let head = index::outbox_head(&tx)?;
-                let docs = index::load_docs(&tx, None)?;
-                tx.finish()?;
-                Ok::<_, rusqlite::Error>((head, docs))
-            })?;
-            text.with_writer(|writer| {
-                writer.delete_all_documents()?;
-                for d in &docs {
-                    text.add(writer, d)?;
-                }
-                text.commit(writer, &self.payload(head))
-            })
-            .inspect_err(|e| self.damage_from_writer(e))?;
+            // The documents go to the writer as they are read, so a rebuild holds one at a
+            // time (the writer flushes at its memory budget), whatever the store's size.
+            let (head, count) = self
+                .store
+                .read(|c| {
+                    let tx = c.unchecked_transaction()?;
+                    let head = index::outbox_head(&tx)?;
+                    let count = text.with_writer(|writer| {
+                        writer.delete_all_documents()?;
+                        let mut count = 0;
+                        index::each_doc(&tx, None, &mut |d| {
+                            count += 1;
+                            text.add(writer, &d)
+                        })?;
+                        text.commit(writer, &self.payload(head))?;
+                        Ok(count)
+                    })?;
+                    tx.finish()?;
+                    Ok::<_, IndexError>((head, count))
+                })
+                .inspect_err(|e| self.damage_from_writer(e))?;
             self.applied.store(head, Ordering::SeqCst);
-            self.after_commit(head, &[], &docs)?;
-            Ok::<_, SearchError>(docs.len())
+            self.after_commit(head, &[], &[], count)?;
+            Ok::<_, SearchError>(count)
         })();
         let chunks = match result {
             Ok(c) => c,
@@ -974,11 +980,14 @@ impl Search {
 
     /// After a commit: trim the outbox, record the generation, drop vectors of retired chunks,
     /// and wake the embedder.
+    /// After a commit reflecting `head`: the outbox is trimmed, vectors of `notes`' chunks not
+    /// among `docs` are dropped, and the `work` done counts towards a burst.
     fn after_commit(
         &self,
         head: i64,
         notes: &[String],
         docs: &[ChunkDoc],
+        work: usize,
     ) -> Result<(), SearchError> {
         self.store.write(|tx| {
             tx.execute("DELETE FROM search_outbox WHERE seq <= ?1", [head])?;
@@ -999,11 +1008,6 @@ impl Search {
         self.kick_embedder();
         // Count the work towards a burst; crossing the mark wakes the indexing worker (this
         // commit may have been a caller's catch-up), which gives memory back once all is quiet.
-        let work = if notes.is_empty() {
-            docs.len()
-        } else {
-            notes.len()
-        };
         let before = self.burst.fetch_add(work, Ordering::SeqCst);
         if before < BURST_NOTES && before + work >= BURST_NOTES {
             self.kick_indexer();
