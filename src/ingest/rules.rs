@@ -17,6 +17,12 @@ pub const IGNORE_FILES: [&str; 2] = [".gitignore", ".brainignore"];
 /// Directories never descended into: version control, editor state, trash, dependencies.
 const IGNORED_DIRS: [&str; 5] = ["node_modules", "__pycache__", "_site", ".venv", "venv"];
 
+/// An ignore file's patterns are compiled into one matcher per folder and kept for the root's
+/// life, and a pattern costs kilobytes compiled: only the first lines of a file this large are
+/// read (real ignore files are a few hundred lines), and at most so many patterns per file.
+const MAX_IGNORE_FILE_BYTES: u64 = 64 * 1024;
+const MAX_IGNORE_PATTERNS: usize = 2_000;
+
 /// Cloning is cheap and clones share the cache of parsed ignore files.
 #[derive(Clone)]
 pub struct Rules {
@@ -95,9 +101,9 @@ impl Rules {
         let mut b = GitignoreBuilder::new(dir);
         for name in IGNORE_FILES {
             let p = dir.join(name);
-            if p.is_file() {
+            for line in ignore_lines(&p) {
                 // A malformed line is skipped; the rest of the file still applies.
-                let _ = b.add(p);
+                let _ = b.add_line(Some(p.clone()), &line);
             }
         }
         let m = Arc::new(b.build().unwrap_or_else(|_| Gitignore::empty()));
@@ -107,6 +113,51 @@ impl Rules {
             .insert(dir.to_owned(), m.clone());
         m
     }
+}
+
+/// The pattern lines of an ignore file: a regular file (not a symlink, which could point
+/// anywhere), its first [`MAX_IGNORE_FILE_BYTES`], at most [`MAX_IGNORE_PATTERNS`] patterns.
+fn ignore_lines(p: &Path) -> Vec<String> {
+    if !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
+    // Non-blocking, so a FIFO swapped in after the check cannot hold the open.
+    let opened = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().read(true),
+        rustix::fs::OFlags::NONBLOCK.bits() as i32,
+    )
+    .open(p);
+    let bytes = match opened {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => {
+            let mut bytes = Vec::new();
+            let _ = std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, MAX_IGNORE_FILE_BYTES),
+                &mut bytes,
+            );
+            bytes
+        }
+        _ => return Vec::new(),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    // A cut inside the last line would make a different pattern of it.
+    if bytes.len() as u64 == MAX_IGNORE_FILE_BYTES && !bytes.ends_with(b"\n") {
+        lines.pop();
+    }
+    if lines.len() > MAX_IGNORE_PATTERNS || bytes.len() as u64 == MAX_IGNORE_FILE_BYTES {
+        tracing::warn!(
+            file = %p.display(),
+            max_patterns = MAX_IGNORE_PATTERNS,
+            max_bytes = MAX_IGNORE_FILE_BYTES,
+            "ignore file too large; only its first patterns apply"
+        );
+    }
+    lines.truncate(MAX_IGNORE_PATTERNS);
+    lines
 }
 
 /// Built-in rules: hidden files and folders (`.git`, `.obsidian`, `.trash`, dotfiles such as
@@ -154,6 +205,32 @@ mod tests {
         check_default("4913", false, true);
         check_default("draft.tmp", false, true);
         check_default("node_modules", false, false);
+    }
+
+    #[test]
+    fn an_ignore_file_is_read_only_up_to_its_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut text = String::from("# comment\n\nkeep-out.md\n");
+        for i in 0..MAX_IGNORE_PATTERNS + 10 {
+            text.push_str(&format!("pattern{i}.md\n"));
+        }
+        std::fs::write(root.join(".gitignore"), &text).unwrap();
+        let lines = ignore_lines(&root.join(".gitignore"));
+        assert_eq!(lines.len(), MAX_IGNORE_PATTERNS);
+        assert_eq!(lines[0], "keep-out.md");
+        let rules = Rules::new(root);
+        assert!(rules.is_ignored(&root.join("keep-out.md"), false));
+        assert!(rules.is_ignored(&root.join("pattern5.md"), false));
+        let past = format!("pattern{}.md", MAX_IGNORE_PATTERNS + 5);
+        assert!(!rules.is_ignored(&root.join(past), false));
+        // Bytes past the cap are never read, and a line cut by it is dropped.
+        let big = "x".repeat(MAX_IGNORE_FILE_BYTES as usize * 4);
+        std::fs::write(root.join(".brainignore"), format!("a.md\n{big}\n")).unwrap();
+        assert_eq!(ignore_lines(&root.join(".brainignore")), ["a.md"]);
+        // A symlinked ignore file could point anywhere: it is not read.
+        std::os::unix::fs::symlink(root.join(".gitignore"), root.join("linked")).unwrap();
+        assert!(ignore_lines(&root.join("linked")).is_empty());
     }
 
     #[test]
