@@ -32,8 +32,9 @@ pub(crate) fn parse(source: &Source, body_start: usize, budget: &mut Budget) -> 
     if structured < text.len() {
         doc.diagnostics.push(super::Diagnostic {
             message: format!(
-                "budget: Markdown structure is read for the first {MAX_STRUCTURED_BYTES} bytes; \
-                 the {} after them are read as plain text",
+                "budget: Markdown structure is read for {} bytes (at most \
+                 {MAX_STRUCTURED_BYTES}, whole lines); the {} after them are read as plain text",
+                structured - body,
                 text.len() - structured
             ),
             span: Some(source.span(structured..text.len())),
@@ -723,7 +724,8 @@ fn labelled_block(
 /// byte of input (a line of `[[links]]`, a file of one-word headings), so a 16 MiB note would
 /// take gigabytes. Notes are rarely past a few hundred KiB; the rest of a larger one is still
 /// chunked and scanned for tags, links and fields, without code and headings told apart.
-pub(crate) const MAX_STRUCTURED_BYTES: usize = 2 * 1024 * 1024;
+/// (2 MiB of nested quotes took 380 MiB, so 1 MiB keeps one note's parse near 200 MiB.)
+pub(crate) const MAX_STRUCTURED_BYTES: usize = 1024 * 1024;
 
 /// Where the structured part of a body that starts at `body` ends: at the last line end within
 /// [`MAX_STRUCTURED_BYTES`] (at `body` when there is none), or the end of the text.

@@ -656,7 +656,7 @@ mod tests {
         assert!(
             doc.diagnostics.iter().any(|d| d
                 .message
-                .starts_with("budget: Markdown structure is read for the first")),
+                .starts_with("budget: Markdown structure is read for")),
             "{:?}",
             doc.diagnostics
         );
