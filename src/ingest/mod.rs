@@ -396,6 +396,23 @@ impl Ingestor {
                 message: "path is not UTF-8".into(),
             });
         };
+        // The store, its log and the text index change with every write: a root holding them
+        // would sync itself for ever.
+        if let Some(data_dir) = self
+            .store
+            .path()
+            .parent()
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .filter(|d| d.starts_with(&canonical))
+        {
+            return Err(IngestError::BadRoot {
+                path: path.to_owned(),
+                message: format!(
+                    "holds brain's data directory {}; brain would index its own files",
+                    data_dir.display()
+                ),
+            });
+        }
         if let Some(outer) = self
             .roots(false)?
             .into_iter()

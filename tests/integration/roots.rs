@@ -112,6 +112,12 @@ fn a_folder_inside_a_root_is_refused_and_a_root_around_roots_folds_them_in() {
     assert!(!out.status.success());
     assert_eq!(d.call("watch.list", json!({})).unwrap()["roots"], roots);
     assert_eq!(notes(&d), 2);
+
+    // A folder holding the daemon's own data would have it index its own files for ever.
+    let err = d.call("watch.add", json!({ "path": d.dir })).unwrap_err();
+    assert_eq!(err.kind(), Some("invalid_params"), "{err}");
+    assert!(err.to_string().contains("data directory"), "{err}");
+    assert_eq!(d.call("watch.list", json!({})).unwrap()["roots"], roots);
     d.stop();
 }
 
