@@ -251,9 +251,24 @@ impl Brain {
     /// changed while the daemon was down is applied. Returns at once.
     pub fn start_watching(&self) -> Result<(), Error> {
         self.ingestor.fold_overlapping_roots()?;
-        for root in self.ingestor.roots(true)? {
-            self.worker.watch(&root.path);
-            self.worker.enqueue(root, Scope::All);
+        for root in self.ingestor.roots(false)? {
+            if root.watched {
+                self.worker.watch(&root.path);
+                self.worker.enqueue(root, Scope::All);
+                continue;
+            }
+            // A one-off ingest that a crash or a stop cut short is finished, and only it: the
+            // rest of that folder was never asked for.
+            let paths = self.ingestor.pending_files(&root)?;
+            if !paths.is_empty() {
+                self.worker.enqueue(
+                    root,
+                    Scope::Paths {
+                        paths,
+                        renames: Vec::new(),
+                    },
+                );
+            }
         }
         Ok(())
     }

@@ -70,11 +70,12 @@ pub enum IngestError {
     #[error("the ingest worker has stopped")]
     Stopped,
     #[error(
-        "{} is inside {}, which brain already {}; {} that folder instead",
+        "{} is inside {}, which brain already {}; watch that folder instead, or take it away \
+         first with `brain watch remove {}`",
         path.display(),
         root.display(),
-        if *watched { "watches" } else { "indexes" },
-        if *watched { "use" } else { "watch" }
+        if *watched { "watches" } else { "indexes (from `brain ingest`)" },
+        root.display()
     )]
     InsideRoot {
         path: PathBuf,
@@ -513,12 +514,26 @@ impl Ingestor {
             .max_by_key(|r| r.path.as_os_str().len()))
     }
 
-    /// Stops watching a root and retires everything its files said.
+    /// The files of a root that are still `pending` (a crash or a stop interrupted their
+    /// ingest), as absolute paths.
+    pub fn pending_files(&self, root: &RootInfo) -> Result<Vec<PathBuf>, IngestError> {
+        Ok(self.store.read(|c| {
+            c.prepare(
+                "SELECT rel_path FROM sources
+                 WHERE root_id = ?1 AND deleted_at IS NULL AND status = 'pending'",
+            )?
+            .query_map([root.id], |r| r.get::<_, String>(0))?
+            .map(|rel| rel.map(|rel| walk::abs_path(&root.path, &rel)))
+            .collect::<Result<Vec<_>, rusqlite::Error>>()
+        })?)
+    }
+
+    /// Stops watching a root (or forgets a folder `brain ingest` made one) and retires
+    /// everything its files said.
     pub fn remove_root(&self, path: &Path) -> Result<RootInfo, IngestError> {
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let root = self
             .root_by_path(&canonical)?
-            .filter(|r| r.watched)
             .ok_or_else(|| IngestError::NoSuchWatch(path.to_owned()))?;
         let now = clock::now();
         let ctx = Ctx::new(&now, &self.user, root.id);

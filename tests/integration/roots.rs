@@ -325,3 +325,56 @@ fn a_panic_in_the_ingest_worker_is_reported_and_the_worker_starts_again_and_fini
     });
     d.stop();
 }
+
+#[test]
+fn a_folder_made_a_root_by_a_one_off_ingest_can_be_removed_and_its_cut_short_ingest_finishes() {
+    let (temp, data, socket) = temp_layout();
+    let base = std::fs::canonicalize(temp.path()).unwrap();
+    let dl = base.join("dl");
+    for i in 0..20 {
+        write(
+            &dl.join(format!("n{i:02}.md")),
+            &format!("note {i} about kiwis\n"),
+        );
+    }
+    write(&dl.join("bad.md"), "the file in flight at the crash\n");
+    write(&dl.join("sub/keep.md"), "a note in a subfolder\n");
+
+    // The ingest is cut short by a crash while bad.md is in flight.
+    let failpoint = [("BRAIN_FAILPOINT", "ingest_file:bad.md")];
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &failpoint);
+    d.wait_ready();
+    assert!(d.call("ingest.path", json!({ "path": dl })).is_err());
+    assert!(!d.wait_exit().success(), "{}", d.log());
+
+    // The next start finishes what was asked, though nobody watches the folder.
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    wait_until("the cut-short ingest to finish", || {
+        let s = status(&d);
+        s["counts"]["sources"]["pending"].is_null()
+            && s["counts"]["sources"]["indexed"].as_i64() == Some(22)
+    });
+    wait_until("its notes to be searchable", || {
+        hits(&d, "kiwis").len() == 10
+    });
+
+    // The folder is a root now; a folder inside it cannot be watched on its own until the
+    // user takes it away, as the refusal says.
+    let err = d
+        .call("watch.add", json!({ "path": dl.join("sub") }))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("brain watch remove {}", dl.display())),
+        "{err}"
+    );
+    d.call("watch.remove", json!({ "path": dl })).unwrap();
+    d.call("watch.add", json!({ "path": dl.join("sub") }))
+        .unwrap();
+    wait_node(&d, &dl.join("sub/keep.md"));
+    wait_until("the rest of the folder to be retired", || {
+        hits(&d, "kiwis").is_empty()
+    });
+    d.stop();
+}
