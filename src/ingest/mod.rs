@@ -294,6 +294,8 @@ pub enum SkipReason {
     Ignored,
     /// A symlink, to a file or a folder, whose target is outside the root.
     SymlinkLeavesRoot,
+    /// A symlink to a folder inside the root, whose files are indexed at their real paths.
+    SymlinkedFolder,
     /// A FIFO, socket or device, never opened.
     NotARegularFile,
     TooLarge,
@@ -306,6 +308,7 @@ impl SkipReason {
         match self {
             SkipReason::Ignored => "ignored",
             SkipReason::SymlinkLeavesRoot => "symlink leaves the root",
+            SkipReason::SymlinkedFolder => "symlinked_folder",
             SkipReason::NotARegularFile => "not_a_regular_file",
             SkipReason::TooLarge => "too_large",
             SkipReason::Binary => "binary",
@@ -531,10 +534,16 @@ impl Ingestor {
     /// Stops watching a root (or forgets a folder `brain ingest` made one) and retires
     /// everything its files said.
     pub fn remove_root(&self, path: &Path) -> Result<RootInfo, IngestError> {
-        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-        let root = self
-            .root_by_path(&canonical)?
-            .ok_or_else(|| IngestError::NoSuchWatch(path.to_owned()))?;
+        // The path as given first: a root's folder may now be a symlink to another root's,
+        // and removing the one must not resolve to the other.
+        let root = match self.root_by_path(path)? {
+            Some(root) => root,
+            None => {
+                let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+                self.root_by_path(&canonical)?
+                    .ok_or_else(|| IngestError::NoSuchWatch(path.to_owned()))?
+            }
+        };
         let now = clock::now();
         let ctx = Ctx::new(&now, &self.user, root.id);
         write_with(&self.store, &ctx, Checks::Store, |tx| {
@@ -586,7 +595,7 @@ impl Ingestor {
     ) -> Result<SyncReport, IngestError> {
         // A root that is gone (moved away, an unmounted drive) must not read as every file
         // deleted: its notes stay as they are until it is back.
-        if !root.path.is_dir() {
+        if !walk::root_present(&root.path) {
             return Err(IngestError::RootMissing(root.path.clone()));
         }
         let started = Instant::now();
@@ -638,6 +647,15 @@ impl Ingestor {
                         rel,
                         status: SourceStatus::Skipped,
                         reason: reason.into(),
+                    });
+                }
+                Found::LinkedFolder { rel } => {
+                    let id = sources.remove(&rel).map(|s| s.id);
+                    marks.push(Mark {
+                        source_id: id,
+                        rel,
+                        status: SourceStatus::Skipped,
+                        reason: SkipReason::SymlinkedFolder.as_str().into(),
                     });
                 }
                 Found::NotRegular { rel } => {

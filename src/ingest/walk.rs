@@ -28,6 +28,11 @@ pub enum Found {
     OutsideRoot {
         rel: String,
     },
+    /// A symlink to a folder inside the root: not followed, since the folder's files are
+    /// indexed at their real paths (following it would index each of them twice).
+    LinkedFolder {
+        rel: String,
+    },
     /// A FIFO, socket or device: never opened.
     NotRegular {
         rel: String,
@@ -46,6 +51,7 @@ impl Found {
             Found::File(d) => &d.rel,
             Found::Ignored { rel }
             | Found::OutsideRoot { rel }
+            | Found::LinkedFolder { rel }
             | Found::NotRegular { rel }
             | Found::Error { rel, .. } => rel,
         }
@@ -228,6 +234,13 @@ pub fn stat(abs: &Path) -> std::io::Result<(u64, i64, bool)> {
     Ok((meta.len(), mtime_ns, meta.file_type().is_file()))
 }
 
+/// Whether a root's folder is there as itself: roots are stored canonical, so one replaced by
+/// a symlink (to another root, say) or reached through one now reads as missing, not as a
+/// second path to the same files.
+pub fn root_present(root: &Path) -> bool {
+    root.is_dir() && std::fs::canonicalize(root).is_ok_and(|c| c == root)
+}
+
 /// Everything under `start` (the root or a folder inside it), in a stable order.
 pub fn walk(root: &Path, canonical_root: &Path, rules: &Rules, start: &Path) -> Vec<Found> {
     let mut out = Vec::new();
@@ -236,19 +249,24 @@ pub fn walk(root: &Path, canonical_root: &Path, rules: &Rules, start: &Path) -> 
         && let Some(rel) = rel_path(root, start)
         && std::fs::symlink_metadata(start).is_ok_and(|m| m.file_type().is_symlink())
         && let Ok(target) = std::fs::canonicalize(start)
-        && !target.starts_with(canonical_root)
+        && (!target.starts_with(canonical_root) || target.is_dir())
     {
         let hidden = start
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if !hidden && !rules.is_ignored(start, target.is_dir()) {
-            out.push(Found::OutsideRoot { rel });
+            out.push(if target.starts_with(canonical_root) {
+                Found::LinkedFolder { rel }
+            } else {
+                Found::OutsideRoot { rel }
+            });
         }
         return out;
     }
-    // Symlinked folders leaving the root, noticed by the entry filter (which decides what is
-    // descended into, and can only answer yes or no) and reported in walk order.
-    let outside: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+    // Symlinked folders (and whether they leave the root), noticed by the entry filter (which
+    // decides what is descended into, and can only answer yes or no) and reported in walk
+    // order. None is followed: one inside the root would index its files twice.
+    let outside: Arc<Mutex<Vec<(PathBuf, bool)>>> = Arc::default();
     let walker = ignore::WalkBuilder::new(start)
         .standard_filters(false)
         .follow_links(true)
@@ -263,14 +281,13 @@ pub fn walk(root: &Path, canonical_root: &Path, rules: &Rules, start: &Path) -> 
                 if !is_dir {
                     return true;
                 }
-                if e.path_is_symlink()
-                    && std::fs::canonicalize(e.path())
-                        .is_ok_and(|target| !target.starts_with(&canonical_root))
-                {
+                if e.depth() > 0 && e.path_is_symlink() {
+                    let leaves = std::fs::canonicalize(e.path())
+                        .map_or(true, |target| !target.starts_with(&canonical_root));
                     outside
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(e.path().to_owned());
+                        .push((e.path().to_owned(), leaves));
                     return false;
                 }
                 e.depth() == 0 || !rules.is_ignored(e.path(), true)
@@ -279,11 +296,15 @@ pub fn walk(root: &Path, canonical_root: &Path, rules: &Rules, start: &Path) -> 
         .build();
     let take_outside = |out: &mut Vec<Found>| {
         let mut dirs = outside.lock().unwrap_or_else(|p| p.into_inner());
-        for dir in dirs.drain(..) {
+        for (dir, leaves) in dirs.drain(..) {
             if let Some(rel) = rel_path(root, &dir)
                 && !rules.is_ignored(&dir, true)
             {
-                out.push(Found::OutsideRoot { rel });
+                out.push(if leaves {
+                    Found::OutsideRoot { rel }
+                } else {
+                    Found::LinkedFolder { rel }
+                });
             }
         }
     };
@@ -419,6 +440,7 @@ mod tests {
                 Found::File(d) => format!("file {} {}", d.rel, d.size),
                 Found::Ignored { rel } => format!("ignored {rel}"),
                 Found::OutsideRoot { rel } => format!("outside {rel}"),
+                Found::LinkedFolder { rel } => format!("linked folder {rel}"),
                 Found::NotRegular { rel } => format!("not regular {rel}"),
                 Found::Error { rel, .. } => format!("error {rel}"),
             })
@@ -429,8 +451,8 @@ mod tests {
                 "file a.md 1",
                 "ignored a.md.swp",
                 "error broken.md",
-                "file inside-dir/b.md 2",
-                "error inside-dir/loop",
+                // Not followed: sub/b.md is indexed where it is.
+                "linked folder inside-dir",
                 "file link-in.md 2",
                 "outside link-out.md",
                 "outside outside-dir",
@@ -445,6 +467,13 @@ mod tests {
             alone,
             [Found::OutsideRoot {
                 rel: "outside-dir".into()
+            }]
+        );
+        let alone = walk(&root, &canonical, &rules, &root.join("inside-dir"));
+        assert_eq!(
+            alone,
+            [Found::LinkedFolder {
+                rel: "inside-dir".into()
             }]
         );
     }

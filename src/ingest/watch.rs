@@ -184,7 +184,7 @@ impl Shared {
         let mut back = Vec::new();
         let mut i = 0;
         while i < paths.missing.len() {
-            if paths.missing[i].0.is_dir() {
+            if super::walk::root_present(&paths.missing[i].0) {
                 let (root, ancestor) = paths.missing.remove(i);
                 release_ancestor(&mut paths, &mut watcher, ancestor);
                 back.push(root);

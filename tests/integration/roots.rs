@@ -378,3 +378,62 @@ fn a_folder_made_a_root_by_a_one_off_ingest_can_be_removed_and_its_cut_short_ing
     });
     d.stop();
 }
+
+#[test]
+fn symlinks_never_make_a_second_path_to_the_same_notes() {
+    let d = Daemon::start();
+    let base = std::fs::canonicalize(&d.dir).unwrap();
+    let (a, b) = (base.join("A"), base.join("B"));
+    write(&a.join("a1.md"), "the first aardvark\n");
+    write(&a.join("real/x.md"), "the xylophone note\n");
+    std::os::unix::fs::symlink(a.join("real"), a.join("link")).unwrap();
+    write(&b.join("b1.md"), "the first bison\n");
+    d.call("watch.add", json!({ "path": a })).unwrap();
+    d.call("watch.add", json!({ "path": b })).unwrap();
+    wait_node(&d, &a.join("a1.md"));
+    wait_node(&d, &b.join("b1.md"));
+
+    // A symlinked folder inside a root is not followed: its files are indexed where they are.
+    wait_until("x.md to be found once, at its real path", || {
+        hits(&d, "xylophone") == [a.join("real/x.md").display().to_string()]
+    });
+    let skipped = d
+        .call("source.list", json!({ "status": "skipped" }))
+        .unwrap();
+    assert!(
+        skipped["sources"].as_array().unwrap().iter().any(|s| {
+            s["path"] == a.join("link").display().to_string() && s["reason"] == "symlinked_folder"
+        }),
+        "{skipped}"
+    );
+
+    // A root replaced by a link to another root stays missing: no second copy of A.
+    std::fs::rename(&b, base.join("B.old")).unwrap();
+    wait_until("B to be missing", || {
+        status(&d)["watcher"]["missing"] == json!([b.display().to_string()])
+    });
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    write(&a.join("a2.md"), "the second aardvark\n");
+    wait_node(&d, &a.join("a2.md"));
+    let s = status(&d);
+    assert_eq!(
+        s["watcher"]["missing"],
+        json!([b.display().to_string()]),
+        "{s}"
+    );
+    assert!(node(&d, &b.join("a2.md")).is_none());
+    wait_until("A's notes to be found once each", || {
+        let mut found = hits(&d, "aardvark");
+        found.sort();
+        found
+            == [
+                a.join("a1.md").display().to_string(),
+                a.join("a2.md").display().to_string(),
+            ]
+    });
+    // Taking B away leaves A watched.
+    d.call("watch.remove", json!({ "path": b })).unwrap();
+    write(&a.join("a3.md"), "the third aardvark\n");
+    wait_node(&d, &a.join("a3.md"));
+    d.stop();
+}
