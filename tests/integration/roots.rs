@@ -1,5 +1,6 @@
 //! The watched set through the real daemon: roots never overlap, a root that goes missing is
-//! reported and kept, and a sync that fails for lack of space is reported and retried.
+//! reported and kept, a sync that fails for lack of space is reported and retried, and a
+//! folder that cannot be watched leaves the rest of its root watched.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -393,6 +394,32 @@ fn as_daemon_user(
     })
 }
 
+/// `brain ARGS` as the daemon's user; its standard output.
+fn cli_as_daemon_user(d: &Daemon, args: &[&str]) -> String {
+    let probe = brain_cmd(&d.data_dir, &d.socket);
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            BIN,
+        ]);
+        cmd
+    } else {
+        Command::new(BIN)
+    };
+    for (k, v) in probe.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.args(args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -426,6 +453,11 @@ fn a_folder_that_cannot_be_watched_leaves_the_rest_of_its_root_watched() {
     assert_eq!(w["unwatched"], json!([secret]), "{s}");
     assert_eq!(w["unwatched_count"], 1, "{s}");
     assert_eq!(w["error"], Value::Null, "{s}");
+    let out = cli_as_daemon_user(&d, &["status"]);
+    assert!(
+        out.contains(&format!("unwatched: {}", secret.display())) && out.contains("watching"),
+        "{out}"
+    );
 
     // The rest of the root is watched: a folder there before, and one made after the watch.
     write(&vault.join("b/new.md"), "# New\n\nNectarines.\n");
