@@ -746,6 +746,15 @@ fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
     for m in &s.watcher.missing {
         println!("          missing: {m} (its notes are kept until it is back)");
     }
+    for u in &s.watcher.unwatched {
+        println!("          unwatched: {u} (cannot be watched; changes there are seen on restart)");
+    }
+    if s.watcher.unwatched_count > s.watcher.unwatched.len() {
+        println!(
+            "          unwatched: {} more folders",
+            s.watcher.unwatched_count - s.watcher.unwatched.len()
+        );
+    }
     if let Some(e) = &s.watcher.error {
         println!("          error: {e}");
     }

@@ -13,6 +13,12 @@
 //! root are dropped in the watcher's own thread, so the worker stays asleep), and when the root
 //! is back it is watched again and reconciled. A sync that fails for lack of space is reported
 //! and retried with backoff until it succeeds.
+//!
+//! A recursive watch is all or nothing: one folder that cannot be watched (no permission, gone
+//! mid-walk, out of inotify watches) fails it whole. Such a root is then watched folder by
+//! folder instead; the folders that could not be watched are reported, a folder created (or
+//! moved in) later is watched when its event arrives, and an event on an unwatched folder (its
+//! permissions fixed, say) tries it again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +70,8 @@ pub struct WorkerState {
     pub queue_depth: usize,
     pub busy: bool,
     pub watcher_error: Option<String>,
+    /// Folders inside watched roots that could not be watched, so changes there go unseen.
+    pub unwatched: Vec<PathBuf>,
     /// Why the last sync failed, while it is being retried.
     pub sync_error: Option<String>,
 }
@@ -83,6 +91,10 @@ struct Paths {
     watching: Vec<PathBuf>,
     /// A missing root and the ancestor watched (non-recursively) until it comes back, if any.
     missing: Vec<(PathBuf, Option<PathBuf>)>,
+    /// Roots a recursive watch failed for, with the folders watched one by one under each.
+    by_folder: HashMap<PathBuf, Vec<PathBuf>>,
+    /// Folders under those roots that could not be watched, with why.
+    unwatched: Vec<(PathBuf, String)>,
 }
 
 impl Paths {
@@ -99,6 +111,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// Starts watching a root's folder (idempotent); a folder not on disk is recorded missing.
+    /// When the recursive watch fails, the root is watched folder by folder
+    /// ([`Shared::watch_folders`]) and still counts as watched.
     fn watch(&self, path: &Path) {
         if !path.is_dir() {
             self.mark_missing(path);
@@ -109,12 +123,19 @@ impl Shared {
             return;
         }
         let mut watcher = lock(&self.watcher);
-        if let Some(w) = watcher.as_mut()
-            && let Err(e) = w.watch(path, RecursiveMode::Recursive)
-        {
-            warn!(path = %path.display(), error = %e, "cannot watch");
-            *lock(&self.watcher_error) = Some(e.to_string());
+        let Some(w) = watcher.as_mut() else {
+            // No watcher at all: `watcher_error` says so already.
+            paths.watching.push(path.to_owned());
             return;
+        };
+        // Left from an earlier time this root was watched (before it went missing, say).
+        forget_folders(&mut paths, w, path);
+        if let Err(e) = w.watch(path, RecursiveMode::Recursive) {
+            warn!(path = %path.display(), error = %e, "cannot watch the whole root; watching it folder by folder");
+            // What the failed recursive watch added before it stopped.
+            let _ = w.unwatch(path);
+            paths.by_folder.insert(path.to_owned(), Vec::new());
+            watch_folders(&mut paths, w, path, path);
         }
         paths.watching.push(path.to_owned());
     }
@@ -126,6 +147,7 @@ impl Shared {
             paths.watching.remove(pos);
             if let Some(w) = watcher.as_mut() {
                 let _ = w.unwatch(path);
+                forget_folders(&mut paths, w, path);
             }
         }
         if let Some(pos) = paths.missing.iter().position(|(m, _)| m == path) {
@@ -134,6 +156,33 @@ impl Shared {
         }
     }
 
+    /// Watches the folders a batch of events names under roots watched folder by folder: new
+    /// ones (created or moved in) and ones that could not be watched before. Runs before the
+    /// batch is synced, so what a new folder holds is found by that sync.
+    fn watch_new_folders(&self, events: &[notify::Event]) {
+        let mut paths = lock(&self.paths);
+        if paths.by_folder.is_empty() {
+            return;
+        }
+        let mut watcher = lock(&self.watcher);
+        let Some(w) = watcher.as_mut() else {
+            return;
+        };
+        // A folder removed since is no longer a blind spot.
+        paths.unwatched.retain(|(u, _)| u.is_dir());
+        for p in events.iter().flat_map(|ev| &ev.paths) {
+            let Some(root) = paths.by_folder.keys().find(|r| p.starts_with(r)).cloned() else {
+                continue;
+            };
+            // Watched again even if it was before: a folder removed and made anew has lost its
+            // watch, and watching a watched folder again changes nothing.
+            let rel = p.strip_prefix(&root).unwrap_or(p);
+            if hidden(rel) || !p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            watch_folders(&mut paths, w, &root, p);
+        }
+    }
     /// Records a root as missing: its watches go, and its nearest existing ancestor is watched
     /// so its return is noticed without polling.
     fn mark_missing(&self, root: &Path) {
@@ -198,6 +247,51 @@ impl Shared {
     fn set_sync_error(&self, e: Option<String>) {
         *lock(&self.sync_error) = e;
     }
+}
+
+/// Watches `top` and every folder below it (hidden ones aside: their events are dropped) one
+/// by one, for `root`. A folder that cannot be watched is recorded in `unwatched`, and so is
+/// one that cannot be listed; one that can is taken off that list.
+fn watch_folders(paths: &mut Paths, w: &mut RecommendedWatcher, root: &Path, top: &Path) {
+    let mut stack = vec![top.to_owned()];
+    while let Some(dir) = stack.pop() {
+        paths.unwatched.retain(|(u, _)| *u != dir);
+        if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
+            warn!(path = %dir.display(), error = %e, "cannot watch folder; changes in it go unseen");
+            paths.unwatched.push((dir, e.to_string()));
+            continue;
+        }
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                warn!(path = %dir.display(), error = %e, "cannot list folder; its subfolders go unwatched");
+                paths.unwatched.push((dir.clone(), e.to_string()));
+                let folders = paths.by_folder.entry(root.to_owned()).or_default();
+                if !folders.contains(&dir) {
+                    folders.push(dir);
+                }
+                continue;
+            }
+        };
+        for e in entries.flatten() {
+            let hidden = e.file_name().to_str().is_some_and(|n| n.starts_with('.'));
+            if !hidden && e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+        let folders = paths.by_folder.entry(root.to_owned()).or_default();
+        if !folders.contains(&dir) {
+            folders.push(dir);
+        }
+    }
+}
+
+/// Drops the folder-by-folder watches of `root`, if it had any, and what was unwatched in it.
+fn forget_folders(paths: &mut Paths, w: &mut RecommendedWatcher, root: &Path) {
+    for f in paths.by_folder.remove(root).unwrap_or_default() {
+        let _ = w.unwatch(&f);
+    }
+    paths.unwatched.retain(|(u, _)| !u.starts_with(root));
 }
 
 /// Stops watching a missing root's ancestor unless another missing root still needs it.
@@ -358,6 +452,7 @@ impl Worker {
             queue_depth: self.queued.load(Ordering::Relaxed),
             busy: self.busy.load(Ordering::Relaxed),
             watcher_error: lock(&self.shared.watcher_error).clone(),
+            unwatched: paths.unwatched.iter().map(|(u, _)| u.clone()).collect(),
             sync_error: lock(&self.shared.sync_error).clone(),
         }
     }
@@ -617,6 +712,7 @@ fn run(
                     }
                 }
                 runner.bring_back_returned();
+                runner.shared.watch_new_folders(&events);
                 apply_events(&mut runner, events);
             }
         }

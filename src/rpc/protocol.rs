@@ -165,6 +165,10 @@ pub struct SearchStatusWire {
     pub last_damage: Option<String>,
 }
 
+/// Unwatched folders listed in `daemon.status`: out of inotify watches, every folder past the
+/// limit fails, and a status answer must stay small.
+pub const UNWATCHED_LISTED: usize = 50;
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WatcherWire {
     /// `watching`, `idle` (no roots), `unavailable` (the OS refused a watch), `retrying` (a sync
@@ -173,6 +177,13 @@ pub struct WatcherWire {
     pub roots: Vec<String>,
     /// Watched roots not on disk now; their notes are kept as last seen.
     pub missing: Vec<String>,
+    /// Folders inside watched roots that could not be watched (no permission, out of inotify
+    /// watches): changes there are seen only on the next full sync. At most
+    /// [`UNWATCHED_LISTED`]; `unwatched_count` says how many there are.
+    #[serde(default)]
+    pub unwatched: Vec<String>,
+    #[serde(default)]
+    pub unwatched_count: usize,
     pub queue_depth: usize,
     pub busy: bool,
     /// Why the watcher is unavailable, or why syncs are failing (and being retried).
@@ -222,6 +233,14 @@ impl From<Status> for StatusWire {
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect(),
+                unwatched: s
+                    .worker
+                    .unwatched
+                    .iter()
+                    .take(UNWATCHED_LISTED)
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                unwatched_count: s.worker.unwatched.len(),
                 queue_depth: s.worker.queue_depth,
                 busy: s.worker.busy,
                 error: s.worker.watcher_error.or(s.worker.sync_error),

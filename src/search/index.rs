@@ -172,6 +172,10 @@ impl TextIndex {
     /// ([`move_aside`]) and replaced by an empty one; only an empty index that cannot be
     /// created is an error.
     pub fn open(dir: &Path, store_id: &str) -> Result<(TextIndex, Opened), IndexError> {
+        // Something else in the index's place (a file, say) is damage like any other.
+        if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            return TextIndex::replace_damaged(dir, "index path is not a folder");
+        }
         std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
             path: dir.to_owned(),
             source,
@@ -737,18 +741,35 @@ pub fn move_aside(dir: &Path) -> Result<Option<PathBuf>, IndexError> {
     if let Ok(entries) = std::fs::read_dir(parent) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_dir_all(e.path());
+                let _ = remove_any(&e.path());
             }
         }
+    }
+    // Removed from under the daemon: there is nothing to keep.
+    if dir.symlink_metadata().is_err() {
+        return Ok(None);
     }
     let aside = parent.join(format!("{prefix}{}", crate::clock::file_stamp()));
     match std::fs::rename(dir, &aside) {
         Ok(()) => Ok(Some(aside)),
         Err(_) => {
             // Cannot keep it (another file system, say): it must go either way.
-            remove_dir(dir)?;
+            remove_any(dir).map_err(|source| IndexError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
             Ok(None)
         }
+    }
+}
+
+/// Removes a folder with its contents, or a file or link standing where a folder should be.
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    match p.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

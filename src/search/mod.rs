@@ -897,7 +897,9 @@ impl Search {
     }
 
     /// A writer error that says the index on disk is damaged (not merely a full disk) is
-    /// reported, so the index is moved aside and rebuilt rather than retried for ever.
+    /// reported, so the index is moved aside and rebuilt rather than retried for ever. An
+    /// index folder removed or replaced under the daemon is damage whatever tantivy said
+    /// (a lock file it cannot create, a segment it cannot write).
     fn damage_from_writer(&self, e: &IndexError) {
         use tantivy::TantivyError as T;
         let damaged = matches!(
@@ -907,8 +909,14 @@ impl Search {
                     T::DataCorruption(_) | T::OpenReadError(_) | T::IncompatibleIndex(_)
                 )
         );
-        if damaged {
-            *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        let gone = !self.dir.join("meta.json").is_file();
+        if damaged || gone {
+            let reason = if gone && !damaged {
+                format!("index folder gone or replaced ({e})")
+            } else {
+                e.to_string()
+            };
+            *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         }
     }
 

@@ -1,7 +1,8 @@
 //! Search under hostile requests and faults, through the real daemon: queries over their
 //! budgets are refused naming the limit and its setting, a query out of time is answered with
 //! `query_timeout`, a text index damaged on disk (before start or while running) is moved aside
-//! and rebuilt with no user action, and a panicking index worker is restarted and reported.
+//! and rebuilt with no user action (so is an index folder removed while running, or a file in
+//! its place at start), and a panicking index worker is restarted and reported.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -345,6 +346,54 @@ fn an_index_damaged_while_the_daemon_runs_is_rebuilt_without_help() {
     let r = d.call("search.reindex", json!({})).unwrap();
     assert!(r["chunks"].as_u64().unwrap() >= 4, "{r}");
     assert!(finds_everything(&d));
+    d.stop();
+}
+
+#[test]
+fn an_index_folder_removed_while_the_daemon_runs_is_rebuilt_without_help() {
+    let (temp, data, socket) = temp_layout();
+    let v = vault(temp.path());
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    d.call("ingest.path", json!({ "path": v })).unwrap();
+    wait_until("the index to catch up", || index_caught_up(&d));
+    std::fs::remove_dir_all(data.join("index")).unwrap();
+
+    // An edit after the removal: the failed write is taken for damage, not retried for ever.
+    write(
+        &v.join("Roses.md"),
+        "# Roses
+
+Roses like pruning in late winter, and marigolds beside them.
+",
+    );
+    d.call("ingest.path", json!({ "path": v })).unwrap();
+    answers_status(&d);
+    wait_until("the edit to be searchable", || {
+        bm25(&d, "marigolds").is_ok_and(|r| titles(&r) == ["Roses"] && r["warnings"] == json!([]))
+    });
+    wait_until("every note to be found again", || finds_everything(&d));
+    let s = answers_status(&d);
+    assert!(s["search"]["last_damage"].is_string(), "{s}");
+    assert!(data.join("index").join("meta.json").is_file());
+    d.stop();
+}
+
+#[test]
+fn a_file_in_place_of_the_index_folder_is_moved_aside_at_start() {
+    let (temp, data, socket) = temp_layout();
+    let v = vault(temp.path());
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("index"), "not an index").unwrap();
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    answers_status(&d);
+    d.call("ingest.path", json!({ "path": v })).unwrap();
+    wait_until("search to work", || finds_everything(&d));
+    assert!(data.join("index").is_dir());
+    assert_eq!(broken_copies(&data), 1, "the file is kept aside");
+    let s = answers_status(&d);
+    assert!(s["search"]["last_damage"].is_string(), "{s}");
     d.stop();
 }
 

@@ -1,5 +1,6 @@
 //! The watched set through the real daemon: roots never overlap, a root that goes missing is
-//! reported and kept, and a sync that fails for lack of space is reported and retried.
+//! reported and kept, a sync that fails for lack of space is reported and retried, and a
+//! folder that cannot be watched leaves the rest of its root watched.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -435,5 +436,165 @@ fn symlinks_never_make_a_second_path_to_the_same_notes() {
     d.call("watch.remove", json!({ "path": b })).unwrap();
     write(&a.join("a3.md"), "the third aardvark\n");
     wait_node(&d, &a.join("a3.md"));
+    d.stop();
+}
+
+/// The user a daemon without privileges runs as, when the tests run as root.
+const NOBODY: u32 = 65534;
+
+/// The daemon as a user without privileges: as root (who reads any folder whatever its mode)
+/// it runs under `setpriv` as [`NOBODY`], and everything under `dir` is handed to that user.
+fn daemon_without_privileges(dir: &Path, data: &Path, socket: &Path) -> Daemon {
+    std::fs::create_dir_all(data).unwrap();
+    let probe = brain_cmd(data, socket);
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let chown = Command::new("chown")
+            .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            BIN,
+            "daemon",
+        ]);
+        cmd
+    } else {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("daemon");
+        cmd
+    };
+    for (k, v) in probe.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let stderr = dir.join("daemon-unprivileged.log");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn the daemon");
+    let d = Daemon::adopt(child, dir, data, socket, stderr);
+    wait_until("the daemon to answer", || {
+        as_daemon_user(&d, "daemon.status", json!({})).is_ok()
+    });
+    d
+}
+
+/// A call made as the daemon's user (the daemon refuses peers of another user): as root, from
+/// a thread that takes that user's ids, which a thread can do alone on Linux.
+fn as_daemon_user(
+    d: &Daemon,
+    method: &str,
+    params: Value,
+) -> Result<Value, brain::rpc::client::ClientError> {
+    let call =
+        || brain::rpc::client::Client::connect(&d.socket).and_then(|mut c| c.call(method, params));
+    if !rustix::process::geteuid().is_root() {
+        return call();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rustix::thread::set_thread_groups(&[]).unwrap();
+            rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(NOBODY)).unwrap();
+            rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(NOBODY)).unwrap();
+            call()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// `brain ARGS` as the daemon's user; its standard output.
+fn cli_as_daemon_user(d: &Daemon, args: &[&str]) -> String {
+    let probe = brain_cmd(&d.data_dir, &d.socket);
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            BIN,
+        ]);
+        cmd
+    } else {
+        Command::new(BIN)
+    };
+    for (k, v) in probe.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.args(args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_folder_that_cannot_be_watched_leaves_the_rest_of_its_root_watched() {
+    let (temp, data, socket) = temp_layout();
+    set_mode(temp.path(), 0o755);
+    let vault = std::fs::canonicalize(temp.path()).unwrap().join("vault");
+    write(&vault.join("a/a1.md"), "# A1\n\nApricots.\n");
+    write(&vault.join("secret/s1.md"), "# S1\n\nSaffron.\n");
+    std::fs::create_dir_all(vault.join("b")).unwrap();
+    let d = daemon_without_privileges(temp.path(), &data, &socket);
+    let secret = vault.join("secret");
+    set_mode(&secret, 0o000);
+    let call = |m: &str, p: Value| as_daemon_user(&d, m, p);
+    let status = || call("daemon.status", json!({})).unwrap();
+    let wait_note = |p: PathBuf| {
+        wait_until(&format!("node for {}", p.display()), || {
+            call("node.get", json!({ "path": p })).is_ok()
+        })
+    };
+
+    call("watch.add", json!({ "path": vault })).unwrap();
+    wait_note(vault.join("a/a1.md"));
+    let s = status();
+    let w = &s["watcher"];
+    assert_eq!(w["state"], "watching", "{s}");
+    assert_eq!(w["roots"], json!([vault]), "{s}");
+    assert_eq!(w["unwatched"], json!([secret]), "{s}");
+    assert_eq!(w["unwatched_count"], 1, "{s}");
+    assert_eq!(w["error"], Value::Null, "{s}");
+    let out = cli_as_daemon_user(&d, &["status"]);
+    assert!(
+        out.contains(&format!("unwatched: {}", secret.display())) && out.contains("watching"),
+        "{out}"
+    );
+
+    // The rest of the root is watched: a folder there before, and one made after the watch.
+    write(&vault.join("b/new.md"), "# New\n\nNectarines.\n");
+    wait_note(vault.join("b/new.md"));
+    write(&vault.join("c/first.md"), "# First\n\nFigs.\n");
+    wait_note(vault.join("c/first.md"));
+    write(&vault.join("c/second.md"), "# Second\n\nSloes.\n");
+    wait_note(vault.join("c/second.md"));
+
+    // Readable again: the folder is watched and what it holds is indexed.
+    set_mode(&secret, 0o755);
+    wait_note(secret.join("s1.md"));
+    wait_until("no folder left unwatched", || {
+        status()["watcher"]["unwatched_count"] == 0
+    });
+    write(&secret.join("s2.md"), "# S2\n\nSorrel.\n");
+    wait_note(secret.join("s2.md"));
+    let s = status();
+    assert_eq!(s["counts"]["nodes"]["note"], 6, "{s}");
+    assert_eq!(s["watcher"]["state"], "watching", "{s}");
     d.stop();
 }
