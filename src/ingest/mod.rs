@@ -617,7 +617,7 @@ impl Ingestor {
         let mut to_read: Vec<(Option<SourceRow>, DiskFile)> = Vec::new();
         for f in found {
             report.seen += 1;
-            match f {
+            let (rel, status, reason) = match f {
                 Found::File(file) => {
                     let existing = sources.remove(&file.rel);
                     if let Some(src) = &existing
@@ -626,58 +626,37 @@ impl Ingestor {
                         && src.settled()
                     {
                         report.unchanged += 1;
-                        continue;
+                    } else {
+                        to_read.push((existing, file));
                     }
-                    to_read.push((existing, file));
+                    continue;
                 }
-                Found::Ignored { rel } => {
-                    let id = sources.remove(&rel).map(|s| s.id);
-                    marks.push(Mark {
-                        source_id: id,
-                        rel,
-                        status: SourceStatus::Skipped,
-                        reason: SkipReason::Ignored.as_str().into(),
-                    });
-                }
+                Found::Ignored { rel } => (rel, SourceStatus::Skipped, SkipReason::Ignored),
                 Found::OutsideRoot { rel } => {
-                    let id = sources.remove(&rel).map(|s| s.id);
-                    let reason = SkipReason::SymlinkLeavesRoot.as_str();
-                    marks.push(Mark {
-                        source_id: id,
-                        rel,
-                        status: SourceStatus::Skipped,
-                        reason: reason.into(),
-                    });
+                    (rel, SourceStatus::Skipped, SkipReason::SymlinkLeavesRoot)
                 }
                 Found::LinkedFolder { rel } => {
-                    let id = sources.remove(&rel).map(|s| s.id);
-                    marks.push(Mark {
-                        source_id: id,
-                        rel,
-                        status: SourceStatus::Skipped,
-                        reason: SkipReason::SymlinkedFolder.as_str().into(),
-                    });
+                    (rel, SourceStatus::Skipped, SkipReason::SymlinkedFolder)
                 }
                 Found::NotRegular { rel } => {
-                    let id = sources.remove(&rel).map(|s| s.id);
-                    let reason = SkipReason::NotARegularFile.as_str();
-                    marks.push(Mark {
-                        source_id: id,
-                        rel,
-                        status: SourceStatus::Skipped,
-                        reason: reason.into(),
-                    });
+                    (rel, SourceStatus::Skipped, SkipReason::NotARegularFile)
                 }
                 Found::Error { rel, message } => {
-                    let id = sources.remove(&rel).map(|s| s.id);
                     marks.push(Mark {
-                        source_id: id,
+                        source_id: sources.remove(&rel).map(|s| s.id),
                         rel,
                         status: SourceStatus::Failed,
                         reason: message,
                     });
+                    continue;
                 }
-            }
+            };
+            marks.push(Mark {
+                source_id: sources.remove(&rel).map(|s| s.id),
+                rel,
+                status,
+                reason: reason.as_str().into(),
+            });
         }
         let read: Vec<(Option<SourceRow>, Job)> = to_read
             .into_par_iter()
