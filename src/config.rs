@@ -311,6 +311,16 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
             message: format!("must be at most {MAX_RETIRED_TEXT_DAYS}"),
         });
     }
+    let max_connections = file
+        .daemon
+        .max_connections
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(ConfigError::Invalid {
+            name: "daemon.max_connections",
+            message: "must be at least 1".into(),
+        });
+    }
     Ok(Config {
         retired_text_retention: Duration::from_secs(retired_text_days * 24 * 60 * 60),
         search_model: file.search.model.clone(),
@@ -326,11 +336,7 @@ pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
             .ingest
             .max_file_bytes
             .unwrap_or(crate::ingest::DEFAULT_MAX_FILE_BYTES),
-        max_connections: file
-            .daemon
-            .max_connections
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS)
-            .max(1),
+        max_connections,
         idle_timeout: Duration::from_secs(idle_timeout_secs),
         request_timeout: Duration::from_secs(request_timeout_secs),
         max_blocking_requests,
@@ -471,6 +477,8 @@ mod tests {
         assert!(e.to_string().contains("user.email"), "{e}");
         let e = with_file("[search]\nmax_query_terms = 0").unwrap_err();
         assert!(e.to_string().contains("search.max_query_terms"), "{e}");
+        let e = with_file("[daemon]\nmax_connections = 0").unwrap_err();
+        assert!(e.to_string().contains("daemon.max_connections"), "{e}");
         let e = resolve(&Overrides {
             config: Some("/nonexistent/brain.toml".into()),
             ..Overrides::default()
