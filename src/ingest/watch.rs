@@ -81,6 +81,11 @@ pub struct WorkerState {
 struct Shared {
     watcher: Mutex<Option<RecommendedWatcher>>,
     paths: Mutex<Paths>,
+    /// What the watcher's callback reads to drop foreign events: a copy of `paths`' roots,
+    /// published after each change. The callback runs on notify's event thread, which is also
+    /// the thread that carries out `watch`/`unwatch`; those are called with `paths` held, so
+    /// the callback must never wait for `paths`, only for this lock, which is held for a copy.
+    filter: Mutex<Filter>,
     watcher_error: Mutex<Option<String>>,
     sync_error: Mutex<Option<String>>,
 }
@@ -97,11 +102,18 @@ struct Paths {
     unwatched: Vec<(PathBuf, String)>,
 }
 
-impl Paths {
+/// The roots the watcher's callback lets events through for.
+#[derive(Default)]
+struct Filter {
+    watching: Vec<PathBuf>,
+    missing: Vec<PathBuf>,
+}
+
+impl Filter {
     /// An event matters if it is under a watched root, or on the way to a missing one.
     fn concerns(&self, p: &Path) -> bool {
         self.watching.iter().any(|w| p.starts_with(w))
-            || self.missing.iter().any(|(m, _)| m.starts_with(p))
+            || self.missing.iter().any(|m| m.starts_with(p))
     }
 }
 
@@ -110,6 +122,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Copies the roots the callback filters on; called with `paths` held, after a change.
+    fn publish(&self, paths: &Paths) {
+        *lock(&self.filter) = Filter {
+            watching: paths.watching.clone(),
+            missing: paths.missing.iter().map(|(m, _)| m.clone()).collect(),
+        };
+    }
+
     /// Starts watching a root's folder (idempotent); a folder not on disk is recorded missing.
     /// When the recursive watch fails, the root is watched folder by folder
     /// ([`Shared::watch_folders`]) and still counts as watched.
@@ -126,6 +146,7 @@ impl Shared {
         let Some(w) = watcher.as_mut() else {
             // No watcher at all: `watcher_error` says so already.
             paths.watching.push(path.to_owned());
+            self.publish(&paths);
             return;
         };
         // Left from an earlier time this root was watched (before it went missing, say).
@@ -138,6 +159,7 @@ impl Shared {
             watch_folders(&mut paths, w, path, path);
         }
         paths.watching.push(path.to_owned());
+        self.publish(&paths);
     }
 
     fn unwatch(&self, path: &Path) {
@@ -154,6 +176,7 @@ impl Shared {
             let (_, ancestor) = paths.missing.remove(pos);
             release_ancestor(&mut paths, &mut watcher, ancestor);
         }
+        self.publish(&paths);
     }
 
     /// Watches the folders a batch of events names under roots watched folder by folder: new
@@ -224,6 +247,7 @@ impl Shared {
         };
         warn!(root = %root.display(), "watched root is missing; its notes are kept until it is back");
         paths.missing.push((root.to_owned(), ancestor));
+        self.publish(&paths);
     }
 
     /// Missing roots that are back on disk, no longer recorded missing.
@@ -241,6 +265,7 @@ impl Shared {
                 i += 1;
             }
         }
+        self.publish(&paths);
         back
     }
 
@@ -339,7 +364,7 @@ impl Worker {
                         return;
                     };
                     // Events beside a missing root, in the folder watched for its return.
-                    if !ev.paths.iter().any(|p| lock(&shared.paths).concerns(p)) {
+                    if !ev.paths.iter().any(|p| lock(&shared.filter).concerns(p)) {
                         return;
                     }
                     events_queued.fetch_add(1, Ordering::Relaxed);
