@@ -468,6 +468,9 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             purge: true,
             json,
         }) => {
+            // Grows with the store and sends nothing until done: no timeout, as the daemon gives
+            // it none.
+            client.set_timeout(None)?;
             let v = client.call("watch.remove", json!({ "path": path, "purge": true }))?;
             if *json {
                 return print_json(&v);
@@ -485,6 +488,9 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             Ok(())
         }
         Command::Compact { json } => {
+            // Grows with the store and sends nothing until done: no timeout, as the daemon gives
+            // it none.
+            client.set_timeout(None)?;
             let v = client.call("store.compact", json!({}))?;
             if *json {
                 return print_json(&v);
@@ -535,6 +541,9 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         }
         Command::Search(args) => search(&mut client, args),
         Command::Reindex { json } => {
+            // Grows with the store and sends nothing until done: no timeout, as the daemon gives
+            // it none.
+            client.set_timeout(None)?;
             let v = client.call("search.reindex", json!({}))?;
             if *json {
                 return print_json(&v);

@@ -371,6 +371,10 @@ enum Class {
     /// `workflow.events` with `follow`: its own threads, no budget (it answers when the run
     /// stops moving or the daemon stops).
     Follow,
+    /// `search.reindex`, `store.compact`, `watch.remove` with `purge`: work that grows with
+    /// the store and sends no progress. No budget (a purge of a 14k-file folder takes half a
+    /// minute), but only [`MAX_SERIALIZED_CALLS`] of them, with `ingest.path`, run at once.
+    Maintenance,
     /// Everything else.
     Request,
 }
@@ -379,6 +383,8 @@ fn classify(method: &str, params: &Value) -> Class {
     match method {
         "daemon.status" => Class::Status,
         "workflow.events" if params.get("follow") == Some(&Value::Bool(true)) => Class::Follow,
+        "search.reindex" | "store.compact" => Class::Maintenance,
+        "watch.remove" if params.get("purge") == Some(&Value::Bool(true)) => Class::Maintenance,
         _ => Class::Request,
     }
 }
@@ -402,7 +408,8 @@ async fn handle<W: tokio::io::AsyncWrite + Unpin>(
             return Ok(serde_json::json!({ "stopping": true }));
         }
         let class = classify(&method, &params);
-        let budget = (class != Class::Follow).then_some(call.cfg.request_timeout);
+        let budget =
+            matches!(class, Class::Status | Class::Request).then_some(call.cfg.request_timeout);
         let mut deadline = budget.map(|b| Instant::now() + b);
         let timed_out = || {
             Error::new(
@@ -428,11 +435,11 @@ async fn handle<W: tokio::io::AsyncWrite + Unpin>(
         let pool = match class {
             Class::Status => &call.pools.status,
             Class::Follow => &call.pools.followers,
-            Class::Request => &call.pools.requests,
+            Class::Request | Class::Maintenance => &call.pools.requests,
         };
         // Taken before a thread, so calls queued on the worker do not hold threads meanwhile.
-        let serialized = match method.as_str() {
-            "ingest.path" | "search.reindex" | "store.compact" => Some(tokio::select! {
+        let serialized = match (class, method.as_str()) {
+            (Class::Maintenance, _) | (_, "ingest.path") => Some(tokio::select! {
                 p = call.pools.serialized.clone().acquire_owned() => p.map_err(|_| timed_out())?,
                 _ = until(deadline) => {
                     return Err(Error::new(
@@ -757,6 +764,18 @@ mod tests {
             Class::Request,
         );
         check("workflow.events", serde_json::json!({}), Class::Request);
+        check("search.reindex", serde_json::json!({}), Class::Maintenance);
+        check("store.compact", serde_json::json!({}), Class::Maintenance);
+        check(
+            "watch.remove",
+            serde_json::json!({"path": "/v", "purge": true}),
+            Class::Maintenance,
+        );
+        check(
+            "watch.remove",
+            serde_json::json!({"path": "/v"}),
+            Class::Request,
+        );
         check(
             "ingest.path",
             serde_json::json!({"follow": true}),

@@ -577,3 +577,25 @@ fn everything_the_daemon_creates_is_private_whatever_the_umask_and_the_folder() 
     status_answers(&d);
     d.stop();
 }
+
+/// Maintenance that grows with the store (`store.compact`, `search.reindex`, a purge) sends no
+/// progress, so it has no budget: held up past `request_timeout_secs`, it still answers.
+#[test]
+fn maintenance_is_not_cut_off_by_the_request_budget() {
+    let (_temp, d) = start_with("[daemon]\nrequest_timeout_secs = 1\n", &[]);
+    let lock = hold_write_lock(&d);
+    let socket = d.socket.clone();
+    let answer = std::thread::spawn(move || {
+        let c = connect(&socket);
+        let req = json!({"jsonrpc": "2.0", "id": 1, "method": "store.compact", "params": {}});
+        (&c).write_all(format!("{req}\n").as_bytes()).unwrap();
+        read_line(&c).unwrap()
+    });
+    // Held for three budgets (the store waits up to 5 s for its lock), then let go.
+    std::thread::sleep(Duration::from_secs(3));
+    status_answers(&d);
+    drop(lock);
+    let a = answer.join().unwrap();
+    assert!(a["result"]["bytes_after"].is_u64(), "{a}");
+    d.stop();
+}
