@@ -36,6 +36,12 @@ pub fn temp_layout() -> (tempfile::TempDir, PathBuf, PathBuf) {
 /// inherited that could point it elsewhere.
 pub fn brain_cmd(data_dir: &Path, socket: &Path) -> Command {
     let mut cmd = Command::new(BIN);
+    brain_env(&mut cmd, data_dir, socket);
+    cmd
+}
+
+/// The environment of [`brain_cmd`], for a command that runs `brain` under a wrapper.
+pub fn brain_env(cmd: &mut Command, data_dir: &Path, socket: &Path) {
     cmd.env_remove("BRAIN_CONFIG")
         .env_remove("BRAIN_USER_EMAIL")
         .env_remove("XDG_RUNTIME_DIR")
@@ -43,7 +49,6 @@ pub fn brain_cmd(data_dir: &Path, socket: &Path) -> Command {
         .env("BRAIN_DATA_DIR", data_dir)
         .env("BRAIN_SOCKET", socket)
         .env("BRAIN_LOG", "info");
-    cmd
 }
 
 impl Daemon {
@@ -73,15 +78,28 @@ impl Daemon {
         Daemon::adopt(child, dir, data_dir, socket, stderr)
     }
 
-    /// A daemon process the test started itself (under a shell or `unshare`, say), logging to
-    /// `stderr`.
-    pub fn adopt(
-        child: Child,
+    /// The daemon started by `cmd`, a wrapper (a shell, `unshare`, `setpriv`) that ends by
+    /// running `BIN daemon`: it gets the environment [`brain_cmd`] sets, and logs to `log` in
+    /// `dir`. Does not wait for it.
+    pub fn spawn_under(
+        mut cmd: Command,
         dir: &Path,
         data_dir: &Path,
         socket: &Path,
-        stderr: PathBuf,
+        log: &str,
     ) -> Daemon {
+        brain_env(&mut cmd, data_dir, socket);
+        let stderr = dir.join(log);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn the daemon");
+        Daemon::adopt(child, dir, data_dir, socket, stderr)
+    }
+
+    fn adopt(child: Child, dir: &Path, data_dir: &Path, socket: &Path, stderr: PathBuf) -> Daemon {
         Daemon {
             child: Some(child),
             dir: dir.to_owned(),

@@ -537,22 +537,9 @@ fn everything_the_daemon_creates_is_private_whatever_the_umask_and_the_folder() 
     std::fs::create_dir(&notes).unwrap();
     std::fs::write(notes.join("a.md"), "# A\n\nsome text about privacy\n").unwrap();
 
-    let stderr_path = temp.path().join("daemon.log");
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg("umask 022; exec \"$0\" daemon").arg(BIN);
-    for (k, v) in brain_cmd(&data, &socket).get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut d = Daemon::adopt(child, temp.path(), &data, &socket, stderr_path.clone());
+    let mut d = Daemon::spawn_under(cmd, temp.path(), &data, &socket, "daemon.log");
     d.wait_ready();
     let report = d.call("ingest.path", json!({ "path": notes })).unwrap();
     assert_eq!(report["indexed"], 1, "{report}");

@@ -3,11 +3,11 @@
 //! folder that cannot be watched leaves the rest of its root watched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, Daemon, brain_cmd, temp_layout, wait_until};
+use crate::harness::{BIN, Daemon, brain_env, temp_layout, wait_until};
 
 fn write(path: &Path, body: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -183,7 +183,6 @@ fn free_bytes(path: &Path) -> u64 {
 /// The test reaches the tmpfs through `/proc/PID/root`.
 fn daemon_on_small_disk(dir: &Path, data: &Path, socket: &Path, mib: u64) -> Daemon {
     std::fs::create_dir_all(data).unwrap();
-    let probe = brain_cmd(data, socket);
     let mut cmd = Command::new("unshare");
     cmd.args([
         "-Urm",
@@ -192,20 +191,7 @@ fn daemon_on_small_disk(dir: &Path, data: &Path, socket: &Path, mib: u64) -> Dae
         &format!("mount -t tmpfs -o size={mib}m tmpfs \"$BRAIN_DATA_DIR\" && exec \"$0\" daemon"),
         BIN,
     ]);
-    for (k, v) in probe.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let stderr = dir.join("daemon-small-disk.log");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("spawn unshare");
-    let mut d = Daemon::adopt(child, dir, data, socket, stderr);
+    let mut d = Daemon::spawn_under(cmd, dir, data, socket, "daemon-small-disk.log");
     d.wait_ready();
     d
 }
@@ -446,8 +432,7 @@ const NOBODY: u32 = 65534;
 /// it runs under `setpriv` as [`NOBODY`], and everything under `dir` is handed to that user.
 fn daemon_without_privileges(dir: &Path, data: &Path, socket: &Path) -> Daemon {
     std::fs::create_dir_all(data).unwrap();
-    let probe = brain_cmd(data, socket);
-    let mut cmd = if rustix::process::geteuid().is_root() {
+    let cmd = if rustix::process::geteuid().is_root() {
         let chown = Command::new("chown")
             .args(["-R", &format!("{NOBODY}:{NOBODY}")])
             .arg(dir)
@@ -468,20 +453,7 @@ fn daemon_without_privileges(dir: &Path, data: &Path, socket: &Path) -> Daemon {
         cmd.arg("daemon");
         cmd
     };
-    for (k, v) in probe.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let stderr = dir.join("daemon-unprivileged.log");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("spawn the daemon");
-    let d = Daemon::adopt(child, dir, data, socket, stderr);
+    let d = Daemon::spawn_under(cmd, dir, data, socket, "daemon-unprivileged.log");
     wait_until("the daemon to answer", || {
         as_daemon_user(&d, "daemon.status", json!({})).is_ok()
     });
@@ -514,7 +486,6 @@ fn as_daemon_user(
 
 /// `brain ARGS` as the daemon's user; its standard output.
 fn cli_as_daemon_user(d: &Daemon, args: &[&str]) -> String {
-    let probe = brain_cmd(&d.data_dir, &d.socket);
     let mut cmd = if rustix::process::geteuid().is_root() {
         let mut cmd = Command::new("setpriv");
         cmd.args([
@@ -527,12 +498,7 @@ fn cli_as_daemon_user(d: &Daemon, args: &[&str]) -> String {
     } else {
         Command::new(BIN)
     };
-    for (k, v) in probe.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+    brain_env(&mut cmd, &d.data_dir, &d.socket);
     let out = cmd.args(args).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
