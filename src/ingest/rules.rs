@@ -121,23 +121,15 @@ fn ignore_lines(p: &Path) -> Vec<String> {
     if !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
         return Vec::new();
     }
-    // Non-blocking, so a FIFO swapped in after the check cannot hold the open.
-    let opened = std::os::unix::fs::OpenOptionsExt::custom_flags(
-        std::fs::OpenOptions::new().read(true),
-        rustix::fs::OFlags::NONBLOCK.bits() as i32,
-    )
-    .open(p);
-    let bytes = match opened {
-        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => {
-            let mut bytes = Vec::new();
-            let _ = std::io::Read::read_to_end(
-                &mut std::io::Read::take(f, MAX_IGNORE_FILE_BYTES),
-                &mut bytes,
-            );
-            bytes
-        }
-        _ => return Vec::new(),
+    let Ok((file, _)) = super::walk::open_regular(p) else {
+        return Vec::new();
     };
+    // Only the first bytes of a larger file are read.
+    let mut bytes = Vec::new();
+    let _ = std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_IGNORE_FILE_BYTES),
+        &mut bytes,
+    );
     let text = String::from_utf8_lossy(&bytes);
     let mut lines: Vec<String> = text
         .lines()

@@ -167,14 +167,7 @@ pub enum ReadError {
 /// checked on the open descriptor before a byte is read; a file that grows past `cap` while
 /// being read is refused after `cap + 1` bytes, never read to its end.
 pub fn read_regular(abs: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(abs)?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(ReadError::NotRegular);
-    }
+    let (file, meta) = open_regular(abs)?;
     if meta.len() > cap {
         return Err(ReadError::TooLarge { cap });
     }
@@ -185,6 +178,20 @@ pub fn read_regular(abs: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::TooLarge { cap });
     }
     Ok(bytes)
+}
+
+/// `abs` opened for reading if it is a regular file, with its metadata: opened without
+/// blocking (a FIFO put in its place opens at once), then checked on the open descriptor.
+pub fn open_regular(abs: &Path) -> Result<(std::fs::File, std::fs::Metadata), ReadError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(abs)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    Ok((file, meta))
 }
 
 /// Kernel file systems whose files are views of the running system, not documents: reading
