@@ -31,42 +31,12 @@ import tempfile
 import threading
 import time
 
+from brain_rpc import Rpc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELP = os.path.join(ROOT, "../shared/data/vaults/obsidian-help")
 HUB = os.path.join(ROOT, "../shared/data/vaults/obsidian-hub")
 MIB = 1024 * 1024
-
-
-class Rpc:
-    """One JSON-RPC 2.0 connection, newline-delimited."""
-
-    def __init__(self, path, timeout=60):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = b""
-        self.next_id = 0
-
-    def call(self, method, params=None):
-        self.next_id += 1
-        req = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}}
-        try:
-            self.sock.sendall(json.dumps(req).encode() + b"\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before we asked: the reason is waiting to be read
-        return self.read()
-
-    def read(self):
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def close(self):
-        self.sock.close()
 
 
 def outcome(msg):

@@ -16,43 +16,18 @@ daemon's debounce (a compile-time constant, read from src/ingest/watch.rs).
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from brain_rpc import Rpc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class Rpc:
-    """One JSON-RPC 2.0 connection, newline-delimited."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.buf = b""
-        self.next_id = 0
-
-    def call(self, method, params=None):
-        self.next_id += 1
-        req = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}}
-        self.sock.sendall(json.dumps(req).encode() + b"\n")
-        while True:
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
-                    raise RuntimeError("daemon closed the connection")
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\n", 1)
-            msg = json.loads(line)
-            if msg.get("id") == self.next_id:
-                return msg
 
 
 def debounce_ms():
