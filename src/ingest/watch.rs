@@ -134,7 +134,9 @@ impl Shared {
     /// When the recursive watch fails, the root is watched folder by folder
     /// ([`Shared::watch_folders`]) and still counts as watched.
     fn watch(&self, path: &Path) {
-        if !path.is_dir() {
+        // The same test a sync makes: a root that is now a symlink would share its target's
+        // inotify watch, and unwatching one would unwatch the other.
+        if !super::walk::root_present(path) {
             self.mark_missing(path);
             return;
         }

@@ -564,3 +564,34 @@ fn a_folder_that_cannot_be_watched_leaves_the_rest_of_its_root_watched() {
     assert_eq!(s["watcher"]["state"], "watching", "{s}");
     d.stop();
 }
+
+#[test]
+fn a_root_found_replaced_by_a_link_at_start_leaves_its_targets_watch_alone() {
+    let (temp, data, socket) = temp_layout();
+    let base = std::fs::canonicalize(temp.path()).unwrap();
+    let (a, b) = (base.join("A"), base.join("B"));
+    write(&a.join("a1.md"), "the first anteater\n");
+    write(&b.join("b1.md"), "the first bison\n");
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    d.call("watch.add", json!({ "path": a })).unwrap();
+    d.call("watch.add", json!({ "path": b })).unwrap();
+    wait_node(&d, &b.join("b1.md"));
+    d.stop();
+
+    // While the daemon is down, B becomes a link to A.
+    std::fs::rename(&b, base.join("B.old")).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    let mut d = Daemon::spawn(temp.path(), &data, &socket, &[]);
+    d.wait_ready();
+    wait_until("B to be missing", || {
+        status(&d)["watcher"]["missing"] == json!([b.display().to_string()])
+    });
+    // A is still watched: a change in it is seen, before and after B is taken away.
+    write(&a.join("a2.md"), "the second anteater\n");
+    wait_node(&d, &a.join("a2.md"));
+    d.call("watch.remove", json!({ "path": b })).unwrap();
+    write(&a.join("a3.md"), "the third anteater\n");
+    wait_node(&d, &a.join("a3.md"));
+    d.stop();
+}
