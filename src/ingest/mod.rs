@@ -417,19 +417,23 @@ impl Ingestor {
                 ),
             });
         }
-        if let Some(outer) = self
-            .roots(false)?
-            .into_iter()
-            .find(|r| canonical != r.path && canonical.starts_with(&r.path))
-        {
-            return Err(IngestError::InsideRoot {
-                path: canonical,
-                root: outer.path,
-                watched: outer.watched,
-            });
-        }
         let now = clock::now();
         let folded = self.store.write(|tx| {
+            // Checked in the transaction that adds the root, so two folders added at once
+            // cannot both pass.
+            let outer = tx
+                .prepare("SELECT id, path, watched, added_at FROM roots WHERE removed_at IS NULL")?
+                .query_map([], row_to_root)?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .find(|r| canonical != r.path && canonical.starts_with(&r.path));
+            if let Some(outer) = outer {
+                return Err(IngestError::InsideRoot {
+                    path: canonical.clone(),
+                    root: outer.path,
+                    watched: outer.watched,
+                });
+            }
             tx.execute(
                 "INSERT INTO roots(path, watched, added_by, added_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(path) DO UPDATE SET
