@@ -297,15 +297,15 @@ fn store_random_vectors(
     dim: usize,
     rng: &mut Rng,
 ) -> anyhow::Result<()> {
-    let ids: Vec<String> = store.read(|c| {
-        c.prepare("SELECT id FROM nodes WHERE kind = 'chunk' AND valid_to IS NULL")?
+    let ids: Vec<i64> = store.read(|c| {
+        c.prepare("SELECT rid FROM chunks WHERE valid_to IS NULL")?
             .query_map([], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()
+            .collect::<Result<Vec<i64>, _>>()
     })?;
     let now = crate::clock::now();
     store.write(|tx| {
         let mut ins = tx.prepare(
-            "INSERT OR IGNORE INTO embeddings(node_id, model_id, dim, vector, content_hash, created_at)
+            "INSERT OR IGNORE INTO chunk_vectors(chunk_rid, model_id, dim, vector, content_hash, created_at)
              VALUES (?1, ?2, ?3, ?4, 'bench', ?5)",
         )?;
         for id in &ids {

@@ -13,6 +13,21 @@ pub fn format(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Milliseconds since the Unix epoch of a timestamp in the store's text format (0 when it is
+/// not one), the form integer time columns hold (schema 0010).
+pub fn millis(text: &str) -> i64 {
+    humantime::parse_rfc3339(text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// An integer time column back in the store's text format.
+pub fn from_millis(ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    format(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
 /// Now, compact enough for a file name: `20261121T082000Z`.
 pub fn file_stamp() -> String {
     let s = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
@@ -30,5 +45,8 @@ mod tests {
         assert_eq!(a, "1970-01-01T00:00:01.000Z");
         assert!(a < b);
         assert_eq!(file_stamp().len(), 16);
+        assert_eq!(millis(&a), 1_000);
+        assert_eq!(from_millis(10_000), b);
+        assert_eq!(millis("not a time"), 0);
     }
 }

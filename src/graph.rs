@@ -6,6 +6,8 @@
 //! module never writes to the store and knows nothing of tokio or JSON-RPC; callers run it on a
 //! blocking thread and convert its types to wire types at the edge.
 
+mod parts;
+
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -259,33 +261,22 @@ pub fn neighbors(
 }
 
 /// Current nodes that refer to `id` through a current, non-structural edge (anything but
-/// `has_section`, `has_chunk`, `tagged`, `child_of`), including edges into `id`'s sections
-/// and chunks.
+/// `has_section`, `has_chunk`, `tagged`, `child_of`). Sections and chunks are never the end of
+/// a stored edge (schema 0010), so a link to a heading is an edge to its note.
 ///
-/// A referring section or chunk is reported as its note, and a note's links into its own
-/// sections are not backlinks. Sources are ordered by title (case-insensitive, else key), then
+/// Sources are ordered by title (case-insensitive, else key), then
 /// id; the edges follow their sources. `limit` counts sources and is clamped to
 /// [`MAX_NODES_LIMIT`].
 pub fn backlinks(conn: &Connection, id: &str, limit: usize) -> Result<Subgraph, Error> {
     let limit = limit.min(MAX_NODES_LIMIT);
     in_snapshot(conn, |conn| {
         require_current(conn, id)?;
-        let mut targets = vec![id.to_owned()];
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id FROM nodes WHERE parent_id = ?1 AND valid_to IS NULL ORDER BY id",
-            )?;
-            let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
-            for child in rows {
-                targets.push(child?);
-            }
-        }
+        let targets = [id.to_owned()];
         let mut stmt = conn.prepare_cached(
             "SELECT e.id, e.src_id, e.dst_id, e.type, e.props, e.created_by,
-                    coalesce(p.id, s.id), coalesce(p.title, s.title), coalesce(p.key, s.key)
+                    s.id, s.title, s.key
              FROM edges e
              JOIN nodes s ON s.id = e.src_id AND s.valid_to IS NULL
-             LEFT JOIN nodes p ON p.id = s.parent_id AND p.valid_to IS NULL
              WHERE e.dst_id = ?1 AND e.valid_to IS NULL
                -- structural types describe a note's own shape, not a reference to it
                AND e.type NOT IN ('has_section', 'has_chunk', 'tagged', 'child_of')",
@@ -425,6 +416,7 @@ fn require_current(conn: &Connection, id: &str) -> Result<(), Error> {
         .optional()?;
     match exists {
         Some(_) => Ok(()),
+        None if parts::node(conn, id)?.is_some() => Ok(()),
         None => Err(node_not_found(id)),
     }
 }
@@ -463,7 +455,9 @@ fn current_node(conn: &Connection, id: &str) -> Result<NodeView, Error> {
             })
         })
         .optional()?;
-    let mut node = node.ok_or_else(|| node_not_found(id))?;
+    let Some(mut node) = node else {
+        return parts::node(conn, id)?.ok_or_else(|| node_not_found(id));
+    };
     node.provenance = provenance(conn, PROVENANCE_OF_NODE, id)?;
     Ok(node)
 }
@@ -548,7 +542,10 @@ fn subgraph(conn: &Connection, ids: &[String], edges: Vec<EdgeView>) -> Result<S
     }
     let mut with_provenance = Vec::with_capacity(edges.len());
     for mut edge in edges {
-        edge.provenance = provenance(conn, PROVENANCE_OF_EDGE, &edge.id)?;
+        // A structural edge (`parts`) comes with its citation.
+        if edge.provenance.is_empty() {
+            edge.provenance = provenance(conn, PROVENANCE_OF_EDGE, &edge.id)?;
+        }
         with_provenance.push(edge);
     }
     Ok(Subgraph {
@@ -598,17 +595,37 @@ impl IncidentQueries {
         at: &str,
     ) -> Result<Vec<(EdgeView, String)>, Error> {
         let mut found = Vec::new();
+        // Stored and structural edges of one direction, together in (type, other end) order;
+        // the sort is stable, so stored edges keep their order within that.
+        let mut merge = |mut stored: Vec<(EdgeView, String)>, dir: Direction| {
+            stored.extend(parts::incident(conn, dir, &self.types, at)?);
+            stored.sort_by(|a, b| (&a.0.edge_type, &a.1).cmp(&(&b.0.edge_type, &b.1)));
+            found.extend(stored);
+            Ok::<_, Error>(())
+        };
         if matches!(direction, Direction::Out | Direction::Both) {
-            for edge in self.run(conn, &self.out, at)? {
-                let other = edge.dst_id.clone();
-                found.push((edge, other));
-            }
+            let out = self.run(conn, &self.out, at)?;
+            merge(
+                out.into_iter()
+                    .map(|e| {
+                        let other = e.dst_id.clone();
+                        (e, other)
+                    })
+                    .collect(),
+                Direction::Out,
+            )?;
         }
         if matches!(direction, Direction::In | Direction::Both) {
-            for edge in self.run(conn, &self.into, at)? {
-                let other = edge.src_id.clone();
-                found.push((edge, other));
-            }
+            let into = self.run(conn, &self.into, at)?;
+            merge(
+                into.into_iter()
+                    .map(|e| {
+                        let other = e.src_id.clone();
+                        (e, other)
+                    })
+                    .collect(),
+                Direction::In,
+            )?;
         }
         Ok(found)
     }
@@ -994,10 +1011,8 @@ mod tests {
             (8, 2, 'new.md',     'markdown', 'pending', NULL, NULL, NULL, '[]', 't', 't8', NULL, NULL);
         INSERT INTO nodes(id, kind, key, title, aliases, props, content, source_id, parent_id,
                           owner_id, valid_from, valid_to, created_at, updated_at) VALUES
-            ('n-a',  'note', 'a.md', 'Alpha', '[\"First Letter\", 7]', '{\"status\":\"draft\"}', NULL, 1, NULL, 'user:u', 'v1', NULL, 't', 't'),
-            ('n-a0', 'note', 'a.md', 'Alpha', '[]', '{}', NULL, 1, NULL, 'user:u', 'v0', 'v1', 't', 't'),
-            ('s-a1', 'section', 'a.md#intro', 'Intro', '[]', '{}', NULL, 1, 'n-a', 'user:u', 'v1', NULL, 't', 't'),
-            ('c-a1', 'chunk', 'a.md#0', NULL, '[]', '{}', 'hello world', 1, 'n-a', 'user:u', 'v1', NULL, 't', 't'),
+            ('n-a',  'note', 'source:1', 'Alpha', '[\"First Letter\", 7]', '{\"status\":\"draft\"}', NULL, 1, NULL, 'user:u', 'v1', NULL, 't', 't'),
+            ('n-a0', 'note', 'source:1', 'Alpha', '[]', '{}', NULL, 1, NULL, 'user:u', 'v0', 'v1', 't', 't'),
             ('n-b',  'note', 'notes/b.md', 'Beta Notes', 'not json', '[1]', NULL, 2, NULL, 'user:u', 'v1', NULL, 't', 't'),
             ('n-c',  'note', 'c.md', 'Gamma', '[]', 'bad', NULL, 3, NULL, 'user:u', 'v1', NULL, 't', 't'),
             ('n-b2', 'note', 'x/y/b.md', 'Beta Deep', '[]', '{}', NULL, 6, NULL, 'user:u', 'v1', NULL, 't', 't'),
@@ -1014,15 +1029,12 @@ mod tests {
             ('n-q',  'note', 'q', '1000 Days', '[]', '{}', NULL, NULL, NULL, 'user:u', 'v1', NULL, 't', 't');
         INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, valid_to, created_at) VALUES
             ('e1',   'n-a',  'n-b',  'links_to',    '', '{\"kind\":\"wiki\"}', 'user:u', 'v1', NULL, 't'),
-            ('e2',   'n-c',  'c-a1', 'links_to',    '', '{}', 'user:u', 'v1', NULL, 't'),
-            ('e3',   'n-a',  's-a1', 'has_section', '', '{}', 'user:u', 'v1', NULL, 't'),
-            ('e4',   'n-a',  'c-a1', 'has_chunk',   '', '{}', 'user:u', 'v1', NULL, 't'),
+            ('e2',   'n-c',  'n-a',  'links_to',    '', '{}', 'user:u', 'v1', NULL, 't'),
             ('e5',   'n-a',  't-x',  'tagged',      '', '{}', 'user:u', 'v1', NULL, 't'),
             ('e6',   'n-b',  'p-d',  'links_to',    '', '{}', 'user:u', 'v1', NULL, 't'),
             ('e7',   'n-b',  'n-c',  'mentions',    '', 'nope', 'user:u', 'v1', NULL, 't'),
             ('e8',   'n-old','n-a',  'links_to',    '', '{}', 'user:u', 'v1', NULL, 't'),
             ('e10',  'n-b2', 'n-a',  'links_to',    '', '{}', 'user:u', 'v1', NULL, 't'),
-            ('e11',  'n-a',  's-a1', 'links_to',    '', '{}', 'user:u', 'v1', NULL, 't'),
             ('e-old','n-b',  'n-a',  'links_to',    '', '{}', 'user:u', 'v0', 'v1', 't');
         INSERT INTO provenance(id, node_id, edge_id, source_id, byte_start, byte_end, line_start,
                                line_end, content_hash, extractor, extractor_version, actor_id,
@@ -1031,6 +1043,13 @@ mod tests {
             (3, 'n-a', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'workflow', '2', 'user:w', 'run-1', 'tag[0]', 'r3', NULL),
             (4, 'n-a', NULL, 1, 0, 10, 1, 1, 'h0', 'markdown', '0', 'user:u', NULL, NULL, 'r0', 'v1'),
             (6, 'n-b', NULL, 2, -1, 5, 1, 1, 'hb', 'markdown', '1', 'user:u', NULL, NULL, 'r5', NULL);
+        -- A's structure (schema/0010), with the ids its structural edges had as rows.
+        INSERT INTO sections(id, source_id, ordinal, key, level, valid_from, edge_id) VALUES
+            ('s-a1', 1, 0, '[\"Intro\"]#1', 1, 0, 'e3');
+        INSERT INTO chunks(id, source_id, ordinal, key, content, valid_from, edge_id) VALUES
+            ('c-a1', 1, 0, 'h#1', 'hello world', 0, 'e4'),
+            ('c-a0', 1, 1, 'g#1', 'gone', 0, NULL);
+        UPDATE chunks SET valid_to = 1 WHERE id = 'c-a0';
         -- Citations kept on the facts themselves (schema/0007), beside the rows above.
         INSERT INTO source_versions(id, source_id, content_hash, extractor, extractor_version,
                                     actor_id, recorded_at) VALUES
@@ -1107,7 +1126,7 @@ mod tests {
         let want = NodeView {
             id: "n-a".into(),
             kind: "note".into(),
-            key: "a.md".into(),
+            key: "source:1".into(),
             title: Some("Alpha".into()),
             path: Some("/vault/a.md".into()),
             aliases: vec!["First Letter".into()],
@@ -1143,6 +1162,29 @@ mod tests {
             .unwrap();
         assert_eq!(chunk.parent_id.as_deref(), Some("n-a"));
         assert_eq!(chunk.content.as_deref(), Some("hello world"));
+        assert_eq!(
+            (
+                chunk.kind.as_str(),
+                chunk.key.as_str(),
+                chunk.title.as_deref()
+            ),
+            ("chunk", "n-a/c/h#1", Some(""))
+        );
+        assert_eq!(chunk.props, serde_json::json!({"heading_path": []}));
+        assert_eq!(chunk.path.as_deref(), Some("/vault/a.md"));
+        let section = store
+            .read(|c| node_get(c, &NodeRef::Id("s-a1".into())))
+            .unwrap();
+        assert_eq!(
+            (section.key.as_str(), section.title.as_deref()),
+            ("n-a/h/[\"Intro\"]#1", Some("Intro"))
+        );
+        assert_eq!(
+            section.props,
+            serde_json::json!({"level": 1, "heading_path": ["Intro"]})
+        );
+        let retired = store.read(|c| node_get(c, &NodeRef::Id("c-a0".into())));
+        assert_eq!(retired.map_err(|e| e.kind), Err(Kind::NodeNotFound));
         let tag = store
             .read(|c| node_get(c, &NodeRef::Id("t-x".into())))
             .unwrap();
@@ -1321,7 +1363,7 @@ mod tests {
             100,
             Ok((
                 vec!["c-a1", "s-a1", "n-b", "t-x"],
-                vec!["e4", "e3", "e1", "e11", "e5"],
+                vec!["e4", "e3", "e1", "e5"],
             )),
         );
         check(
@@ -1339,7 +1381,7 @@ mod tests {
             &["links_to"],
             1,
             100,
-            Ok((vec!["n-b", "s-a1"], vec!["e1", "e11"])),
+            Ok((vec!["n-b"], vec!["e1"])),
         );
         check(
             "n-a",
@@ -1347,7 +1389,7 @@ mod tests {
             &["links_to"],
             2,
             100,
-            Ok((vec!["n-b", "s-a1", "p-d"], vec!["e1", "e11", "e6"])),
+            Ok((vec!["n-b", "p-d"], vec!["e1", "e6"])),
         );
         check(
             "n-a",
@@ -1355,12 +1397,24 @@ mod tests {
             &["links_to", "mentions"],
             3,
             100,
-            Ok((
-                vec!["n-b", "s-a1", "p-d", "n-c", "c-a1"],
-                vec!["e1", "e11", "e6", "e7", "e2"],
-            )),
+            Ok((vec!["n-b", "p-d", "n-c"], vec!["e1", "e6", "e7", "e2"])),
         );
-        check("n-a", In, &[], 1, 100, Ok((vec!["n-b2"], vec!["e10"])));
+        check(
+            "n-a",
+            In,
+            &[],
+            1,
+            100,
+            Ok((vec!["n-b2", "n-c"], vec!["e10", "e2"])),
+        );
+        check(
+            "n-a",
+            Out,
+            &["has_section"],
+            1,
+            100,
+            Ok((vec!["s-a1"], vec!["e3"])),
+        );
         check("n-b", Out, &["tagged"], 3, 100, Ok((vec![], vec![])));
         check(
             "n-b",
@@ -1376,10 +1430,7 @@ mod tests {
             &[],
             2,
             100,
-            Ok((
-                vec!["n-a", "n-c", "n-b2", "n-b"],
-                vec!["e4", "e2", "e10", "e7"],
-            )),
+            Ok((vec!["n-a", "n-b2", "n-c"], vec!["e4", "e10", "e2"])),
         );
         check("n-a", Out, &[], 0, 100, Err(Kind::InvalidParams));
         check("n-a", Out, &[], 4, 100, Err(Kind::InvalidParams));
@@ -1417,7 +1468,7 @@ mod tests {
     }
 
     #[test]
-    fn backlinks_count_links_into_sections_and_chunks() {
+    fn backlinks_count_links_into_the_note() {
         let (_dir, store) = store();
         let check = |id: &str, limit: usize, want: Result<(Vec<&str>, Vec<&str>), Kind>| {
             let got = store.read(|c| backlinks(c, id, limit));
@@ -1432,32 +1483,11 @@ mod tests {
         check("n-a", 0, Ok((vec![], vec![])));
         check("n-c", 100, Ok((vec!["n-b"], vec!["e7"])));
         check("p-d", 100, Ok((vec!["n-b"], vec!["e6"])));
-        check("c-a1", 100, Ok((vec!["n-c"], vec!["e2"])));
+        check("c-a1", 100, Ok((vec![], vec![])));
         check("t-x", 100, Ok((vec![], vec![])));
         check("n-b2", 100, Ok((vec![], vec![])));
         check("nope", 100, Err(Kind::NodeNotFound));
         check("n-old", 100, Err(Kind::NodeNotFound));
-    }
-
-    #[test]
-    fn backlinks_report_a_linking_section_as_its_note() {
-        let (_dir, store) = store();
-        store
-            .write(|tx| {
-                tx.execute_batch(
-                    "INSERT INTO nodes(id, kind, key, title, source_id, parent_id, owner_id,
-                                       valid_from, created_at, updated_at)
-                     VALUES ('s-c1', 'section', 'c.md#x', 'X', 3, 'n-c', 'user:u', 'v', 't', 't');
-                     INSERT INTO edges(id, src_id, dst_id, type, created_by, valid_from, created_at)
-                     VALUES ('e12', 's-c1', 'n-b', 'links_to', 'user:u', 'v', 't');",
-                )
-            })
-            .unwrap();
-        let g = store.read(|c| backlinks(c, "n-b", 100)).unwrap();
-        assert_eq!(
-            (ids(&g.nodes), edge_ids(&g.edges)),
-            (vec!["n-a", "n-c"], vec!["e1", "e12"])
-        );
     }
 
     #[test]
@@ -1573,7 +1603,7 @@ mod tests {
         let got = store
             .write(|tx| node_get(tx, &NodeRef::Id("n-a".into())).map(|n| n.key))
             .unwrap();
-        assert_eq!(got, "a.md");
+        assert_eq!(got, "source:1");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Writing one file's facts into the graph, inside the caller's transaction.
 //!
 //! Identity rules: a file's own node is keyed by its source row (`source:<id>`), which survives
-//! edits, renames and moves; sections, chunks and edges are keyed under that node, so what a
-//! file still says keeps its id on re-ingest and what it no longer says is retired
+//! edits, renames and moves; its sections and chunks (`parts`) are keyed by that source row,
+//! its edges under its node, so what a file still says keeps its id on re-ingest and what it no longer says is retired
 //! (`valid_to`), never deleted. Tags, placeholders and URLs are shared by key.
 //!
 //! Citations: each ingest of a file records one `source_versions` row (hash, extractor, actor,
@@ -25,6 +25,8 @@ use super::resolve::{self, Target};
 /// What every write needs to know.
 pub struct Ctx<'a> {
     pub now: &'a str,
+    /// `now` in milliseconds, for the integer time columns of sections and chunks.
+    pub now_ms: i64,
     pub user: &'a str,
     pub root_id: i64,
     /// Lookups already answered in the current transaction; see [`Lookups`].
@@ -35,6 +37,7 @@ impl<'a> Ctx<'a> {
     pub fn new(now: &'a str, user: &'a str, root_id: i64) -> Ctx<'a> {
         Ctx {
             now,
+            now_ms: crate::clock::millis(now),
             user,
             root_id,
             lookups: RefCell::default(),
@@ -181,15 +184,6 @@ fn names_of(
     Ok(out)
 }
 
-struct OwnedNode {
-    kind: &'static str,
-    key: String,
-    title: String,
-    props: Value,
-    content: Option<String>,
-    span: Span,
-}
-
 struct WantedEdge {
     dst: String,
     edge_type: String,
@@ -235,7 +229,6 @@ pub fn write_document(
     cite_node(tx, note_id, &Cite::new(version, Some(whole)))?;
 
     let mut changed_names = Vec::new();
-    let mut owned = Vec::new();
     let mut edges = Vec::new();
     tx.prepare_cached("DELETE FROM link_refs WHERE src_node_id = ?1")?
         .execute([note_id])?;
@@ -274,77 +267,13 @@ pub fn write_document(
             file.rel_path,
             &doc.aliases,
         )?);
-        plan_sections_and_chunks(doc, note_id, &mut owned);
         plan_tags(tx, ctx, file, doc, &mut edges)?;
         plan_links(tx, ctx, note_id, file, doc, &mut edges)?;
     } else {
         changed_names.extend(write_aliases(tx, ctx, note_id, file.rel_path, &[])?);
     }
 
-    // Owned nodes: keep by key, create new, retire the rest.
-    let mut existing: HashMap<(String, String), String> = HashMap::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT id, kind, key FROM nodes WHERE parent_id = ?1 AND valid_to IS NULL",
-        )?;
-        let rows = stmt.query_map([note_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        for row in rows {
-            let (id, kind, key) = row?;
-            existing.insert((kind, key), id);
-        }
-    }
-    let mut ins_node = tx.prepare_cached(
-        "INSERT INTO nodes(id, kind, key, title, props, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at,
-                           cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?;
-    for n in &owned {
-        let cite = Cite::new(version, Some(n.span));
-        let id = match existing.remove(&(n.kind.to_owned(), n.key.clone())) {
-            Some(id) => {
-                cite_node(tx, &id, &cite)?;
-                id
-            }
-            None => {
-                let id = new_id();
-                ins_node.execute(params![
-                    id,
-                    n.kind,
-                    n.key,
-                    n.title,
-                    n.props.to_string(),
-                    n.content,
-                    file.source_id,
-                    note_id,
-                    ctx.user,
-                    ctx.now,
-                    cite.version,
-                    cite.byte_start,
-                    cite.byte_end,
-                    cite.line_start,
-                    cite.line_end
-                ])?;
-                id
-            }
-        };
-        let edge_type = if n.kind == "section" {
-            "has_section"
-        } else {
-            "has_chunk"
-        };
-        edges.push(WantedEdge {
-            dst: id.clone(),
-            edge_type: edge_type.into(),
-            key: String::new(),
-            props: json!({}),
-            span: Some(n.span),
-        });
-    }
-    for id in existing.into_values() {
-        retire_node(tx, ctx, &id)?;
-    }
+    super::parts::write(tx, file.source_id, version, ctx.now_ms, doc)?;
     write_edges(tx, ctx, note_id, version, edges)?;
     // What the triggers would queue, once, whether or not they are on (see Store::write_bulk).
     tx.prepare_cached("INSERT INTO search_outbox(note_id) VALUES (?1)")?
@@ -385,43 +314,6 @@ pub fn write_aliases(
         ])?;
     }
     Ok(old.symmetric_difference(&new).cloned().collect())
-}
-
-fn plan_sections_and_chunks(doc: &Document, note_id: &str, owned: &mut Vec<OwnedNode>) {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut stack: Vec<(u8, String)> = Vec::new();
-    for h in &doc.headings {
-        while stack.last().is_some_and(|(l, _)| *l >= h.level) {
-            stack.pop();
-        }
-        stack.push((h.level, h.text.clone()));
-        let path: Vec<&str> = stack.iter().map(|(_, t)| t.as_str()).collect();
-        let base = format!("{note_id}/h/{}", Value::from(path.clone()));
-        let n = seen.entry(base.clone()).or_default();
-        *n += 1;
-        owned.push(OwnedNode {
-            kind: "section",
-            key: format!("{base}#{n}"),
-            title: h.text.clone(),
-            props: json!({ "level": h.level, "heading_path": path }),
-            content: None,
-            span: h.span,
-        });
-    }
-    for c in &doc.chunks {
-        let hash = blake3::hash(c.text.as_bytes()).to_hex();
-        let base = format!("{note_id}/c/{}", &hash[..32]);
-        let n = seen.entry(base.clone()).or_default();
-        *n += 1;
-        owned.push(OwnedNode {
-            kind: "chunk",
-            key: format!("{base}#{n}"),
-            title: c.heading_path.last().cloned().unwrap_or_default(),
-            props: json!({ "heading_path": c.heading_path }),
-            content: Some(c.text.clone()),
-            span: c.span,
-        });
-    }
 }
 
 /// Gets or creates a shared node (tag, placeholder, url) by kind and key.
@@ -827,6 +719,7 @@ pub fn retire_file(
             .execute([id])?;
         retire_node(tx, ctx, id)?;
     }
+    super::parts::retire(tx, source_id, ctx.now_ms)?;
     tx.prepare_cached(
         "UPDATE provenance SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
     )?

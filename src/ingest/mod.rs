@@ -10,6 +10,7 @@
 
 pub mod facts;
 pub mod parse;
+pub mod parts;
 pub mod purge;
 pub mod resolve;
 pub mod rules;
@@ -1687,11 +1688,7 @@ second #kitchen
         let one = |k: i64| ("One".to_owned(), k);
         assert_eq!(queued(&store), [one(1), one(1)]);
         let chunks: i64 = store
-            .read(|c| {
-                c.query_row("SELECT count(*) FROM nodes WHERE kind = 'chunk'", [], |r| {
-                    r.get(0)
-                })
-            })
+            .read(|c| c.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0)))
             .unwrap();
         assert_eq!(chunks, 4);
 
@@ -1769,7 +1766,11 @@ second #kitchen
                              cite_byte_end = NULL, cite_line_start = NULL, cite_line_end = NULL;"
                     ))?;
                 }
-                tx.execute_batch("DELETE FROM source_versions")
+                tx.execute_batch(
+                    "UPDATE sections SET cite_version = NULL;
+                     UPDATE chunks SET cite_version = NULL;
+                     DELETE FROM source_versions;",
+                )
             })
             .unwrap();
         assert_eq!(note(&store).provenance, before.provenance);
@@ -1786,7 +1787,8 @@ second #kitchen
                     "SELECT (SELECT count(*) FROM provenance WHERE valid_to IS NULL),
                             (SELECT count(*) FROM nodes
                              WHERE source_id IS NOT NULL AND valid_to IS NULL AND cite_version IS NULL),
-                            (SELECT count(*) FROM edges WHERE valid_to IS NULL AND cite_version IS NULL)",
+                            (SELECT count(*) FROM edges WHERE valid_to IS NULL AND cite_version IS NULL)
+                          + (SELECT count(*) FROM chunks WHERE valid_to IS NULL AND cite_version IS NULL)",
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )

@@ -90,6 +90,13 @@ impl Ingestor {
             }
         }
         loop {
+            let n = self.store.write_bulk(delete_parts)?;
+            purged.nodes += n as u64;
+            if n < PURGE_BATCH {
+                break;
+            }
+        }
+        loop {
             let n = self.store.write_bulk(delete_nodes)?;
             purged.nodes += n as u64;
             if n < PURGE_BATCH {
@@ -111,7 +118,21 @@ fn collect(tx: &Transaction<'_>, root_id: i64) -> rusqlite::Result<()> {
          CREATE INDEX IF NOT EXISTS temp.purge_nodes_leaf ON purge_nodes(leaf);
          CREATE TEMP TABLE IF NOT EXISTS purge_edges(rid INTEGER PRIMARY KEY);
          CREATE TEMP TABLE IF NOT EXISTS purge_shared(id TEXT PRIMARY KEY);
-         DELETE FROM purge_nodes; DELETE FROM purge_edges; DELETE FROM purge_shared;",
+         CREATE TEMP TABLE IF NOT EXISTS purge_sections(rid INTEGER PRIMARY KEY);
+         CREATE TEMP TABLE IF NOT EXISTS purge_chunks(rid INTEGER PRIMARY KEY);
+         DELETE FROM purge_nodes; DELETE FROM purge_edges; DELETE FROM purge_shared;
+         DELETE FROM purge_sections; DELETE FROM purge_chunks;",
+    )?;
+    // One pass over each table: only current parts are indexed by source.
+    tx.execute(
+        "INSERT INTO purge_sections(rid)
+         SELECT rid FROM sections WHERE source_id IN (SELECT id FROM sources WHERE root_id = ?1)",
+        [root_id],
+    )?;
+    tx.execute(
+        "INSERT INTO purge_chunks(rid)
+         SELECT rid FROM chunks WHERE source_id IN (SELECT id FROM sources WHERE root_id = ?1)",
+        [root_id],
     )?;
     tx.execute(
         "INSERT INTO purge_nodes(rid, leaf)
@@ -151,6 +172,33 @@ fn delete_edges(tx: &Transaction<'_>) -> rusqlite::Result<usize> {
     Ok(rids.len())
 }
 
+/// Deletes a batch of the root's sections and chunks, with the chunks' vectors.
+fn delete_parts(tx: &Transaction<'_>) -> rusqlite::Result<usize> {
+    let limit = PURGE_BATCH as i64;
+    let sections = tx
+        .prepare_cached(
+            "DELETE FROM sections WHERE rid IN (SELECT rid FROM purge_sections LIMIT ?1)",
+        )?
+        .execute([limit])?;
+    tx.prepare_cached(
+        "DELETE FROM purge_sections WHERE rid IN (SELECT rid FROM purge_sections LIMIT ?1)",
+    )?
+    .execute([limit])?;
+    let room = (PURGE_BATCH - sections) as i64;
+    tx.prepare_cached(
+        "DELETE FROM chunk_vectors WHERE chunk_rid IN (SELECT rid FROM purge_chunks LIMIT ?1)",
+    )?
+    .execute([room])?;
+    let chunks = tx
+        .prepare_cached("DELETE FROM chunks WHERE rid IN (SELECT rid FROM purge_chunks LIMIT ?1)")?
+        .execute([room])?;
+    tx.prepare_cached(
+        "DELETE FROM purge_chunks WHERE rid IN (SELECT rid FROM purge_chunks LIMIT ?1)",
+    )?
+    .execute([room])?;
+    Ok(sections + chunks)
+}
+
 fn delete_nodes(tx: &Transaction<'_>) -> rusqlite::Result<usize> {
     // Sections and chunks before the notes they belong to (`parent_id`).
     let rids: Vec<i64> = tx
@@ -175,7 +223,6 @@ fn delete_node(
 ) -> rusqlite::Result<()> {
     for table_col in [
         "provenance WHERE node_id",
-        "embeddings WHERE node_id",
         "note_names WHERE node_id",
         "link_refs WHERE src_node_id",
     ] {
@@ -199,7 +246,9 @@ fn finish(tx: &Transaction<'_>, root: &RootInfo) -> Result<(u64, u64), IngestErr
             "SELECT (SELECT count(*) FROM nodes WHERE source_id IN {of_root}
                        OR cite_version IN (SELECT id FROM source_versions WHERE source_id IN {of_root}))
                   + (SELECT count(*) FROM edges
-                     WHERE cite_version IN (SELECT id FROM source_versions WHERE source_id IN {of_root}))"
+                     WHERE cite_version IN (SELECT id FROM source_versions WHERE source_id IN {of_root}))
+                  + (SELECT count(*) FROM sections WHERE source_id IN {of_root})
+                  + (SELECT count(*) FROM chunks WHERE source_id IN {of_root})"
         ),
         [root_id],
         |r| r.get(0),

@@ -903,13 +903,15 @@ pub fn each_doc(
     notes: Option<&[String]>,
     f: &mut dyn FnMut(ChunkDoc) -> Result<(), IndexError>,
 ) -> Result<(), IndexError> {
-    const SQL: &str = "SELECT c.id, c.parent_id, c.content, c.props, n.title, n.aliases, n.props,
+    // A chunk's note is the current note or file node of its source (schema 0010).
+    const SQL: &str = "SELECT c.id, n.id, c.content, c.heading_path, n.title, n.aliases, n.props,
                               n.kind, s.file_type, s.mtime_ns, r.path, s.rel_path
-                       FROM nodes c
-                       JOIN nodes n ON n.id = c.parent_id AND n.valid_to IS NULL
+                       FROM chunks c
+                       JOIN nodes n ON n.kind IN ('note', 'file')
+                                   AND n.key = 'source:' || c.source_id AND n.valid_to IS NULL
                        JOIN sources s ON s.id = c.source_id
                        JOIN roots r ON r.id = s.root_id
-                       WHERE c.kind = 'chunk' AND c.valid_to IS NULL";
+                       WHERE c.valid_to IS NULL";
     let mut tags_stmt = conn.prepare_cached(
         "SELECT t.key FROM edges e JOIN nodes t ON t.id = e.dst_id
          WHERE e.src_id = ?1 AND e.type = 'tagged' AND e.valid_to IS NULL",
@@ -945,8 +947,8 @@ pub fn each_doc(
                 props = p.into();
                 last_note = note_id.clone();
             }
-            let chunk_props: String = r.get(3)?;
-            let heading = heading_path(&chunk_props).join(" / ");
+            let heading_json: Option<String> = r.get(3)?;
+            let heading = heading_path(heading_json.as_deref()).join(" / ");
             let kind: String = r.get(7)?;
             let file_type: String = r.get(8)?;
             let mtime_ns: Option<i64> = r.get(9)?;
@@ -969,12 +971,15 @@ pub fn each_doc(
     };
     match notes {
         None => {
-            let mut stmt = conn.prepare(&format!("{SQL} ORDER BY c.parent_id"))?;
+            let mut stmt = conn.prepare(&format!("{SQL} ORDER BY c.source_id, c.ordinal"))?;
             let mut rows = stmt.query([])?;
             push_rows(&mut rows)?;
         }
         Some(ids) => {
-            let mut stmt = conn.prepare_cached(&format!("{SQL} AND c.parent_id = ?1"))?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "{SQL} AND c.source_id = (SELECT source_id FROM nodes WHERE id = ?1)
+                 ORDER BY c.ordinal"
+            ))?;
             for id in ids {
                 let mut rows = stmt.query(params![id])?;
                 push_rows(&mut rows)?;
@@ -984,12 +989,11 @@ pub fn each_doc(
     Ok(())
 }
 
-/// A chunk's heading path, from its `props` JSON (empty when absent or unreadable).
-pub fn heading_path(chunk_props: &str) -> Vec<String> {
-    serde_json::from_str::<serde_json::Value>(chunk_props)
-        .ok()
-        .and_then(|v| v.get("heading_path").cloned())
-        .and_then(|v| serde_json::from_value(v).ok())
+/// A chunk's heading path, from its `heading_path` column (a JSON array; empty when absent or
+/// unreadable).
+pub fn heading_path(column: Option<&str>) -> Vec<String> {
+    column
+        .and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or_default()
 }
 
@@ -1108,9 +1112,9 @@ mod tests {
                 )?;
                 for i in 0..3 {
                     tx.execute(
-                        "INSERT INTO nodes(id, kind, key, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at)
-                         VALUES (?1, 'chunk', ?1, 'text', 1, 'n', 'user:u', 't', 't', 't')",
-                        [format!("c{i}")],
+                        "INSERT INTO chunks(id, source_id, ordinal, key, content, valid_from)
+                         VALUES (?1, 1, ?2, ?1, 'text', 0)",
+                        params![format!("c{i}"), i],
                     )?;
                 }
                 Ok::<_, rusqlite::Error>(())

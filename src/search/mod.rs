@@ -1117,18 +1117,25 @@ impl Search {
             return Ok(0);
         };
         let model_id = embedder.model_id().to_owned();
-        let todo: Vec<(String, String, String)> = self.store.read(|c| {
+        // (chunk id, note id, text to embed, chunk row)
+        let todo: Vec<(String, String, String, i64)> = self.store.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT c.id, c.parent_id, COALESCE(n.title, ''), c.props, COALESCE(c.content, '')
-                 FROM nodes c JOIN nodes n ON n.id = c.parent_id
-                 WHERE c.kind = 'chunk' AND c.valid_to IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.node_id = c.id AND e.model_id = ?1)
+                "SELECT c.id, n.id, COALESCE(n.title, ''), c.heading_path, COALESCE(c.content, ''), c.rid
+                 FROM chunks c
+                 JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || c.source_id
+                             AND n.valid_to IS NULL
+                 WHERE c.valid_to IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM chunk_vectors e WHERE e.chunk_rid = c.rid AND e.model_id = ?1)
                  LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![model_id, n as i64], |r| {
-                let props: String = r.get(3)?;
-                let text = embed_text(&r.get::<_, String>(2)?, &props, &r.get::<_, String>(4)?);
-                Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default(), text))
+                let heading: Option<String> = r.get(3)?;
+                let text = embed_text(
+                    &r.get::<_, String>(2)?,
+                    heading.as_deref(),
+                    &r.get::<_, String>(4)?,
+                );
+                Ok((r.get(0)?, r.get(1)?, text, r.get::<_, i64>(5)?))
             })?;
             rows.collect::<Result<Vec<_>, _>>()
         })?;
@@ -1148,12 +1155,12 @@ impl Search {
         let dim = embedder.dim();
         self.store.write(|tx| {
             let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO embeddings(node_id, model_id, dim, vector, content_hash, created_at)
+                "INSERT OR REPLACE INTO chunk_vectors(chunk_rid, model_id, dim, vector, content_hash, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for ((id, _, text), v) in todo.iter().zip(&vecs) {
+            for ((_, _, text, rid), v) in todo.iter().zip(&vecs) {
                 let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
-                ins.execute(params![id, model_id, dim as i64, vectors::encode(v), hash, now])?;
+                ins.execute(params![rid, model_id, dim as i64, vectors::encode(v), hash, now])?;
             }
             Ok::<_, rusqlite::Error>(())
         })?;
@@ -1164,7 +1171,7 @@ impl Search {
             .as_mut()
             && m.embedder.model_id() == model_id
         {
-            for ((id, note, _), v) in todo.iter().zip(&vecs) {
+            for ((id, note, _, _), v) in todo.iter().zip(&vecs) {
                 m.vectors.insert(id.clone(), note.clone(), v);
             }
         }
@@ -1175,7 +1182,7 @@ impl Search {
         let (head, total) = self.store.read(|c| {
             let head = index::outbox_head(c)?;
             let total: i64 = c.query_row(
-                "SELECT COUNT(*) FROM nodes WHERE kind = 'chunk' AND valid_to IS NULL",
+                "SELECT COUNT(*) FROM chunks WHERE valid_to IS NULL",
                 [],
                 |r| r.get(0),
             )?;
@@ -1453,9 +1460,10 @@ impl Search {
         let mut found: HashMap<String, (String, f32)> = HashMap::new();
         self.store.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT ch.id, ch.parent_id FROM nodes ch
-                 JOIN nodes n ON n.id = ch.parent_id AND n.valid_to IS NULL
-                 WHERE ch.kind = 'chunk' AND ch.valid_to IS NULL
+                "SELECT ch.id, n.id FROM chunks ch
+                 JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || ch.source_id
+                             AND n.valid_to IS NULL
+                 WHERE ch.valid_to IS NULL
                    AND (ch.content LIKE ?1 ESCAPE '\\' OR n.title LIKE ?1 ESCAPE '\\')
                  LIMIT ?2",
             )?;
@@ -1580,13 +1588,10 @@ impl Search {
             if !found {
                 let first: Option<String> = self.store.read(|c| {
                     c.query_row(
-                        // A chunk's span is kept on it, or in a provenance row for chunks
-                        // ingested before schema/0007.
-                        "SELECT c.id FROM nodes c
-                         LEFT JOIN provenance p
-                           ON c.cite_version IS NULL AND p.node_id = c.id AND p.valid_to IS NULL
-                         WHERE c.parent_id = ?1 AND c.kind = 'chunk' AND c.valid_to IS NULL
-                         ORDER BY coalesce(c.cite_byte_start, p.byte_start) LIMIT 1",
+                        "SELECT c.id FROM chunks c
+                         WHERE c.source_id = (SELECT source_id FROM nodes WHERE id = ?1)
+                           AND c.valid_to IS NULL
+                         ORDER BY c.ordinal LIMIT 1",
                         [note],
                         |r| r.get(0),
                     )
@@ -1649,8 +1654,8 @@ fn fuse(
 }
 
 /// The text a chunk is embedded as: its note's title and heading path give it context.
-pub fn embed_text(title: &str, chunk_props: &str, content: &str) -> String {
-    let heading = index::heading_path(chunk_props);
+pub fn embed_text(title: &str, heading_path: Option<&str>, content: &str) -> String {
+    let heading = index::heading_path(heading_path);
     let mut s = String::with_capacity(title.len() + content.len() + 8);
     s.push_str(title);
     for h in heading {
@@ -1668,23 +1673,20 @@ pub fn embed_text(title: &str, chunk_props: &str, content: &str) -> String {
 /// filled with the chunk's whole text, cut down by the caller.
 fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option<Hit>> {
     c.prepare_cached(
-        "SELECT ch.parent_id, n.title, ch.content, ch.props,
-                coalesce(ch.cite_byte_start, p.byte_start), coalesce(ch.cite_byte_end, p.byte_end),
-                coalesce(ch.cite_line_start, p.line_start), coalesce(ch.cite_line_end, p.line_end),
-                coalesce(v.content_hash, p.content_hash), r.path, s.rel_path
-         FROM nodes ch
-         JOIN nodes n ON n.id = ch.parent_id AND n.valid_to IS NULL
+        "SELECT n.id, n.title, ch.content, ch.heading_path, ch.byte_start, ch.byte_end,
+                ch.line_start, ch.line_end, v.content_hash, r.path, s.rel_path
+         FROM chunks ch
+         JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || ch.source_id
+                     AND n.valid_to IS NULL
          JOIN sources s ON s.id = ch.source_id
          JOIN roots r ON r.id = s.root_id
          LEFT JOIN source_versions v ON v.id = ch.cite_version
-         LEFT JOIN provenance p
-           ON ch.cite_version IS NULL AND p.node_id = ch.id AND p.valid_to IS NULL
          WHERE ch.id = ?1 AND ch.valid_to IS NULL
          LIMIT 1",
     )?
     .query_row([chunk_id], |r| {
-        let props: String = r.get(3)?;
-        let heading_path = index::heading_path(&props);
+        let heading: Option<String> = r.get(3)?;
+        let heading_path = index::heading_path(heading.as_deref());
         Ok(Hit {
             node_id: r.get(0)?,
             chunk_id: chunk_id.to_owned(),
@@ -1788,7 +1790,7 @@ mod tests {
     }
 
     #[test]
-    fn a_hit_cites_its_chunk_whether_the_span_is_kept_on_it_or_in_a_provenance_row() {
+    fn a_hit_cites_its_chunk_with_the_span_and_version_kept_on_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("brain.db")).unwrap();
         store
@@ -1801,27 +1803,26 @@ mod tests {
                          VALUES (1, 1, 'new', 'brain-parse', '1', 'user:u', 't');
                      INSERT INTO nodes(id, kind, key, title, source_id, owner_id, valid_from, created_at, updated_at)
                          VALUES ('n', 'note', 'source:1', 'A', 1, 'user:u', 't', 't', 't');
-                     INSERT INTO nodes(id, kind, key, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at,
-                                       cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end)
-                         VALUES ('kept', 'chunk', 'k', 'one', 1, 'n', 'user:u', 't', 't', 't', 1, 10, 20, 3, 4);
-                     -- Ingested before schema/0007: the span is a provenance row.
-                     INSERT INTO nodes(id, kind, key, content, source_id, parent_id, owner_id, valid_from, created_at, updated_at)
-                         VALUES ('old', 'chunk', 'o', 'two', 1, 'n', 'user:u', 't', 't', 't');
-                     INSERT INTO provenance(node_id, source_id, byte_start, byte_end, line_start, line_end,
-                                            content_hash, extractor, extractor_version, actor_id, recorded_at)
-                         VALUES ('old', 1, 30, 40, 6, 7, 'old', 'brain-parse', '1', 'user:u', 't');",
+                     INSERT INTO chunks(id, source_id, ordinal, key, heading_path, content, cite_version,
+                                        byte_start, byte_end, line_start, line_end, valid_from)
+                         VALUES ('kept', 1, 0, 'k#1', '[\"H\"]', 'one', 1, 10, 20, 3, 4, 0);
+                     INSERT INTO chunks(id, source_id, ordinal, key, content, valid_from, valid_to)
+                         VALUES ('gone', 1, 1, 'g#1', 'two', 0, 5);",
                 )
             })
             .unwrap();
-        let (kept, old) = store
-            .read(|c| Ok::<_, rusqlite::Error>((hydrate(c, "kept")?, hydrate(c, "old")?)))
+        let (kept, gone) = store
+            .read(|c| Ok::<_, rusqlite::Error>((hydrate(c, "kept")?, hydrate(c, "gone")?)))
             .unwrap();
-        let (kept, old) = (kept.unwrap(), old.unwrap());
+        let kept = kept.unwrap();
         assert_eq!((kept.bytes, kept.lines), ([10, 20], [3, 4]));
         assert_eq!(kept.content_hash, "new");
-        assert_eq!((old.bytes, old.lines), ([30, 40], [6, 7]));
-        assert_eq!(old.content_hash, "old");
         assert_eq!(kept.path, "/v/a.md");
+        assert_eq!(
+            (kept.node_id.as_str(), kept.heading_path.as_slice()),
+            ("n", &["H".to_owned()][..])
+        );
+        assert!(gone.is_none(), "a retired chunk is not a hit");
     }
 
     #[test]
@@ -1895,11 +1896,7 @@ mod tests {
 
     #[test]
     fn embed_text_carries_title_and_heading() {
-        let t = embed_text(
-            "Tomatoes",
-            r#"{"heading_path":["Tomatoes","Watering"]}"#,
-            "daily",
-        );
+        let t = embed_text("Tomatoes", Some(r#"["Tomatoes","Watering"]"#), "daily");
         assert_eq!(t, "Tomatoes / Watering\ndaily");
     }
 }

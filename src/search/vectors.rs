@@ -38,8 +38,10 @@ impl Vectors {
     pub fn load(conn: &Connection, model_id: &str, dim: usize) -> rusqlite::Result<Vectors> {
         let mut v = Vectors::new(model_id, dim);
         let mut stmt = conn.prepare(
-            "SELECT e.node_id, n.parent_id, e.vector FROM embeddings e
-             JOIN nodes n ON n.id = e.node_id AND n.valid_to IS NULL
+            "SELECT c.id, n.id, e.vector FROM chunk_vectors e
+             JOIN chunks c ON c.rid = e.chunk_rid AND c.valid_to IS NULL
+             JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || c.source_id
+                         AND n.valid_to IS NULL
              WHERE e.model_id = ?1 AND e.dim = ?2",
         )?;
         let mut rows = stmt.query(rusqlite::params![model_id, dim as i64])?;

@@ -44,19 +44,22 @@ impl Store {
         let mut total = 0;
         loop {
             let n = self.write(|tx| {
-                // `nodes_retired_text` (0009) holds exactly the rows this asks for.
-                let ids: Vec<String> = tx
+                // `chunks_retired_text` (0010) holds exactly the rows this asks for.
+                let ids: Vec<i64> = tx
                     .prepare_cached(
-                        "SELECT id FROM nodes
-                         WHERE kind = 'chunk' AND valid_to IS NOT NULL AND content IS NOT NULL
-                           AND valid_to <= ?1
+                        "SELECT rid FROM chunks
+                         WHERE valid_to IS NOT NULL AND content IS NOT NULL AND valid_to <= ?1
                          LIMIT ?2",
                     )?
-                    .query_map(params![cutoff, PURGE_BATCH as i64], |r| r.get(0))?
+                    .query_map(
+                        params![crate::clock::millis(cutoff), PURGE_BATCH as i64],
+                        |r| r.get(0),
+                    )?
                     .collect::<Result<_, _>>()?;
                 let mut clear =
-                    tx.prepare_cached("UPDATE nodes SET content = NULL WHERE id = ?1")?;
-                let mut unembed = tx.prepare_cached("DELETE FROM embeddings WHERE node_id = ?1")?;
+                    tx.prepare_cached("UPDATE chunks SET content = NULL WHERE rid = ?1")?;
+                let mut unembed =
+                    tx.prepare_cached("DELETE FROM chunk_vectors WHERE chunk_rid = ?1")?;
                 for id in &ids {
                     clear.execute([id])?;
                     unembed.execute([id])?;
@@ -191,19 +194,19 @@ mod tests {
                        VALUES (1, 1, 'h', 'x', '1', 'u', 't');
                      INSERT INTO nodes(id, kind, key, owner_id, valid_from, created_at, updated_at)
                        VALUES ('n', 'note', 'source:1', 'u', 't', 't', 't');
-                     INSERT INTO nodes(id, kind, key, content, parent_id, owner_id, valid_from, created_at, updated_at, cite_version, cite_byte_start, cite_byte_end)
-                       VALUES ('live', 'chunk', 'c', 'live text', 'n', 'u', 't', 't', 't', 1, 0, 9);",
+                     INSERT INTO chunks(id, source_id, ordinal, key, content, cite_version, byte_start, byte_end, valid_from)
+                       VALUES ('live', 1, 0, 'c', 'live text', 1, 0, 9, 0);",
                 )?;
                 for i in 0..retired {
                     tx.execute(
-                        "INSERT INTO nodes(id, kind, key, content, parent_id, owner_id, valid_from, valid_to, created_at, updated_at, cite_version, cite_byte_start, cite_byte_end)
-                         VALUES (?1, 'chunk', ?1, 'old text', 'n', 'u', 't', ?2, 't', 't', 1, 0, 8)",
-                        params![format!("old{i}"), valid_to],
+                        "INSERT INTO chunks(id, source_id, ordinal, key, content, cite_version, byte_start, byte_end, valid_from, valid_to)
+                         VALUES (?1, 1, ?3, ?1, 'old text', 1, 0, 8, 0, ?2)",
+                        params![format!("old{i}"), crate::clock::millis(valid_to), i as i64],
                     )?;
                     tx.execute(
-                        "INSERT INTO embeddings(node_id, model_id, dim, vector, content_hash, created_at)
-                         VALUES (?1, 'm', 1, x'00000000', 'h', 't')",
-                        [format!("old{i}")],
+                        "INSERT INTO chunk_vectors(chunk_rid, model_id, dim, vector, content_hash, created_at)
+                         VALUES (last_insert_rowid(), 'm', 1, x'00000000', 'h', 't')",
+                        [],
                     )?;
                 }
                 Ok::<_, rusqlite::Error>(())
@@ -225,17 +228,17 @@ mod tests {
             PURGE_BATCH + 3
         );
         assert_eq!(
-            count(&s, "SELECT count(*) FROM nodes WHERE content IS NOT NULL"),
+            count(&s, "SELECT count(*) FROM chunks WHERE content IS NOT NULL"),
             1
         );
         assert_eq!(
             count(
                 &s,
-                "SELECT count(*) FROM nodes WHERE valid_to IS NOT NULL AND cite_version = 1 AND cite_byte_end = 8"
+                "SELECT count(*) FROM chunks WHERE valid_to IS NOT NULL AND cite_version = 1 AND byte_end = 8"
             ),
             (PURGE_BATCH + 3) as i64
         );
-        assert_eq!(count(&s, "SELECT count(*) FROM embeddings"), 0);
+        assert_eq!(count(&s, "SELECT count(*) FROM chunk_vectors"), 0);
         assert_eq!(s.purge_retired_text("2030-01-01T00:00:00.000Z").unwrap(), 0);
     }
 
@@ -247,20 +250,20 @@ mod tests {
         let h = Housekeeper::new(s.clone(), Duration::from_secs(24 * 3600));
         h.run_if_due();
         assert_eq!(
-            count(&s, "SELECT count(*) FROM nodes WHERE content IS NOT NULL"),
+            count(&s, "SELECT count(*) FROM chunks WHERE content IS NOT NULL"),
             1
         );
         // Retired since the last run: not purged until the interval has passed.
         s.write(|tx| {
             tx.execute(
-                "UPDATE nodes SET valid_to = '2020-01-02T00:00:00.000Z' WHERE id = 'live'",
-                [],
+                "UPDATE chunks SET valid_to = ?1 WHERE id = 'live'",
+                [crate::clock::millis("2020-01-02T00:00:00.000Z")],
             )
         })
         .unwrap();
         h.run_if_due();
         assert_eq!(
-            count(&s, "SELECT count(*) FROM nodes WHERE content IS NOT NULL"),
+            count(&s, "SELECT count(*) FROM chunks WHERE content IS NOT NULL"),
             1
         );
     }
@@ -273,7 +276,7 @@ mod tests {
             .unwrap();
         assert_eq!(mode, 2, "INCREMENTAL");
         chunks(&s, 5_000, "2020-01-01T00:00:00.000Z");
-        s.write(|tx| tx.execute("DELETE FROM embeddings", []))
+        s.write(|tx| tx.execute("DELETE FROM chunk_vectors", []))
             .unwrap();
         let c = s.compact().unwrap();
         assert!(c.bytes_after < c.bytes_before, "{c:?}");

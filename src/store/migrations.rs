@@ -47,6 +47,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_retired_text.sql",
         include_str!("../../schema/0009_retired_text.sql"),
     ),
+    (
+        "0010_note_parts.sql",
+        include_str!("../../schema/0010_note_parts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -62,6 +66,17 @@ fn number(name: &str) -> u32 {
 
 /// Brings `conn` up to [`latest_version`]. Refuses a store written by a newer build.
 pub fn apply(conn: &mut Connection) -> Result<u32, StoreError> {
+    // A migration that moves rows between tables passes through states a foreign key would
+    // refuse (SQLite's documented way to reshape tables; `PRAGMA foreign_keys` is a no-op
+    // inside a transaction). Each migration leaves every reference whole; the compatibility
+    // tests run `PRAGMA foreign_key_check` on what they migrate.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let applied = apply_unchecked(conn);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    applied
+}
+
+fn apply_unchecked(conn: &mut Connection) -> Result<u32, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let current: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let latest = latest_version();
@@ -115,7 +130,9 @@ mod tests {
             "nodes",
             "edges",
             "provenance",
-            "embeddings",
+            "sections",
+            "chunks",
+            "chunk_vectors",
             "workflow_runs",
             "workflow_events",
         ] {
@@ -155,5 +172,136 @@ mod tests {
                 "{name} must open with a why-comment"
             );
         }
+    }
+
+    /// A store at schema 9 whose note has a section and a chunk as nodes (the chunk cited by a
+    /// provenance row, as before schema 7), with their edges, a vector and a workflow's link to
+    /// the chunk: 0010 moves them into their own tables keeping ids, citations and the vector.
+    #[test]
+    fn note_parts_move_out_of_the_graph_keeping_ids_citations_and_vectors() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 9) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
+             INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                 VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't');
+             INSERT INTO source_versions(id, source_id, content_hash, extractor, extractor_version, actor_id, recorded_at)
+                 VALUES (1, 1, 'h1', 'x', '1', 'u', '2026-01-01T00:00:00.000Z');
+             INSERT INTO nodes(id, kind, key, owner_id, source_id, valid_from, created_at, updated_at)
+                 VALUES ('n', 'note', 'source:1', 'u', 1, 't', 't', 't'),
+                        ('w', 'topic', 'w', 'u', NULL, 't', 't', 't');
+             INSERT INTO nodes(id, kind, key, title, props, source_id, parent_id, owner_id, valid_from,
+                               created_at, updated_at, cite_version, cite_byte_start, cite_byte_end,
+                               cite_line_start, cite_line_end)
+                 VALUES ('s', 'section', 'n/h/[\"Top\"]#1', 'Top', '{\"level\":2,\"heading_path\":[\"Top\"]}',
+                         1, 'n', 'u', '2026-01-01T00:00:00.000Z', 't', 't', 1, 0, 6, 1, 1);
+             INSERT INTO nodes(id, kind, key, title, props, content, source_id, parent_id, owner_id,
+                               valid_from, created_at, updated_at)
+                 VALUES ('c', 'chunk', 'n/c/abc#1', 'Top', '{\"heading_path\":[\"Top\"]}', 'text', 1, 'n',
+                         'u', '2026-01-01T00:00:01.000Z', 't', 't');
+             INSERT INTO provenance(node_id, source_id, byte_start, byte_end, line_start, line_end,
+                                    content_hash, extractor, extractor_version, actor_id, recorded_at)
+                 VALUES ('c', 1, 7, 11, 2, 2, 'h0', 'x', '0', 'u', '2025-01-01T00:00:00.000Z');
+             INSERT INTO edges(id, src_id, dst_id, type, created_by, valid_from, created_at) VALUES
+                 ('es', 'n', 's', 'has_section', 'u', 't', 't'),
+                 ('ec', 'n', 'c', 'has_chunk', 'u', 't', 't'),
+                 ('ew', 'w', 'c', 'mentions', 'u', 't', 't');
+             INSERT INTO provenance(edge_id, actor_id, extractor, extractor_version, recorded_at)
+                 VALUES ('ec', 'u', 'x', '1', 't');
+             INSERT INTO embeddings(node_id, model_id, dim, vector, content_hash, created_at)
+                 VALUES ('c', 'm', 1, x'0000803f', 'h', 't');",
+        )
+        .unwrap();
+        assert_eq!(apply(&mut conn).unwrap(), latest_version());
+        let section: (String, i64, String, i64, i64, Option<String>) = conn
+            .query_row(
+                "SELECT key, level, s.id, cite_version, valid_from, edge_id FROM sections s",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            section,
+            (
+                "[\"Top\"]#1".into(),
+                2,
+                "s".into(),
+                1,
+                1_767_225_600_000,
+                Some("es".into())
+            )
+        );
+        type ChunkRow = (
+            String,
+            String,
+            Option<String>,
+            (i64, i64, i64, i64),
+            String,
+            String,
+        );
+        let chunk: ChunkRow = conn
+            .query_row(
+                "SELECT c.key, c.heading_path, c.content, c.byte_start, c.byte_end, c.line_start,
+                        c.line_end, v.content_hash, c.edge_id
+                 FROM chunks c JOIN source_versions v ON v.id = c.cite_version",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?),
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            chunk,
+            (
+                "abc#1".into(),
+                "[\"Top\"]".into(),
+                Some("text".into()),
+                (7, 11, 2, 2),
+                "h0".into(),
+                "ec".into()
+            )
+        );
+        let left: (i64, i64, i64, String) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM nodes WHERE kind IN ('section', 'chunk')),
+                        (SELECT count(*) FROM edges WHERE type IN ('has_section', 'has_chunk')),
+                        (SELECT count(*) FROM chunk_vectors v JOIN chunks c ON c.rid = v.chunk_rid
+                         WHERE c.id = 'c'),
+                        (SELECT dst_id FROM edges WHERE id = 'ew')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(left, (0, 0, 1, "n".into()));
+        let dangling: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1, "foreign keys are on again after migrating");
     }
 }

@@ -320,16 +320,33 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
     }
+    let mut nodes = grouped(
+        conn,
+        "SELECT kind, count(*) FROM nodes WHERE valid_to IS NULL GROUP BY kind",
+    )?;
+    let mut edges = grouped(
+        conn,
+        "SELECT type, count(*) FROM edges WHERE valid_to IS NULL GROUP BY type",
+    )?;
+    // Sections and chunks show as nodes with an edge from their note each (schema 0010).
+    for (table, kind, edge_type) in [
+        ("sections", "section", "has_section"),
+        ("chunks", "chunk", "has_chunk"),
+    ] {
+        let n: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM {table} WHERE valid_to IS NULL"),
+            [],
+            |r| r.get(0),
+        )?;
+        if n > 0 {
+            nodes.insert(kind.to_owned(), n);
+            edges.insert(edge_type.to_owned(), n);
+        }
+    }
     Ok(Counts {
         users: conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?,
-        nodes: grouped(
-            conn,
-            "SELECT kind, count(*) FROM nodes WHERE valid_to IS NULL GROUP BY kind",
-        )?,
-        edges: grouped(
-            conn,
-            "SELECT type, count(*) FROM edges WHERE valid_to IS NULL GROUP BY type",
-        )?,
+        nodes,
+        edges,
         sources: grouped(
             conn,
             "SELECT status, count(*) FROM sources WHERE deleted_at IS NULL GROUP BY status",

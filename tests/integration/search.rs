@@ -355,7 +355,7 @@ fn a_model_embeds_chunks_in_the_background_and_enables_dense_and_hybrid_search()
     d.stop();
     let count = || -> i64 {
         let c = rusqlite::Connection::open(data.join("brain.db")).unwrap();
-        c.query_row("SELECT COUNT(*) FROM embeddings", [], |r| r.get(0))
+        c.query_row("SELECT COUNT(*) FROM chunk_vectors", [], |r| r.get(0))
             .unwrap()
     };
     let before = count();

@@ -265,6 +265,10 @@ fn a_watch_remove_without_purge_keeps_the_history_and_a_later_purge_drops_it() {
     let db = d.data_dir.join("brain.db");
     let retired = "SELECT count(*) FROM nodes WHERE valid_to IS NOT NULL AND kind = ?1";
     assert_eq!(count(&db, retired, "note"), 3);
+    // The folder is the store's only one: its sections and chunks are all there is.
+    let parts = "SELECT (SELECT count(*) FROM sections) + (SELECT count(*) FROM chunks)
+                      + (SELECT count(*) FROM sections WHERE valid_to IS NULL) * length(?1)";
+    assert!(count(&db, parts, "") > 0);
     let out = d.cli(&["watch", "remove", path, "--purge"]);
     assert!(out.status.success(), "{}", crate::harness::stderr(&out));
     assert!(
@@ -273,6 +277,11 @@ fn a_watch_remove_without_purge_keeps_the_history_and_a_later_purge_drops_it() {
         crate::harness::stdout(&out)
     );
     assert_eq!(count(&db, retired, "note"), 0);
+    assert_eq!(
+        count(&db, parts, ""),
+        0,
+        "the purge deleted the folder's sections and chunks"
+    );
     let g = d
         .call(
             "graph.neighbors",
@@ -371,7 +380,7 @@ fn a_retired_chunk_past_the_retention_keeps_its_citation_and_loses_its_text() {
     assert!(!chunks(&d).contains(&old), "the edit retired the chunk");
 
     let db = data.join("brain.db");
-    let text = "SELECT count(*) FROM nodes WHERE id = ?1 AND content IS NOT NULL";
+    let text = "SELECT count(*) FROM chunks WHERE id = ?1 AND content IS NOT NULL";
     // Housekeeping ran when the daemon started, before the edit; it runs again at the next start
     // (or after a sync an hour on), so the retired text is still there.
     assert_eq!(count(&db, text, &old), 1);
@@ -384,9 +393,9 @@ fn a_retired_chunk_past_the_retention_keeps_its_citation_and_loses_its_text() {
     });
     let cited = count(
         &db,
-        "SELECT count(*) FROM nodes n JOIN source_versions v ON v.id = n.cite_version
-         WHERE n.id = ?1 AND n.valid_to IS NOT NULL AND n.content IS NULL
-           AND n.cite_byte_start IS NOT NULL AND n.cite_line_end IS NOT NULL",
+        "SELECT count(*) FROM chunks c JOIN source_versions v ON v.id = c.cite_version
+         WHERE c.id = ?1 AND c.valid_to IS NOT NULL AND c.content IS NULL
+           AND c.byte_start IS NOT NULL AND c.line_end IS NOT NULL",
         &old,
     );
     assert_eq!(cited, 1, "the retired chunk keeps its citation");

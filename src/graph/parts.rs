@@ -1,0 +1,225 @@
+//! Sections and chunks as the graph shows them: nodes of kind `section` and `chunk` with a
+//! `has_section`/`has_chunk` edge from their note, derived from the rows of schema 0010 so
+//! that `node.get`, `graph.neighbors` and the status counts answer as they did when these
+//! were stored as nodes and edges.
+
+use rusqlite::{Connection, OptionalExtension, Row};
+use serde_json::{Value, json};
+
+use super::{Direction, EdgeView, NodeView, Provenance, file_path, span};
+use crate::clock;
+use crate::error::Error;
+
+/// A part's row, joined with its note and its citation's file version.
+const PART_COLUMNS: &str = "p.id, p.key, p.cite_version, p.byte_start, p.byte_end,
+     p.line_start, p.line_end, p.valid_from, p.edge_id, n.id, coalesce(v.actor_id, n.owner_id),
+     r.path, s.rel_path, v.content_hash, v.extractor, v.extractor_version, v.recorded_at";
+
+fn part_sql(table: &str, extra: &str, filter: &str) -> String {
+    format!(
+        "SELECT {PART_COLUMNS}{extra}
+         FROM {table} p
+         JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || p.source_id
+                     AND n.valid_to IS NULL
+         JOIN sources s ON s.id = p.source_id
+         JOIN roots r ON r.id = s.root_id
+         LEFT JOIN source_versions v ON v.id = p.cite_version
+         WHERE {filter} AND p.valid_to IS NULL"
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Section,
+    Chunk,
+}
+
+impl Part {
+    fn kind(self) -> &'static str {
+        match self {
+            Part::Section => "section",
+            Part::Chunk => "chunk",
+        }
+    }
+
+    fn edge_type(self) -> &'static str {
+        match self {
+            Part::Section => "has_section",
+            Part::Chunk => "has_chunk",
+        }
+    }
+
+    /// The infix of the key a node of this kind had: `<note id>/h/<key>`.
+    fn key_infix(self) -> &'static str {
+        match self {
+            Part::Section => "h",
+            Part::Chunk => "c",
+        }
+    }
+
+    fn sql(self, filter: &str) -> String {
+        match self {
+            Part::Section => part_sql("sections", ", p.level", filter),
+            Part::Chunk => part_sql("chunks", ", p.heading_path, p.content", filter),
+        }
+    }
+}
+
+/// A part read from its row: the node it shows as and the structural edge into it.
+struct Shown {
+    node: NodeView,
+    edge: EdgeView,
+}
+
+fn shown(part: Part, r: &Row<'_>) -> rusqlite::Result<Shown> {
+    let id: String = r.get(0)?;
+    let key: String = r.get(1)?;
+    let note_id: String = r.get(9)?;
+    let actor: String = r.get(10)?;
+    let path = file_path(r.get(11)?, r.get(12)?);
+    let (title, props, content) = match part {
+        Part::Section => {
+            let heading_path = section_heading_path(&key);
+            let level: i64 = r.get(17)?;
+            let title = heading_path.last().cloned().unwrap_or_default();
+            (
+                title,
+                json!({ "level": level, "heading_path": heading_path }),
+                None,
+            )
+        }
+        Part::Chunk => {
+            let heading_path: Vec<String> = r
+                .get::<_, Option<String>>(17)?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            let title = heading_path.last().cloned().unwrap_or_default();
+            (
+                title,
+                json!({ "heading_path": heading_path }),
+                r.get::<_, Option<String>>(18)?,
+            )
+        }
+    };
+    let citation = match r.get::<_, Option<i64>>(2)? {
+        Some(_) => vec![Provenance {
+            path: path.clone(),
+            lines: span(r.get(5)?, r.get(6)?),
+            bytes: span(r.get(3)?, r.get(4)?),
+            content_hash: r.get(13)?,
+            extractor: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+            extractor_version: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
+            actor_id: actor.clone(),
+            run_id: None,
+            step_key: None,
+            recorded_at: r.get::<_, Option<String>>(16)?.unwrap_or_default(),
+        }],
+        None => Vec::new(),
+    };
+    let edge_id = r
+        .get::<_, Option<String>>(8)?
+        .unwrap_or_else(|| derived_edge_id(&id, part));
+    let node = NodeView {
+        key: format!("{note_id}/{}/{key}", part.key_infix()),
+        id: id.clone(),
+        kind: part.kind().to_owned(),
+        title: Some(title),
+        path,
+        aliases: Vec::new(),
+        props,
+        content,
+        parent_id: Some(note_id.clone()),
+        owner_id: actor.clone(),
+        valid_from: clock::from_millis(r.get(7)?),
+        valid_to: None,
+        provenance: citation.clone(),
+    };
+    let edge = EdgeView {
+        id: edge_id,
+        src_id: note_id,
+        dst_id: id,
+        edge_type: part.edge_type().to_owned(),
+        props: Value::Object(serde_json::Map::new()),
+        created_by: actor,
+        provenance: citation,
+    };
+    Ok(Shown { node, edge })
+}
+
+/// A section's heading path, from its key (`["A","B"]#2`).
+fn section_heading_path(key: &str) -> Vec<String> {
+    let json = key.rfind('#').map_or(key, |i| &key[..i]);
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// The id of the structural edge into a part written after schema 0010: stable, derived from
+/// the part's own id, and shaped like every other edge id.
+fn derived_edge_id(part_id: &str, part: Part) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{}:{part_id}", part.edge_type()).as_bytes(),
+    )
+    .to_string()
+}
+
+fn by_id(conn: &Connection, id: &str) -> Result<Option<Shown>, Error> {
+    for part in [Part::Chunk, Part::Section] {
+        let found = conn
+            .prepare_cached(&part.sql("p.id = ?1"))?
+            .query_row([id], |r| shown(part, r))
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// The current section or chunk `id`, shown as a node; None when `id` is neither.
+pub fn node(conn: &Connection, id: &str) -> Result<Option<NodeView>, Error> {
+    Ok(by_id(conn, id)?.map(|s| s.node))
+}
+
+/// The structural edges at `at` in `direction` whose type is in `types` (all when empty), with
+/// the node at their other end: from a note to its sections and chunks, and into a part from
+/// its note. Ordered by type, then the other end's id, as every incident edge is.
+pub fn incident(
+    conn: &Connection,
+    direction: Direction,
+    types: &[String],
+    at: &str,
+) -> Result<Vec<(EdgeView, String)>, Error> {
+    let wanted = |part: Part| types.is_empty() || types.iter().any(|t| t == part.edge_type());
+    let mut found = Vec::new();
+    if matches!(direction, Direction::Out | Direction::Both) {
+        for part in [Part::Chunk, Part::Section] {
+            if !wanted(part) {
+                continue;
+            }
+            let mut stmt = conn.prepare_cached(&part.sql(
+                "p.source_id = (SELECT source_id FROM nodes WHERE id = ?1 AND valid_to IS NULL
+                                AND kind IN ('note', 'file') AND key = 'source:' || source_id)",
+            ))?;
+            let rows = stmt.query_map([at], |r| shown(part, r))?;
+            let mut edges = rows
+                .map(|s| s.map(|s| (s.edge.clone(), s.edge.dst_id)))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            edges.sort_by(|a, b| a.1.cmp(&b.1));
+            found.extend(edges);
+        }
+    }
+    if matches!(direction, Direction::In | Direction::Both)
+        && let Some(s) = by_id(conn, at)?
+    {
+        let part = if s.node.kind == "chunk" {
+            Part::Chunk
+        } else {
+            Part::Section
+        };
+        if wanted(part) {
+            let other = s.edge.src_id.clone();
+            found.push((s.edge, other));
+        }
+    }
+    Ok(found)
+}
