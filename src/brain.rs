@@ -76,6 +76,7 @@ impl Brain {
             config.retired_text_retention,
         ));
         let after_sync = housekeeper.clone();
+        let wal_store = store.clone();
         let ingestor = Arc::new(
             Ingestor::new(store.clone(), user_id.as_str(), config.max_file_bytes)
                 .with_after_write(Box::new(move || {
@@ -83,6 +84,9 @@ impl Brain {
                         tracing::warn!(error = %e, "search index catch-up failed");
                     }
                     after_sync.run_if_due();
+                    if let Err(e) = wal_store.settle_wal() {
+                        tracing::warn!(error = %e, "could not truncate the write-ahead log");
+                    }
                 }))
                 .with_after_batch(Box::new(move || kick.kick_indexer())),
         );

@@ -29,6 +29,10 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// a purge (4 MiB at the default 4 KiB page): below it the next writes reuse them anyway.
 pub const RECLAIM_MIN_FREE_PAGES: i64 = 1_024;
 
+/// The write-ahead log size past which a sync's end truncates it ([`Store::settle_wal`]): well
+/// above what edits leave (the log is reused in place), well below what a bulk ingest grows.
+pub const WAL_SETTLE_BYTES: u64 = 16 << 20;
+
 /// What [`Store::compact`] did, in bytes of the database plus its write-ahead log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compaction {
@@ -89,6 +93,24 @@ impl Store {
             while rows.next()?.is_some() {}
         }
         checkpoint_truncate(&mut conn)?;
+        Ok(())
+    }
+
+    /// Truncates the write-ahead log once it has grown past [`WAL_SETTLE_BYTES`]: a burst of
+    /// writes (a cold ingest) leaves a log of tens of megabytes that the automatic checkpoint
+    /// copies back but never shrinks, and an idle daemon should not hold that disk. Called after
+    /// each sync; a small log is left alone, so ordinary edits cost a `stat`.
+    pub fn settle_wal(&self) -> Result<(), StoreError> {
+        let wal = {
+            let mut name = self.path().as_os_str().to_owned();
+            name.push("-wal");
+            std::path::PathBuf::from(name)
+        };
+        let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_SETTLE_BYTES);
+        if big {
+            let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            checkpoint_truncate(&mut conn)?;
+        }
         Ok(())
     }
 
@@ -266,6 +288,32 @@ mod tests {
             count(&s, "SELECT count(*) FROM chunks WHERE content IS NOT NULL"),
             1
         );
+    }
+
+    #[test]
+    fn a_large_write_ahead_log_is_truncated_after_a_burst_and_a_small_one_is_left() {
+        let (d, s) = store();
+        let wal = d.path().join("brain.db-wal");
+        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let big = "x".repeat(1 << 20);
+        for i in 0..(WAL_SETTLE_BYTES >> 20) + 4 {
+            s.write(|tx| {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                    params![format!("k{i}"), big],
+                )
+            })
+            .unwrap();
+        }
+        assert!(wal_len() > WAL_SETTLE_BYTES, "{}", wal_len());
+        s.settle_wal().unwrap();
+        assert_eq!(wal_len(), 0);
+        s.write(|tx| tx.execute("DELETE FROM meta WHERE key = 'k0'", []))
+            .unwrap();
+        let small = wal_len();
+        assert!(small > 0);
+        s.settle_wal().unwrap();
+        assert_eq!(wal_len(), small, "a small log is left alone");
     }
 
     #[test]
