@@ -9,15 +9,17 @@
 -- and the extractor once per version) and integer times. The `has_section`/`has_chunk` edges
 -- are derived from these rows when a client asks for them.
 --
--- Ids clients received stay: each row keeps the public id its node had, and the id of its
--- structural edge (`edge_id`; a row written after this derives that id from its own).
+-- Ids clients received stay: a row carried over keeps the public id its node had
+-- (`legacy_id`) and the id of its structural edge (`edge_id`). A row written after this has
+-- neither: its public id is derived from its `rid` (which VACUUM never renumbers, see
+-- `store::part_id`), its edge's id from that, so no id column or id index is paid per row.
 -- Identity within a file is `key`: for a section, its heading path (JSON) and occurrence
 -- `#n`; for a chunk, a hash of its text and occurrence, so a chunk an edit did not change keeps
 -- its id and its vector. Times are milliseconds since the Unix epoch.
 
 CREATE TABLE sections (
     rid          INTEGER PRIMARY KEY,
-    id           TEXT NOT NULL,
+    legacy_id    TEXT,                        -- the node id it had, in stores before 0010
     source_id    INTEGER NOT NULL REFERENCES sources(id),
     ordinal      INTEGER NOT NULL,            -- position among the file's sections
     key          TEXT NOT NULL,               -- heading path as JSON, '#', occurrence
@@ -31,12 +33,12 @@ CREATE TABLE sections (
     valid_to     INTEGER,
     edge_id      TEXT                         -- the has_section edge's id, in stores before 0010
 ) STRICT;
-CREATE UNIQUE INDEX sections_id ON sections(id);
+CREATE UNIQUE INDEX sections_legacy_id ON sections(legacy_id) WHERE legacy_id IS NOT NULL;
 CREATE INDEX sections_current ON sections(source_id, ordinal) WHERE valid_to IS NULL;
 
 CREATE TABLE chunks (
     rid          INTEGER PRIMARY KEY,
-    id           TEXT NOT NULL,
+    legacy_id    TEXT,                        -- the node id it had, in stores before 0010
     source_id    INTEGER NOT NULL REFERENCES sources(id),
     ordinal      INTEGER NOT NULL,            -- position among the file's chunks
     key          TEXT NOT NULL,               -- hash of the text, '#', occurrence
@@ -51,7 +53,7 @@ CREATE TABLE chunks (
     valid_to     INTEGER,
     edge_id      TEXT                         -- the has_chunk edge's id, in stores before 0010
 ) STRICT;
-CREATE UNIQUE INDEX chunks_id ON chunks(id);
+CREATE UNIQUE INDEX chunks_legacy_id ON chunks(legacy_id) WHERE legacy_id IS NOT NULL;
 CREATE INDEX chunks_current ON chunks(source_id, ordinal) WHERE valid_to IS NULL;
 -- Retired chunks that still have text, for the retention purge (see 0009).
 CREATE INDEX chunks_retired_text ON chunks(valid_to)
@@ -75,7 +77,7 @@ JOIN source_versions v ON v.id = (
       AND w.recorded_at = p.recorded_at)
 WHERE n.kind IN ('section', 'chunk') AND n.cite_version IS NULL AND n.source_id IS NOT NULL;
 
-INSERT INTO sections(id, source_id, ordinal, key, level, cite_version, byte_start, byte_end,
+INSERT INTO sections(legacy_id, source_id, ordinal, key, level, cite_version, byte_start, byte_end,
                      line_start, line_end, valid_from, valid_to, edge_id)
 SELECT n.id, n.source_id,
        row_number() OVER (PARTITION BY n.source_id, n.valid_to IS NULL
@@ -92,7 +94,7 @@ SELECT n.id, n.source_id,
 FROM nodes n LEFT JOIN part_cites c ON c.node_id = n.id
 WHERE n.kind = 'section' AND n.source_id IS NOT NULL AND n.parent_id IS NOT NULL;
 
-INSERT INTO chunks(id, source_id, ordinal, key, heading_path, content, cite_version, byte_start,
+INSERT INTO chunks(legacy_id, source_id, ordinal, key, heading_path, content, cite_version, byte_start,
                    byte_end, line_start, line_end, valid_from, valid_to, edge_id)
 SELECT n.id, n.source_id,
        row_number() OVER (PARTITION BY n.source_id, n.valid_to IS NULL
@@ -125,7 +127,7 @@ CREATE TABLE chunk_vectors (
 ) STRICT;
 INSERT INTO chunk_vectors(chunk_rid, model_id, dim, vector, content_hash, created_at)
 SELECT c.rid, e.model_id, e.dim, e.vector, e.content_hash, e.created_at
-FROM embeddings e JOIN chunks c ON c.id = e.node_id;
+FROM embeddings e JOIN chunks c ON c.legacy_id = e.node_id;
 DROP TABLE embeddings;
 CREATE INDEX chunk_vectors_model ON chunk_vectors(model_id);
 

@@ -1044,12 +1044,12 @@ mod tests {
             (4, 'n-a', NULL, 1, 0, 10, 1, 1, 'h0', 'markdown', '0', 'user:u', NULL, NULL, 'r0', 'v1'),
             (6, 'n-b', NULL, 2, -1, 5, 1, 1, 'hb', 'markdown', '1', 'user:u', NULL, NULL, 'r5', NULL);
         -- A's structure (schema/0010), with the ids its structural edges had as rows.
-        INSERT INTO sections(id, source_id, ordinal, key, level, valid_from, edge_id) VALUES
+        INSERT INTO sections(legacy_id, source_id, ordinal, key, level, valid_from, edge_id) VALUES
             ('s-a1', 1, 0, '[\"Intro\"]#1', 1, 0, 'e3');
-        INSERT INTO chunks(id, source_id, ordinal, key, content, valid_from, edge_id) VALUES
+        INSERT INTO chunks(legacy_id, source_id, ordinal, key, content, valid_from, edge_id) VALUES
             ('c-a1', 1, 0, 'h#1', 'hello world', 0, 'e4'),
             ('c-a0', 1, 1, 'g#1', 'gone', 0, NULL);
-        UPDATE chunks SET valid_to = 1 WHERE id = 'c-a0';
+        UPDATE chunks SET valid_to = 1 WHERE legacy_id = 'c-a0';
         -- Citations kept on the facts themselves (schema/0007), beside the rows above.
         INSERT INTO source_versions(id, source_id, content_hash, extractor, extractor_version,
                                     actor_id, recorded_at) VALUES

@@ -9,11 +9,13 @@ use serde_json::{Value, json};
 use super::{Direction, EdgeView, NodeView, Provenance, file_path, span};
 use crate::clock;
 use crate::error::Error;
+use crate::store::part_id::{self, PartKind};
 
 /// A part's row, joined with its note and its citation's file version.
-const PART_COLUMNS: &str = "p.id, p.key, p.cite_version, p.byte_start, p.byte_end,
+const PART_COLUMNS: &str = "p.rid, p.key, p.cite_version, p.byte_start, p.byte_end,
      p.line_start, p.line_end, p.valid_from, p.edge_id, n.id, coalesce(v.actor_id, n.owner_id),
-     r.path, s.rel_path, v.content_hash, v.extractor, v.extractor_version, v.recorded_at";
+     r.path, s.rel_path, v.content_hash, v.extractor, v.extractor_version, v.recorded_at,
+     p.legacy_id";
 
 fn part_sql(table: &str, extra: &str, filter: &str) -> String {
     format!(
@@ -28,40 +30,35 @@ fn part_sql(table: &str, extra: &str, filter: &str) -> String {
     )
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
-    Section,
-    Chunk,
+type Part = PartKind;
+
+fn kind_name(part: Part) -> &'static str {
+    match part {
+        Part::Section => "section",
+        Part::Chunk => "chunk",
+    }
 }
 
-impl Part {
-    fn kind(self) -> &'static str {
-        match self {
-            Part::Section => "section",
-            Part::Chunk => "chunk",
-        }
+fn edge_type(part: Part) -> &'static str {
+    match part {
+        Part::Section => "has_section",
+        Part::Chunk => "has_chunk",
     }
+}
 
-    fn edge_type(self) -> &'static str {
-        match self {
-            Part::Section => "has_section",
-            Part::Chunk => "has_chunk",
-        }
+/// The infix of the key a node of this kind had: `<note id>/h/<key>`.
+fn key_infix(part: Part) -> &'static str {
+    match part {
+        Part::Section => "h",
+        Part::Chunk => "c",
     }
+}
 
-    /// The infix of the key a node of this kind had: `<note id>/h/<key>`.
-    fn key_infix(self) -> &'static str {
-        match self {
-            Part::Section => "h",
-            Part::Chunk => "c",
-        }
-    }
-
-    fn sql(self, filter: &str) -> String {
-        match self {
-            Part::Section => part_sql("sections", ", p.level", filter),
-            Part::Chunk => part_sql("chunks", ", p.heading_path, p.content", filter),
-        }
+/// Column 18 onwards: a section's level; a chunk's heading path and text.
+fn part_query(part: Part, filter: &str) -> String {
+    match part {
+        Part::Section => part_sql("sections", ", p.level", filter),
+        Part::Chunk => part_sql("chunks", ", p.heading_path, p.content", filter),
     }
 }
 
@@ -72,7 +69,7 @@ struct Shown {
 }
 
 fn shown(part: Part, r: &Row<'_>) -> rusqlite::Result<Shown> {
-    let id: String = r.get(0)?;
+    let id = part_id::of_row(part, r.get(0)?, r.get(17)?);
     let key: String = r.get(1)?;
     let note_id: String = r.get(9)?;
     let actor: String = r.get(10)?;
@@ -80,7 +77,7 @@ fn shown(part: Part, r: &Row<'_>) -> rusqlite::Result<Shown> {
     let (title, props, content) = match part {
         Part::Section => {
             let heading_path = section_heading_path(&key);
-            let level: i64 = r.get(17)?;
+            let level: i64 = r.get(18)?;
             let title = heading_path.last().cloned().unwrap_or_default();
             (
                 title,
@@ -90,14 +87,14 @@ fn shown(part: Part, r: &Row<'_>) -> rusqlite::Result<Shown> {
         }
         Part::Chunk => {
             let heading_path: Vec<String> = r
-                .get::<_, Option<String>>(17)?
+                .get::<_, Option<String>>(18)?
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
             let title = heading_path.last().cloned().unwrap_or_default();
             (
                 title,
                 json!({ "heading_path": heading_path }),
-                r.get::<_, Option<String>>(18)?,
+                r.get::<_, Option<String>>(19)?,
             )
         }
     };
@@ -120,9 +117,9 @@ fn shown(part: Part, r: &Row<'_>) -> rusqlite::Result<Shown> {
         .get::<_, Option<String>>(8)?
         .unwrap_or_else(|| derived_edge_id(&id, part));
     let node = NodeView {
-        key: format!("{note_id}/{}/{key}", part.key_infix()),
+        key: format!("{note_id}/{}/{key}", key_infix(part)),
         id: id.clone(),
-        kind: part.kind().to_owned(),
+        kind: kind_name(part).to_owned(),
         title: Some(title),
         path,
         aliases: Vec::new(),
@@ -138,7 +135,7 @@ fn shown(part: Part, r: &Row<'_>) -> rusqlite::Result<Shown> {
         id: edge_id,
         src_id: note_id,
         dst_id: id,
-        edge_type: part.edge_type().to_owned(),
+        edge_type: edge_type(part).to_owned(),
         props: Value::Object(serde_json::Map::new()),
         created_by: actor,
         provenance: citation,
@@ -157,15 +154,21 @@ fn section_heading_path(key: &str) -> Vec<String> {
 fn derived_edge_id(part_id: &str, part: Part) -> String {
     uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_OID,
-        format!("{}:{part_id}", part.edge_type()).as_bytes(),
+        format!("{}:{part_id}", edge_type(part)).as_bytes(),
     )
     .to_string()
 }
 
 fn by_id(conn: &Connection, id: &str) -> Result<Option<Shown>, Error> {
+    if let Some((part, rid)) = part_id::parse(id) {
+        return Ok(conn
+            .prepare_cached(&part_query(part, "p.rid = ?1"))?
+            .query_row([rid], |r| shown(part, r))
+            .optional()?);
+    }
     for part in [Part::Chunk, Part::Section] {
         let found = conn
-            .prepare_cached(&part.sql("p.id = ?1"))?
+            .prepare_cached(&part_query(part, "p.legacy_id = ?1"))?
             .query_row([id], |r| shown(part, r))
             .optional()?;
         if found.is_some() {
@@ -189,14 +192,15 @@ pub fn incident(
     types: &[String],
     at: &str,
 ) -> Result<Vec<(EdgeView, String)>, Error> {
-    let wanted = |part: Part| types.is_empty() || types.iter().any(|t| t == part.edge_type());
+    let wanted = |part: Part| types.is_empty() || types.iter().any(|t| t == edge_type(part));
     let mut found = Vec::new();
     if matches!(direction, Direction::Out | Direction::Both) {
         for part in [Part::Chunk, Part::Section] {
             if !wanted(part) {
                 continue;
             }
-            let mut stmt = conn.prepare_cached(&part.sql(
+            let mut stmt = conn.prepare_cached(&part_query(
+                part,
                 "p.source_id = (SELECT source_id FROM nodes WHERE id = ?1 AND valid_to IS NULL
                                 AND kind IN ('note', 'file') AND key = 'source:' || source_id)",
             ))?;

@@ -12,22 +12,7 @@ use rusqlite::{Transaction, params};
 use serde_json::Value;
 
 use super::parse::{Document, Span};
-
-/// The kind of a part, and the table it lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartKind {
-    Section,
-    Chunk,
-}
-
-impl PartKind {
-    pub fn table(self) -> &'static str {
-        match self {
-            PartKind::Section => "sections",
-            PartKind::Chunk => "chunks",
-        }
-    }
-}
+use crate::store::part_id::PartKind;
 
 /// What one version of a file says its sections and chunks are, in order.
 struct Planned {
@@ -122,14 +107,14 @@ fn write_kind(
     ))?;
     let mut insert = match kind {
         PartKind::Section => tx.prepare_cached(
-            "INSERT INTO sections(id, source_id, ordinal, key, level, cite_version, byte_start,
+            "INSERT INTO sections(source_id, ordinal, key, level, cite_version, byte_start,
                                   byte_end, line_start, line_end, valid_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?,
         PartKind::Chunk => tx.prepare_cached(
-            "INSERT INTO chunks(id, source_id, ordinal, key, heading_path, content, cite_version,
+            "INSERT INTO chunks(source_id, ordinal, key, heading_path, content, cite_version,
                                 byte_start, byte_end, line_start, line_end, valid_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?,
     };
     for (ordinal, p) in wanted.into_iter().enumerate() {
@@ -148,11 +133,9 @@ fn write_kind(
                 ])?;
             }
             None => {
-                // UUID v7, time-ordered: new rows land at the end of the id index.
-                let id = uuid::Uuid::now_v7().to_string();
+                // The row's id is derived from its rid (`store::part_id`).
                 match kind {
                     PartKind::Section => insert.execute(params![
-                        id,
                         source_id,
                         ordinal as i64,
                         p.key,
@@ -165,7 +148,6 @@ fn write_kind(
                         now_ms
                     ])?,
                     PartKind::Chunk => insert.execute(params![
-                        id,
                         source_id,
                         ordinal as i64,
                         p.key,

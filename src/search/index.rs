@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::store::part_id::{self, PartKind};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, DocSetCollector, SegmentCollector, TopDocs};
 use tantivy::query::{
@@ -904,8 +906,8 @@ pub fn each_doc(
     f: &mut dyn FnMut(ChunkDoc) -> Result<(), IndexError>,
 ) -> Result<(), IndexError> {
     // A chunk's note is the current note or file node of its source (schema 0010).
-    const SQL: &str = "SELECT c.id, n.id, c.content, c.heading_path, n.title, n.aliases, n.props,
-                              n.kind, s.file_type, s.mtime_ns, r.path, s.rel_path
+    const SQL: &str = "SELECT c.rid, n.id, c.content, c.heading_path, n.title, n.aliases, n.props,
+                              n.kind, s.file_type, s.mtime_ns, r.path, s.rel_path, c.legacy_id
                        FROM chunks c
                        JOIN nodes n ON n.kind IN ('note', 'file')
                                    AND n.key = 'source:' || c.source_id AND n.valid_to IS NULL
@@ -955,7 +957,7 @@ pub fn each_doc(
             let root: String = r.get(10)?;
             let rel: String = r.get(11)?;
             f(ChunkDoc {
-                chunk_id: r.get(0)?,
+                chunk_id: part_id::of_row(PartKind::Chunk, r.get(0)?, r.get(12)?),
                 note_id,
                 heading,
                 body: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
@@ -1112,7 +1114,7 @@ mod tests {
                 )?;
                 for i in 0..3 {
                     tx.execute(
-                        "INSERT INTO chunks(id, source_id, ordinal, key, content, valid_from)
+                        "INSERT INTO chunks(legacy_id, source_id, ordinal, key, content, valid_from)
                          VALUES (?1, 1, ?2, ?1, 'text', 0)",
                         params![format!("c{i}"), i],
                     )?;

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use crate::store::part_id::{self, PartKind};
+
 use crate::clock;
 use crate::store::{self, Store};
 use index::{Boosts, ChunkDoc, Filters, IndexError, Opened, Payload, TextIndex};
@@ -1120,7 +1122,7 @@ impl Search {
         // (chunk id, note id, text to embed, chunk row)
         let todo: Vec<(String, String, String, i64)> = self.store.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT c.id, n.id, COALESCE(n.title, ''), c.heading_path, COALESCE(c.content, ''), c.rid
+                "SELECT c.legacy_id, n.id, COALESCE(n.title, ''), c.heading_path, COALESCE(c.content, ''), c.rid
                  FROM chunks c
                  JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || c.source_id
                              AND n.valid_to IS NULL
@@ -1135,7 +1137,8 @@ impl Search {
                     heading.as_deref(),
                     &r.get::<_, String>(4)?,
                 );
-                Ok((r.get(0)?, r.get(1)?, text, r.get::<_, i64>(5)?))
+                let rid: i64 = r.get(5)?;
+                Ok((part_id::of_row(PartKind::Chunk, rid, r.get(0)?), r.get(1)?, text, rid))
             })?;
             rows.collect::<Result<Vec<_>, _>>()
         })?;
@@ -1460,7 +1463,7 @@ impl Search {
         let mut found: HashMap<String, (String, f32)> = HashMap::new();
         self.store.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT ch.id, n.id FROM chunks ch
+                "SELECT ch.rid, ch.legacy_id, n.id FROM chunks ch
                  JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || ch.source_id
                              AND n.valid_to IS NULL
                  WHERE ch.valid_to IS NULL
@@ -1471,7 +1474,10 @@ impl Search {
                 budget.check("the text search")?;
                 let pattern = format!("%{}%", crate::graph::escape_like(w));
                 let rows = stmt.query_map(params![pattern, FALLBACK_ROWS], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    Ok((
+                        part_id::of_row(PartKind::Chunk, r.get(0)?, r.get(1)?),
+                        r.get::<_, String>(2)?,
+                    ))
                 })?;
                 for row in rows {
                     let (chunk, note) = row?;
@@ -1588,12 +1594,12 @@ impl Search {
             if !found {
                 let first: Option<String> = self.store.read(|c| {
                     c.query_row(
-                        "SELECT c.id FROM chunks c
+                        "SELECT c.rid, c.legacy_id FROM chunks c
                          WHERE c.source_id = (SELECT source_id FROM nodes WHERE id = ?1)
                            AND c.valid_to IS NULL
                          ORDER BY c.ordinal LIMIT 1",
                         [note],
-                        |r| r.get(0),
+                        |r| Ok(part_id::of_row(PartKind::Chunk, r.get(0)?, r.get(1)?)),
                     )
                     .optional()
                 })?;
@@ -1672,7 +1678,11 @@ pub fn embed_text(title: &str, heading_path: Option<&str>, content: &str) -> Str
 /// Reads what a hit shows; `None` when the chunk is no longer current. The snippet field is
 /// filled with the chunk's whole text, cut down by the caller.
 fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option<Hit>> {
-    c.prepare_cached(
+    let (by, key): (&str, rusqlite::types::Value) = match part_id::parse(chunk_id) {
+        Some((PartKind::Chunk, rid)) => ("ch.rid", rid.into()),
+        _ => ("ch.legacy_id", chunk_id.to_owned().into()),
+    };
+    c.prepare_cached(&format!(
         "SELECT n.id, n.title, ch.content, ch.heading_path, ch.byte_start, ch.byte_end,
                 ch.line_start, ch.line_end, v.content_hash, r.path, s.rel_path
          FROM chunks ch
@@ -1681,10 +1691,10 @@ fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option<Hit>> {
          JOIN sources s ON s.id = ch.source_id
          JOIN roots r ON r.id = s.root_id
          LEFT JOIN source_versions v ON v.id = ch.cite_version
-         WHERE ch.id = ?1 AND ch.valid_to IS NULL
-         LIMIT 1",
-    )?
-    .query_row([chunk_id], |r| {
+         WHERE {by} = ?1 AND ch.valid_to IS NULL
+         LIMIT 1"
+    ))?
+    .query_row([key], |r| {
         let heading: Option<String> = r.get(3)?;
         let heading_path = index::heading_path(heading.as_deref());
         Ok(Hit {
@@ -1803,10 +1813,10 @@ mod tests {
                          VALUES (1, 1, 'new', 'brain-parse', '1', 'user:u', 't');
                      INSERT INTO nodes(id, kind, key, title, source_id, owner_id, valid_from, created_at, updated_at)
                          VALUES ('n', 'note', 'source:1', 'A', 1, 'user:u', 't', 't', 't');
-                     INSERT INTO chunks(id, source_id, ordinal, key, heading_path, content, cite_version,
+                     INSERT INTO chunks(legacy_id, source_id, ordinal, key, heading_path, content, cite_version,
                                         byte_start, byte_end, line_start, line_end, valid_from)
                          VALUES ('kept', 1, 0, 'k#1', '[\"H\"]', 'one', 1, 10, 20, 3, 4, 0);
-                     INSERT INTO chunks(id, source_id, ordinal, key, content, valid_from, valid_to)
+                     INSERT INTO chunks(legacy_id, source_id, ordinal, key, content, valid_from, valid_to)
                          VALUES ('gone', 1, 1, 'g#1', 'two', 0, 5);",
                 )
             })

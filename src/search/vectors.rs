@@ -5,6 +5,7 @@
 //! is no approximate index to build, tune or keep in step. Rows of retired chunks are marked
 //! dead and dropped by [`Vectors::compact`]; the store keeps every vector.
 
+use crate::store::part_id::{self, PartKind};
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::Connection;
@@ -38,7 +39,7 @@ impl Vectors {
     pub fn load(conn: &Connection, model_id: &str, dim: usize) -> rusqlite::Result<Vectors> {
         let mut v = Vectors::new(model_id, dim);
         let mut stmt = conn.prepare(
-            "SELECT c.id, n.id, e.vector FROM chunk_vectors e
+            "SELECT c.rid, c.legacy_id, n.id, e.vector FROM chunk_vectors e
              JOIN chunks c ON c.rid = e.chunk_rid AND c.valid_to IS NULL
              JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || c.source_id
                          AND n.valid_to IS NULL
@@ -46,10 +47,10 @@ impl Vectors {
         )?;
         let mut rows = stmt.query(rusqlite::params![model_id, dim as i64])?;
         while let Some(r) = rows.next()? {
-            let blob: Vec<u8> = r.get(2)?;
+            let blob: Vec<u8> = r.get(3)?;
             if let Some(vec) = decode(&blob, dim) {
-                let note: Option<String> = r.get(1)?;
-                v.insert(r.get(0)?, note.unwrap_or_default(), &vec);
+                let chunk = part_id::of_row(PartKind::Chunk, r.get(0)?, r.get(1)?);
+                v.insert(chunk, r.get(2)?, &vec);
             }
         }
         Ok(v)

@@ -216,12 +216,12 @@ mod tests {
                        VALUES (1, 1, 'h', 'x', '1', 'u', 't');
                      INSERT INTO nodes(id, kind, key, owner_id, valid_from, created_at, updated_at)
                        VALUES ('n', 'note', 'source:1', 'u', 't', 't', 't');
-                     INSERT INTO chunks(id, source_id, ordinal, key, content, cite_version, byte_start, byte_end, valid_from)
+                     INSERT INTO chunks(legacy_id, source_id, ordinal, key, content, cite_version, byte_start, byte_end, valid_from)
                        VALUES ('live', 1, 0, 'c', 'live text', 1, 0, 9, 0);",
                 )?;
                 for i in 0..retired {
                     tx.execute(
-                        "INSERT INTO chunks(id, source_id, ordinal, key, content, cite_version, byte_start, byte_end, valid_from, valid_to)
+                        "INSERT INTO chunks(legacy_id, source_id, ordinal, key, content, cite_version, byte_start, byte_end, valid_from, valid_to)
                          VALUES (?1, 1, ?3, ?1, 'old text', 1, 0, 8, 0, ?2)",
                         params![format!("old{i}"), crate::clock::millis(valid_to), i as i64],
                     )?;
@@ -278,7 +278,7 @@ mod tests {
         // Retired since the last run: not purged until the interval has passed.
         s.write(|tx| {
             tx.execute(
-                "UPDATE chunks SET valid_to = ?1 WHERE id = 'live'",
+                "UPDATE chunks SET valid_to = ?1 WHERE legacy_id = 'live'",
                 [crate::clock::millis("2020-01-02T00:00:00.000Z")],
             )
         })

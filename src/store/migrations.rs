@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(apply(&mut conn).unwrap(), latest_version());
         let section: (String, i64, String, i64, i64, Option<String>) = conn
             .query_row(
-                "SELECT key, level, s.id, cite_version, valid_from, edge_id FROM sections s",
+                "SELECT key, level, s.legacy_id, cite_version, valid_from, edge_id FROM sections s",
                 [],
                 |r| {
                     Ok((
@@ -286,7 +286,7 @@ mod tests {
                 "SELECT (SELECT count(*) FROM nodes WHERE kind IN ('section', 'chunk')),
                         (SELECT count(*) FROM edges WHERE type IN ('has_section', 'has_chunk')),
                         (SELECT count(*) FROM chunk_vectors v JOIN chunks c ON c.rid = v.chunk_rid
-                         WHERE c.id = 'c'),
+                         WHERE c.legacy_id = 'c'),
                         (SELECT dst_id FROM edges WHERE id = 'ew')",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),

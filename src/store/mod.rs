@@ -8,6 +8,7 @@
 
 pub mod history;
 pub mod migrations;
+pub mod part_id;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -380,23 +380,27 @@ fn a_retired_chunk_past_the_retention_keeps_its_citation_and_loses_its_text() {
     assert!(!chunks(&d).contains(&old), "the edit retired the chunk");
 
     let db = data.join("brain.db");
-    let text = "SELECT count(*) FROM chunks WHERE id = ?1 AND content IS NOT NULL";
+    let rid = match brain::store::part_id::parse(&old) {
+        Some((brain::store::part_id::PartKind::Chunk, rid)) => rid.to_string(),
+        other => panic!("{old} is not a chunk's id: {other:?}"),
+    };
+    let text = "SELECT count(*) FROM chunks WHERE rid = ?1 AND content IS NOT NULL";
     // Housekeeping ran when the daemon started, before the edit; it runs again at the next start
     // (or after a sync an hour on), so the retired text is still there.
-    assert_eq!(count(&db, text, &old), 1);
+    assert_eq!(count(&db, text, &rid), 1);
     d.stop();
 
     let mut d = Daemon::spawn(temp.path(), &data, &socket, &env);
     d.wait_ready();
     wait_until("the retired chunk's text to be dropped", || {
-        count(&db, text, &old) == 0
+        count(&db, text, &rid) == 0
     });
     let cited = count(
         &db,
         "SELECT count(*) FROM chunks c JOIN source_versions v ON v.id = c.cite_version
-         WHERE c.id = ?1 AND c.valid_to IS NOT NULL AND c.content IS NULL
+         WHERE c.rid = ?1 AND c.valid_to IS NOT NULL AND c.content IS NULL
            AND c.byte_start IS NOT NULL AND c.line_end IS NOT NULL",
-        &old,
+        &rid,
     );
     assert_eq!(cited, 1, "the retired chunk keeps its citation");
     // The current text is untouched and still found.
