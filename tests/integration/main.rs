@@ -1,5 +1,6 @@
 //! The one integration-test binary: every test here drives the real `brain` binary.
 
+mod cli;
 mod compat;
 mod daemon;
 mod embed;
