@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test here drives the real `brain` binary.
 
 mod cli;
+mod cli_doctor;
 mod compat;
 mod daemon;
 mod embed;
