@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_doctor;
+mod cli_readme;
 mod cli_service;
 mod compat;
 mod daemon;
