@@ -1323,6 +1323,40 @@ mod tests {
     }
 
     #[test]
+    fn one_name_for_one_idea() {
+        let k = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Search(a)) => Some(a.k),
+            _ => None,
+        };
+        assert_eq!(k(&["brain", "search", "x", "--limit", "3"]), Some(3));
+        assert_eq!(k(&["brain", "search", "x", "-k", "4"]), Some(4));
+        assert_eq!(k(&["brain", "search", "x", "--k", "5"]), Some(5));
+        assert_eq!(k(&["brain", "search", "x"]), Some(10));
+        let parses = |args: &[&str]| Cli::try_parse_from(args).is_ok();
+        for cmd in [["graph", "backlinks"], ["graph", "neighbors"]] {
+            let with = |extra: &[&str]| {
+                let mut a = vec!["brain", cmd[0], cmd[1]];
+                a.extend_from_slice(extra);
+                parses(&a)
+            };
+            assert!(with(&["ID"]));
+            assert!(with(&["--id", "x"]));
+            assert!(with(&["--title", "Alpha"]));
+            assert!(with(&["--path", "a.md"]));
+            assert!(with(&["--title", "Alpha", "--limit", "5"]));
+            assert!(!with(&[]));
+            assert!(!with(&["ID", "--title", "Alpha"]));
+        }
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        let err = |args: &[&str]| Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(err(&["brain", "serch", "x"]).contains("'search'"));
+        assert!(err(&["brain", "status", "--jsn"]).contains("--json"));
+    }
+
+    #[test]
     fn paths_are_made_absolute() {
         let Cli { command, .. } = Cli::try_parse_from(["brain", "ingest", "notes"]).unwrap();
         let Command::Ingest { path, .. } = command else {

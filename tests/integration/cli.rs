@@ -377,3 +377,34 @@ fn search_takes_limit_as_well_as_k() {
     assert_eq!(hits(&["--limit", "1"]), 1);
     assert_eq!(hits(&["-k", "2"]), 2);
 }
+
+#[test]
+fn colours_only_on_a_terminal_and_never_with_no_color() {
+    let d = Daemon::start();
+    fixture_vault(&d, &d.dir);
+    // `script` (util-linux) gives the command a terminal of its own.
+    let on_terminal = |no_color: Option<&str>| -> String {
+        let mut cmd = Command::new("script");
+        cmd.args([
+            "-qec",
+            &format!("{BIN} search prototype --mode bm25"),
+            "/dev/null",
+        ]);
+        cmd.env("BRAIN_DATA_DIR", &d.data_dir)
+            .env("BRAIN_SOCKET", &d.socket)
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let o = cmd.output().expect("run script(1)");
+        assert!(o.status.success(), "{o:?}");
+        stdout(&o)
+    };
+    let coloured = on_terminal(None);
+    assert!(coloured.contains("\x1b[1m"), "{coloured:?}");
+    let plain = on_terminal(Some("1"));
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    assert!(plain.contains("**"), "{plain:?}");
+    let piped = ok(&d.cli(&["search", "prototype", "--mode", "bm25"]));
+    assert!(!piped.contains('\x1b') && piped.contains("**"), "{piped:?}");
+}
