@@ -1166,43 +1166,58 @@ fn sources(
     Ok(())
 }
 
-/// `brain stop`: asks the daemon to stop, then waits until it has exited — until its instance
-/// lock is free, so a `brain daemon` started next finds the data dir its own.
+/// `brain stop`: asks the daemon to stop, then waits until its process has exited, and with it
+/// its instance lock, so a `brain daemon` started next finds the data dir free.
 fn stop(
     client: &mut Client,
     socket: &Path,
     timeout: Duration,
     no_wait: bool,
 ) -> Result<(), ClientError> {
-    let s: StatusWire = decode("daemon.status", client.call("daemon.status", json!({}))?)?;
+    // The daemon's pid as the kernel tells it (SO_PEERCRED), not as the daemon says.
+    let pid = {
+        let stream = connect_stream(socket, Some(timeout))?;
+        rustix::net::sockopt::socket_peercred(&stream)
+            .ok()
+            .map(|c| c.pid)
+    };
     client.call("daemon.shutdown", json!({}))?;
-    if no_wait {
-        println!("daemon (pid {}) is stopping", s.pid);
+    let Some(pid) = pid.filter(|_| !no_wait) else {
+        println!("daemon is stopping");
         return Ok(());
-    }
-    let lock = config::lock_path(Path::new(&s.data_dir));
+    };
     let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let free = match std::fs::File::open(&lock) {
-            Ok(f) => f.try_lock_shared().is_ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(io_error(socket, "stop", None, e)),
-        };
-        if free {
-            println!("daemon (pid {}) stopped", s.pid);
-            return Ok(());
-        }
+    while !exited(pid) {
         if std::time::Instant::now() >= deadline {
             return Err(ClientError::Timeout {
                 socket: socket.to_owned(),
                 what: format!(
                     "stop: pid {} is still finishing its work (wait longer with --timeout)",
-                    s.pid
+                    pid.as_raw_nonzero()
                 ),
                 timeout,
             });
         }
         std::thread::sleep(STOP_POLL);
+    }
+    println!("daemon (pid {}) stopped", pid.as_raw_nonzero());
+    Ok(())
+}
+
+/// Whether process `pid` has exited: it is gone, or a zombie, which has closed its files (the
+/// instance lock among them) and waits only for its parent to collect its status.
+fn exited(pid: rustix::process::Pid) -> bool {
+    if rustix::process::test_kill_process(pid).is_err() {
+        return true;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()));
+    match stat {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
+        // Gone between the two looks; without /proc, trust the signal test alone.
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 

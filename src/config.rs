@@ -167,13 +167,8 @@ impl Config {
     }
 
     pub fn lock_path(&self) -> PathBuf {
-        lock_path(&self.data_dir)
+        self.data_dir.join("brain.lock")
     }
-}
-
-/// The instance lock of the daemon using `data_dir`: held for as long as it runs.
-pub fn lock_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("brain.lock")
 }
 
 /// The default config file: `$XDG_CONFIG_HOME/brain/config.toml`.

@@ -14,8 +14,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Overrides};
 use crate::rpc::client::{Client, ClientError};
 use crate::rpc::protocol::StatusWire;
 use crate::search::models;
@@ -93,8 +92,8 @@ pub struct Report {
 }
 
 /// Runs every check and prints the report; exit 0 only when nothing is a warning or problem.
-pub fn run(global: &GlobalArgs, as_json: bool) -> ExitCode {
-    let config = match config::resolve(&global.overrides()) {
+pub fn run(overrides: &Overrides, as_json: bool) -> ExitCode {
+    let config = match config::resolve(overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("brain: {e}");

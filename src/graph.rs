@@ -988,13 +988,14 @@ pub fn search_title_tolerant(
     limit: usize,
 ) -> Result<Vec<TitleHit>, Error> {
     let limit = limit.min(MAX_SEARCH_LIMIT);
-    let mut hits = search_title(conn, query, limit)?;
     let q = Query::new(query);
     let words = typo_words(&q.text);
-    if q.text.is_empty() || limit == 0 {
-        return Ok(hits);
-    }
+    // One snapshot for both passes; `search_title` joins it.
     in_snapshot(conn, |conn| {
+        let mut hits = search_title(conn, query, limit)?;
+        if q.text.is_empty() || limit == 0 {
+            return Ok(hits);
+        }
         let seen: HashSet<String> = hits.iter().map(|h| h.node.id.clone()).collect();
         let mut more: Vec<(f64, Candidate)> = Vec::new();
         let mut stmt = conn.prepare_cached(

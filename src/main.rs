@@ -127,7 +127,7 @@ fn main() -> ExitCode {
         Command::Completions { shell } => brain::cli::completions(*shell),
         Command::Man => brain::cli::man(),
         Command::Service(cmd) => brain::cli::service::run(&cli.global, cmd),
-        Command::Doctor { json } => brain::doctor::run(&cli.global, *json),
+        Command::Doctor { json } => brain::doctor::run(&cli.global.overrides(), *json),
         other => brain::cli::run_client(&cli.global, other),
     }
 }

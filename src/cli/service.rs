@@ -19,6 +19,11 @@ pub enum ServiceError {
     NoConfigDir,
     #[error("cannot find the brain executable: {0}")]
     Exe(std::io::Error),
+    #[error("cannot resolve {}: {source}", path.display())]
+    Resolve {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} is not valid UTF-8, which a unit file cannot hold", .0.display())]
     NotUtf8(PathBuf),
     #[error("cannot write {}: {source}", path.display())]
@@ -125,7 +130,10 @@ fn daemon_args(global: &GlobalArgs) -> Result<Vec<String>, ServiceError> {
     ];
     for (flag, value) in paths {
         if let Some(p) = value {
-            let abs = std::path::absolute(p).map_err(ServiceError::Exe)?;
+            let abs = std::path::absolute(p).map_err(|source| ServiceError::Resolve {
+                path: p.clone(),
+                source,
+            })?;
             let s = abs
                 .to_str()
                 .ok_or_else(|| ServiceError::NotUtf8(abs.clone()))?;
