@@ -54,7 +54,8 @@ pub struct GlobalArgs {
     /// Unix socket [default: $XDG_RUNTIME_DIR/brain.sock, else DATA_DIR/brain.sock]
     #[arg(long, global = true, env = "BRAIN_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// The e-mail of the user the daemon acts as [default: $USER@localhost]
+    /// The e-mail of the user the daemon acts as (for `daemon` and `service install`; refused
+    /// by client commands) [default: $USER@localhost]
     #[arg(long, global = true, env = "BRAIN_USER_EMAIL", value_name = "EMAIL")]
     pub user_email: Option<String>,
     /// Seconds a client command waits for the daemon, to connect and for each answer
@@ -436,8 +437,10 @@ pub struct GraphTarget {
     /// The node's id
     #[arg(value_name = "ID")]
     pub node_id: Option<String>,
+    /// The node's id
     #[arg(long)]
     pub id: Option<String>,
+    /// The note or file at this path
     #[arg(long, value_parser = absolute_path)]
     pub path: Option<String>,
     /// A note's title, file name or alias
