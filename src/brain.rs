@@ -219,6 +219,19 @@ impl Brain {
         Ok(())
     }
 
+    /// Deletes a model that is not the active one (a linked model loses only its link).
+    pub fn models_remove(&self, name: &str) -> Result<(), Error> {
+        if self.active_model()?.as_deref() == Some(name) {
+            return Err(Error::new(
+                Kind::InvalidParams,
+                format!(
+                    "model {name} is the active model; make another active first (`brain models use NAME`)"
+                ),
+            ));
+        }
+        Ok(models::remove(&self.data_dir, name)?)
+    }
+
     pub fn models_list(&self) -> Result<Vec<models::ModelInfo>, Error> {
         Ok(models::list(
             &self.data_dir,
@@ -383,7 +396,8 @@ impl Brain {
     }
 
     pub fn node_search_title(&self, query: &str, limit: usize) -> Result<Vec<TitleHit>, Error> {
-        self.store.read(|c| graph::search_title(c, query, limit))
+        self.store
+            .read(|c| graph::search_title_tolerant(c, query, limit))
     }
 
     pub fn graph_neighbors(
@@ -411,7 +425,7 @@ impl Brain {
     ) -> Result<(Vec<SourceView>, u64), Error> {
         let (mut rows, total) = self
             .store
-            .read(|c| graph::source_list(c, status, root, limit, offset))?;
+            .read(|c| graph::source_list_under(c, status, root, limit, offset))?;
         // A file waiting on a sync that keeps failing (a full disk) says why: the failure
         // cannot be written to the store that has no room for it.
         if let Some(e) = self.worker.state().sync_error {

@@ -4,6 +4,8 @@
 //! never open the store. The daemon itself and offline maintenance (`identity migrate`) are
 //! dispatched by `main.rs` to the library directly.
 
+pub mod graph;
+pub mod service;
 pub mod workflow;
 
 use std::io::{BufRead, BufReader, Write};
@@ -23,8 +25,8 @@ use crate::rpc::client::{
 };
 use crate::rpc::protocol::{
     CompactResult, ModelListResult, ModelWire, NodeWire, ProgressWire, ProvenanceWire, PurgedWire,
-    ReindexResult, RootWire, SearchResultWire, SourceListResult, StatusWire, SubgraphWire,
-    SyncReportWire, TitleHitWire, UserListResult, WatchListResult, WatchRemoveResult,
+    ReindexResult, RootWire, SearchResultWire, SourceListResult, StatusWire, SyncReportWire,
+    TitleHitWire, UserListResult, WatchListResult, WatchRemoveResult,
 };
 
 #[derive(Debug, Parser)]
@@ -52,13 +54,18 @@ pub struct GlobalArgs {
     /// Unix socket [default: $XDG_RUNTIME_DIR/brain.sock, else DATA_DIR/brain.sock]
     #[arg(long, global = true, env = "BRAIN_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// The e-mail of the user the daemon acts as [default: $USER@localhost]
+    /// The e-mail of the user the daemon acts as (for `daemon` and `service install`; refused
+    /// by client commands) [default: $USER@localhost]
     #[arg(long, global = true, env = "BRAIN_USER_EMAIL", value_name = "EMAIL")]
     pub user_email: Option<String>,
     /// Seconds a client command waits for the daemon, to connect and for each answer
     /// (`--follow` and `--wait` wait without limit) [default: 30]
     #[arg(long, global = true, env = "BRAIN_TIMEOUT", value_name = "SECS", value_parser = timeout_secs)]
     pub timeout: Option<Duration>,
+    /// Whether `--user-email` was given as a flag (not by the environment): client commands
+    /// refuse it, as only the daemon acts as a user. Set by the binary from clap's matches.
+    #[arg(skip)]
+    pub user_email_on_command_line: bool,
 }
 
 fn timeout_secs(s: &str) -> Result<Duration, String> {
@@ -101,8 +108,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stop the daemon
-    Stop,
+    /// Stop the daemon and wait until it has exited
+    Stop {
+        /// Return once the daemon has been asked to stop, without waiting for it to exit
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Check the store, index, vectors, model, permissions, roots and disk; exit 0 only when
+    /// all is well
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon as a systemd user service
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Print a shell completion script: `brain completions bash > ~/.local/share/bash-completion/completions/brain`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `brain man | man -l -`
+    Man,
     /// User identities
     #[command(subcommand)]
     Identity(IdentityCommand),
@@ -125,11 +152,15 @@ pub enum Command {
         /// Only sources with this status
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
-        /// Only sources under this root
+        /// Only sources under this folder (a root or any folder inside one)
         #[arg(long, value_name = "PATH", value_parser = absolute_path)]
         root: Option<String>,
+        /// At most N sources [default: 1000]
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Skip the first N sources (the next page starts where the last one ended)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: usize,
         #[arg(long)]
         json: bool,
     },
@@ -172,7 +203,13 @@ pub struct SearchArgs {
     #[arg(long, value_parser = ["bm25", "dense", "hybrid"])]
     pub mode: Option<String>,
     /// Number of hits
-    #[arg(short, long, default_value_t = 10)]
+    #[arg(
+        short = 'k',
+        long = "limit",
+        visible_alias = "k",
+        value_name = "N",
+        default_value_t = 10
+    )]
     pub k: usize,
     /// Only notes with this tag or a tag below it (repeatable; any of them)
     #[arg(long = "tag", value_name = "TAG")]
@@ -232,6 +269,22 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a model that is not the active one (a linked model loses only its link)
+    Remove {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the systemd user unit (~/.config/systemd/user/brain.service), enable and start it
+    Install,
+    /// Stop and disable the service and delete its unit
+    Uninstall,
+    /// Whether the unit is installed, enabled and running
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,9 +376,10 @@ pub enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Find nodes by title or alias
+    /// Find nodes by title or alias, tolerating typos; tags and workflow-written nodes too
     Search {
         query: String,
+        /// At most N hits [default: 20]
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
         #[arg(long)]
@@ -347,9 +401,10 @@ pub struct NodeSelector {
 
 #[derive(Debug, Subcommand)]
 pub enum GraphCommand {
-    /// Nodes linked to a node
+    /// Nodes linked to a node, with each edge's type and direction
     Neighbors {
-        id: String,
+        #[command(flatten)]
+        node: GraphTarget,
         #[arg(long, value_parser = ["out", "in", "both"], default_value = "both")]
         direction: String,
         /// Follow only edges of this type (repeatable)
@@ -357,17 +412,40 @@ pub enum GraphCommand {
         edge_types: Vec<String>,
         #[arg(long, value_name = "N")]
         depth: Option<u32>,
+        /// At most N nodes [default: 100]
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
-    /// Nodes that link to a node
+    /// Nodes that link to a node, with each edge's type
     Backlinks {
-        id: String,
+        #[command(flatten)]
+        node: GraphTarget,
+        /// At most N linking nodes [default: 100]
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The node a graph command starts from: an id (positional or `--id`), a file, or a title.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct GraphTarget {
+    /// The node's id
+    #[arg(value_name = "ID")]
+    pub node_id: Option<String>,
+    /// The node's id
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The note or file at this path
+    #[arg(long, value_parser = absolute_path)]
+    pub path: Option<String>,
+    /// A note's title, file name or alias
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 /// Paths are resolved here, against the caller's working directory, not the daemon's.
@@ -406,6 +484,37 @@ pub enum UserCommand {
 
 /// Exit code when no daemon answers, so scripts can tell "not running" from "failed".
 pub const EXIT_NO_DAEMON: u8 = 3;
+/// Exit code for a command line that is refused, as clap uses for its own usage errors.
+pub const EXIT_USAGE: u8 = 2;
+/// How often `brain stop` looks whether the daemon has exited.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Whether to colour what goes to `stream`: only a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn color_on(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `brain completions SHELL`: the script, from the clap definitions.
+pub fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "brain", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `brain man`: the manual page in roff, from the clap definitions.
+pub fn man() -> ExitCode {
+    use clap::CommandFactory;
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("brain: cannot write the manual: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Prints `e` and maps it to an exit code.
 pub fn report_client_error(e: &ClientError) -> ExitCode {
@@ -436,6 +545,12 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         }
     };
     let timeout = global.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    if global.user_email_on_command_line {
+        eprintln!(
+            "brain: --user-email is a daemon setting (the user the daemon acts as); give it to `brain daemon`, not to a client command"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Command::Workflow(cmd) = command {
         return self::workflow::run(&socket, timeout, cmd);
     }
@@ -449,11 +564,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
     let connect = || Client::connect_timeout(&socket, Some(timeout));
     let result = connect().and_then(|mut client| match command {
         Command::Status { json } => status(&mut client, *json),
-        Command::Stop => {
-            client.call("daemon.shutdown", json!({}))?;
-            println!("daemon at {} is stopping", socket.display());
-            Ok(())
-        }
+        Command::Stop { no_wait } => stop(&mut client, &socket, timeout, *no_wait),
         Command::User(UserCommand::List { json }) => user_list(&mut client, *json),
         Command::Watch(WatchCommand::Add { path, json }) => {
             watch_change(&mut client, "watch.add", path, *json)
@@ -508,10 +619,12 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             status,
             root,
             limit,
+            offset,
             json,
         } => {
-            let params = json!({ "status": status, "root": root, "limit": limit });
-            sources(&mut client, params, *json)
+            let params =
+                json!({ "status": status, "root": root, "limit": limit, "offset": offset });
+            sources(&mut client, params, *offset, *json)
         }
         Command::Node(NodeCommand::Get { by, json }) => {
             let params = json!({ "id": by.id, "path": by.path, "title": by.title });
@@ -519,25 +632,29 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         }
         Command::Node(NodeCommand::Search { query, limit, json }) => node_search(
             &mut client,
+            query,
             json!({ "query": query, "limit": limit }),
             *json,
         ),
         Command::Graph(GraphCommand::Neighbors {
-            id,
+            node,
             direction,
             edge_types,
             depth,
             limit,
             json,
         }) => {
+            let start = self::graph::resolve(&mut client, node)?;
             let params = json!({
-                "id": id, "direction": direction, "edge_types": edge_types,
+                "id": start.id, "direction": direction, "edge_types": edge_types,
                 "depth": depth, "limit": limit,
             });
-            subgraph(&mut client, "graph.neighbors", params, *json)
+            self::graph::walk(&mut client, "graph.neighbors", &start, params, *json)
         }
-        Command::Graph(GraphCommand::Backlinks { id, json }) => {
-            subgraph(&mut client, "graph.backlinks", json!({ "id": id }), *json)
+        Command::Graph(GraphCommand::Backlinks { node, limit, json }) => {
+            let start = self::graph::resolve(&mut client, node)?;
+            let params = json!({ "id": start.id, "limit": limit });
+            self::graph::walk(&mut client, "graph.backlinks", &start, params, *json)
         }
         Command::Search(args) => search(&mut client, args),
         Command::Reindex { json } => {
@@ -577,11 +694,29 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             Ok(())
         }
         Command::Models(ModelsCommand::Use { name, json }) => {
+            let list: ModelListResult = decode("models.list", client.call("models.list", json!({}))?)?;
+            // Activating the active model again would only reload it.
+            if list.models.iter().any(|m| m.active && m.name == *name) {
+                if *json {
+                    return print_json(&json!({ "active": name }));
+                }
+                println!("model {name} is already active; nothing to re-embed");
+                return Ok(());
+            }
             let v = client.call("models.use", json!({ "name": name }))?;
             if *json {
                 return print_json(&v);
+            } else {
+                println!("model {name} is active; chunks are embedded for it in the background (`brain status`)");
             }
-            println!("model {name} is active; chunks are embedded for it in the background");
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Remove { name, json }) => {
+            let v = client.call("models.remove", json!({ "name": name }))?;
+            if *json {
+                return print_json(&v);
+            }
+            println!("model {name} removed");
             Ok(())
         }
         Command::Models(ModelsCommand::List { json }) => {
@@ -604,7 +739,11 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         | Command::Ingest { .. }
         | Command::Eval(_)
         | Command::Bench(_)
-        | Command::Workflow(_) => {
+        | Command::Workflow(_)
+        | Command::Doctor { .. }
+        | Command::Service(_)
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("dispatched before connecting")
         }
     });
@@ -656,7 +795,7 @@ fn search(client: &mut Client, args: &SearchArgs) -> Result<(), ClientError> {
         println!("no hits ({} search)", r.mode);
         return Ok(());
     }
-    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let color = color_on(&std::io::stdout());
     for (i, h) in r.hits.iter().enumerate() {
         let heading = if h.heading_path.is_empty() {
             String::new()
@@ -747,10 +886,11 @@ fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
     println!("edges     {}", join_counts(&s.counts.edges));
     println!("sources   {}", join_counts(&s.counts.sources));
     println!(
-        "watcher   {} ({} roots, {} queued)",
+        "watcher   {} ({} roots, {} queued{})",
         s.watcher.state,
         s.watcher.roots.len(),
-        s.watcher.queue_depth
+        s.watcher.queue_depth,
+        if s.watcher.busy { ", syncing" } else { "" }
     );
     for m in &s.watcher.missing {
         println!("          missing: {m} (its notes are kept until it is back)");
@@ -767,12 +907,29 @@ fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
     if let Some(e) = &s.watcher.error {
         println!("          error: {e}");
     }
+    let lag = (s.search.outbox_head - s.search.index_seq).max(0);
     println!(
-        "index     {} ({} chunks)",
-        s.search.index_state, s.search.indexed_chunks
+        "index     {} ({} chunks, {})",
+        s.search.index_state,
+        s.search.indexed_chunks,
+        if lag == 0 {
+            "up to date".to_owned()
+        } else {
+            format!("{lag} changes behind")
+        }
     );
     if let Some(d) = &s.search.last_damage {
         println!("          last damage: {d}");
+    }
+    match &s.search.model {
+        None if s.search.model_state == "none" => {
+            println!("model     none (search by words only; `brain models add NAME PATH`)")
+        }
+        None => println!("model     {}", s.search.model_state),
+        Some(m) => println!("model     {m} ({})", s.search.model_state),
+    }
+    if s.search.model.is_some() {
+        println!("embedded  {}", embedding_progress(client, &s)?);
     }
     for w in s.workers.iter().filter(|w| w.restarts > 0) {
         println!(
@@ -790,6 +947,40 @@ fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
         );
     }
     Ok(())
+}
+
+/// How long `brain status` watches embedding progress to tell its rate, when it is under way.
+const RATE_SAMPLE: Duration = Duration::from_secs(1);
+
+/// `done / total (pct)`, and while embedding is under way its rate and the time left, from a
+/// second status taken [`RATE_SAMPLE`] later.
+fn embedding_progress(client: &mut Client, s: &StatusWire) -> Result<String, ClientError> {
+    let (done, total) = (s.search.embedded_chunks as u64, s.search.total_chunks);
+    let pct = if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    };
+    let mut line = format!("{done} / {total} chunks ({pct:.0}%)");
+    if done >= total || s.search.model_state != "ready" {
+        return Ok(line);
+    }
+    let started = std::time::Instant::now();
+    std::thread::sleep(RATE_SAMPLE);
+    let later: StatusWire = decode("daemon.status", client.call("daemon.status", json!({}))?)?;
+    let secs = started.elapsed().as_secs_f64();
+    let gained = (later.search.embedded_chunks as u64).saturating_sub(done);
+    if gained == 0 {
+        line.push_str(", waiting");
+        return Ok(line);
+    }
+    let rate = gained as f64 / secs;
+    let left = total.saturating_sub(later.search.embedded_chunks as u64) as f64 / rate;
+    line.push_str(&format!(
+        ", {rate:.0} chunks/s, about {} left",
+        humantime::format_duration(Duration::from_secs(left.ceil() as u64))
+    ));
+    Ok(line)
 }
 
 fn user_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
@@ -945,7 +1136,12 @@ fn answer_result(mut answer: Value) -> Result<Value, ClientError> {
         .ok_or_else(|| ClientError::Protocol("answer without result or error".into()))
 }
 
-fn sources(client: &mut Client, params: Value, as_json: bool) -> Result<(), ClientError> {
+fn sources(
+    client: &mut Client,
+    params: Value,
+    offset: usize,
+    as_json: bool,
+) -> Result<(), ClientError> {
     let v = client.call("source.list", params)?;
     if as_json {
         return print_json(&v);
@@ -956,8 +1152,76 @@ fn sources(client: &mut Client, params: Value, as_json: bool) -> Result<(), Clie
         let reason = s.reason.as_deref().unwrap_or("-");
         println!("{:<9} {:<16} {}", s.status, reason, s.path);
     }
-    println!("{shown} of {}", list.total);
+    let end = offset + shown;
+    if shown == 0 {
+        println!("none of {} (from {offset})", list.total);
+    } else if (end as u64) < list.total {
+        println!(
+            "{}-{end} of {}; next page: --offset {end}",
+            offset + 1,
+            list.total
+        );
+    } else if offset > 0 {
+        println!("{}-{end} of {}", offset + 1, list.total);
+    } else {
+        println!("{shown} of {}", list.total);
+    }
     Ok(())
+}
+
+/// `brain stop`: asks the daemon to stop, then waits until its process has exited, and with it
+/// its instance lock, so a `brain daemon` started next finds the data dir free.
+fn stop(
+    client: &mut Client,
+    socket: &Path,
+    timeout: Duration,
+    no_wait: bool,
+) -> Result<(), ClientError> {
+    // The daemon's pid as the kernel tells it (SO_PEERCRED), not as the daemon says.
+    let pid = {
+        let stream = connect_stream(socket, Some(timeout))?;
+        rustix::net::sockopt::socket_peercred(&stream)
+            .ok()
+            .map(|c| c.pid)
+    };
+    client.call("daemon.shutdown", json!({}))?;
+    let Some(pid) = pid.filter(|_| !no_wait) else {
+        println!("daemon is stopping");
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    while !exited(pid) {
+        if std::time::Instant::now() >= deadline {
+            return Err(ClientError::Timeout {
+                socket: socket.to_owned(),
+                what: format!(
+                    "stop: pid {} is still finishing its work (wait longer with --timeout)",
+                    pid.as_raw_nonzero()
+                ),
+                timeout,
+            });
+        }
+        std::thread::sleep(STOP_POLL);
+    }
+    println!("daemon (pid {}) stopped", pid.as_raw_nonzero());
+    Ok(())
+}
+
+/// Whether process `pid` has exited: it is gone, or a zombie, which has closed its files (the
+/// instance lock among them) and waits only for its parent to collect its status.
+fn exited(pid: rustix::process::Pid) -> bool {
+    if rustix::process::test_kill_process(pid).is_err() {
+        return true;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()));
+    match stat {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
+        // Gone between the two looks; without /proc, trust the signal test alone.
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 fn node_get(client: &mut Client, params: Value, as_json: bool) -> Result<(), ClientError> {
@@ -1000,7 +1264,12 @@ fn provenance_line(p: &ProvenanceWire) -> String {
     parts.join(" ")
 }
 
-fn node_search(client: &mut Client, params: Value, as_json: bool) -> Result<(), ClientError> {
+fn node_search(
+    client: &mut Client,
+    query: &str,
+    params: Value,
+    as_json: bool,
+) -> Result<(), ClientError> {
     let v = client.call("node.search_title", params)?;
     if as_json {
         return print_json(&v);
@@ -1010,38 +1279,18 @@ fn node_search(client: &mut Client, params: Value, as_json: bool) -> Result<(), 
         hits: Vec<TitleHitWire>,
     }
     let found: Hits = decode("node.search_title", v)?;
+    if found.hits.is_empty() {
+        println!("no node titled like {query:?}");
+    }
     for h in found.hits {
         println!(
-            "{:.3}  {}  {}",
-            h.score,
+            "{:<11} {}  {}  {}",
+            h.kind,
             h.title.as_deref().unwrap_or("-"),
-            h.path.as_deref().unwrap_or("-")
+            h.path.as_deref().unwrap_or("-"),
+            h.id
         );
     }
-    Ok(())
-}
-
-fn subgraph(
-    client: &mut Client,
-    method: &str,
-    params: Value,
-    as_json: bool,
-) -> Result<(), ClientError> {
-    let v = client.call(method, params)?;
-    if as_json {
-        return print_json(&v);
-    }
-    let g: SubgraphWire = decode(method, v)?;
-    for n in &g.nodes {
-        println!(
-            "{}  {}  {}  {}",
-            n.kind,
-            n.title.as_deref().unwrap_or("-"),
-            n.path.as_deref().unwrap_or("-"),
-            n.id
-        );
-    }
-    println!("{} edges", g.edges.len());
     Ok(())
 }
 
@@ -1089,6 +1338,40 @@ mod tests {
         assert!(!parses(&[
             "brain", "node", "get", "--id", "x", "--title", "y"
         ]));
+    }
+
+    #[test]
+    fn one_name_for_one_idea() {
+        let k = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Search(a)) => Some(a.k),
+            _ => None,
+        };
+        assert_eq!(k(&["brain", "search", "x", "--limit", "3"]), Some(3));
+        assert_eq!(k(&["brain", "search", "x", "-k", "4"]), Some(4));
+        assert_eq!(k(&["brain", "search", "x", "--k", "5"]), Some(5));
+        assert_eq!(k(&["brain", "search", "x"]), Some(10));
+        let parses = |args: &[&str]| Cli::try_parse_from(args).is_ok();
+        for cmd in [["graph", "backlinks"], ["graph", "neighbors"]] {
+            let with = |extra: &[&str]| {
+                let mut a = vec!["brain", cmd[0], cmd[1]];
+                a.extend_from_slice(extra);
+                parses(&a)
+            };
+            assert!(with(&["ID"]));
+            assert!(with(&["--id", "x"]));
+            assert!(with(&["--title", "Alpha"]));
+            assert!(with(&["--path", "a.md"]));
+            assert!(with(&["--title", "Alpha", "--limit", "5"]));
+            assert!(!with(&[]));
+            assert!(!with(&["ID", "--title", "Alpha"]));
+        }
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        let err = |args: &[&str]| Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(err(&["brain", "serch", "x"]).contains("'search'"));
+        assert!(err(&["brain", "status", "--jsn"]).contains("--json"));
     }
 
     #[test]

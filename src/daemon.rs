@@ -128,9 +128,12 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             let (brain, shutdown) = (brain.clone(), shutdown.clone());
             async move {
                 shutdown.wait().await;
+                notify_service_manager("STOPPING=1");
                 brain.workflows().begin_shutdown();
             }
         });
+        // The socket is bound: connections made from now on are served.
+        notify_service_manager("READY=1");
         server::run(listener, brain.clone(), cfg, shutdown).await;
         let b = brain.clone();
         // Joining the ingest worker blocks; it finishes its current write batch first.
@@ -315,6 +318,33 @@ fn remove_socket_if_ours(socket: &Path, bound: (u64, u64)) {
             }
         }
         _ => {}
+    }
+}
+
+/// Tells systemd (a `Type=notify` unit) how the daemon stands, when it runs under one: one
+/// datagram to `$NOTIFY_SOCKET`, a path or `@`abstract name (sd_notify(3)). Written over std's
+/// Unix datagram socket rather than with a crate: the protocol is one send, and a failure is
+/// only logged, as a daemon run by hand has no service manager to tell.
+fn notify_service_manager(state: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        let bytes = target.as_bytes();
+        match bytes.strip_prefix(b"@") {
+            #[cfg(target_os = "linux")]
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(state.as_bytes(), &addr)
+            }
+            _ => sock.send_to(state.as_bytes(), Path::new(&target)),
+        }
+    });
+    if let Err(e) = sent {
+        warn!(error = %e, state, "cannot notify the service manager");
     }
 }
 

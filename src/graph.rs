@@ -988,6 +988,285 @@ fn parse_aliases(text: &str) -> Vec<String> {
     }
 }
 
+/// Words of a title query that may each be a typo; more words than a person types into a
+/// quick switcher are matched by [`search_title`] alone.
+const MAX_TYPO_WORDS: usize = 8;
+
+/// Title search as a person types it: [`search_title`]'s hits over notes and files, plus
+/// every other titled kind (tags, link placeholders, nodes written by workflows) matched the
+/// same way, plus titles of any kind whose words each match a query word within a few typos
+/// ("metting notes" finds "Meeting notes": one edit in a word of 4 to 7 characters, two from
+/// 8, none below, as Obsidian's quick switcher allows). Sections and chunks are structure,
+/// not things one names, and are left out. Typo hits rank below the others; `limit` is
+/// clamped to [`MAX_SEARCH_LIMIT`].
+pub fn search_title_tolerant(
+    conn: &Connection,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<TitleHit>, Error> {
+    let limit = limit.min(MAX_SEARCH_LIMIT);
+    let q = Query::new(query);
+    let words = typo_words(&q.text);
+    // One snapshot for both passes; `search_title` joins it.
+    in_snapshot(conn, |conn| {
+        let mut hits = search_title(conn, query, limit)?;
+        if q.text.is_empty() || limit == 0 {
+            return Ok(hits);
+        }
+        let seen: HashSet<String> = hits.iter().map(|h| h.node.id.clone()).collect();
+        let mut more: Vec<(f64, Candidate)> = Vec::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, kind, title FROM nodes
+             WHERE valid_to IS NULL AND title IS NOT NULL
+               AND kind NOT IN ('section', 'chunk')
+             LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([TITLE_SCAN_CAP], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        })?;
+        for row in rows {
+            let (id, kind, title): (String, String, String) = row?;
+            if seen.contains(&id) {
+                continue;
+            }
+            let lower = title.to_lowercase();
+            let len = title.chars().count();
+            // Notes and files were ranked by `search_title` already, with their names.
+            let tier = if matches!(kind.as_str(), "note" | "file") {
+                None
+            } else {
+                q.tier(&lower)
+            };
+            let score = match (tier, typo_distance(&words, &lower)) {
+                (Some(t), _) => {
+                    let covered = if t == 0 {
+                        q.fuzzy.len()
+                    } else {
+                        q.text.chars().count()
+                    };
+                    f64::from(t) + (covered as f64 / len.max(1) as f64).min(1.0)
+                }
+                // Below every other tier: within 0..1, fewer edits first.
+                (None, Some(edits)) => -1.0 + 1.0 / (1.0 + edits as f64) * 0.999,
+                (None, None) => continue,
+            };
+            more.push((
+                score,
+                Candidate {
+                    node_id: id,
+                    text: title,
+                    lower,
+                    origin: Origin::Title,
+                    tier: 0,
+                    len,
+                },
+            ));
+        }
+        more.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| Candidate::rank(&a.1, &b.1))
+        });
+        for (score, c) in more {
+            if let Some(mut hit) = title_hit(conn, &q, c)? {
+                hit.score = score;
+                hits.push(hit);
+            }
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(limit);
+        Ok(hits)
+    })
+}
+
+/// A query's words, lowercased, at most [`MAX_TYPO_WORDS`] of them.
+fn typo_words(text: &str) -> Vec<Vec<char>> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(MAX_TYPO_WORDS)
+        .map(|w| w.chars().collect())
+        .collect()
+}
+
+/// Edits a word of `len` characters may carry and still match.
+fn typos_allowed(len: usize) -> usize {
+    match len {
+        0..=3 => 0,
+        4..=7 => 1,
+        _ => 2,
+    }
+}
+
+/// Total edits when every query word matches a distinct-or-not word of `title` (lowercased)
+/// within its allowance, or a prefix of one (as typed so far); None when one does not.
+fn typo_distance(words: &[Vec<char>], title: &str) -> Option<usize> {
+    if words.is_empty() {
+        return None;
+    }
+    let title_words: Vec<Vec<char>> = typo_words(title);
+    let mut total = 0;
+    for w in words {
+        let allowed = typos_allowed(w.len());
+        let best = title_words
+            .iter()
+            .map(|t| {
+                let whole = edit_distance(w, t);
+                // A word typed only in part: compare with the same length of the title word.
+                let part = if t.len() > w.len() {
+                    edit_distance(w, &t[..w.len()])
+                } else {
+                    whole
+                };
+                whole.min(part)
+            })
+            .min()?;
+        if best > allowed {
+            return None;
+        }
+        total += best;
+    }
+    Some(total)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbouring characters each count one.
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let (n, m) = (a.len(), b.len());
+    let mut d = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=m).collect();
+    for i in 1..=n {
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[n][m]
+}
+
+/// [`source_list`] for any folder inside a root, not only a root itself: the sources of the
+/// root that holds `folder` (the innermost, should roots ever nest) whose relative path lies
+/// under it. A folder inside no root matches nothing.
+pub fn source_list_under(
+    conn: &Connection,
+    status: Option<&str>,
+    folder: Option<&Path>,
+    limit: usize,
+    offset: usize,
+) -> Result<(Vec<SourceView>, u64), Error> {
+    let Some(folder) = folder else {
+        return source_list(conn, status, None, limit, offset);
+    };
+    let folder = root_filter(folder)?;
+    let roots: Vec<String> = {
+        let mut stmt = conn.prepare_cached("SELECT path FROM roots WHERE removed_at IS NULL")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let holder = roots
+        .into_iter()
+        .filter(|r| Path::new(&folder).starts_with(r))
+        .max_by_key(String::len);
+    let Some(root) = holder else {
+        return source_list(conn, status, Some(Path::new(&folder)), limit, offset);
+    };
+    if root == folder {
+        return source_list(conn, status, Some(Path::new(&folder)), limit, offset);
+    }
+    // Checked by `source_list` on the same value.
+    if let Some(s) = status
+        && SourceStatus::parse(s).is_none()
+    {
+        return source_list(conn, status, None, limit, offset);
+    }
+    let rel = Path::new(&folder)
+        .strip_prefix(&root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pattern = format!("{}/%", escape_like(&rel));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    in_snapshot(conn, |conn| {
+        let total: i64 = conn.query_row(
+            "SELECT count(*) FROM sources s JOIN roots r ON r.id = s.root_id
+             WHERE s.deleted_at IS NULL AND (?1 IS NULL OR s.status = ?1)
+               AND r.path = ?2 AND s.rel_path LIKE ?3 ESCAPE '\\'",
+            params![status, root, pattern],
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.id, r.path, s.rel_path, s.file_type, s.status, s.reason, s.size,
+                    s.content_hash, s.diagnostics, s.indexed_at, s.last_seen_at
+             FROM sources s JOIN roots r ON r.id = s.root_id
+             WHERE s.deleted_at IS NULL AND (?1 IS NULL OR s.status = ?1)
+               AND r.path = ?2 AND s.rel_path LIKE ?3 ESCAPE '\\'
+             ORDER BY r.path, s.rel_path
+             LIMIT ?4 OFFSET ?5",
+        )?;
+        let rows = stmt.query_map(params![status, root, pattern, limit, offset], |r| {
+            let root: String = r.get(1)?;
+            let rel_path: String = r.get(2)?;
+            let diagnostics: String = r.get(8)?;
+            Ok(SourceView {
+                id: r.get(0)?,
+                path: join_path(&root, &rel_path),
+                root,
+                rel_path,
+                file_type: r.get(3)?,
+                status: r.get(4)?,
+                reason: r.get(5)?,
+                size: r.get(6)?,
+                content_hash: r.get(7)?,
+                diagnostics: json_or(&diagnostics, serde_json::Value::Array(Vec::new())),
+                indexed_at: r.get(9)?,
+                last_seen_at: r.get(10)?,
+            })
+        })?;
+        let sources = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((sources, u64::try_from(total).unwrap_or(0)))
+    })
+}
+
+#[cfg(test)]
+mod tolerant_tests {
+    use super::*;
+
+    #[test]
+    fn typos_within_the_allowance_match() {
+        let check = |q: &str, title: &str, want: Option<usize>| {
+            assert_eq!(typo_distance(&typo_words(q), title), want, "{q} / {title}");
+        };
+        check("metting notes", "meeting notes", Some(1));
+        check("meeting", "meeting notes", Some(0));
+        check("meetnig", "meeting notes", Some(1));
+        check("mtg", "meeting notes", None);
+        check("cat", "car", None);
+        check("projct alpha", "project alpha", Some(1));
+        check("archtecture", "architecture", Some(1));
+        check("zebra", "meeting notes", None);
+        check("", "meeting notes", None);
+    }
+
+    #[test]
+    fn edit_distance_counts_swaps_once() {
+        let d = |a: &str, b: &str| {
+            let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+            edit_distance(&a, &b)
+        };
+        assert_eq!(d("abc", "abc"), 0);
+        assert_eq!(d("abc", "acb"), 1);
+        assert_eq!(d("kitten", "sitting"), 3);
+        assert_eq!(d("", "ab"), 2);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,20 @@ use std::process::ExitCode;
 use anyhow::Context;
 use brain::cli::{BenchCommand, Cli, Command, EvalCommand, IdentityCommand};
 use brain::{config, daemon, identity};
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    quiet_on_closed_stdout();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Only a flag is refused on client commands: the variable may be set for the daemon's sake
+    // in the shell every command runs from.
+    cli.global.user_email_on_command_line =
+        matches.value_source("user_email") == Some(ValueSource::CommandLine);
     init_tracing();
     match &cli.command {
         Command::Daemon { users_file } => {
@@ -114,6 +124,10 @@ fn main() -> ExitCode {
                 Ok(())
             }))
         }
+        Command::Completions { shell } => brain::cli::completions(*shell),
+        Command::Man => brain::cli::man(),
+        Command::Service(cmd) => brain::cli::service::run(&cli.global, cmd),
+        Command::Doctor { json } => brain::doctor::run(&cli.global.overrides(), *json),
         other => brain::cli::run_client(&cli.global, other),
     }
 }
@@ -188,7 +202,27 @@ fn report_err(e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logs go to stderr, filtered by `BRAIN_LOG` (else `RUST_LOG`, else `info`).
+/// A closed stdout (`brain sources | head -1`) ends the command quietly and successfully.
+/// Rust ignores SIGPIPE, so the first print to a closed pipe panics with this message wherever
+/// it happens; catching that once here spares every print its own check.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Logs go to stderr, filtered by `BRAIN_LOG` (else `RUST_LOG`, else `info`), coloured only
+/// on a terminal and without `NO_COLOR`: a log file or the journal gets plain text.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("BRAIN_LOG")
@@ -198,5 +232,6 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(brain::cli::color_on(&std::io::stderr()))
         .init();
 }

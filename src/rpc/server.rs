@@ -694,6 +694,11 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
             brain.models_use(&p.name)?;
             to_value(serde_json::json!({ "active": p.name }))
         }
+        "models.remove" => {
+            let p: protocol::ModelNameParams = protocol::params(method, params)?;
+            brain.models_remove(&p.name)?;
+            to_value(serde_json::json!({ "removed": p.name }))
+        }
         "models.list" => {
             let _: NoParams = protocol::params(method, params)?;
             let models = brain.models_list()?.into_iter().map(Into::into).collect();

@@ -185,11 +185,29 @@ pub fn list(data_dir: &Path, active: Option<&str>) -> Result<Vec<ModelInfo>, Mod
     Ok(out)
 }
 
+/// Deletes model `name` from the data dir: a copied folder with its files, a linked one by its
+/// link only (the folder it points to is the user's). Renamed aside first, so a half-deleted
+/// model never stays under its name.
+pub fn remove(data_dir: &Path, name: &str) -> Result<(), ModelError> {
+    let p = folder(data_dir, name)?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ModelError::Io { path, source }
+    };
+    if p.is_symlink() {
+        return std::fs::remove_file(&p).map_err(io(&p));
+    }
+    let aside = models_dir(data_dir).join(format!(".{name}.removing"));
+    let _ = std::fs::remove_dir_all(&aside);
+    std::fs::rename(&p, &aside).map_err(io(&p))?;
+    std::fs::remove_dir_all(&aside).map_err(io(&aside))
+}
+
 /// The folder of model `name`, which must exist.
 pub fn folder(data_dir: &Path, name: &str) -> Result<PathBuf, ModelError> {
     check_name(name)?;
     let p = models_dir(data_dir).join(name);
-    if !p.exists() {
+    if !p.exists() && !p.is_symlink() {
         return Err(ModelError::Unknown(name.to_owned()));
     }
     Ok(p)

@@ -1,5 +1,9 @@
 //! The one integration-test binary: every test here drives the real `brain` binary.
 
+mod cli;
+mod cli_doctor;
+mod cli_readme;
+mod cli_service;
 mod compat;
 mod daemon;
 mod embed;
