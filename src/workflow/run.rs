@@ -18,7 +18,7 @@ use super::engine::{Handle, Inner, Limits, approval_key};
 use super::expr;
 use super::files;
 use super::journal::{self, StepRow, WaitRow};
-use super::model::{self, Document, Step, StepType};
+use super::model::{self, Document, Step, StepType, WriteForm, WriteMode};
 use super::steps::{self, GraphWrite, Prov, StepError};
 use super::vars;
 use crate::clock;
@@ -77,6 +77,13 @@ pub(super) struct RunCtx {
     pub(super) halt: AtomicBool,
     pub(super) steps_run: AtomicU64,
     pub(super) started: Instant,
+}
+
+/// What a `Write_` step writes, whichever form it was written in.
+struct WriteSpec {
+    path: String,
+    content: String,
+    mode: WriteMode,
 }
 
 /// A step's result before it is committed.
@@ -823,25 +830,89 @@ impl RunCtx {
                     graph: Some(g),
                 })
             }
-            StepType::Write => self.write_file(step, key, input, rec, approved),
-            StepType::Llm => self.llm(input),
+            StepType::Write => {
+                let w = self.write_spec(sc, step, input)?;
+                self.write_file(step, key, &w, rec, approved)
+            }
+            StepType::Llm => self.llm(step, key, input),
             StepType::Loop | StepType::Branch | StepType::Pause => Ok(plain(Value::Null)),
         }
+    }
+
+    /// A `Write_` step's path, content and mode, resolved from VL's `target`/`value`/`mode` or
+    /// from the `in.path`/`in.content`/`in.mode` alias (already resolved in `input`).
+    fn write_spec(&self, sc: &Scope, step: &Step, input: &Value) -> Result<WriteSpec, StepError> {
+        let (path, content, mode) = match step.write_form() {
+            WriteForm::Vl => {
+                let text = |v: Option<&String>| v.map(|t| Value::String(t.clone()));
+                let path = text(step.target.as_ref())
+                    .map(|t| self.resolve(sc, &t, &[]))
+                    .transpose()?;
+                let content = step
+                    .value
+                    .as_ref()
+                    .map(|v| self.resolve(sc, v, &[]))
+                    .transpose()?;
+                let mode = text(step.mode.as_ref())
+                    .map(|m| self.resolve(sc, &m, &[]))
+                    .transpose()?;
+                (path, content, mode)
+            }
+            WriteForm::In => (
+                input.get("path").cloned(),
+                input.get("content").cloned(),
+                input.get("mode").cloned(),
+            ),
+        };
+        let [path_field, _, mode_field] = step.write_form().pointers();
+        let path = match path {
+            Some(Value::String(p)) => p,
+            _ => {
+                return Err(StepError::new(
+                    "invalid_input",
+                    format!("{path_field} must be a string path"),
+                ));
+            }
+        };
+        let content = match content {
+            Some(Value::String(s)) => s,
+            None | Some(Value::Null) => String::new(),
+            Some(other) => serde_json::to_string_pretty(&other).unwrap_or_default(),
+        };
+        let mode = match mode {
+            None | Some(Value::Null) => WriteMode::Overwrite,
+            Some(Value::String(m)) => WriteMode::parse(&m).ok_or_else(|| {
+                StepError::new(
+                    "invalid_input",
+                    format!(
+                        "{mode_field} {m:?} is not one of {}",
+                        WriteMode::NAMES.join(", ")
+                    ),
+                )
+            })?,
+            Some(other) => {
+                return Err(StepError::new(
+                    "invalid_input",
+                    format!("{mode_field} {other} is not a string"),
+                ));
+            }
+        };
+        Ok(WriteSpec {
+            path,
+            content,
+            mode,
+        })
     }
 
     fn write_file(
         &self,
         step: &Step,
         key: &str,
-        input: &Value,
+        w: &WriteSpec,
         rec: Option<&StepRow>,
         approved: bool,
     ) -> Result<Done, StepError> {
-        let path = input
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| StepError::new("invalid_input", "in.path must be a string"))?;
-        let rel = files::normalize(path).map_err(|m| StepError::new("path_invalid", m))?;
+        let rel = files::normalize(&w.path).map_err(|m| StepError::new("path_invalid", m))?;
         let reg = &self.doc.registry;
         if !files::matches_any(&reg.files.artifacts, &rel)
             || !files::matches_any(&reg.permissions.file_write, &rel)
@@ -851,15 +922,6 @@ impl RunCtx {
                 format!("{rel} is outside files.artifacts or permissions.fileWrite"),
             ));
         }
-        let content = match input.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => serde_json::to_string_pretty(other).unwrap_or_default(),
-            None => String::new(),
-        };
-        let mode = input
-            .get("mode")
-            .and_then(Value::as_str)
-            .unwrap_or("overwrite");
         let full =
             files::resolve(&self.workspace, &rel).map_err(|m| StepError::new("path_invalid", m))?;
         let existing = std::fs::read(&full).ok();
@@ -882,12 +944,18 @@ impl RunCtx {
                 graph: None,
             });
         }
-        let bytes = steps::write_bytes(mode, existing.as_deref(), content.as_bytes(), &rel)?;
+        let bytes = steps::write_bytes(w.mode, existing.as_deref(), w.content.as_bytes(), &rel)?;
         let hash = files::hash(&bytes);
         if self.dry_run {
             return Ok(Done {
                 result: json!({ "path": rel, "size": bytes.len(), "hash": hash, "planned": true }),
-                events: vec![("file_done", json!({ "path": rel, "planned": true }))],
+                events: vec![
+                    (
+                        "file_start",
+                        json!({ "path": rel, "mode": w.mode.name(), "planned": true }),
+                    ),
+                    ("file_done", json!({ "path": rel, "planned": true })),
+                ],
                 graph: None,
             });
         }
@@ -899,9 +967,20 @@ impl RunCtx {
                 format!("{} would change {rel} in a watched folder", step.id),
             ));
         }
-        self.inner.store.write(|tx| {
-            journal::step_intent(tx, &self.run_id, key, &json!({ "path": rel, "hash": hash }))
+        // `file_start` commits with the intent, before the rename, so it precedes `file_done`
+        // (transaction B) for every write, a re-run after a crash included.
+        self.inner.store.write(|tx| -> Result<(), StepError> {
+            journal::step_intent(tx, &self.run_id, key, &json!({ "path": rel, "hash": hash }))?;
+            journal::emit(
+                tx,
+                &self.run_id,
+                "file_start",
+                Some((&step.id, key)),
+                json!({ "path": rel, "mode": w.mode.name() }),
+            )?;
+            Ok(())
         })?;
+        self.inner.notify_events();
         files::write_atomic(&full, &bytes)
             .map_err(|e| StepError::new("io_error", format!("cannot write {rel}: {e}")))?;
         Ok(Done {
@@ -914,7 +993,10 @@ impl RunCtx {
         })
     }
 
-    fn llm(&self, input: &Value) -> Result<Done, StepError> {
+    /// `LLM_`: the model is VL's top-level `model`, else `in.model`, else the provider's. With
+    /// `stream`, each piece of the reply is an `llm_token` event as it arrives (committed on its
+    /// own, so followers see it live); `llm_done` commits with the step.
+    fn llm(&self, step: &Step, key: &str, input: &Value) -> Result<Done, StepError> {
         let Some(p) = &self.inner.cfg.llm else {
             return Err(StepError::new(
                 "no_runner",
@@ -930,7 +1012,35 @@ impl RunCtx {
             .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
             .unwrap_or_default();
         messages.push(json!({ "role": "user", "content": prompt }));
-        let text = p.complete(input.get("model").and_then(Value::as_str), &messages)?;
+        let model = step
+            .model
+            .as_deref()
+            .or_else(|| input.get("model").and_then(Value::as_str));
+        let mut tokens = 0u64;
+        let text = if step.stream == Some(true) && !self.dry_run {
+            let mut on_token = |t: &str| {
+                tokens += 1;
+                let r = self.inner.store.write(|tx| {
+                    journal::emit(
+                        tx,
+                        &self.run_id,
+                        "llm_token",
+                        Some((&step.id, key)),
+                        json!({ "token": t, "index": tokens - 1 }),
+                    )
+                });
+                match r {
+                    Ok(_) => self.inner.notify_events(),
+                    // A lost token event loses no state: the reply is in `llm_done` and the
+                    // step's result.
+                    Err(e) => tracing::warn!(error = %e, "cannot record an llm_token event"),
+                }
+            };
+            p.complete_streaming(model, &messages, &mut on_token)?
+        } else {
+            p.complete(model, &messages)?
+        };
+        let done_event = json!({ "model": model, "tokens": tokens, "chars": text.chars().count() });
         let result = if input.get("json").and_then(Value::as_bool) == Some(true) {
             serde_json::from_str(&text)
                 .map_err(|e| StepError::new("llm_error", format!("reply is not JSON: {e}")))?
@@ -939,7 +1049,7 @@ impl RunCtx {
         };
         Ok(Done {
             result,
-            events: Vec::new(),
+            events: vec![("llm_done", done_event)],
             graph: None,
         })
     }

@@ -14,3 +14,4 @@ mod roots;
 mod search;
 mod store;
 mod workflow;
+mod workflow_vl;
