@@ -73,6 +73,58 @@ pub fn events(
     rows.collect()
 }
 
+/// How long a run has been running before `now`, over all its drives: from its start, a
+/// resume or a fired timeout until it paused, and across a restart until its last event before
+/// `run_recovered` (the daemon was down, not the run). Time spent paused does not count; the
+/// pause limit bounds that.
+pub fn running_time(
+    conn: &Connection,
+    run_id: &str,
+    now: std::time::SystemTime,
+) -> rusqlite::Result<std::time::Duration> {
+    use std::time::{Duration, SystemTime};
+    let mut stmt = conn.prepare_cached(
+        "SELECT type, ts, prev_ts FROM (
+             SELECT seq, type, ts, lag(ts) OVER (ORDER BY seq) AS prev_ts
+             FROM workflow_events WHERE run_id = ?1)
+         WHERE type IN ('workflow_start', 'workflow_resumed', 'pause_timeout', 'run_recovered',
+                        'workflow_paused')
+         ORDER BY seq",
+    )?;
+    let parse = |ts: &str| humantime::parse_rfc3339(ts).ok();
+    let between = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+    let mut used = Duration::ZERO;
+    let mut running_since: Option<SystemTime> = None;
+    let mut rows = stmt.query([run_id])?;
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(0)?;
+        let Some(ts) = parse(&r.get::<_, String>(1)?) else {
+            continue;
+        };
+        match kind.as_str() {
+            "workflow_paused" => {
+                if let Some(s) = running_since.take() {
+                    used += between(s, ts);
+                }
+            }
+            "run_recovered" => {
+                let stopped = r.get::<_, Option<String>>(2)?.and_then(|p| parse(&p));
+                if let (Some(s), Some(stopped)) = (running_since, stopped) {
+                    used += between(s, stopped);
+                }
+                running_since = Some(ts);
+            }
+            _ => {
+                running_since.get_or_insert(ts);
+            }
+        }
+    }
+    if let Some(s) = running_since {
+        used += between(s, now);
+    }
+    Ok(used)
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {

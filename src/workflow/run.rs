@@ -76,7 +76,16 @@ pub(super) struct RunCtx {
     pub(super) keys: Mutex<HashMap<String, u32>>,
     pub(super) halt: AtomicBool,
     pub(super) steps_run: AtomicU64,
+    /// When this drive started, and how long the run ran in earlier drives: the wall-clock
+    /// limit counts both.
     pub(super) started: Instant,
+    pub(super) used_before: Duration,
+    /// `RunParams.nodes`: the only steps that run; `None` is all.
+    pub(super) selected: Option<HashSet<String>>,
+    /// Threads running parallel-loop iterations besides the threads that started the loops.
+    /// Nested loops draw on this one pool, so the run never has more than
+    /// `limits.concurrency` iterations running at once.
+    pub(super) loop_threads: AtomicU64,
 }
 
 /// What a `Write_` step writes, whichever form it was written in.
@@ -183,10 +192,24 @@ impl RunCtx {
         if self.steps_run.fetch_add(1, Ordering::SeqCst) >= self.limits.steps {
             return Some(limit("steps", self.limits.steps));
         }
-        if self.started.elapsed().as_secs() >= self.limits.wall_clock_secs {
+        if (self.used_before + self.started.elapsed()).as_secs() >= self.limits.wall_clock_secs {
             return Some(limit("wall_clock_secs", self.limits.wall_clock_secs));
         }
         None
+    }
+
+    /// Takes up to `want` helper threads from the run's pool of `limits.concurrency - 1` (the
+    /// driving thread is the first); returns how many it got, which the caller gives back.
+    fn reserve_loop_threads(&self, want: usize) -> usize {
+        let cap = self.limits.concurrency.saturating_sub(1);
+        let mut got = 0;
+        let _ = self
+            .loop_threads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                got = cap.saturating_sub(used).min(want as u64);
+                Some(used + got)
+            });
+        got as usize
     }
 
     fn key(&self, sc: &Scope, id: &str) -> String {
@@ -470,8 +493,16 @@ impl RunCtx {
             Some(n) => Next::Goto(n.clone()),
             None => Next::End(Flow::Stop),
         };
-        // Replayed skip, or a fresh `if`.
+        // Replayed skip, a step the run did not select, or a fresh `if`.
         if rec.is_some_and(|r| r.status == "skipped") {
+            return next();
+        }
+        if rec.is_none_or(|r| r.status == "started")
+            && self.selected.as_ref().is_some_and(|s| !s.contains(id))
+        {
+            if let Err(e) = self.skip(step, &key, "not_selected") {
+                return Next::End(Flow::Fail(e));
+            }
             return next();
         }
         if rec.is_none_or(|r| r.status == "started")
@@ -1363,44 +1394,52 @@ impl RunCtx {
                 .max(1) as usize;
             let next_i = AtomicUsize::new(0);
             let stop = AtomicBool::new(false);
+            let work = || {
+                let mut mine = Vec::new();
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next_i.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let f = self.fan_out(&iteration(i), &step.children);
+                    if !matches!(f, Flow::Return | Flow::ExitBranch | Flow::Suspended) {
+                        // BREAK and failures stop new iterations; running ones finish.
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    mine.push(f);
+                }
+                mine
+            };
+            // This thread runs iterations too; helpers come from the run's pool, so a loop
+            // nested in a parallel loop adds to the same count instead of multiplying it.
+            let helpers = self.reserve_loop_threads(workers.min(n).saturating_sub(1));
             let flows: Vec<Flow> = std::thread::scope(|s| {
-                let hs: Vec<_> = (0..workers.min(n.max(1)))
+                let hs: Vec<_> = (0..helpers)
                     .map(|_| {
                         let span = tracing::Span::current();
-                        let (stop, next_i, iteration) = (&stop, &next_i, &iteration);
+                        let work = &work;
                         s.spawn(move || {
                             let _in_run = span.enter();
-                            let mut mine = Vec::new();
-                            loop {
-                                if stop.load(Ordering::SeqCst) {
-                                    break;
-                                }
-                                let i = next_i.fetch_add(1, Ordering::SeqCst);
-                                if i >= n {
-                                    break;
-                                }
-                                let f = self.fan_out(&iteration(i), &step.children);
-                                if !matches!(f, Flow::Return | Flow::ExitBranch | Flow::Suspended) {
-                                    // BREAK and failures stop new iterations; running ones finish.
-                                    stop.store(true, Ordering::SeqCst);
-                                }
-                                mine.push(f);
-                            }
-                            mine
+                            work()
                         })
                     })
                     .collect();
-                hs.into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Flow::Fail(StepError::new(
-                                "internal",
-                                "an iteration panicked",
-                            ))]
-                        })
+                let mut flows = work();
+                flows.extend(hs.into_iter().flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Flow::Fail(StepError::new(
+                            "internal",
+                            "an iteration panicked",
+                        ))]
                     })
-                    .collect()
+                }));
+                flows
             });
+            self.loop_threads
+                .fetch_sub(helpers as u64, Ordering::SeqCst);
             count = next_i.load(Ordering::SeqCst).min(n);
             merge(
                 flows
