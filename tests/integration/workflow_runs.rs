@@ -170,3 +170,68 @@ fn the_wall_clock_limit_counts_running_time_across_a_pause_and_a_restart() {
     assert_eq!(run["vars"]["$after"], Value::Bool(false));
     d.stop();
 }
+
+#[test]
+fn run_wait_prints_one_line_per_step_and_a_pause_its_preview_and_how_to_resume() {
+    let d = Daemon::start();
+    let w = doc(
+        json!([
+            { "id": "Set_a", "target": "$a", "value": 1, "print": "set a", "next": "Noop_skip" },
+            { "id": "Noop_skip", "if": "false", "next": "Pause_ok" },
+            { "id": "Pause_ok", "reason": "publish?", "preview": { "title": "Weekly digest" },
+              "resumeResultTarget": "$answer", "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$a(INT)", "$answer(OBJECT)"],
+    );
+    let f = d.dir.join("w.json");
+    std::fs::write(&f, w.to_string()).unwrap();
+    let out = d.cli(&["workflow", "run", f.to_str().unwrap(), "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        crate::harness::stderr(&out)
+    );
+    let text = crate::harness::stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("run run_"), "{text}");
+    let of = |key: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.split_whitespace().nth(1) == Some(key))
+            .collect()
+    };
+    let set_a = of("Set_a");
+    assert_eq!(set_a.len(), 1, "one line for the step: {text}");
+    assert!(
+        set_a[0].starts_with("done") && set_a[0].contains("set a"),
+        "{text}"
+    );
+    let skipped = of("Noop_skip");
+    assert!(
+        skipped.len() == 1 && skipped[0].starts_with("skipped") && skipped[0].contains("if_false"),
+        "{text}"
+    );
+    assert!(of("Pause_ok")[0].starts_with("paused"), "{text}");
+    assert!(!text.contains("step_start"), "no raw events: {text}");
+    assert!(
+        text.contains("Weekly digest"),
+        "the preview is shown: {text}"
+    );
+    let run_id = lines[0].strip_prefix("run ").unwrap();
+    assert!(
+        text.contains(&format!("brain workflow resume {run_id}")),
+        "{text}"
+    );
+
+    // --events brings back every event.
+    let out = d.cli(&["workflow", "run", f.to_str().unwrap(), "--wait", "--events"]);
+    let text = crate::harness::stdout(&out);
+    assert!(
+        text.contains("step_start") && text.contains("pause_start"),
+        "{text}"
+    );
+    d.stop();
+}
