@@ -108,14 +108,16 @@ pub enum WorkflowCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Attach a workflow to files created or changed under a glob, or to a schedule
+    /// Attach a workflow to files created or changed under a glob, to notes gaining a tag, or
+    /// to a schedule
     TriggerAdd {
         name: String,
         file: PathBuf,
-        /// file_created, file_changed or schedule
-        #[arg(long, value_parser = ["file_created", "file_changed", "schedule"])]
+        /// file_created, file_changed, tag_added or schedule
+        #[arg(long, value_parser = ["file_created", "file_changed", "tag_added", "schedule"])]
         on: String,
-        /// A glob relative to the watched root, or `every DURATION` for a schedule
+        /// A glob relative to the watched root, a glob over tag names for tag_added, or
+        /// `every DURATION` for a schedule
         #[arg(long)]
         pattern: String,
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]

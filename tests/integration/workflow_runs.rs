@@ -235,3 +235,70 @@ fn run_wait_prints_one_line_per_step_and_a_pause_its_preview_and_how_to_resume()
     );
     d.stop();
 }
+
+/// Runs started by the trigger `name`, oldest first, as `(tag, note_id)` of their trigger.
+fn tag_runs(d: &Daemon, name: &str) -> Vec<(String, String)> {
+    let runs = d.call("workflow.list", json!({})).unwrap();
+    let mut out: Vec<(String, String)> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"]["name"] == name)
+        .map(|r| {
+            (
+                r["trigger"]["tag"].as_str().unwrap().to_owned(),
+                r["trigger"]["note_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+#[test]
+fn a_tag_added_trigger_fires_when_a_note_gains_a_matching_tag_and_not_when_it_keeps_one() {
+    let d = Daemon::start();
+    let vault = d.dir.join("vault");
+    std::fs::create_dir_all(&vault).unwrap();
+    let w = doc(
+        json!([
+            { "id": "Set_tag", "target": "$tag", "value": "=RUN.trigger.tag", "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ]),
+        &["$tag(STRING)"],
+    );
+    d.call(
+        "workflow.trigger_add",
+        json!({ "name": "on-project", "definition": w, "event": "tag_added", "pattern": "project*" }),
+    )
+    .unwrap();
+    let note = vault.join("a.md");
+    let ingest = |body: &str| {
+        std::fs::write(&note, body).unwrap();
+        d.call("ingest.path", json!({ "path": vault })).unwrap();
+    };
+    ingest("# A\n\n#project and #other\n");
+    let a = d.call("node.get", json!({ "title": "A" })).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        tag_runs(&d, "on-project"),
+        [("project".to_owned(), a.clone())]
+    );
+    // The note changes but keeps its tag: not a new tag.
+    ingest("# A\n\n#project and #other, with more text\n");
+    assert_eq!(tag_runs(&d, "on-project").len(), 1);
+    // A new tag that does not match, then one that does.
+    ingest("# A\n\n#project and #other #misc\n");
+    assert_eq!(tag_runs(&d, "on-project").len(), 1);
+    ingest("# A\n\n#project and #other #misc #Projects\n");
+    let runs = tag_runs(&d, "on-project");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[1], ("Projects".to_owned(), a));
+    let list = d.call("workflow.list", json!({})).unwrap();
+    let id = list["runs"][0]["run_id"].as_str().unwrap().to_owned();
+    let run = settle(&d, &id, &["completed", "failed"]);
+    assert_eq!(run["vars"]["$tag"], "Projects", "{run:#}");
+    d.stop();
+}
