@@ -294,3 +294,104 @@ fn a_streaming_llm_step_emits_tokens_before_llm_done() {
     );
     d.stop();
 }
+
+/// Whether `want` appears in `have` in order, not necessarily next to each other.
+fn is_subsequence(want: &[&str], have: &[&str]) -> bool {
+    let mut it = have.iter();
+    want.iter().all(|w| it.any(|h| h == w))
+}
+
+/// Every document in `fixtures/workflows/vl/` — one per VL field and step type brain shares,
+/// and one per field or family it refuses — gives the result its `expect` states: a run's
+/// status, vars (a subset) and event types (in order), or a refusal's code and JSON path.
+#[test]
+fn vl_conformance_fixtures_run_or_are_refused_as_stated() {
+    let d = Daemon::start();
+    let vault = d.dir.join("notes");
+    std::fs::create_dir_all(&vault).unwrap();
+    std::fs::write(
+        vault.join("project alpha.md"),
+        "# Project alpha\n\nFirst.\n",
+    )
+    .unwrap();
+    std::fs::write(vault.join("project beta.md"), "# Project beta\n\nSecond.\n").unwrap();
+    std::fs::write(vault.join("other.md"), "# Other\n\nNothing here.\n").unwrap();
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/workflows/vl");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{} fixtures", files.len());
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let case: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let (w, expect) = (&case["workflow"], &case["expect"]);
+        assert!(case["about"].is_string(), "{name}: say what it covers");
+        if let Some(code) = expect["refused"].as_str() {
+            let v = d
+                .call("workflow.validate", json!({ "definition": w }))
+                .unwrap();
+            assert!(
+                v["errors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["code"] == code && e["path"] == expect["path"]),
+                "{name}: {v:#}"
+            );
+            let r = d.call("workflow.run", json!({ "definition": w }));
+            assert_eq!(crate::workflow::kind(r), "workflow_invalid", "{name}");
+            continue;
+        }
+        let v = d
+            .call("workflow.validate", json!({ "definition": w }))
+            .unwrap();
+        assert_eq!(v["valid"], true, "{name}: {v:#}");
+        let mut params = case["run"].clone();
+        if params.is_null() {
+            params = json!({});
+        }
+        let id = start(&d, w, params);
+        let mut run = settle(
+            &d,
+            &id,
+            &["completed", "completed_partial", "failed", "paused"],
+        );
+        if run["status"] == "paused"
+            && let Some(resume) = case["resume"].as_object()
+        {
+            let wait_id = crate::workflow::open_wait(&run);
+            let mut body = json!({ "run_id": id, "wait_id": wait_id, "request_id": "conformance" });
+            body.as_object_mut().unwrap().extend(resume.clone());
+            d.call("workflow.resume", body).unwrap();
+            run = settle(&d, &id, &["completed", "completed_partial", "failed"]);
+        } else if run["status"] == "paused" && expect["status"] != "paused" {
+            // A timeout resolves it.
+            run = settle(&d, &id, &["completed", "completed_partial", "failed"]);
+        }
+        assert_eq!(run["status"], expect["status"], "{name}: {run:#}");
+        for (k, want) in expect["vars"].as_object().into_iter().flatten() {
+            assert_eq!(&run["vars"][k], want, "{name}: {k} in {run:#}");
+        }
+        let ev = events(&d, &id);
+        let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        let want: Vec<&str> = expect["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert!(
+            is_subsequence(&want, &types),
+            "{name}: {want:?} in {types:?}"
+        );
+        if types.contains(&"file_done") {
+            assert_file_events_ordered(&ev);
+        }
+    }
+    d.stop();
+}
