@@ -25,7 +25,7 @@ use super::journal::{self, Event, RunRow, StepRow, WaitRow};
 use super::llm::Provider;
 use super::model::{self, Document};
 use super::run::{Flow, RunCtx};
-use super::steps::StepError;
+use super::steps::{ErrorKind, StepError};
 use super::{Runners, files};
 use crate::clock;
 use crate::error::{Error, Kind};
@@ -691,7 +691,10 @@ impl Inner {
             Err(e) => {
                 self.finish_failed(
                     run_id,
-                    &StepError::new("internal", format!("pinned definition does not parse: {e}")),
+                    &StepError::new(
+                        ErrorKind::Internal,
+                        format!("pinned definition does not parse: {e}"),
+                    ),
                 );
                 return false;
             }

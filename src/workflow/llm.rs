@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::steps::StepError;
+use super::steps::{ErrorKind, StepError};
 
 pub trait Provider: Send + Sync {
     /// Sends `messages` (`[{role, content}]`) and returns the reply text.
@@ -105,7 +105,7 @@ impl OpenAiCompatible {
         path: &str,
         body: &Value,
     ) -> Result<(BufReader<TcpStream>, u16, bool), StepError> {
-        let err = |m: String| StepError::new("llm_error", m);
+        let err = |m: String| StepError::new(ErrorKind::Llm, m);
         let body = body.to_string();
         let mut s = TcpStream::connect((self.host.as_str(), self.port))
             .map_err(|e| err(format!("cannot reach {}:{}: {e}", self.host, self.port)))?;
@@ -124,7 +124,7 @@ impl OpenAiCompatible {
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Value, StepError> {
-        let err = |m: String| StepError::new("llm_error", m);
+        let err = |m: String| StepError::new(ErrorKind::Llm, m);
         let (r, code, chunked) = self.send(path, body)?;
         let (code, body) = read_body(r, code, chunked)?;
         serde_json::from_slice(&body).map_err(|e| {
@@ -141,7 +141,7 @@ fn read_body(
     code: u16,
     chunked: bool,
 ) -> Result<(u16, Vec<u8>), StepError> {
-    let err = |m: String| StepError::new("llm_error", m);
+    let err = |m: String| StepError::new(ErrorKind::Llm, m);
     let mut raw = Vec::new();
     r.take(MAX_BODY_BYTES)
         .read_to_end(&mut raw)
@@ -227,7 +227,7 @@ fn reply_text(v: &Value) -> Result<String, StepError> {
     v["choices"][0]["message"]["content"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| StepError::new("llm_error", "reply has no choices[0].message.content"))
+        .ok_or_else(|| StepError::new(ErrorKind::Llm, "reply has no choices[0].message.content"))
 }
 
 impl Provider for OpenAiCompatible {
@@ -247,7 +247,7 @@ impl Provider for OpenAiCompatible {
         messages: &[Value],
         on_token: &mut dyn FnMut(&str),
     ) -> Result<String, StepError> {
-        let err = |m: String| StepError::new("llm_error", m);
+        let err = |m: String| StepError::new(ErrorKind::Llm, m);
         let body =
             json!({ "model": model.unwrap_or(&self.model), "messages": messages, "stream": true });
         let (mut r, code, chunked) = self.send("/v1/chat/completions", &body)?;
@@ -305,7 +305,10 @@ fn split_stream(raw: &[u8], on_token: &mut dyn FnMut(&str)) -> Result<String, St
     let body = String::from_utf8_lossy(raw);
     if !body.trim_start().starts_with("data:") {
         let v: Value = serde_json::from_str(&body).map_err(|e| {
-            StepError::new("llm_error", format!("model server sent invalid JSON: {e}"))
+            StepError::new(
+                ErrorKind::Llm,
+                format!("model server sent invalid JSON: {e}"),
+            )
         })?;
         return reply_text(&v);
     }

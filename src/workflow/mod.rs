@@ -12,6 +12,7 @@ pub mod journal;
 pub mod llm;
 pub mod model;
 mod run;
+pub mod step_error;
 pub mod steps;
 pub mod triggers;
 pub mod validate;

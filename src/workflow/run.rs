@@ -19,7 +19,7 @@ use super::expr;
 use super::files;
 use super::journal::{self, StepRow, WaitRow};
 use super::model::{self, Document, Step, StepType, WriteForm, WriteMode};
-use super::steps::{self, GraphWrite, Prov, StepError};
+use super::steps::{self, ErrorKind, GraphWrite, Prov, StepError};
 use super::vars;
 use crate::clock;
 
@@ -146,7 +146,7 @@ impl RunCtx {
             hs.into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Flow::Fail(StepError::new("internal", "a branch panicked"))
+                        Flow::Fail(StepError::new(ErrorKind::Internal, "a branch panicked"))
                     })
                 })
                 .collect()
@@ -230,7 +230,7 @@ impl RunCtx {
             .inner
             .exprs
             .get(src)
-            .map_err(|e| StepError::new("expression_error", e.to_string()))?;
+            .map_err(|e| StepError::new(ErrorKind::ExpressionError, e.to_string()))?;
         let mut names = self.names.clone();
         for (k, v) in &sc.locals {
             names.insert(k.clone(), v.clone());
@@ -246,7 +246,7 @@ impl RunCtx {
                 vars: &vars,
             },
         )
-        .map_err(|m| StepError::new("expression_error", format!("{src}: {m}")))
+        .map_err(|m| StepError::new(ErrorKind::ExpressionError, format!("{src}: {m}")))
     }
 
     /// Resolves every expression leaf of `v`.
@@ -280,12 +280,12 @@ impl RunCtx {
                 Value::Bool(b) => Ok(b),
                 Value::Null => Ok(false),
                 other => Err(StepError::new(
-                    "type_error",
+                    ErrorKind::TypeError,
                     format!("condition {s:?} gave {other}, not a boolean"),
                 )),
             },
             other => Err(StepError::new(
-                "type_error",
+                ErrorKind::TypeError,
                 format!("condition {other} is not a string or boolean"),
             )),
         }
@@ -298,14 +298,15 @@ impl RunCtx {
         value: Value,
         writes: &mut Vec<Value>,
     ) -> Result<(), StepError> {
-        let t = vars::parse_target(target).map_err(|m| StepError::new("invalid_target", m))?;
+        let t =
+            vars::parse_target(target).map_err(|m| StepError::new(ErrorKind::InvalidTarget, m))?;
         vars::write(
             &mut self.vars.lock().unwrap_or_else(|p| p.into_inner()),
             &t,
             sc.loop_index,
             value.clone(),
         )
-        .map_err(|m| StepError::new("invalid_target", m))?;
+        .map_err(|m| StepError::new(ErrorKind::InvalidTarget, m))?;
         writes.push(json!([target, value]));
         Ok(())
     }
@@ -365,7 +366,7 @@ impl RunCtx {
             let output = json!({ "result": done.result, "writes": writes, "route": route });
             if output.to_string().len() as u64 > self.limits.payload_bytes {
                 return Err(StepError::new(
-                    "limit_exceeded",
+                    ErrorKind::LimitExceeded,
                     format!(
                         "limit payload_bytes ({}) exceeded by the output of {key}",
                         self.limits.payload_bytes
@@ -397,7 +398,7 @@ impl RunCtx {
             )?;
             if seq as u64 > self.limits.events {
                 return Err(StepError::new(
-                    "limit_exceeded",
+                    ErrorKind::LimitExceeded,
                     format!("limit events ({}) exceeded", self.limits.events),
                 ));
             }
@@ -525,7 +526,7 @@ impl RunCtx {
                 .error
                 .as_ref()
                 .map(StepError::from_json)
-                .unwrap_or_else(|| StepError::new("error", ""));
+                .unwrap_or_else(|| StepError::new(ErrorKind::Other("error".into()), ""));
             return match &step.on_error {
                 Some(h) => {
                     sc.locals.insert("_error".into(), e.to_json());
@@ -582,7 +583,7 @@ impl RunCtx {
         let handler = step
             .on_error
             .as_ref()
-            .filter(|_| e.kind != "limit_exceeded");
+            .filter(|_| e.kind != ErrorKind::LimitExceeded);
         let output = json!({ "route": handler });
         if let Err(e2) = self.commit_simple(
             step,
@@ -644,7 +645,7 @@ impl RunCtx {
                 Ok(d) => d,
                 // The runner asks a person before this side effect: pause, then run it again
                 // with the approval on record.
-                Err(e) if e.kind == "approval_required" && !approved => {
+                Err(e) if e.kind == ErrorKind::ApprovalRequired && !approved => {
                     let preview = Some(json!({ "in": input }));
                     return match self.open_wait(
                         step,
@@ -664,7 +665,7 @@ impl RunCtx {
                             && (if r.on.is_empty() {
                                 e.retryable
                             } else {
-                                r.on.contains(&e.kind)
+                                r.on.iter().any(|k| k == e.kind.as_str())
                             })
                     });
                     if let Some(r) = retry {
@@ -713,7 +714,7 @@ impl RunCtx {
         }
         match self.commit_done(sc, step, key, done, writes, None) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind == "limit_exceeded" || e.kind == "store_error" => {
+            Err(e) if e.kind == ErrorKind::LimitExceeded || e.kind == ErrorKind::Store => {
                 Err(Next::End(Flow::Fail(e)))
             }
             Err(e) => Err(self.on_error(sc, step, key, e)),
@@ -762,10 +763,9 @@ impl RunCtx {
             StepType::Search => steps::search(&self.inner.search, input).map(plain),
             StepType::Graph => steps::graph_read(&self.inner.store, input).map(plain),
             StepType::Read => {
-                let path = input
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| StepError::new("invalid_input", "in.path must be a string"))?;
+                let path = input.get("path").and_then(Value::as_str).ok_or_else(|| {
+                    StepError::new(ErrorKind::InvalidInput, "in.path must be a string")
+                })?;
                 let globs: Vec<String> = files
                     .inputs
                     .iter()
@@ -813,7 +813,7 @@ impl RunCtx {
                                 let text =
                                     input.get("text").and_then(Value::as_str).ok_or_else(|| {
                                         StepError::new(
-                                            "invalid_input",
+                                            ErrorKind::InvalidInput,
                                             "Ingest_ needs in.path or in.text",
                                         )
                                     })?;
@@ -900,7 +900,7 @@ impl RunCtx {
             Some(Value::String(p)) => p,
             _ => {
                 return Err(StepError::new(
-                    "invalid_input",
+                    ErrorKind::InvalidInput,
                     format!("{path_field} must be a string path"),
                 ));
             }
@@ -914,7 +914,7 @@ impl RunCtx {
             None | Some(Value::Null) => WriteMode::Overwrite,
             Some(Value::String(m)) => WriteMode::parse(&m).ok_or_else(|| {
                 StepError::new(
-                    "invalid_input",
+                    ErrorKind::InvalidInput,
                     format!(
                         "{mode_field} {m:?} is not one of {}",
                         WriteMode::NAMES.join(", ")
@@ -923,7 +923,7 @@ impl RunCtx {
             })?,
             Some(other) => {
                 return Err(StepError::new(
-                    "invalid_input",
+                    ErrorKind::InvalidInput,
                     format!("{mode_field} {other} is not a string"),
                 ));
             }
@@ -943,18 +943,19 @@ impl RunCtx {
         rec: Option<&StepRow>,
         approved: bool,
     ) -> Result<Done, StepError> {
-        let rel = files::normalize(&w.path).map_err(|m| StepError::new("path_invalid", m))?;
+        let rel =
+            files::normalize(&w.path).map_err(|m| StepError::new(ErrorKind::PathInvalid, m))?;
         let reg = &self.doc.registry;
         if !files::matches_any(&reg.files.artifacts, &rel)
             || !files::matches_any(&reg.permissions.file_write, &rel)
         {
             return Err(StepError::new(
-                "path_outside_globs",
+                ErrorKind::PathOutsideGlobs,
                 format!("{rel} is outside files.artifacts or permissions.fileWrite"),
             ));
         }
-        let full =
-            files::resolve(&self.workspace, &rel).map_err(|m| StepError::new("path_invalid", m))?;
+        let full = files::resolve(&self.workspace, &rel)
+            .map_err(|m| StepError::new(ErrorKind::PathInvalid, m))?;
         let existing = std::fs::read(&full).ok();
         // A re-run after a crash: if the file already holds what the first attempt meant to
         // write, the write happened; do not append twice.
@@ -994,7 +995,7 @@ impl RunCtx {
         // about, not the workflow's to assume.
         if self.in_watched_root && existing.is_some() && !approved {
             return Err(StepError::new(
-                "approval_required",
+                ErrorKind::ApprovalRequired,
                 format!("{} would change {rel} in a watched folder", step.id),
             ));
         }
@@ -1013,7 +1014,7 @@ impl RunCtx {
         })?;
         self.inner.notify_events();
         files::write_atomic(&full, &bytes)
-            .map_err(|e| StepError::new("io_error", format!("cannot write {rel}: {e}")))?;
+            .map_err(|e| StepError::new(ErrorKind::Io, format!("cannot write {rel}: {e}")))?;
         Ok(Done {
             result: json!({ "path": rel, "size": bytes.len(), "hash": hash }),
             events: vec![(
@@ -1030,7 +1031,7 @@ impl RunCtx {
     fn llm(&self, step: &Step, key: &str, input: &Value) -> Result<Done, StepError> {
         let Some(p) = &self.inner.cfg.llm else {
             return Err(StepError::new(
-                "no_runner",
+                ErrorKind::NoRunner,
                 "no model provider is configured",
             ));
         };
@@ -1074,7 +1075,7 @@ impl RunCtx {
         let done_event = json!({ "model": model, "tokens": tokens, "chars": text.chars().count() });
         let result = if input.get("json").and_then(Value::as_bool) == Some(true) {
             serde_json::from_str(&text)
-                .map_err(|e| StepError::new("llm_error", format!("reply is not JSON: {e}")))?
+                .map_err(|e| StepError::new(ErrorKind::Llm, format!("reply is not JSON: {e}")))?
         } else {
             Value::String(text)
         };
@@ -1098,13 +1099,16 @@ impl RunCtx {
         };
         let out = r.output.clone().unwrap_or(Value::Null);
         if out["timed_out"] == true {
-            return Err(StepError::new("wait_expired", "the approval wait expired"));
+            return Err(StepError::new(
+                ErrorKind::WaitExpired,
+                "the approval wait expired",
+            ));
         }
         if out["resume"]["approved"] == true {
             return Ok(true);
         }
         Err(StepError::new(
-            "approval_denied",
+            ErrorKind::ApprovalDenied,
             format!("{} was not approved", step.id),
         ))
     }
@@ -1215,7 +1219,7 @@ impl RunCtx {
                         sc,
                         step,
                         key,
-                        StepError::new("wait_expired", format!("{} timed out", step.id)),
+                        StepError::new(ErrorKind::WaitExpired, format!("{} timed out", step.id)),
                     ),
                 };
             }
@@ -1357,7 +1361,7 @@ impl RunCtx {
                         step,
                         key,
                         StepError::new(
-                            "type_error",
+                            ErrorKind::TypeError,
                             format!("loop source is {other}, not an array"),
                         ),
                     );
@@ -1431,7 +1435,7 @@ impl RunCtx {
                 flows.extend(hs.into_iter().flat_map(|h| {
                     h.join().unwrap_or_else(|_| {
                         vec![Flow::Fail(StepError::new(
-                            "internal",
+                            ErrorKind::Internal,
                             "an iteration panicked",
                         ))]
                     })
@@ -1501,7 +1505,7 @@ impl RunCtx {
 
 fn limit(name: &str, value: u64) -> Flow {
     Flow::Fail(StepError {
-        kind: "limit_exceeded".into(),
+        kind: ErrorKind::LimitExceeded,
         message: format!("limit {name} ({value}) exceeded"),
         retryable: false,
     })

@@ -12,71 +12,32 @@ use serde_json::{Map, Value, json};
 
 use super::files;
 use super::model::WriteMode;
+pub use super::step_error::{ErrorKind, StepError};
 use crate::clock;
 use crate::graph::{self, Direction, NodeRef, NodeView, Subgraph};
 use crate::store::Store;
 
-/// A failed step: `kind` is what `onError` handlers and `retry.on` see.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepError {
-    pub kind: String,
-    pub message: String,
-    pub retryable: bool,
-}
-
-impl StepError {
-    pub fn new(kind: &str, message: impl Into<String>) -> StepError {
-        StepError {
-            kind: kind.to_owned(),
-            message: message.into(),
-            retryable: matches!(kind, "io_error" | "store_error" | "llm_error" | "timeout"),
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({ "kind": self.kind, "message": self.message, "retryable": self.retryable })
-    }
-
-    pub fn from_json(v: &Value) -> StepError {
-        StepError {
-            kind: v["kind"].as_str().unwrap_or("error").to_owned(),
-            message: v["message"].as_str().unwrap_or("").to_owned(),
-            retryable: v["retryable"].as_bool().unwrap_or(false),
-        }
-    }
-}
-
-impl From<rusqlite::Error> for StepError {
-    fn from(e: rusqlite::Error) -> Self {
-        StepError::new("store_error", format!("store query failed: {e}"))
-    }
-}
-
-impl From<crate::error::Error> for StepError {
-    fn from(e: crate::error::Error) -> Self {
-        StepError::new(e.kind.as_str(), e.message)
-    }
-}
-
 fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, StepError> {
-    input
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| StepError::new("invalid_input", format!("in.{name} must be a string")))
+    input.get(name).and_then(Value::as_str).ok_or_else(|| {
+        StepError::new(
+            ErrorKind::InvalidInput,
+            format!("in.{name} must be a string"),
+        )
+    })
 }
 
 /// `Search_`: the same parameters and hits as `search.query` (hybrid BM25 + dense + graph).
 pub fn search(search: &crate::search::Search, input: &Value) -> Result<Value, StepError> {
     use crate::search::{QueryParams, SearchError};
     let params: QueryParams = serde_json::from_value(input.clone())
-        .map_err(|e| StepError::new("invalid_input", format!("Search_ input: {e}")))?;
+        .map_err(|e| StepError::new(ErrorKind::InvalidInput, format!("Search_ input: {e}")))?;
     let to_step = |e: SearchError| {
         let kind = match &e {
-            SearchError::InvalidParams(_) => "invalid_input",
-            SearchError::ModelUnavailable(_) | SearchError::Embed(_) => "model_unavailable",
-            SearchError::Store(_) => "store_error",
-            SearchError::Index(_) => "io_error",
-            SearchError::Timeout { .. } => "query_timeout",
+            SearchError::InvalidParams(_) => ErrorKind::InvalidInput,
+            SearchError::ModelUnavailable(_) | SearchError::Embed(_) => ErrorKind::ModelUnavailable,
+            SearchError::Store(_) => ErrorKind::Store,
+            SearchError::Index(_) => ErrorKind::Io,
+            SearchError::Timeout { .. } => ErrorKind::QueryTimeout,
         };
         StepError::new(kind, e.to_string())
     };
@@ -156,7 +117,7 @@ pub fn graph_read(store: &Store, input: &Value) -> Result<Value, StepError> {
                 Ok(shortest_path(&node, &g, to, direction))
             }
             other => Err(StepError::new(
-                "invalid_input",
+                ErrorKind::InvalidInput,
                 format!("unknown op {other:?}"),
             )),
         }
@@ -237,19 +198,20 @@ pub fn read_file(
     globs: &[String],
     max_bytes: usize,
 ) -> Result<Value, StepError> {
-    let rel = files::normalize(rel).map_err(|m| StepError::new("path_invalid", m))?;
+    let rel = files::normalize(rel).map_err(|m| StepError::new(ErrorKind::PathInvalid, m))?;
     if !files::matches_any(globs, &rel) {
         return Err(StepError::new(
-            "path_outside_globs",
+            ErrorKind::PathOutsideGlobs,
             format!("{rel} is outside the declared file globs"),
         ));
     }
-    let full = files::resolve(workspace, &rel).map_err(|m| StepError::new("path_invalid", m))?;
+    let full =
+        files::resolve(workspace, &rel).map_err(|m| StepError::new(ErrorKind::PathInvalid, m))?;
     let bytes = std::fs::read(&full)
-        .map_err(|e| StepError::new("io_error", format!("cannot read {rel}: {e}")))?;
+        .map_err(|e| StepError::new(ErrorKind::Io, format!("cannot read {rel}: {e}")))?;
     if bytes.len() > max_bytes {
         return Err(StepError::new(
-            "limit_exceeded",
+            ErrorKind::LimitExceeded,
             format!("{rel} is larger than the payload limit ({max_bytes} bytes)"),
         ));
     }
@@ -469,7 +431,7 @@ pub fn apply(
                     > 0;
                 if !live {
                     return Err(StepError::new(
-                        "node_not_found",
+                        ErrorKind::NodeNotFound,
                         format!("no current node {n}"),
                     ));
                 }
@@ -525,7 +487,7 @@ pub fn write_bytes(
     match (mode, existing) {
         (WriteMode::Overwrite, _) | (_, None) => Ok(content.to_vec()),
         (WriteMode::FailIfExists, Some(_)) => Err(StepError::new(
-            "file_exists",
+            ErrorKind::FileExists,
             format!("{rel} already exists"),
         )),
         (WriteMode::Append, Some(old)) => Ok([old, content].concat()),
