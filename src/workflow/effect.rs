@@ -22,6 +22,18 @@ struct WriteSpec {
 }
 
 impl RunCtx {
+    /// What a person approving this step sees: its resolved `in`, and for a `Write_` in VL's
+    /// form the resolved `target`, `value` and `mode` as well.
+    pub(super) fn preview(&self, sc: &Scope, step: &Step, input: &Value) -> Value {
+        if step.step_type() == Some(StepType::Write)
+            && step.write_form() == WriteForm::Vl
+            && let Ok(w) = self.write_spec(sc, step, input)
+        {
+            return json!({ "in": input, "target": w.path, "value": w.content, "mode": w.mode.name() });
+        }
+        json!({ "in": input })
+    }
+
     /// The effect of an action step. Graph writes are returned, not applied.
     pub(super) fn effect(
         &self,

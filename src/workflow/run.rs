@@ -645,7 +645,7 @@ impl RunCtx {
                 // The runner asks a person before this side effect: pause, then run it again
                 // with the approval on record.
                 Err(e) if e.kind == ErrorKind::ApprovalRequired && !approved => {
-                    let preview = Some(json!({ "in": input }));
+                    let preview = Some(self.preview(sc, step, &input));
                     return match self.open_wait(
                         step,
                         key,
@@ -783,7 +783,7 @@ impl RunCtx {
             key,
             "approval",
             reason,
-            Some(json!({ "in": input })),
+            Some(self.preview(sc, step, input)),
             None,
         )
     }

@@ -395,3 +395,26 @@ fn vl_conformance_fixtures_run_or_are_refused_as_stated() {
     }
     d.stop();
 }
+
+#[test]
+fn approving_a_vl_write_shows_its_resolved_target_value_and_mode() {
+    let d = Daemon::start();
+    let w = json!({ "version": "brain/1", "name": "approve-write",
+        "registry": { "params": ["name(STRING) = \"a\""], "files": { "artifacts": ["out/*"] },
+                      "permissions": { "fileWrite": ["out/*"] } },
+        "steps": [
+            { "id": "Write_it", "approval": { "reason": "write it?" }, "target": "='out/' + name + '.md'",
+              "value": "hello", "mode": "append", "next": "Stop_end" },
+            { "id": "Stop_end" }
+        ] });
+    let id = start(&d, &w, json!({}));
+    let run = settle(&d, &id, &["paused", "completed", "failed"]);
+    assert_eq!(run["status"], "paused", "{run:#}");
+    let preview = &run["waits"][0]["preview"];
+    assert_eq!(
+        (&preview["target"], &preview["value"], &preview["mode"]),
+        (&json!("out/a.md"), &json!("hello"), &json!("append")),
+        "{run:#}"
+    );
+    d.stop();
+}
