@@ -510,3 +510,64 @@ pub fn cancel_waits(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()> 
     .execute([run_id, &clock::now()])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events` are `(type, seconds after 10:00:00)`; `now` likewise.
+    fn check(events: &[(&str, u64)], now: u64, expected_secs: u64) {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE workflow_events (run_id TEXT, seq INTEGER, ts TEXT, type TEXT,
+                                           step_id TEXT, step_key TEXT, payload TEXT)",
+        )
+        .unwrap();
+        let at = |s: u64| {
+            humantime::parse_rfc3339("2026-01-01T10:00:00Z").unwrap()
+                + std::time::Duration::from_secs(s)
+        };
+        for (i, (kind, s)) in events.iter().enumerate() {
+            c.execute(
+                "INSERT INTO workflow_events VALUES ('r', ?1, ?2, ?3, NULL, NULL, '{}')",
+                params![i as i64 + 1, clock::format(at(*s)), kind],
+            )
+            .unwrap();
+        }
+        let got = running_time(&c, "r", at(now)).unwrap().as_secs();
+        assert_eq!(got, expected_secs, "{events:?} now {now}");
+    }
+
+    #[test]
+    fn running_time_spans_drives_but_not_pauses_or_downtime() {
+        check(&[("workflow_start", 0)], 5, 5);
+        // Paused from 3 to 10, running again until 12.
+        let paused = [
+            ("workflow_start", 0),
+            ("step_done", 3),
+            ("workflow_paused", 3),
+            ("workflow_resumed", 10),
+        ];
+        check(&paused, 12, 5);
+        // A timeout resumes it too.
+        check(
+            &[
+                ("workflow_start", 0),
+                ("workflow_paused", 2),
+                ("pause_timeout", 7),
+            ],
+            8,
+            3,
+        );
+        // The daemon died after its last event at 4 and came back at 100.
+        check(
+            &[
+                ("workflow_start", 0),
+                ("step_done", 4),
+                ("run_recovered", 100),
+            ],
+            101,
+            5,
+        );
+    }
+}
