@@ -389,6 +389,42 @@ mod tests {
         assert!(e.contains("header line over 8192 bytes"), "{e}");
     }
 
+    #[test]
+    fn a_streamed_line_past_the_cap_is_an_error() {
+        let port = endless(b"HTTP/1.1 200 OK\r\n\r\ndata: ", b"aaaaaaaaaaaaaaaa");
+        let p = OpenAiCompatible::new(&format!("http://localhost:{port}"), "m", false).unwrap();
+        let mut tokens = 0;
+        let e = p
+            .complete_streaming(
+                None,
+                &[json!({"role": "user", "content": "hi"})],
+                &mut |_| tokens += 1,
+            )
+            .unwrap_err()
+            .message;
+        assert!(
+            e.contains(&format!("stream line over {MAX_SSE_LINE} bytes")),
+            "{e}"
+        );
+        assert_eq!(tokens, 0);
+    }
+
+    #[test]
+    fn streamed_deltas_are_split_from_a_whole_body() {
+        let body = b"data: {\"choices\":[{\"delta\":{\"content\":\"he\"}}]}\n\n: comment\ndata: {\"choices\":[{\"delta\":{\"content\":\"llo\"}}]}\n\ndata: [DONE]\n";
+        let mut seen = Vec::new();
+        let text = split_stream(body, &mut |t| seen.push(t.to_owned())).unwrap();
+        assert_eq!(
+            (text.as_str(), seen),
+            ("hello", vec!["he".to_owned(), "llo".to_owned()])
+        );
+        let plain = br#"{"choices":[{"message":{"content":"whole"}}]}"#;
+        assert_eq!(
+            split_stream(plain, &mut |_| panic!("no tokens")).unwrap(),
+            "whole"
+        );
+    }
+
     fn check_url(url: &str, allow_insecure: bool, ok: bool) {
         let r = OpenAiCompatible::new(url, "m", allow_insecure);
         assert_eq!(
