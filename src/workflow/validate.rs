@@ -776,11 +776,25 @@ impl Validator {
                     s.mode.as_ref().map(|m| Value::String(m.clone())),
                 )
             }
-            WriteForm::In => (
-                input.is_some_and(|m| m.contains_key("path")),
-                input.is_some_and(|m| m.contains_key("content")),
-                input.and_then(|m| m.get("mode")).cloned(),
-            ),
+            WriteForm::In => {
+                if s.mode.is_some() {
+                    self.err(
+                        "conflicting_fields",
+                        id,
+                        p("mode"),
+                        format!(
+                            "{} uses in.path, so a top-level mode is ambiguous; use in.mode, or \
+                             target/value/mode",
+                            s.id
+                        ),
+                    );
+                }
+                (
+                    input.is_some_and(|m| m.contains_key("path")),
+                    input.is_some_and(|m| m.contains_key("content")),
+                    input.and_then(|m| m.get("mode")).cloned(),
+                )
+            }
         };
         if !path {
             self.err(
