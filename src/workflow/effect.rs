@@ -57,8 +57,8 @@ impl RunCtx {
                 let v = self.resolve(sc, step.value.as_ref().unwrap_or(&Value::Null), &[])?;
                 Ok(plain(json!({ "value": v })))
             }
-            StepType::Search => steps::search(&self.inner.search, input).map(plain),
-            StepType::Graph => steps::graph_read(&self.inner.store, input).map(plain),
+            StepType::Search => steps::search(self.host.search(), input).map(plain),
+            StepType::Graph => steps::graph_read(self.host.store(), input).map(plain),
             StepType::Read => {
                 let path = input.get("path").and_then(Value::as_str).ok_or_else(|| {
                     StepError::new(ErrorKind::InvalidInput, "in.path must be a string")
@@ -298,7 +298,7 @@ impl RunCtx {
         }
         // `file_start` commits with the intent, before the rename, so it precedes `file_done`
         // (transaction B) for every write, a re-run after a crash included.
-        self.inner.store.write(|tx| -> Result<(), StepError> {
+        self.host.store().write(|tx| -> Result<(), StepError> {
             journal::step_intent(tx, &self.run_id, key, &json!({ "path": rel, "hash": hash }))?;
             journal::emit(
                 tx,
@@ -309,7 +309,7 @@ impl RunCtx {
             )?;
             Ok(())
         })?;
-        self.inner.notify_events();
+        self.host.events_committed();
         files::write_atomic(&full, &bytes)
             .map_err(|e| StepError::new(ErrorKind::Io, format!("cannot write {rel}: {e}")))?;
         Ok(Done {
@@ -326,7 +326,7 @@ impl RunCtx {
     /// `stream`, each piece of the reply is an `llm_token` event as it arrives (committed on its
     /// own, so followers see it live); `llm_done` commits with the step.
     fn llm(&self, step: &Step, key: &str, input: &Value) -> Result<Done, StepError> {
-        let Some(p) = &self.inner.cfg.llm else {
+        let Some(p) = self.host.llm() else {
             return Err(StepError::new(
                 ErrorKind::NoRunner,
                 "no model provider is configured",
@@ -349,7 +349,7 @@ impl RunCtx {
         let text = if step.stream == Some(true) && !self.dry_run {
             let mut on_token = |t: &str| {
                 tokens += 1;
-                let r = self.inner.store.write(|tx| {
+                let r = self.host.store().write(|tx| {
                     journal::emit(
                         tx,
                         &self.run_id,
@@ -359,7 +359,7 @@ impl RunCtx {
                     )
                 });
                 match r {
-                    Ok(_) => self.inner.notify_events(),
+                    Ok(_) => self.host.events_committed(),
                     // A lost token event loses no state: the reply is in `llm_done` and the
                     // step's result.
                     Err(e) => tracing::warn!(error = %e, "cannot record an llm_token event"),

@@ -24,7 +24,7 @@ use super::expr::Cache;
 use super::journal::{self, Event, RunRow, StepRow, WaitRow};
 use super::llm::Provider;
 use super::model::{self, Document};
-use super::run::{Flow, RunCtx};
+use super::run::{Flow, Host, RunCtx};
 use super::steps::{ErrorKind, StepError};
 use super::{Runners, files};
 use crate::clock;
@@ -616,6 +616,40 @@ fn bind_params(doc: &Document, mut given: Map<String, Value>) -> Result<Map<Stri
     Ok(out)
 }
 
+impl Host for Inner {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn search(&self) -> &crate::search::Search {
+        &self.search
+    }
+
+    fn llm(&self) -> Option<&dyn Provider> {
+        self.cfg.llm.as_deref()
+    }
+
+    fn exprs(&self) -> &Cache {
+        &self.exprs
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn events_committed(&self) {
+        self.notify_events();
+    }
+
+    fn wait_opened(&self) {
+        self.poke_timer();
+    }
+
+    fn failpoint(&self, point: &str, step_id: &str) {
+        Inner::failpoint(self, point, step_id);
+    }
+}
+
 impl Inner {
     pub(super) fn notify_events(&self) {
         let (m, cv) = &self.events;
@@ -724,7 +758,7 @@ impl Inner {
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
         let ctx = RunCtx {
-            inner: self.clone(),
+            host: self.clone(),
             handle: h.clone(),
             run_id: run_id.to_owned(),
             actor: run.actor_id.clone(),

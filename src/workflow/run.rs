@@ -15,14 +15,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use super::engine::{Handle, Inner, Limits, approval_key};
+use super::engine::{Handle, Limits, approval_key};
 use super::expr;
+use super::expr::Cache;
 use super::files;
 use super::journal::{self, StepRow, WaitRow};
+use super::llm::Provider;
 use super::model::{self, Document, Step, StepType};
 use super::steps::{self, ErrorKind, GraphWrite, Prov, StepError};
 use super::vars;
 use crate::clock;
+use crate::search::Search;
+use crate::store::Store;
 
 /// How a chain ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,8 +62,26 @@ pub(super) struct Scope {
     locals: BTreeMap<String, Value>,
 }
 
+/// What a drive needs from the engine that runs it, and nothing more: the store and search it
+/// works on, the model provider, the expression cache, whether the daemon is stopping, and the
+/// wake-ups its commits owe followers and the timer. The engine's own state (active runs, the
+/// timer, its threads) stays out of reach.
+pub(super) trait Host: Send + Sync {
+    fn store(&self) -> &Store;
+    fn search(&self) -> &Search;
+    fn llm(&self) -> Option<&dyn Provider>;
+    fn exprs(&self) -> &Cache;
+    fn stopping(&self) -> bool;
+    /// Events were committed: wake followers.
+    fn events_committed(&self);
+    /// A wait with an expiry was opened: wake the timer.
+    fn wait_opened(&self);
+    /// Aborts the process at a named commit point when asked to (crash tests).
+    fn failpoint(&self, point: &str, step_id: &str);
+}
+
 pub(super) struct RunCtx {
-    pub(super) inner: Arc<Inner>,
+    pub(super) host: Arc<dyn Host>,
     pub(super) handle: Arc<Handle>,
     pub(super) run_id: String,
     pub(super) actor: String,
@@ -177,7 +199,7 @@ impl RunCtx {
         if self.handle.cancelled.load(Ordering::SeqCst) {
             return Some(Flow::Cancelled);
         }
-        if self.inner.stopping.load(Ordering::SeqCst) {
+        if self.host.stopping() {
             return Some(Flow::Parked);
         }
         if self.halt.load(Ordering::SeqCst) {
@@ -221,8 +243,8 @@ impl RunCtx {
         extra: &[(&str, &Value)],
     ) -> Result<Value, StepError> {
         let c = self
-            .inner
-            .exprs
+            .host
+            .exprs()
             .get(src)
             .map_err(|e| StepError::new(ErrorKind::ExpressionError, e.to_string()))?;
         let mut names = self.names.clone();
@@ -343,7 +365,7 @@ impl RunCtx {
             step_key: key,
         };
         let ty = step.step_type();
-        let result = self.inner.store.write(|tx| -> Result<Value, StepError> {
+        let result = self.host.store().write(|tx| -> Result<Value, StepError> {
             if let Some(g) = &done.graph {
                 let (result, evs) = steps::apply(tx, g, &prov)?;
                 done.result = if ty == Some(StepType::Ingest) {
@@ -403,13 +425,13 @@ impl RunCtx {
             }
             Ok(done.result.clone())
         });
-        self.inner.notify_events();
+        self.host.events_committed();
         if result.is_ok() {
-            self.inner.failpoint("step_done", &step.id);
+            self.host.failpoint("step_done", &step.id);
             // A graph write may have changed what search sees; the outbox holds it durably,
             // so a failure here only delays it to the next catch-up.
             if done.graph.is_some()
-                && let Err(e) = self.inner.search.bring_up_to_date()
+                && let Err(e) = self.host.search().bring_up_to_date()
             {
                 tracing::warn!(error = %e, "search index catch-up after a workflow write failed");
             }
@@ -423,7 +445,7 @@ impl RunCtx {
         } else {
             "step_start"
         };
-        self.inner.store.write(|tx| -> Result<(), StepError> {
+        self.host.store().write(|tx| -> Result<(), StepError> {
             journal::step_started(tx, &self.run_id, key, &step.id, attempt)?;
             journal::emit(
                 tx,
@@ -434,8 +456,8 @@ impl RunCtx {
             )?;
             Ok(())
         })?;
-        self.inner.notify_events();
-        self.inner.failpoint("step_started", &step.id);
+        self.host.events_committed();
+        self.host.failpoint("step_started", &step.id);
         Ok(())
     }
 
@@ -460,7 +482,7 @@ impl RunCtx {
         output: Value,
         error: Option<&Value>,
     ) -> Result<(), StepError> {
-        self.inner.store.write(|tx| -> Result<(), StepError> {
+        self.host.store().write(|tx| -> Result<(), StepError> {
             journal::step_finished(
                 tx,
                 &self.run_id,
@@ -479,7 +501,7 @@ impl RunCtx {
             )?;
             Ok(())
         })?;
-        self.inner.notify_events();
+        self.host.events_committed();
         Ok(())
     }
 
@@ -542,10 +564,10 @@ impl RunCtx {
             _ => {}
         }
         if ty == StepType::Llm
-            && self.inner.cfg.llm.is_none()
+            && self.host.llm().is_none()
             && rec.is_none_or(|r| r.status != "done")
         {
-            let r = self.inner.store.write(|tx| -> Result<(), StepError> {
+            let r = self.host.store().write(|tx| -> Result<(), StepError> {
                 journal::set_partial(tx, &self.run_id)?;
                 Ok(())
             });
@@ -669,11 +691,11 @@ impl RunCtx {
                     });
                     if let Some(r) = retry {
                         let wait = r.backoff_sec.max(0.0) * 2f64.powi(attempt as i32 - 1);
-                        let _ = self.inner.store.write(|tx| journal::emit(tx, &self.run_id, "step_retry", Some((&step.id, key)), json!({ "attempt": attempt, "error": e.to_json(), "backoff_sec": wait })));
-                        self.inner.notify_events();
+                        let _ = self.host.store().write(|tx| journal::emit(tx, &self.run_id, "step_retry", Some((&step.id, key)), json!({ "attempt": attempt, "error": e.to_json(), "backoff_sec": wait })));
+                        self.host.events_committed();
                         std::thread::sleep(Duration::from_secs_f64(wait.min(300.0)));
                         attempt += 1;
-                        let _ = self.inner.store.write(|tx| {
+                        let _ = self.host.store().write(|tx| {
                             journal::step_started(tx, &self.run_id, key, &step.id, attempt)
                         });
                         continue;
@@ -681,7 +703,7 @@ impl RunCtx {
                     return Err(self.on_error(sc, step, key, e));
                 }
             };
-            self.inner.failpoint("step_effect", &step.id);
+            self.host.failpoint("step_effect", &step.id);
             return self.finish_step(sc, step, key, done);
         }
     }
@@ -798,8 +820,8 @@ impl RunCtx {
         timeout: Option<f64>,
     ) -> Result<(), StepError> {
         if self
-            .inner
-            .store
+            .host
+            .store()
             .read(|c| journal::open_wait_for(c, &self.run_id, key))?
             .is_some()
         {
@@ -837,7 +859,7 @@ impl RunCtx {
             resolved_at: None,
         };
         let vars = Value::Object(self.vars_snapshot());
-        self.inner.store.write(|tx| -> Result<(), StepError> {
+        self.host.store().write(|tx| -> Result<(), StepError> {
             journal::insert_wait(tx, &w)?;
             if kind == "pause" {
                 journal::step_started(tx, &self.run_id, key, &step.id, 1)?;
@@ -847,8 +869,8 @@ impl RunCtx {
             journal::emit(tx, &self.run_id, "pause_start", Some((&step.id, key)), json!({ "wait_id": w.id, "kind": kind, "reason": reason, "preview": preview, "expires_at": expires }))?;
             Ok(())
         })?;
-        self.inner.notify_events();
-        self.inner.poke_timer();
+        self.host.events_committed();
+        self.host.wait_opened();
         Ok(())
     }
 
