@@ -102,12 +102,10 @@ impl Brain {
             search.clone(),
             crate::workflow::EngineConfig::from_env(user_id.as_str(), &data_dir),
         )?;
-        // File triggers hear about every file a sync indexed.
+        // File and tag triggers hear about every file a sync indexed.
         let hook_engine = workflows.clone();
         ingestor.set_change_hook(Arc::new(move |root, changes| {
-            for c in changes {
-                hook_engine.on_file(&root.path, &c.rel, &c.abs, c.created);
-            }
+            hook_engine.on_sync(root, changes);
         }));
         let brain = Brain {
             workflows,

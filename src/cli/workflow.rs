@@ -1,7 +1,7 @@
 //! `brain workflow …`: validate locally, everything else through the socket.
 //!
-//! Validation is pure, so `validate` works without a daemon; `run --wait` follows the run's
-//! events live and exits with its outcome. Architecture Invariant: like the rest of `cli`, this
+//! Validation is pure, so `validate` works without a daemon; `run --wait` follows the run live,
+//! one line per step (`--events`: every event), and exits with its outcome. Architecture Invariant: like the rest of `cli`, this
 //! reaches the daemon only through `rpc::client`.
 
 use std::path::{Path, PathBuf};
@@ -37,9 +37,12 @@ pub enum WorkflowCommand {
         /// Execute reads, plan writes, change nothing
         #[arg(long)]
         dry_run: bool,
-        /// Follow the run's events until it ends or pauses; exit with its outcome
+        /// Follow the run until it ends or pauses, one line per step; exit with its outcome
         #[arg(long)]
         wait: bool,
+        /// With --wait: print every event instead of one line per step
+        #[arg(long, requires = "wait")]
+        events: bool,
         #[arg(long)]
         json: bool,
     },
@@ -105,14 +108,16 @@ pub enum WorkflowCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Attach a workflow to files created or changed under a glob, or to a schedule
+    /// Attach a workflow to files created or changed under a glob, to notes gaining a tag, or
+    /// to a schedule
     TriggerAdd {
         name: String,
         file: PathBuf,
-        /// file_created, file_changed or schedule
-        #[arg(long, value_parser = ["file_created", "file_changed", "schedule"])]
+        /// file_created, file_changed, tag_added or schedule
+        #[arg(long, value_parser = ["file_created", "file_changed", "tag_added", "schedule"])]
         on: String,
-        /// A glob relative to the watched root, or `every DURATION` for a schedule
+        /// A glob relative to the watched root, a glob over tag names for tag_added, or
+        /// `every DURATION` for a schedule
         #[arg(long)]
         pattern: String,
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
@@ -142,8 +147,16 @@ pub fn run(socket: &Path, timeout: Duration, cmd: &WorkflowCommand) -> ExitCode 
             params,
             dry_run,
             wait,
+            events,
             json,
-        } => run_workflow(&mut c, file, params, *dry_run, *wait, *json),
+        } => {
+            let view = match (*wait, *events || *json) {
+                (false, _) => None,
+                (true, true) => Some(View::Events),
+                (true, false) => Some(View::Steps),
+            };
+            run_workflow(&mut c, file, params, *dry_run, view, *json)
+        }
         WorkflowCommand::Show { run_id, json } => {
             show(&mut c, run_id, *json).map(|_| ExitCode::SUCCESS)
         }
@@ -299,12 +312,21 @@ fn parse_params(params: &[String]) -> Result<Value, ClientError> {
     Ok(Value::Object(out))
 }
 
+/// How `run --wait` shows a run it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// Every event, as `workflow events` prints them.
+    Events,
+    /// One line per step, written when it ends.
+    Steps,
+}
+
 fn run_workflow(
     c: &mut Client,
     file: &Path,
     params: &[String],
     dry_run: bool,
-    wait: bool,
+    view: Option<View>,
     as_json: bool,
 ) -> Result<ExitCode, ClientError> {
     let doc = read_doc(file).map_err(ClientError::Protocol)?;
@@ -313,14 +335,20 @@ fn run_workflow(
         json!({ "definition": doc, "params": parse_params(params)?, "dry_run": dry_run }),
     )?;
     let run_id = v["run_id"].as_str().unwrap_or_default().to_owned();
-    if !wait {
+    let Some(view) = view else {
         print(&v, as_json, |_| println!("{run_id}"))?;
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     if !as_json {
         println!("run {run_id}");
     }
-    let status = follow(c, &run_id, 0, as_json)?;
+    let status = match view {
+        View::Events => follow(c, &run_id, 0, &mut |e| print_event(e, as_json))?,
+        View::Steps => {
+            let mut lines = StepLines::default();
+            follow(c, &run_id, 0, &mut |e| lines.event(e))?
+        }
+    };
     let run = c.call("workflow.get", json!({ "run_id": run_id }))?;
     Ok(outcome(&run, &status, as_json))
 }
@@ -346,6 +374,15 @@ fn outcome(run: &Value, status: &str, as_json: bool) -> ExitCode {
                     w["reason"].as_str().unwrap_or("no reason given"),
                     w["wait_id"].as_str().unwrap_or("?")
                 );
+                // What is being approved, so the person can decide from here.
+                match &w["preview"] {
+                    Value::Null => {}
+                    Value::String(s) => println!("preview: {s}"),
+                    other => println!(
+                        "preview:\n{}",
+                        serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string())
+                    ),
+                }
             }
         }
         if let Some(e) = run.get("error").filter(|e| !e.is_null()) {
@@ -360,6 +397,90 @@ fn outcome(run: &Value, status: &str, as_json: bool) -> ExitCode {
         "completed" | "completed_partial" => ExitCode::SUCCESS,
         "paused" => ExitCode::from(EXIT_PAUSED),
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// Folds a run's events into one line per step, printed when the step ends: its outcome, its
+/// key, how long it took, and what it printed, skipped for or failed with.
+#[derive(Default)]
+struct StepLines {
+    /// Start time and `step_print` messages of steps under way, by step key.
+    open: std::collections::HashMap<String, (Option<String>, Vec<String>)>,
+}
+
+impl StepLines {
+    fn event(&mut self, e: &Value) {
+        let key = e["step_key"].as_str().unwrap_or("").to_owned();
+        let ts = e["ts"].as_str().map(str::to_owned);
+        let (outcome, detail) = match e["type"].as_str().unwrap_or("") {
+            "step_start" | "loop_start" => {
+                self.open.entry(key).or_default().0 = ts;
+                return;
+            }
+            "step_print" => {
+                let m = e["payload"]["message"].as_str().unwrap_or("").to_owned();
+                self.open.entry(key).or_default().1.push(m);
+                return;
+            }
+            "step_done" | "loop_done" => ("done", String::new()),
+            "step_skipped" => (
+                "skipped",
+                e["payload"]["reason"].as_str().unwrap_or("").to_owned(),
+            ),
+            "step_error" => (
+                "failed",
+                format!(
+                    "{}: {}",
+                    e["payload"]["kind"].as_str().unwrap_or("error"),
+                    e["payload"]["message"].as_str().unwrap_or("")
+                ),
+            ),
+            "pause_start" => (
+                "paused",
+                e["payload"]["reason"].as_str().unwrap_or("").to_owned(),
+            ),
+            "pause_resumed" | "pause_timeout" => {
+                let outcome = if e["type"] == "pause_timeout" {
+                    "timed out"
+                } else if e["payload"]["approved"] == false {
+                    "denied"
+                } else {
+                    "resumed"
+                };
+                (outcome, String::new())
+            }
+            "workflow_failed" => {
+                println!(
+                    "failed   run: {}: {}",
+                    e["payload"]["kind"].as_str().unwrap_or("error"),
+                    e["payload"]["message"].as_str().unwrap_or("")
+                );
+                return;
+            }
+            _ => return,
+        };
+        let (started, printed) = if outcome == "paused" {
+            self.open.get(&key).cloned().unwrap_or_default()
+        } else {
+            self.open.remove(&key).unwrap_or_default()
+        };
+        let took = started
+            .zip(ts)
+            .and_then(|(a, b)| {
+                let a = humantime::parse_rfc3339(&a).ok()?;
+                let b = humantime::parse_rfc3339(&b).ok()?;
+                b.duration_since(a).ok()
+            })
+            .map(|d| format!("{} ms", d.as_millis()))
+            .unwrap_or_default();
+        let mut line = format!("{outcome:<8} {key}");
+        for part in [took, detail].into_iter().chain(printed) {
+            if !part.is_empty() {
+                line.push_str("  ");
+                line.push_str(&part);
+            }
+        }
+        println!("{line}");
     }
 }
 
@@ -392,12 +513,17 @@ fn print_event(e: &Value, as_json: bool) {
     );
 }
 
-/// Streams events as notifications until the run ends or pauses; returns the status.
+/// Streams events as notifications to `show` until the run ends or pauses; returns the status.
 /// Waits without a timeout: a run may rightly sit in one step for a long time.
-fn follow(c: &mut Client, run_id: &str, since: i64, as_json: bool) -> Result<String, ClientError> {
+fn follow(
+    c: &mut Client,
+    run_id: &str,
+    since: i64,
+    show: &mut dyn FnMut(&Value),
+) -> Result<String, ClientError> {
     let timeout = c.timeout();
     c.set_timeout(None)?;
-    let status = follow_untimed(c, run_id, since, as_json)?;
+    let status = follow_untimed(c, run_id, since, show)?;
     c.set_timeout(timeout)?;
     Ok(status)
 }
@@ -406,7 +532,7 @@ fn follow_untimed(
     c: &mut Client,
     run_id: &str,
     since: i64,
-    as_json: bool,
+    show: &mut dyn FnMut(&Value),
 ) -> Result<String, ClientError> {
     let id = c.send(
         "workflow.events",
@@ -416,13 +542,13 @@ fn follow_untimed(
         let msg = c.read_message()?;
         if msg.get("id").is_none_or(Value::is_null) && msg.get("error").is_none() {
             if msg["method"] == "workflow.event" {
-                print_event(&msg["params"], as_json);
+                show(&msg["params"]);
             }
             continue;
         }
         let v = crate::rpc::client::decode_answer(msg, id)?;
         for e in v["events"].as_array().into_iter().flatten() {
-            print_event(e, as_json);
+            show(e);
         }
         return Ok(v["status"].as_str().unwrap_or("unknown").to_owned());
     }
@@ -436,7 +562,7 @@ fn events(
     as_json: bool,
 ) -> Result<(), ClientError> {
     if follow_ {
-        follow(c, run_id, since, as_json)?;
+        follow(c, run_id, since, &mut |e| print_event(e, as_json))?;
         return Ok(());
     }
     let v = c.call(

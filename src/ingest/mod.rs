@@ -185,6 +185,8 @@ pub struct FileChange {
     pub abs: PathBuf,
     /// New to the store (else changed).
     pub created: bool,
+    /// When the sync that indexed it began: facts it wrote have `valid_from` at or after this.
+    pub sync_started_at: String,
 }
 
 /// Told about indexed files after each successful sync (workflow triggers listen here).
@@ -604,6 +606,7 @@ impl Ingestor {
             return Err(IngestError::RootMissing(root.path.clone()));
         }
         let started = Instant::now();
+        let started_at = clock::now();
         let mut report = SyncReport::default();
         let rules = Rules::new(&root.path);
         let canonical_root =
@@ -785,6 +788,7 @@ impl Ingestor {
                         rel: job.file.rel.clone(),
                         abs: walk::abs_path(&root.path, &job.file.rel),
                         created: job.source_id.is_none(),
+                        sync_started_at: started_at.clone(),
                     });
                 }
                 let (status, reason, kind) = match &job.outcome {

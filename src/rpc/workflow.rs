@@ -28,6 +28,8 @@ struct RunParams {
     /// Lower limits for this run (never higher than the daemon's).
     #[serde(default)]
     limits: Value,
+    /// VL's `RunParams.nodes`: the only step ids to run.
+    nodes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +162,7 @@ pub fn dispatch(
                     limits: p.limits,
                     trigger: None,
                     workspace: None,
+                    nodes: p.nodes,
                 },
             )?;
             Ok(json!({ "run_id": run_id.as_str() }))

@@ -11,7 +11,7 @@
 //! the timer; `run` owns one drive of a run. Architecture Invariant: no tokio, no sockets;
 //! callers reach this through `Brain`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -24,8 +24,8 @@ use super::expr::Cache;
 use super::journal::{self, Event, RunRow, StepRow, WaitRow};
 use super::llm::Provider;
 use super::model::{self, Document};
-use super::run::{Flow, RunCtx};
-use super::steps::StepError;
+use super::run::{Flow, Host, RunCtx};
+use super::steps::{ErrorKind, StepError};
 use super::{Runners, files};
 use crate::clock;
 use crate::error::{Error, Kind};
@@ -146,6 +146,9 @@ pub struct RunOptions {
     /// Run in this folder instead of a fresh per-run workspace (a watched root, when a trigger
     /// was created to allow it).
     pub workspace: Option<PathBuf>,
+    /// VL's `RunParams.nodes`: run only these step ids; every other step is skipped as if its
+    /// `if` were false (reason `not_selected`). `None` runs them all.
+    pub nodes: Option<Vec<String>>,
 }
 
 /// A resume request. `token` is for callers without local authority.
@@ -302,6 +305,9 @@ impl Engine {
             ));
         };
         let params = bind_params(&parsed, opts.params)?;
+        if let Some(nodes) = &opts.nodes {
+            check_nodes(&parsed, nodes)?;
+        }
         let mut vars = Map::new();
         for v in &parsed.registry.vars {
             if let Ok(d) = model::parse_decl(v) {
@@ -349,7 +355,9 @@ impl Engine {
                     serde_json::to_string(&limits).unwrap_or_else(|_| "{}".into())
                 ],
             )?;
-            journal::emit(tx, &run_id, "workflow_start", None, json!({ "workflow": parsed.name, "definition_hash": hash, "dry_run": opts.dry_run, "trigger": opts.trigger }))?;
+            // The journal keeps the selected steps on the run's first event; every drive reads them
+            // there.
+            journal::emit(tx, &run_id, "workflow_start", None, json!({ "workflow": parsed.name, "definition_hash": hash, "dry_run": opts.dry_run, "trigger": opts.trigger, "nodes": opts.nodes }))?;
             Ok(())
         })?;
         self.inner.notify_events();
@@ -556,6 +564,29 @@ pub(super) fn approval_key(step_key: &str) -> String {
     format!("{step_key}~approval")
 }
 
+/// Most step ids a run may select: far above any real document, and bounding the work of
+/// checking them.
+pub const MAX_SELECTED_NODES: usize = 10_000;
+
+/// `nodes` must name steps of the document, at least one, each once at most.
+fn check_nodes(doc: &Document, nodes: &[String]) -> Result<(), Error> {
+    if nodes.is_empty() || nodes.len() > MAX_SELECTED_NODES {
+        return Err(err(
+            Kind::InvalidParams,
+            format!("nodes must list 1 to {MAX_SELECTED_NODES} step ids"),
+        ));
+    }
+    for n in nodes {
+        if !doc.steps.iter().any(|s| &s.id == n) {
+            return Err(err(
+                Kind::InvalidParams,
+                format!("nodes names {n:?}, which is not a step of the workflow"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn bind_params(doc: &Document, mut given: Map<String, Value>) -> Result<Map<String, Value>, Error> {
     let mut out = Map::new();
     for p in &doc.registry.params {
@@ -583,6 +614,40 @@ fn bind_params(doc: &Document, mut given: Map<String, Value>) -> Result<Map<Stri
         return Err(err(Kind::InvalidParams, format!("unknown param {k}")));
     }
     Ok(out)
+}
+
+impl Host for Inner {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn search(&self) -> &crate::search::Search {
+        &self.search
+    }
+
+    fn llm(&self) -> Option<&dyn Provider> {
+        self.cfg.llm.as_deref()
+    }
+
+    fn exprs(&self) -> &Cache {
+        &self.exprs
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn events_committed(&self) {
+        self.notify_events();
+    }
+
+    fn wait_opened(&self) {
+        self.poke_timer();
+    }
+
+    fn failpoint(&self, point: &str, step_id: &str) {
+        Inner::failpoint(self, point, step_id);
+    }
 }
 
 impl Inner {
@@ -639,9 +704,13 @@ impl Inner {
             let run = journal::run(c, run_id)?
                 .ok_or_else(|| err(Kind::RunNotFound, run_id.to_owned()))?;
             let steps = journal::steps(c, run_id)?;
-            Ok((run, steps))
+            let selected: Option<HashSet<String>> = journal::events(c, run_id, 0, 1)?
+                .first()
+                .and_then(|e| serde_json::from_value(e.payload["nodes"].clone()).ok());
+            let used = journal::running_time(c, run_id, SystemTime::now())?;
+            Ok((run, steps, selected, used))
         });
-        let (run, steps) = match loaded {
+        let (run, steps, selected, used_before) = match loaded {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, "cannot load run");
@@ -656,7 +725,10 @@ impl Inner {
             Err(e) => {
                 self.finish_failed(
                     run_id,
-                    &StepError::new("internal", format!("pinned definition does not parse: {e}")),
+                    &StepError::new(
+                        ErrorKind::Internal,
+                        format!("pinned definition does not parse: {e}"),
+                    ),
                 );
                 return false;
             }
@@ -686,7 +758,7 @@ impl Inner {
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
         let ctx = RunCtx {
-            inner: self.clone(),
+            host: self.clone(),
             handle: h.clone(),
             run_id: run_id.to_owned(),
             actor: run.actor_id.clone(),
@@ -705,6 +777,9 @@ impl Inner {
             halt: AtomicBool::new(false),
             steps_run: AtomicU64::new(0),
             started: Instant::now(),
+            used_before,
+            selected,
+            loop_threads: AtomicU64::new(0),
         };
         let flow = ctx.run_entries();
         self.finish(&ctx, flow)

@@ -73,6 +73,58 @@ pub fn events(
     rows.collect()
 }
 
+/// How long a run has been running before `now`, over all its drives: from its start, a
+/// resume or a fired timeout until it paused, and across a restart until its last event before
+/// `run_recovered` (the daemon was down, not the run). Time spent paused does not count; the
+/// pause limit bounds that.
+pub fn running_time(
+    conn: &Connection,
+    run_id: &str,
+    now: std::time::SystemTime,
+) -> rusqlite::Result<std::time::Duration> {
+    use std::time::{Duration, SystemTime};
+    let mut stmt = conn.prepare_cached(
+        "SELECT type, ts, prev_ts FROM (
+             SELECT seq, type, ts, lag(ts) OVER (ORDER BY seq) AS prev_ts
+             FROM workflow_events WHERE run_id = ?1)
+         WHERE type IN ('workflow_start', 'workflow_resumed', 'pause_timeout', 'run_recovered',
+                        'workflow_paused')
+         ORDER BY seq",
+    )?;
+    let parse = |ts: &str| humantime::parse_rfc3339(ts).ok();
+    let between = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+    let mut used = Duration::ZERO;
+    let mut running_since: Option<SystemTime> = None;
+    let mut rows = stmt.query([run_id])?;
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(0)?;
+        let Some(ts) = parse(&r.get::<_, String>(1)?) else {
+            continue;
+        };
+        match kind.as_str() {
+            "workflow_paused" => {
+                if let Some(s) = running_since.take() {
+                    used += between(s, ts);
+                }
+            }
+            "run_recovered" => {
+                let stopped = r.get::<_, Option<String>>(2)?.and_then(|p| parse(&p));
+                if let (Some(s), Some(stopped)) = (running_since, stopped) {
+                    used += between(s, stopped);
+                }
+                running_since = Some(ts);
+            }
+            _ => {
+                running_since.get_or_insert(ts);
+            }
+        }
+    }
+    if let Some(s) = running_since {
+        used += between(s, now);
+    }
+    Ok(used)
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -457,4 +509,65 @@ pub fn cancel_waits(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()> 
     )?
     .execute([run_id, &clock::now()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events` are `(type, seconds after 10:00:00)`; `now` likewise.
+    fn check(events: &[(&str, u64)], now: u64, expected_secs: u64) {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE workflow_events (run_id TEXT, seq INTEGER, ts TEXT, type TEXT,
+                                           step_id TEXT, step_key TEXT, payload TEXT)",
+        )
+        .unwrap();
+        let at = |s: u64| {
+            humantime::parse_rfc3339("2026-01-01T10:00:00Z").unwrap()
+                + std::time::Duration::from_secs(s)
+        };
+        for (i, (kind, s)) in events.iter().enumerate() {
+            c.execute(
+                "INSERT INTO workflow_events VALUES ('r', ?1, ?2, ?3, NULL, NULL, '{}')",
+                params![i as i64 + 1, clock::format(at(*s)), kind],
+            )
+            .unwrap();
+        }
+        let got = running_time(&c, "r", at(now)).unwrap().as_secs();
+        assert_eq!(got, expected_secs, "{events:?} now {now}");
+    }
+
+    #[test]
+    fn running_time_spans_drives_but_not_pauses_or_downtime() {
+        check(&[("workflow_start", 0)], 5, 5);
+        // Paused from 3 to 10, running again until 12.
+        let paused = [
+            ("workflow_start", 0),
+            ("step_done", 3),
+            ("workflow_paused", 3),
+            ("workflow_resumed", 10),
+        ];
+        check(&paused, 12, 5);
+        // A timeout resumes it too.
+        check(
+            &[
+                ("workflow_start", 0),
+                ("workflow_paused", 2),
+                ("pause_timeout", 7),
+            ],
+            8,
+            3,
+        );
+        // The daemon died after its last event at 4 and came back at 100.
+        check(
+            &[
+                ("workflow_start", 0),
+                ("step_done", 4),
+                ("run_recovered", 100),
+            ],
+            101,
+            5,
+        );
+    }
 }

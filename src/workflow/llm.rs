@@ -13,12 +13,28 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::steps::StepError;
+use super::steps::{ErrorKind, StepError};
 
 pub trait Provider: Send + Sync {
     /// Sends `messages` (`[{role, content}]`) and returns the reply text.
     fn complete(&self, model: Option<&str>, messages: &[Value]) -> Result<String, StepError>;
+
+    /// Like [`Provider::complete`], handing each piece of the reply to `on_token` as it
+    /// arrives. A provider that cannot stream answers in one piece and calls `on_token` never.
+    fn complete_streaming(
+        &self,
+        model: Option<&str>,
+        messages: &[Value],
+        on_token: &mut dyn FnMut(&str),
+    ) -> Result<String, StepError> {
+        let _ = on_token;
+        self.complete(model, messages)
+    }
 }
+
+/// One server-sent event line of a streamed reply. A delta is a few characters; a line past
+/// this is a misbehaving server.
+pub const MAX_SSE_LINE: u64 = 256 * 1024;
 
 /// The whole status line and header section of an answer. Real servers send well under 1 KiB;
 /// without a cap a server sending an endless header grew the daemon past 1 GB.
@@ -82,8 +98,14 @@ impl OpenAiCompatible {
         })
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<Value, StepError> {
-        let err = |m: String| StepError::new("llm_error", m);
+    /// Sends the request; returns the reader positioned at the body, the status code and
+    /// whether the body is chunked.
+    fn send(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(BufReader<TcpStream>, u16, bool), StepError> {
+        let err = |m: String| StepError::new(ErrorKind::Llm, m);
         let body = body.to_string();
         let mut s = TcpStream::connect((self.host.as_str(), self.port))
             .map_err(|e| err(format!("cannot reach {}:{}: {e}", self.host, self.port)))?;
@@ -98,23 +120,53 @@ impl OpenAiCompatible {
             .map_err(|e| err(e.to_string()))?;
         let mut r = BufReader::new(s);
         let (code, chunked) = read_head(&mut r).map_err(err)?;
-        let mut raw = Vec::new();
-        r.take(MAX_BODY_BYTES)
-            .read_to_end(&mut raw)
-            .map_err(|e| err(e.to_string()))?;
-        let body = if chunked { dechunk(&raw) } else { raw };
-        if !(200..300).contains(&code) {
-            return Err(err(format!(
-                "model server answered {code}: {}",
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            )));
-        }
-        serde_json::from_slice(&body)
-            .map_err(|e| err(format!("model server sent invalid JSON: {e}")))
+        Ok((r, code, chunked))
     }
+
+    fn post(&self, path: &str, body: &Value) -> Result<Value, StepError> {
+        let err = |m: String| StepError::new(ErrorKind::Llm, m);
+        let (r, code, chunked) = self.send(path, body)?;
+        let (code, body) = read_body(r, code, chunked)?;
+        serde_json::from_slice(&body).map_err(|e| {
+            err(format!(
+                "model server sent invalid JSON: {e} (status {code})"
+            ))
+        })
+    }
+}
+
+/// The whole body (within [`MAX_BODY_BYTES`]), dechunked; a status other than 2xx is an error.
+fn read_body(
+    r: BufReader<TcpStream>,
+    code: u16,
+    chunked: bool,
+) -> Result<(u16, Vec<u8>), StepError> {
+    let err = |m: String| StepError::new(ErrorKind::Llm, m);
+    let mut raw = Vec::new();
+    r.take(MAX_BODY_BYTES)
+        .read_to_end(&mut raw)
+        .map_err(|e| err(e.to_string()))?;
+    let body = if chunked { dechunk(&raw) } else { raw };
+    if !(200..300).contains(&code) {
+        return Err(err(format!(
+            "model server answered {code}: {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        )));
+    }
+    Ok((code, body))
+}
+
+/// The text of one streamed line: `data: {"choices":[{"delta":{"content":"…"}}]}`. `None` for
+/// anything else (comments, `event:` lines, the closing `data: [DONE]`).
+fn sse_delta(line: &str) -> Option<String> {
+    let data = line.strip_prefix("data:")?.trim();
+    let v: Value = serde_json::from_str(data).ok()?;
+    v["choices"][0]["delta"]["content"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// Reads the status line and the headers, each line and the whole within their caps; returns
@@ -171,16 +223,101 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
+fn reply_text(v: &Value) -> Result<String, StepError> {
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| StepError::new(ErrorKind::Llm, "reply has no choices[0].message.content"))
+}
+
 impl Provider for OpenAiCompatible {
     fn complete(&self, model: Option<&str>, messages: &[Value]) -> Result<String, StepError> {
         let body =
             json!({ "model": model.unwrap_or(&self.model), "messages": messages, "stream": false });
-        let v = self.post("/v1/chat/completions", &body)?;
-        v["choices"][0]["message"]["content"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| StepError::new("llm_error", "reply has no choices[0].message.content"))
+        reply_text(&self.post("/v1/chat/completions", &body)?)
     }
+
+    /// Asks for `stream: true` and reads the server-sent events line by line, each within
+    /// [`MAX_SSE_LINE`] and all within [`MAX_BODY_BYTES`]. A chunked answer is read whole and
+    /// then split into its events; a server that ignores `stream` and answers with one JSON
+    /// object gives no tokens, only the text.
+    fn complete_streaming(
+        &self,
+        model: Option<&str>,
+        messages: &[Value],
+        on_token: &mut dyn FnMut(&str),
+    ) -> Result<String, StepError> {
+        let err = |m: String| StepError::new(ErrorKind::Llm, m);
+        let body =
+            json!({ "model": model.unwrap_or(&self.model), "messages": messages, "stream": true });
+        let (mut r, code, chunked) = self.send("/v1/chat/completions", &body)?;
+        if chunked || !(200..300).contains(&code) {
+            let (_, raw) = read_body(r, code, chunked)?;
+            return split_stream(&raw, on_token);
+        }
+        let mut text = String::new();
+        let mut left = MAX_BODY_BYTES;
+        let mut first = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let cap = MAX_SSE_LINE.min(left);
+            let n = (&mut r)
+                .take(cap)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| err(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            left -= n as u64;
+            if line.last() != Some(&b'\n') && n as u64 == cap {
+                return Err(err(format!(
+                    "model server sent a stream line over {cap} bytes"
+                )));
+            }
+            let l = String::from_utf8_lossy(&line);
+            let l = l.trim();
+            if l == "data: [DONE]" {
+                break;
+            }
+            match sse_delta(l) {
+                Some(t) => {
+                    on_token(&t);
+                    text.push_str(&t);
+                }
+                // Not a stream after all: keep the body to read it as one answer.
+                None if !l.starts_with("data:") && text.is_empty() => {
+                    first.extend_from_slice(&line)
+                }
+                None => {}
+            }
+        }
+        if text.is_empty() && !first.is_empty() {
+            let v: Value = serde_json::from_slice(&first)
+                .map_err(|e| err(format!("model server sent invalid JSON: {e}")))?;
+            return reply_text(&v);
+        }
+        Ok(text)
+    }
+}
+
+/// A whole streamed body, read at once: its deltas in order, or a plain JSON answer's text.
+fn split_stream(raw: &[u8], on_token: &mut dyn FnMut(&str)) -> Result<String, StepError> {
+    let body = String::from_utf8_lossy(raw);
+    if !body.trim_start().starts_with("data:") {
+        let v: Value = serde_json::from_str(&body).map_err(|e| {
+            StepError::new(
+                ErrorKind::Llm,
+                format!("model server sent invalid JSON: {e}"),
+            )
+        })?;
+        return reply_text(&v);
+    }
+    let mut text = String::new();
+    for t in body.lines().filter_map(|l| sse_delta(l.trim())) {
+        on_token(&t);
+        text.push_str(&t);
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -250,6 +387,42 @@ mod tests {
         assert!(e.contains("headers over 65536 bytes"), "{e}");
         let e = complete_against(endless(b"HTTP/1.1 200 OK\r\nX-Long: ", b"aaaaaaaaaaaaaaaa"));
         assert!(e.contains("header line over 8192 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_streamed_line_past_the_cap_is_an_error() {
+        let port = endless(b"HTTP/1.1 200 OK\r\n\r\ndata: ", b"aaaaaaaaaaaaaaaa");
+        let p = OpenAiCompatible::new(&format!("http://localhost:{port}"), "m", false).unwrap();
+        let mut tokens = 0;
+        let e = p
+            .complete_streaming(
+                None,
+                &[json!({"role": "user", "content": "hi"})],
+                &mut |_| tokens += 1,
+            )
+            .unwrap_err()
+            .message;
+        assert!(
+            e.contains(&format!("stream line over {MAX_SSE_LINE} bytes")),
+            "{e}"
+        );
+        assert_eq!(tokens, 0);
+    }
+
+    #[test]
+    fn streamed_deltas_are_split_from_a_whole_body() {
+        let body = b"data: {\"choices\":[{\"delta\":{\"content\":\"he\"}}]}\n\n: comment\ndata: {\"choices\":[{\"delta\":{\"content\":\"llo\"}}]}\n\ndata: [DONE]\n";
+        let mut seen = Vec::new();
+        let text = split_stream(body, &mut |t| seen.push(t.to_owned())).unwrap();
+        assert_eq!(
+            (text.as_str(), seen),
+            ("hello", vec!["he".to_owned(), "llo".to_owned()])
+        );
+        let plain = br#"{"choices":[{"message":{"content":"whole"}}]}"#;
+        assert_eq!(
+            split_stream(plain, &mut |_| panic!("no tokens")).unwrap(),
+            "whole"
+        );
     }
 
     fn check_url(url: &str, allow_insecure: bool, ok: bool) {

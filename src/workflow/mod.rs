@@ -5,6 +5,7 @@
 //! Invariant: nothing here knows about sockets, JSON-RPC or tokio; the engine runs on its own
 //! threads and talks to callers through the `Brain` façade.
 
+mod effect;
 pub mod engine;
 pub mod expr;
 pub mod files;
@@ -12,6 +13,7 @@ pub mod journal;
 pub mod llm;
 pub mod model;
 mod run;
+pub mod step_error;
 pub mod steps;
 pub mod triggers;
 pub mod validate;

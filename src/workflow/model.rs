@@ -2,7 +2,8 @@
 //!
 //! Owns the shape of a document and nothing of its meaning: what a valid document is lives in
 //! `validate`, what a step does lives in `engine`. Type-specific inputs of action steps sit in
-//! `in` (as VL has them); control steps keep their fields at the top level.
+//! `in` (as VL has them); control steps, and the fields VL puts at the top level (`Write_`'s
+//! `target`/`value`/`mode`, `LLM_`'s `model` and `stream`), keep them there.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -91,7 +92,12 @@ pub struct Step {
     pub if_: Option<Value>,
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `{"$var": "=expr"}`, or VL's shorthand `"$var"` for `{"$var": "=_result"}`.
+    #[serde(
+        default,
+        deserialize_with = "out_map",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub out: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
@@ -121,7 +127,7 @@ pub struct Step {
     pub mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
-    /// `Set_`: a `$var` path.
+    /// `Set_`: a `$var` path. `Write_`: the file path (an expression or a literal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,9 +141,91 @@ pub struct Step {
     pub timeout: Option<Timeout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Value>,
+    /// `LLM_`: the model to ask instead of the provider's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `LLM_`: stream the reply as `llm_token` events when the provider streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
     /// Fields no kind knows; reported as warnings.
     #[serde(flatten, default, skip_serializing)]
     pub unknown: Map<String, Value>,
+}
+
+/// `out` as VL reads it: an object, or a `"$var"` string that stands for `{"$var": "=_result"}`.
+fn out_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Map<String, Value>>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(Value::String(var)) => {
+            let mut m = Map::new();
+            m.insert(var, Value::String("=_result".into()));
+            Ok(Some(m))
+        }
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "out must be an object or a \"$var\" string, not {other}"
+        ))),
+    }
+}
+
+/// VL step families that need the VL platform (its services, HTTP APIs, UI components, network
+/// downloads and archive routing). brain runs on a workstation against its own graph, with no
+/// network side effects, so it refuses them by name instead of calling them unknown.
+pub const PLATFORM_ONLY: [&str; 5] = ["Service_", "API_", "Component_", "Download_", "Unzip_"];
+
+/// The platform-only family a step id belongs to, if any.
+pub fn platform_only(id: &str) -> Option<&'static str> {
+    PLATFORM_ONLY.iter().copied().find(|p| id.starts_with(p))
+}
+
+/// How `Write_` treats a file that exists (VL's write modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Overwrite,
+    FailIfExists,
+    Append,
+    Prepend,
+}
+
+impl WriteMode {
+    pub const NAMES: [&'static str; 4] = ["overwrite", "failIfExists", "append", "prepend"];
+
+    pub fn parse(s: &str) -> Option<WriteMode> {
+        Some(match s {
+            "overwrite" => WriteMode::Overwrite,
+            "failIfExists" => WriteMode::FailIfExists,
+            "append" => WriteMode::Append,
+            "prepend" => WriteMode::Prepend,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteMode::Overwrite => "overwrite",
+            WriteMode::FailIfExists => "failIfExists",
+            WriteMode::Append => "append",
+            WriteMode::Prepend => "prepend",
+        }
+    }
+}
+
+/// Where a `Write_` step keeps its path, content and mode: VL's top-level `target`/`value`/
+/// `mode`, or the older `in.path`/`in.content`/`in.mode`, an alias with the same meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteForm {
+    Vl,
+    In,
+}
+
+impl WriteForm {
+    /// JSON Pointer suffixes (under `/steps/N/`) of path, content and mode.
+    pub fn pointers(self) -> [&'static str; 3] {
+        match self {
+            WriteForm::Vl => ["target", "value", "mode"],
+            WriteForm::In => ["in/path", "in/content", "in/mode"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,6 +286,15 @@ impl StepType {
 impl Step {
     pub fn step_type(&self) -> Option<StepType> {
         StepType::of(&self.id)
+    }
+
+    /// A `Write_` step's form: VL's when it sets `target` or `value`, else the `in` alias.
+    pub fn write_form(&self) -> WriteForm {
+        if self.target.is_some() || self.value.is_some() {
+            WriteForm::Vl
+        } else {
+            WriteForm::In
+        }
     }
 
     /// Every step id this step sends control to, with the JSON path of the reference.

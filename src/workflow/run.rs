@@ -1,4 +1,5 @@
 //! One drive of a run: chains of steps, their commits, loops, branches, pauses and approvals.
+//! What an action step does lives in `effect`; this file only decides when it runs.
 //!
 //! A `RunCtx` lives for one drive. It replays the journal it was loaded with: a step whose key
 //! is recorded as done (or skipped, or failed into a handler) is not executed; its recorded
@@ -14,14 +15,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use super::engine::{Handle, Inner, Limits, approval_key};
+use super::engine::{Handle, Limits, approval_key};
 use super::expr;
+use super::expr::Cache;
 use super::files;
 use super::journal::{self, StepRow, WaitRow};
+use super::llm::Provider;
 use super::model::{self, Document, Step, StepType};
-use super::steps::{self, GraphWrite, Prov, StepError};
+use super::steps::{self, ErrorKind, GraphWrite, Prov, StepError};
 use super::vars;
 use crate::clock;
+use crate::search::Search;
+use crate::store::Store;
 
 /// How a chain ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,15 +55,33 @@ enum Next {
 
 /// Scope of one chain: loop position and the names only it sees.
 #[derive(Clone, Default)]
-struct Scope {
+pub(super) struct Scope {
     /// `[i]` per enclosing loop iteration.
     suffix: String,
     loop_index: Option<usize>,
     locals: BTreeMap<String, Value>,
 }
 
+/// What a drive needs from the engine that runs it, and nothing more: the store and search it
+/// works on, the model provider, the expression cache, whether the daemon is stopping, and the
+/// wake-ups its commits owe followers and the timer. The engine's own state (active runs, the
+/// timer, its threads) stays out of reach.
+pub(super) trait Host: Send + Sync {
+    fn store(&self) -> &Store;
+    fn search(&self) -> &Search;
+    fn llm(&self) -> Option<&dyn Provider>;
+    fn exprs(&self) -> &Cache;
+    fn stopping(&self) -> bool;
+    /// Events were committed: wake followers.
+    fn events_committed(&self);
+    /// A wait with an expiry was opened: wake the timer.
+    fn wait_opened(&self);
+    /// Aborts the process at a named commit point when asked to (crash tests).
+    fn failpoint(&self, point: &str, step_id: &str);
+}
+
 pub(super) struct RunCtx {
-    pub(super) inner: Arc<Inner>,
+    pub(super) host: Arc<dyn Host>,
     pub(super) handle: Arc<Handle>,
     pub(super) run_id: String,
     pub(super) actor: String,
@@ -76,14 +99,23 @@ pub(super) struct RunCtx {
     pub(super) keys: Mutex<HashMap<String, u32>>,
     pub(super) halt: AtomicBool,
     pub(super) steps_run: AtomicU64,
+    /// When this drive started, and how long the run ran in earlier drives: the wall-clock
+    /// limit counts both.
     pub(super) started: Instant,
+    pub(super) used_before: Duration,
+    /// `RunParams.nodes`: the only steps that run; `None` is all.
+    pub(super) selected: Option<HashSet<String>>,
+    /// Threads running parallel-loop iterations besides the threads that started the loops.
+    /// Nested loops draw on this one pool, so the run never has more than
+    /// `limits.concurrency` iterations running at once.
+    pub(super) loop_threads: AtomicU64,
 }
 
 /// A step's result before it is committed.
-struct Done {
-    result: Value,
-    events: Vec<(&'static str, Value)>,
-    graph: Option<GraphWrite>,
+pub(super) struct Done {
+    pub(super) result: Value,
+    pub(super) events: Vec<(&'static str, Value)>,
+    pub(super) graph: Option<GraphWrite>,
 }
 
 impl RunCtx {
@@ -130,7 +162,7 @@ impl RunCtx {
             hs.into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Flow::Fail(StepError::new("internal", "a branch panicked"))
+                        Flow::Fail(StepError::new(ErrorKind::Internal, "a branch panicked"))
                     })
                 })
                 .collect()
@@ -167,7 +199,7 @@ impl RunCtx {
         if self.handle.cancelled.load(Ordering::SeqCst) {
             return Some(Flow::Cancelled);
         }
-        if self.inner.stopping.load(Ordering::SeqCst) {
+        if self.host.stopping() {
             return Some(Flow::Parked);
         }
         if self.halt.load(Ordering::SeqCst) {
@@ -176,10 +208,24 @@ impl RunCtx {
         if self.steps_run.fetch_add(1, Ordering::SeqCst) >= self.limits.steps {
             return Some(limit("steps", self.limits.steps));
         }
-        if self.started.elapsed().as_secs() >= self.limits.wall_clock_secs {
+        if (self.used_before + self.started.elapsed()).as_secs() >= self.limits.wall_clock_secs {
             return Some(limit("wall_clock_secs", self.limits.wall_clock_secs));
         }
         None
+    }
+
+    /// Takes up to `want` helper threads from the run's pool of `limits.concurrency - 1` (the
+    /// driving thread is the first); returns how many it got, which the caller gives back.
+    fn reserve_loop_threads(&self, want: usize) -> usize {
+        let cap = self.limits.concurrency.saturating_sub(1);
+        let mut got = 0;
+        let _ = self
+            .loop_threads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                got = cap.saturating_sub(used).min(want as u64);
+                Some(used + got)
+            });
+        got as usize
     }
 
     fn key(&self, sc: &Scope, id: &str) -> String {
@@ -197,10 +243,10 @@ impl RunCtx {
         extra: &[(&str, &Value)],
     ) -> Result<Value, StepError> {
         let c = self
-            .inner
-            .exprs
+            .host
+            .exprs()
             .get(src)
-            .map_err(|e| StepError::new("expression_error", e.to_string()))?;
+            .map_err(|e| StepError::new(ErrorKind::ExpressionError, e.to_string()))?;
         let mut names = self.names.clone();
         for (k, v) in &sc.locals {
             names.insert(k.clone(), v.clone());
@@ -216,11 +262,16 @@ impl RunCtx {
                 vars: &vars,
             },
         )
-        .map_err(|m| StepError::new("expression_error", format!("{src}: {m}")))
+        .map_err(|m| StepError::new(ErrorKind::ExpressionError, format!("{src}: {m}")))
     }
 
     /// Resolves every expression leaf of `v`.
-    fn resolve(&self, sc: &Scope, v: &Value, extra: &[(&str, &Value)]) -> Result<Value, StepError> {
+    pub(super) fn resolve(
+        &self,
+        sc: &Scope,
+        v: &Value,
+        extra: &[(&str, &Value)],
+    ) -> Result<Value, StepError> {
         Ok(match v {
             Value::String(s) => match expr::as_expression(s) {
                 Some(src) => self.eval_str(sc, src, extra)?,
@@ -250,12 +301,12 @@ impl RunCtx {
                 Value::Bool(b) => Ok(b),
                 Value::Null => Ok(false),
                 other => Err(StepError::new(
-                    "type_error",
+                    ErrorKind::TypeError,
                     format!("condition {s:?} gave {other}, not a boolean"),
                 )),
             },
             other => Err(StepError::new(
-                "type_error",
+                ErrorKind::TypeError,
                 format!("condition {other} is not a string or boolean"),
             )),
         }
@@ -268,14 +319,15 @@ impl RunCtx {
         value: Value,
         writes: &mut Vec<Value>,
     ) -> Result<(), StepError> {
-        let t = vars::parse_target(target).map_err(|m| StepError::new("invalid_target", m))?;
+        let t =
+            vars::parse_target(target).map_err(|m| StepError::new(ErrorKind::InvalidTarget, m))?;
         vars::write(
             &mut self.vars.lock().unwrap_or_else(|p| p.into_inner()),
             &t,
             sc.loop_index,
             value.clone(),
         )
-        .map_err(|m| StepError::new("invalid_target", m))?;
+        .map_err(|m| StepError::new(ErrorKind::InvalidTarget, m))?;
         writes.push(json!([target, value]));
         Ok(())
     }
@@ -313,7 +365,7 @@ impl RunCtx {
             step_key: key,
         };
         let ty = step.step_type();
-        let result = self.inner.store.write(|tx| -> Result<Value, StepError> {
+        let result = self.host.store().write(|tx| -> Result<Value, StepError> {
             if let Some(g) = &done.graph {
                 let (result, evs) = steps::apply(tx, g, &prov)?;
                 done.result = if ty == Some(StepType::Ingest) {
@@ -335,7 +387,7 @@ impl RunCtx {
             let output = json!({ "result": done.result, "writes": writes, "route": route });
             if output.to_string().len() as u64 > self.limits.payload_bytes {
                 return Err(StepError::new(
-                    "limit_exceeded",
+                    ErrorKind::LimitExceeded,
                     format!(
                         "limit payload_bytes ({}) exceeded by the output of {key}",
                         self.limits.payload_bytes
@@ -367,19 +419,19 @@ impl RunCtx {
             )?;
             if seq as u64 > self.limits.events {
                 return Err(StepError::new(
-                    "limit_exceeded",
+                    ErrorKind::LimitExceeded,
                     format!("limit events ({}) exceeded", self.limits.events),
                 ));
             }
             Ok(done.result.clone())
         });
-        self.inner.notify_events();
+        self.host.events_committed();
         if result.is_ok() {
-            self.inner.failpoint("step_done", &step.id);
+            self.host.failpoint("step_done", &step.id);
             // A graph write may have changed what search sees; the outbox holds it durably,
             // so a failure here only delays it to the next catch-up.
             if done.graph.is_some()
-                && let Err(e) = self.inner.search.bring_up_to_date()
+                && let Err(e) = self.host.search().bring_up_to_date()
             {
                 tracing::warn!(error = %e, "search index catch-up after a workflow write failed");
             }
@@ -393,7 +445,7 @@ impl RunCtx {
         } else {
             "step_start"
         };
-        self.inner.store.write(|tx| -> Result<(), StepError> {
+        self.host.store().write(|tx| -> Result<(), StepError> {
             journal::step_started(tx, &self.run_id, key, &step.id, attempt)?;
             journal::emit(
                 tx,
@@ -404,8 +456,8 @@ impl RunCtx {
             )?;
             Ok(())
         })?;
-        self.inner.notify_events();
-        self.inner.failpoint("step_started", &step.id);
+        self.host.events_committed();
+        self.host.failpoint("step_started", &step.id);
         Ok(())
     }
 
@@ -430,7 +482,7 @@ impl RunCtx {
         output: Value,
         error: Option<&Value>,
     ) -> Result<(), StepError> {
-        self.inner.store.write(|tx| -> Result<(), StepError> {
+        self.host.store().write(|tx| -> Result<(), StepError> {
             journal::step_finished(
                 tx,
                 &self.run_id,
@@ -449,7 +501,7 @@ impl RunCtx {
             )?;
             Ok(())
         })?;
-        self.inner.notify_events();
+        self.host.events_committed();
         Ok(())
     }
 
@@ -463,8 +515,16 @@ impl RunCtx {
             Some(n) => Next::Goto(n.clone()),
             None => Next::End(Flow::Stop),
         };
-        // Replayed skip, or a fresh `if`.
+        // Replayed skip, a step the run did not select, or a fresh `if`.
         if rec.is_some_and(|r| r.status == "skipped") {
+            return next();
+        }
+        if rec.is_none_or(|r| r.status == "started")
+            && self.selected.as_ref().is_some_and(|s| !s.contains(id))
+        {
+            if let Err(e) = self.skip(step, &key, "not_selected") {
+                return Next::End(Flow::Fail(e));
+            }
             return next();
         }
         if rec.is_none_or(|r| r.status == "started")
@@ -487,7 +547,7 @@ impl RunCtx {
                 .error
                 .as_ref()
                 .map(StepError::from_json)
-                .unwrap_or_else(|| StepError::new("error", ""));
+                .unwrap_or_else(|| StepError::new(ErrorKind::Other("error".into()), ""));
             return match &step.on_error {
                 Some(h) => {
                     sc.locals.insert("_error".into(), e.to_json());
@@ -504,10 +564,10 @@ impl RunCtx {
             _ => {}
         }
         if ty == StepType::Llm
-            && self.inner.cfg.llm.is_none()
+            && self.host.llm().is_none()
             && rec.is_none_or(|r| r.status != "done")
         {
-            let r = self.inner.store.write(|tx| -> Result<(), StepError> {
+            let r = self.host.store().write(|tx| -> Result<(), StepError> {
                 journal::set_partial(tx, &self.run_id)?;
                 Ok(())
             });
@@ -544,7 +604,7 @@ impl RunCtx {
         let handler = step
             .on_error
             .as_ref()
-            .filter(|_| e.kind != "limit_exceeded");
+            .filter(|_| e.kind != ErrorKind::LimitExceeded);
         let output = json!({ "route": handler });
         if let Err(e2) = self.commit_simple(
             step,
@@ -606,8 +666,8 @@ impl RunCtx {
                 Ok(d) => d,
                 // The runner asks a person before this side effect: pause, then run it again
                 // with the approval on record.
-                Err(e) if e.kind == "approval_required" && !approved => {
-                    let preview = Some(json!({ "in": input }));
+                Err(e) if e.kind == ErrorKind::ApprovalRequired && !approved => {
+                    let preview = Some(self.preview(sc, step, &input));
                     return match self.open_wait(
                         step,
                         key,
@@ -626,16 +686,16 @@ impl RunCtx {
                             && (if r.on.is_empty() {
                                 e.retryable
                             } else {
-                                r.on.contains(&e.kind)
+                                r.on.iter().any(|k| k == e.kind.as_str())
                             })
                     });
                     if let Some(r) = retry {
                         let wait = r.backoff_sec.max(0.0) * 2f64.powi(attempt as i32 - 1);
-                        let _ = self.inner.store.write(|tx| journal::emit(tx, &self.run_id, "step_retry", Some((&step.id, key)), json!({ "attempt": attempt, "error": e.to_json(), "backoff_sec": wait })));
-                        self.inner.notify_events();
+                        let _ = self.host.store().write(|tx| journal::emit(tx, &self.run_id, "step_retry", Some((&step.id, key)), json!({ "attempt": attempt, "error": e.to_json(), "backoff_sec": wait })));
+                        self.host.events_committed();
                         std::thread::sleep(Duration::from_secs_f64(wait.min(300.0)));
                         attempt += 1;
-                        let _ = self.inner.store.write(|tx| {
+                        let _ = self.host.store().write(|tx| {
                             journal::step_started(tx, &self.run_id, key, &step.id, attempt)
                         });
                         continue;
@@ -643,7 +703,7 @@ impl RunCtx {
                     return Err(self.on_error(sc, step, key, e));
                 }
             };
-            self.inner.failpoint("step_effect", &step.id);
+            self.host.failpoint("step_effect", &step.id);
             return self.finish_step(sc, step, key, done);
         }
     }
@@ -675,7 +735,7 @@ impl RunCtx {
         }
         match self.commit_done(sc, step, key, done, writes, None) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind == "limit_exceeded" || e.kind == "store_error" => {
+            Err(e) if e.kind == ErrorKind::LimitExceeded || e.kind == ErrorKind::Store => {
                 Err(Next::End(Flow::Fail(e)))
             }
             Err(e) => Err(self.on_error(sc, step, key, e)),
@@ -698,252 +758,6 @@ impl RunCtx {
         Ok(())
     }
 
-    /// The effect of an action step. Graph writes are returned, not applied.
-    fn effect(
-        &self,
-        sc: &Scope,
-        step: &Step,
-        key: &str,
-        input: &Value,
-        rec: Option<&StepRow>,
-        approved: bool,
-    ) -> Result<Done, StepError> {
-        let plain = |result: Value| Done {
-            result,
-            events: Vec::new(),
-            graph: None,
-        };
-        let files = &self.doc.registry.files;
-        let ty = step.step_type().unwrap_or(StepType::Noop);
-        match ty {
-            StepType::Noop | StepType::Stop => Ok(plain(Value::Null)),
-            StepType::Set => {
-                let v = self.resolve(sc, step.value.as_ref().unwrap_or(&Value::Null), &[])?;
-                Ok(plain(json!({ "value": v })))
-            }
-            StepType::Search => steps::search(&self.inner.search, input).map(plain),
-            StepType::Graph => steps::graph_read(&self.inner.store, input).map(plain),
-            StepType::Read => {
-                let path = input
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| StepError::new("invalid_input", "in.path must be a string"))?;
-                let globs: Vec<String> = files
-                    .inputs
-                    .iter()
-                    .chain(&files.artifacts)
-                    .cloned()
-                    .collect();
-                steps::read_file(
-                    &self.workspace,
-                    path,
-                    &globs,
-                    self.limits.payload_bytes as usize,
-                )
-                .map(plain)
-            }
-            StepType::Upsert | StepType::Link | StepType::Ingest => {
-                let g = match ty {
-                    StepType::Upsert => GraphWrite::upsert(input)?,
-                    StepType::Link => GraphWrite::link(input)?,
-                    _ => {
-                        let (k, title, text) = match input.get("path").and_then(Value::as_str) {
-                            Some(p) => {
-                                let globs: Vec<String> = files
-                                    .inputs
-                                    .iter()
-                                    .chain(&files.artifacts)
-                                    .cloned()
-                                    .collect();
-                                let r = steps::read_file(
-                                    &self.workspace,
-                                    p,
-                                    &globs,
-                                    self.limits.payload_bytes as usize,
-                                )?;
-                                (
-                                    p.to_owned(),
-                                    p.rsplit('/')
-                                        .next()
-                                        .unwrap_or(p)
-                                        .trim_end_matches(".md")
-                                        .to_owned(),
-                                    r["text"].as_str().unwrap_or("").to_owned(),
-                                )
-                            }
-                            None => {
-                                let text =
-                                    input.get("text").and_then(Value::as_str).ok_or_else(|| {
-                                        StepError::new(
-                                            "invalid_input",
-                                            "Ingest_ needs in.path or in.text",
-                                        )
-                                    })?;
-                                let title = input
-                                    .get("title")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("untitled");
-                                let k = input
-                                    .get("key")
-                                    .and_then(Value::as_str)
-                                    .map_or_else(|| files::hash(text.as_bytes()), str::to_owned);
-                                (k, title.to_owned(), text.to_owned())
-                            }
-                        };
-                        GraphWrite::ingest(&k, &title, &text)
-                    }
-                };
-                if self.dry_run {
-                    // Later steps still need an id to refer to; a planned write gets a placeholder.
-                    let id = match &g {
-                        GraphWrite::Upsert { kind, key, .. } => format!("planned:{kind}:{key}"),
-                        GraphWrite::Link {
-                            from,
-                            to,
-                            edge_type,
-                            ..
-                        } => {
-                            format!("planned:{from}-{edge_type}-{to}")
-                        }
-                    };
-                    let result = if ty == StepType::Ingest {
-                        json!({ "nodeIds": [id], "planned": g.plan() })
-                    } else {
-                        json!({ "id": id, "created": false, "planned": g.plan() })
-                    };
-                    return Ok(Done {
-                        result,
-                        events: vec![("graph_write", json!({ "planned": g.plan() }))],
-                        graph: None,
-                    });
-                }
-                Ok(Done {
-                    result: Value::Null,
-                    events: Vec::new(),
-                    graph: Some(g),
-                })
-            }
-            StepType::Write => self.write_file(step, key, input, rec, approved),
-            StepType::Llm => self.llm(input),
-            StepType::Loop | StepType::Branch | StepType::Pause => Ok(plain(Value::Null)),
-        }
-    }
-
-    fn write_file(
-        &self,
-        step: &Step,
-        key: &str,
-        input: &Value,
-        rec: Option<&StepRow>,
-        approved: bool,
-    ) -> Result<Done, StepError> {
-        let path = input
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| StepError::new("invalid_input", "in.path must be a string"))?;
-        let rel = files::normalize(path).map_err(|m| StepError::new("path_invalid", m))?;
-        let reg = &self.doc.registry;
-        if !files::matches_any(&reg.files.artifacts, &rel)
-            || !files::matches_any(&reg.permissions.file_write, &rel)
-        {
-            return Err(StepError::new(
-                "path_outside_globs",
-                format!("{rel} is outside files.artifacts or permissions.fileWrite"),
-            ));
-        }
-        let content = match input.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => serde_json::to_string_pretty(other).unwrap_or_default(),
-            None => String::new(),
-        };
-        let mode = input
-            .get("mode")
-            .and_then(Value::as_str)
-            .unwrap_or("overwrite");
-        let full =
-            files::resolve(&self.workspace, &rel).map_err(|m| StepError::new("path_invalid", m))?;
-        let existing = std::fs::read(&full).ok();
-        // A re-run after a crash: if the file already holds what the first attempt meant to
-        // write, the write happened; do not append twice.
-        let intent = rec
-            .and_then(|r| r.output.as_ref())
-            .and_then(|o| o.get("intent"))
-            .cloned();
-        if let (Some(intent), Some(bytes)) = (&intent, &existing)
-            && intent["hash"].as_str() == Some(files::hash(bytes).as_str())
-        {
-            let size = bytes.len();
-            return Ok(Done {
-                result: json!({ "path": rel, "size": size, "hash": intent["hash"] }),
-                events: vec![(
-                    "file_done",
-                    json!({ "path": rel, "size": size, "hash": intent["hash"] }),
-                )],
-                graph: None,
-            });
-        }
-        let bytes = steps::write_bytes(mode, existing.as_deref(), content.as_bytes(), &rel)?;
-        let hash = files::hash(&bytes);
-        if self.dry_run {
-            return Ok(Done {
-                result: json!({ "path": rel, "size": bytes.len(), "hash": hash, "planned": true }),
-                events: vec![("file_done", json!({ "path": rel, "planned": true }))],
-                graph: None,
-            });
-        }
-        // Changing a file someone wrote in their watched folder is the runner's call to ask
-        // about, not the workflow's to assume.
-        if self.in_watched_root && existing.is_some() && !approved {
-            return Err(StepError::new(
-                "approval_required",
-                format!("{} would change {rel} in a watched folder", step.id),
-            ));
-        }
-        self.inner.store.write(|tx| {
-            journal::step_intent(tx, &self.run_id, key, &json!({ "path": rel, "hash": hash }))
-        })?;
-        files::write_atomic(&full, &bytes)
-            .map_err(|e| StepError::new("io_error", format!("cannot write {rel}: {e}")))?;
-        Ok(Done {
-            result: json!({ "path": rel, "size": bytes.len(), "hash": hash }),
-            events: vec![(
-                "file_done",
-                json!({ "path": rel, "size": bytes.len(), "hash": hash }),
-            )],
-            graph: None,
-        })
-    }
-
-    fn llm(&self, input: &Value) -> Result<Done, StepError> {
-        let Some(p) = &self.inner.cfg.llm else {
-            return Err(StepError::new(
-                "no_runner",
-                "no model provider is configured",
-            ));
-        };
-        let mut messages = Vec::new();
-        if let Some(s) = input.get("system").and_then(Value::as_str) {
-            messages.push(json!({ "role": "system", "content": s }));
-        }
-        let prompt = input
-            .get("prompt")
-            .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-            .unwrap_or_default();
-        messages.push(json!({ "role": "user", "content": prompt }));
-        let text = p.complete(input.get("model").and_then(Value::as_str), &messages)?;
-        let result = if input.get("json").and_then(Value::as_bool) == Some(true) {
-            serde_json::from_str(&text)
-                .map_err(|e| StepError::new("llm_error", format!("reply is not JSON: {e}")))?
-        } else {
-            Value::String(text)
-        };
-        Ok(Done {
-            result,
-            events: Vec::new(),
-            graph: None,
-        })
-    }
-
     /// Approval before a step's side effects: Ok(true) approved, Ok(false) waiting.
     /// The decision recorded for an approval of this step: `Ok(true)` approved, `Ok(false)`
     /// none yet; a denial or an expiry is the step's error.
@@ -957,13 +771,16 @@ impl RunCtx {
         };
         let out = r.output.clone().unwrap_or(Value::Null);
         if out["timed_out"] == true {
-            return Err(StepError::new("wait_expired", "the approval wait expired"));
+            return Err(StepError::new(
+                ErrorKind::WaitExpired,
+                "the approval wait expired",
+            ));
         }
         if out["resume"]["approved"] == true {
             return Ok(true);
         }
         Err(StepError::new(
-            "approval_denied",
+            ErrorKind::ApprovalDenied,
             format!("{} was not approved", step.id),
         ))
     }
@@ -988,7 +805,7 @@ impl RunCtx {
             key,
             "approval",
             reason,
-            Some(json!({ "in": input })),
+            Some(self.preview(sc, step, input)),
             None,
         )
     }
@@ -1003,8 +820,8 @@ impl RunCtx {
         timeout: Option<f64>,
     ) -> Result<(), StepError> {
         if self
-            .inner
-            .store
+            .host
+            .store()
             .read(|c| journal::open_wait_for(c, &self.run_id, key))?
             .is_some()
         {
@@ -1042,7 +859,7 @@ impl RunCtx {
             resolved_at: None,
         };
         let vars = Value::Object(self.vars_snapshot());
-        self.inner.store.write(|tx| -> Result<(), StepError> {
+        self.host.store().write(|tx| -> Result<(), StepError> {
             journal::insert_wait(tx, &w)?;
             if kind == "pause" {
                 journal::step_started(tx, &self.run_id, key, &step.id, 1)?;
@@ -1052,8 +869,8 @@ impl RunCtx {
             journal::emit(tx, &self.run_id, "pause_start", Some((&step.id, key)), json!({ "wait_id": w.id, "kind": kind, "reason": reason, "preview": preview, "expires_at": expires }))?;
             Ok(())
         })?;
-        self.inner.notify_events();
-        self.inner.poke_timer();
+        self.host.events_committed();
+        self.host.wait_opened();
         Ok(())
     }
 
@@ -1074,7 +891,7 @@ impl RunCtx {
                         sc,
                         step,
                         key,
-                        StepError::new("wait_expired", format!("{} timed out", step.id)),
+                        StepError::new(ErrorKind::WaitExpired, format!("{} timed out", step.id)),
                     ),
                 };
             }
@@ -1216,7 +1033,7 @@ impl RunCtx {
                         step,
                         key,
                         StepError::new(
-                            "type_error",
+                            ErrorKind::TypeError,
                             format!("loop source is {other}, not an array"),
                         ),
                     );
@@ -1253,44 +1070,52 @@ impl RunCtx {
                 .max(1) as usize;
             let next_i = AtomicUsize::new(0);
             let stop = AtomicBool::new(false);
+            let work = || {
+                let mut mine = Vec::new();
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next_i.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let f = self.fan_out(&iteration(i), &step.children);
+                    if !matches!(f, Flow::Return | Flow::ExitBranch | Flow::Suspended) {
+                        // BREAK and failures stop new iterations; running ones finish.
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    mine.push(f);
+                }
+                mine
+            };
+            // This thread runs iterations too; helpers come from the run's pool, so a loop
+            // nested in a parallel loop adds to the same count instead of multiplying it.
+            let helpers = self.reserve_loop_threads(workers.min(n).saturating_sub(1));
             let flows: Vec<Flow> = std::thread::scope(|s| {
-                let hs: Vec<_> = (0..workers.min(n.max(1)))
+                let hs: Vec<_> = (0..helpers)
                     .map(|_| {
                         let span = tracing::Span::current();
-                        let (stop, next_i, iteration) = (&stop, &next_i, &iteration);
+                        let work = &work;
                         s.spawn(move || {
                             let _in_run = span.enter();
-                            let mut mine = Vec::new();
-                            loop {
-                                if stop.load(Ordering::SeqCst) {
-                                    break;
-                                }
-                                let i = next_i.fetch_add(1, Ordering::SeqCst);
-                                if i >= n {
-                                    break;
-                                }
-                                let f = self.fan_out(&iteration(i), &step.children);
-                                if !matches!(f, Flow::Return | Flow::ExitBranch | Flow::Suspended) {
-                                    // BREAK and failures stop new iterations; running ones finish.
-                                    stop.store(true, Ordering::SeqCst);
-                                }
-                                mine.push(f);
-                            }
-                            mine
+                            work()
                         })
                     })
                     .collect();
-                hs.into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Flow::Fail(StepError::new(
-                                "internal",
-                                "an iteration panicked",
-                            ))]
-                        })
+                let mut flows = work();
+                flows.extend(hs.into_iter().flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Flow::Fail(StepError::new(
+                            ErrorKind::Internal,
+                            "an iteration panicked",
+                        ))]
                     })
-                    .collect()
+                }));
+                flows
             });
+            self.loop_threads
+                .fetch_sub(helpers as u64, Ordering::SeqCst);
             count = next_i.load(Ordering::SeqCst).min(n);
             merge(
                 flows
@@ -1352,7 +1177,7 @@ impl RunCtx {
 
 fn limit(name: &str, value: u64) -> Flow {
     Flow::Fail(StepError {
-        kind: "limit_exceeded".into(),
+        kind: ErrorKind::LimitExceeded,
         message: format!("limit {name} ({value}) exceeded"),
         retryable: false,
     })

@@ -11,71 +11,33 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
 
 use super::files;
+use super::model::WriteMode;
+pub use super::step_error::{ErrorKind, StepError};
 use crate::clock;
 use crate::graph::{self, Direction, NodeRef, NodeView, Subgraph};
 use crate::store::Store;
 
-/// A failed step: `kind` is what `onError` handlers and `retry.on` see.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepError {
-    pub kind: String,
-    pub message: String,
-    pub retryable: bool,
-}
-
-impl StepError {
-    pub fn new(kind: &str, message: impl Into<String>) -> StepError {
-        StepError {
-            kind: kind.to_owned(),
-            message: message.into(),
-            retryable: matches!(kind, "io_error" | "store_error" | "llm_error" | "timeout"),
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({ "kind": self.kind, "message": self.message, "retryable": self.retryable })
-    }
-
-    pub fn from_json(v: &Value) -> StepError {
-        StepError {
-            kind: v["kind"].as_str().unwrap_or("error").to_owned(),
-            message: v["message"].as_str().unwrap_or("").to_owned(),
-            retryable: v["retryable"].as_bool().unwrap_or(false),
-        }
-    }
-}
-
-impl From<rusqlite::Error> for StepError {
-    fn from(e: rusqlite::Error) -> Self {
-        StepError::new("store_error", format!("store query failed: {e}"))
-    }
-}
-
-impl From<crate::error::Error> for StepError {
-    fn from(e: crate::error::Error) -> Self {
-        StepError::new(e.kind.as_str(), e.message)
-    }
-}
-
 fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, StepError> {
-    input
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| StepError::new("invalid_input", format!("in.{name} must be a string")))
+    input.get(name).and_then(Value::as_str).ok_or_else(|| {
+        StepError::new(
+            ErrorKind::InvalidInput,
+            format!("in.{name} must be a string"),
+        )
+    })
 }
 
 /// `Search_`: the same parameters and hits as `search.query` (hybrid BM25 + dense + graph).
 pub fn search(search: &crate::search::Search, input: &Value) -> Result<Value, StepError> {
     use crate::search::{QueryParams, SearchError};
     let params: QueryParams = serde_json::from_value(input.clone())
-        .map_err(|e| StepError::new("invalid_input", format!("Search_ input: {e}")))?;
+        .map_err(|e| StepError::new(ErrorKind::InvalidInput, format!("Search_ input: {e}")))?;
     let to_step = |e: SearchError| {
         let kind = match &e {
-            SearchError::InvalidParams(_) => "invalid_input",
-            SearchError::ModelUnavailable(_) | SearchError::Embed(_) => "model_unavailable",
-            SearchError::Store(_) => "store_error",
-            SearchError::Index(_) => "io_error",
-            SearchError::Timeout { .. } => "query_timeout",
+            SearchError::InvalidParams(_) => ErrorKind::InvalidInput,
+            SearchError::ModelUnavailable(_) | SearchError::Embed(_) => ErrorKind::ModelUnavailable,
+            SearchError::Store(_) => ErrorKind::Store,
+            SearchError::Index(_) => ErrorKind::Io,
+            SearchError::Timeout { .. } => ErrorKind::QueryTimeout,
         };
         StepError::new(kind, e.to_string())
     };
@@ -89,8 +51,8 @@ pub fn search(search: &crate::search::Search, input: &Value) -> Result<Value, St
     Ok(json!({ "hits": hits, "total": resp.total, "mode": resp.mode }))
 }
 
-/// `Graph_`: `node`, `neighbors`, `subgraph` (the node and its neighbourhood) and `path` (the
-/// neighbourhood of `id` up to `depth`, when it reaches `to`).
+/// `Graph_`: `node`, `neighbors`, `subgraph` (the node and its neighbourhood) and `path` (a
+/// shortest path from `id` to `to` of at most `depth` edges: its nodes and edges in order).
 pub fn graph_read(store: &Store, input: &Value) -> Result<Value, StepError> {
     let op = str_field(input, "op")?;
     let id = str_field(input, "id")?;
@@ -136,19 +98,87 @@ pub fn graph_read(store: &Store, input: &Value) -> Result<Value, StepError> {
             )),
             "path" => {
                 let to = str_field(input, "to")?;
-                let g = graph::neighbors(c, id, direction, &edge_types, 3, limit)?;
-                if g.nodes.iter().any(|n| n.id == to) {
-                    Ok(subgraph_json(&g, Some(&node)))
-                } else {
-                    Ok(json!({ "nodes": [], "edges": [] }))
-                }
+                // `depth` is the longest path looked for; the whole neighbourhood is read (not
+                // `limit` nodes of it), so a path inside it is never missed.
+                let max_hops = input
+                    .get("depth")
+                    .and_then(Value::as_u64)
+                    .map_or(graph::MAX_DEPTH, |d| {
+                        d.clamp(1, graph::MAX_DEPTH as u64) as u32
+                    });
+                let g = graph::neighbors(
+                    c,
+                    id,
+                    direction,
+                    &edge_types,
+                    max_hops,
+                    graph::MAX_NODES_LIMIT,
+                )?;
+                Ok(shortest_path(&node, &g, to, direction))
             }
             other => Err(StepError::new(
-                "invalid_input",
+                ErrorKind::InvalidInput,
                 format!("unknown op {other:?}"),
             )),
         }
     })
+}
+
+/// The shortest path from `start` to `to` over the edges of `g` (a breadth-first neighbourhood
+/// of `start`), followed as `direction` allows: `{nodes, edges, length}` in path order, or empty
+/// lists and a null length when `to` is not within reach.
+fn shortest_path(start: &NodeView, g: &Subgraph, to: &str, direction: Direction) -> Value {
+    use std::collections::{HashMap, VecDeque};
+    let mut adjacent: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
+    for (i, e) in g.edges.iter().enumerate() {
+        if direction != Direction::In {
+            adjacent.entry(&e.src_id).or_default().push((i, &e.dst_id));
+        }
+        if direction != Direction::Out {
+            adjacent.entry(&e.dst_id).or_default().push((i, &e.src_id));
+        }
+    }
+    // Breadth first, so the first time `to` is reached is over a shortest path.
+    let mut came_from: HashMap<&str, (usize, &str)> = HashMap::new();
+    let mut queue = VecDeque::from([start.id.as_str()]);
+    while let Some(at) = queue.pop_front() {
+        if at == to {
+            break;
+        }
+        for &(edge, next) in adjacent.get(at).into_iter().flatten() {
+            if next != start.id && !came_from.contains_key(next) {
+                came_from.insert(next, (edge, at));
+                queue.push_back(next);
+            }
+        }
+    }
+    if to != start.id && !came_from.contains_key(to) {
+        return json!({ "nodes": [], "edges": [], "length": null });
+    }
+    let mut node_ids = vec![to];
+    let mut edge_ix = Vec::new();
+    let mut at = to;
+    while let Some(&(edge, prev)) = came_from.get(at) {
+        edge_ix.push(edge);
+        node_ids.push(prev);
+        at = prev;
+    }
+    node_ids.reverse();
+    edge_ix.reverse();
+    let views: HashMap<&str, &NodeView> = std::iter::once(start)
+        .chain(&g.nodes)
+        .map(|n| (n.id.as_str(), n))
+        .collect();
+    let nodes: Vec<Value> = node_ids
+        .iter()
+        .filter_map(|id| views.get(id).map(|n| node_json(n)))
+        .collect();
+    let edges: Vec<Value> = edge_ix.iter().map(|&i| edge_json(&g.edges[i])).collect();
+    json!({ "nodes": nodes, "edges": edges, "length": edge_ix.len() })
+}
+
+fn edge_json(e: &graph::EdgeView) -> Value {
+    json!({ "id": e.id, "from": e.src_id, "to": e.dst_id, "type": e.edge_type, "props": e.props })
 }
 
 fn node_json(n: &NodeView) -> Value {
@@ -157,11 +187,7 @@ fn node_json(n: &NodeView) -> Value {
 
 fn subgraph_json(g: &Subgraph, start: Option<&NodeView>) -> Value {
     let nodes: Vec<Value> = start.into_iter().chain(&g.nodes).map(node_json).collect();
-    let edges: Vec<Value> = g
-        .edges
-        .iter()
-        .map(|e| json!({ "id": e.id, "from": e.src_id, "to": e.dst_id, "type": e.edge_type, "props": e.props }))
-        .collect();
+    let edges: Vec<Value> = g.edges.iter().map(edge_json).collect();
     json!({ "nodes": nodes, "edges": edges })
 }
 
@@ -172,19 +198,20 @@ pub fn read_file(
     globs: &[String],
     max_bytes: usize,
 ) -> Result<Value, StepError> {
-    let rel = files::normalize(rel).map_err(|m| StepError::new("path_invalid", m))?;
+    let rel = files::normalize(rel).map_err(|m| StepError::new(ErrorKind::PathInvalid, m))?;
     if !files::matches_any(globs, &rel) {
         return Err(StepError::new(
-            "path_outside_globs",
+            ErrorKind::PathOutsideGlobs,
             format!("{rel} is outside the declared file globs"),
         ));
     }
-    let full = files::resolve(workspace, &rel).map_err(|m| StepError::new("path_invalid", m))?;
+    let full =
+        files::resolve(workspace, &rel).map_err(|m| StepError::new(ErrorKind::PathInvalid, m))?;
     let bytes = std::fs::read(&full)
-        .map_err(|e| StepError::new("io_error", format!("cannot read {rel}: {e}")))?;
+        .map_err(|e| StepError::new(ErrorKind::Io, format!("cannot read {rel}: {e}")))?;
     if bytes.len() > max_bytes {
         return Err(StepError::new(
-            "limit_exceeded",
+            ErrorKind::LimitExceeded,
             format!("{rel} is larger than the payload limit ({max_bytes} bytes)"),
         ));
     }
@@ -404,7 +431,7 @@ pub fn apply(
                     > 0;
                 if !live {
                     return Err(StepError::new(
-                        "node_not_found",
+                        ErrorKind::NodeNotFound,
                         format!("no current node {n}"),
                     ));
                 }
@@ -452,25 +479,19 @@ fn ensure_edge(
 
 /// The bytes a `Write_` leaves in the file, given what is there now.
 pub fn write_bytes(
-    mode: &str,
+    mode: WriteMode,
     existing: Option<&[u8]>,
     content: &[u8],
     rel: &str,
 ) -> Result<Vec<u8>, StepError> {
     match (mode, existing) {
-        ("overwrite", _) | ("append" | "prepend", None) | ("failIfExists", None) => {
-            Ok(content.to_vec())
-        }
-        ("failIfExists", Some(_)) => Err(StepError::new(
-            "file_exists",
+        (WriteMode::Overwrite, _) | (_, None) => Ok(content.to_vec()),
+        (WriteMode::FailIfExists, Some(_)) => Err(StepError::new(
+            ErrorKind::FileExists,
             format!("{rel} already exists"),
         )),
-        ("append", Some(old)) => Ok([old, content].concat()),
-        ("prepend", Some(old)) => Ok([content, old].concat()),
-        (other, _) => Err(StepError::new(
-            "invalid_input",
-            format!("mode {other:?} is not overwrite, failIfExists, append or prepend"),
-        )),
+        (WriteMode::Append, Some(old)) => Ok([old, content].concat()),
+        (WriteMode::Prepend, Some(old)) => Ok([content, old].concat()),
     }
 }
 

@@ -1,14 +1,16 @@
-//! Triggers: a workflow attached to file events under a glob (created, changed) or to a
-//! schedule (`every 1h`). A triggered run is an ordinary run with its trigger recorded.
+//! Triggers: a workflow attached to file events under a glob (created, changed), to a note
+//! gaining a tag whose name matches a glob (`tag_added`), or to a schedule (`every 1h`). A
+//! triggered run is an ordinary run with its trigger recorded.
 //!
-//! File events come from ingest after each successful sync (the façade wires the hook);
-//! schedules are checked by the engine's timer thread. Architecture Invariant: a trigger pins
+//! File and tag events come from ingest after each successful sync (the façade wires the hook);
+//! the tags a note gained are read back from the graph's `tagged` edges. Schedules are checked by
+//! the engine's timer thread. Architecture Invariant: a trigger pins
 //! its definition by hash when it is created, like a run does.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
@@ -16,8 +18,9 @@ use super::engine::{Engine, RunOptions};
 use super::files;
 use crate::clock;
 use crate::error::{Error, Kind};
+use crate::ingest::{FileChange, RootInfo};
 
-pub const EVENTS: [&str; 3] = ["file_created", "file_changed", "schedule"];
+pub const EVENTS: [&str; 4] = ["file_created", "file_changed", "tag_added", "schedule"];
 
 /// A trigger as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +145,53 @@ impl Engine {
         })?)
     }
 
+    /// Starts the runs of file and tag triggers for the files a sync indexed.
+    pub fn on_sync(&self, root: &RootInfo, changes: &[FileChange]) {
+        for c in changes {
+            self.on_file(&root.path, &c.rel, &c.abs, c.created);
+        }
+        let tag_triggers: Vec<Trigger> = match self.triggers() {
+            Ok(t) => t
+                .into_iter()
+                .filter(|t| t.enabled && t.event == "tag_added")
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "cannot read triggers");
+                return;
+            }
+        };
+        if tag_triggers.is_empty() {
+            return;
+        }
+        for c in changes {
+            let added = self
+                .inner
+                .store
+                .read(|conn| tags_added(conn, root.id, &c.rel, &c.sync_started_at));
+            let (note_id, tags) = match added {
+                Ok(Some(x)) => x,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the tags a note gained");
+                    continue;
+                }
+            };
+            for tag in &tags {
+                // Tags are one tag whatever their case (their node key is lowercase).
+                let lower = tag.to_lowercase();
+                for t in tag_triggers.iter().filter(|t| {
+                    files::matches_any(&[t.pattern.as_str()], tag)
+                        || files::matches_any(&[t.pattern.as_str()], &lower)
+                }) {
+                    let trigger = json!({ "name": t.name, "event": "tag_added", "tag": tag, "note_id": note_id,
+                                          "root": root.path.display().to_string(), "path": c.abs.display().to_string(), "rel": c.rel });
+                    let workspace = t.in_root.then(|| root.path.clone());
+                    self.fire(t, trigger, workspace);
+                }
+            }
+        }
+    }
+
     /// Starts the runs of file triggers matching an indexed file.
     pub fn on_file(&self, root: &Path, rel: &str, abs: &Path, created: bool) {
         let event = if created {
@@ -234,6 +284,39 @@ impl Engine {
             Err(e) => warn!(trigger = %t.name, error = %e, "trigger could not start a run"),
         }
     }
+}
+
+/// The note of a live file and the tags it gained in the sync that began at `since`: current
+/// `tagged` edges from the note that began then or later, and that do not merely re-state a
+/// `tagged` edge to the same tag retired at that same moment.
+fn tags_added(
+    conn: &Connection,
+    root_id: i64,
+    rel: &str,
+    since: &str,
+) -> rusqlite::Result<Option<(String, Vec<String>)>> {
+    let note: Option<String> = conn
+        .prepare_cached(
+            "SELECT n.id FROM sources s
+             JOIN nodes n ON n.source_id = s.id AND n.kind = 'note' AND n.valid_to IS NULL
+             WHERE s.root_id = ?1 AND s.rel_path = ?2 AND s.deleted_at IS NULL",
+        )?
+        .query_row(params![root_id, rel], |r| r.get(0))
+        .optional()?;
+    let Some(note) = note else { return Ok(None) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT coalesce(t.title, t.key) FROM edges e
+         JOIN nodes t ON t.id = e.dst_id
+         WHERE e.src_id = ?1 AND e.type = 'tagged' AND e.valid_to IS NULL AND e.valid_from >= ?2
+           AND NOT EXISTS (SELECT 1 FROM edges r
+                           WHERE r.src_id = e.src_id AND r.dst_id = e.dst_id AND r.type = 'tagged'
+                             AND r.valid_to = e.valid_from)
+         ORDER BY 1",
+    )?;
+    let tags = stmt
+        .query_map(params![note, since], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some((note, tags)))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::expr;
 use super::files;
-use super::model::{self, Document, RESERVED, Step, StepType};
+use super::model::{self, Document, RESERVED, Step, StepType, WriteForm};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -236,7 +236,18 @@ impl Validator {
                 );
                 continue;
             }
-            if s.step_type().is_none() {
+            if let Some(family) = model::platform_only(&s.id) {
+                self.err(
+                    "platform_only_step",
+                    Some(&s.id),
+                    p.clone(),
+                    format!(
+                        "{family} steps need the VL platform (its services, APIs, UI components, \
+                         downloads or archives); brain runs workflows against its own graph and \
+                         workspace and does not run them"
+                    ),
+                );
+            } else if s.step_type().is_none() {
                 self.err(
                     "unknown_prefix",
                     Some(&s.id),
@@ -544,6 +555,14 @@ impl Validator {
                     ),
                     _ => {}
                 }
+                if s.max_iterations == Some(0) {
+                    self.err(
+                        "invalid_field",
+                        id,
+                        p("maxIterations"),
+                        "maxIterations must be at least 1",
+                    );
+                }
                 if s.while_.is_some() && s.mode.as_deref() == Some("parallel") {
                     self.warn(
                         "parallel_while",
@@ -572,6 +591,17 @@ impl Validator {
                 }
             }
             StepType::Pause => {
+                if s.resume_result_target.is_none() {
+                    self.err(
+                        "missing_field",
+                        id,
+                        p("resumeResultTarget"),
+                        format!(
+                            "{} needs resumeResultTarget, the $var the resume payload goes to",
+                            s.id
+                        ),
+                    );
+                }
                 if let Some(t) = &s.timeout
                     && t.sec <= 0.0
                 {
@@ -583,11 +613,11 @@ impl Validator {
                     );
                 }
             }
-            StepType::Upsert | StepType::Link | StepType::Write => {
+            StepType::Write => self.write_fields(i, s),
+            StepType::Upsert | StepType::Link => {
                 let needed: &[&str] = match ty {
                     StepType::Upsert => &["kind", "key"],
-                    StepType::Link => &["from", "to", "type"],
-                    _ => &["path"],
+                    _ => &["from", "to", "type"],
                 };
                 for f in needed {
                     if input.and_then(|m| m.get(*f)).is_none() {
@@ -669,7 +699,14 @@ impl Validator {
             );
         }
         // Literal paths can be checked now; expressions are checked when the run resolves them.
-        let path = input.and_then(|m| m.get("path")).and_then(Value::as_str);
+        let (path, path_ptr) = if ty == StepType::Write && s.write_form() == WriteForm::Vl {
+            (s.target.as_deref(), "target")
+        } else {
+            (
+                input.and_then(|m| m.get("path")).and_then(Value::as_str),
+                "in/path",
+            )
+        };
         if let Some(path) = path.filter(|x| expr::as_expression(x).is_none()) {
             let path = expr::literal(path);
             let files = &doc.registry.files;
@@ -682,13 +719,13 @@ impl Validator {
             };
             if matches!(ty, StepType::Read | StepType::Ingest | StepType::Write) {
                 match files::normalize(path) {
-                    Err(m) => self.err("path_invalid", id, p("in/path"), m),
+                    Err(m) => self.err("path_invalid", id, p(path_ptr), m),
                     Ok(rel) => {
                         if !files::matches_any(&allowed, &rel) {
                             self.err(
                                 "path_outside_globs",
                                 id,
-                                p("in/path"),
+                                p(path_ptr),
                                 format!("{rel} is outside the declared file globs"),
                             );
                         } else if ty == StepType::Write
@@ -700,13 +737,94 @@ impl Validator {
                             self.err(
                                 "permission_denied",
                                 id,
-                                p("in/path"),
+                                p(path_ptr),
                                 format!("{rel} is outside permissions.fileWrite"),
                             );
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// `Write_`: a path and a content, in VL's form (`target`, `value`, `mode`) or the `in`
+    /// alias (`in.path`, `in.content`, `in.mode`), never both; a literal mode must be VL's.
+    fn write_fields(&mut self, i: usize, s: &Step) {
+        let id = Some(s.id.as_str());
+        let p = |f: &str| format!("/steps/{i}/{f}");
+        let input = s.input.as_ref().and_then(Value::as_object);
+        let form = s.write_form();
+        let [path_ptr, content_ptr, mode_ptr] = form.pointers();
+        let (path, content, mode) = match form {
+            WriteForm::Vl => {
+                for alias in ["path", "content", "mode"] {
+                    if input.is_some_and(|m| m.contains_key(alias)) {
+                        self.err(
+                            "conflicting_fields",
+                            id,
+                            p(&format!("in/{alias}")),
+                            format!(
+                                "{} sets target/value, so in.{alias} is ambiguous; use one form",
+                                s.id
+                            ),
+                        );
+                    }
+                }
+                (
+                    s.target.is_some(),
+                    s.value.is_some(),
+                    s.mode.as_ref().map(|m| Value::String(m.clone())),
+                )
+            }
+            WriteForm::In => {
+                if s.mode.is_some() {
+                    self.err(
+                        "conflicting_fields",
+                        id,
+                        p("mode"),
+                        format!(
+                            "{} uses in.path, so a top-level mode is ambiguous; use in.mode, or \
+                             target/value/mode",
+                            s.id
+                        ),
+                    );
+                }
+                (
+                    input.is_some_and(|m| m.contains_key("path")),
+                    input.is_some_and(|m| m.contains_key("content")),
+                    input.and_then(|m| m.get("mode")).cloned(),
+                )
+            }
+        };
+        if !path {
+            self.err(
+                "missing_field",
+                id,
+                p(path_ptr),
+                format!("{} needs target, the file to write (or in.path)", s.id),
+            );
+        }
+        if !content {
+            self.err(
+                "missing_field",
+                id,
+                p(content_ptr),
+                format!("{} needs value, the content to write (or in.content)", s.id),
+            );
+        }
+        match mode {
+            None => {}
+            Some(Value::String(m)) if expr::as_expression(&m).is_some() => {}
+            Some(Value::String(m)) if model::WriteMode::parse(&m).is_some() => {}
+            Some(other) => self.err(
+                "invalid_mode",
+                id,
+                p(mode_ptr),
+                format!(
+                    "write mode {other} is not one of {}",
+                    model::WriteMode::NAMES.join(", ")
+                ),
+            ),
         }
     }
 
@@ -795,6 +913,9 @@ impl Validator {
 
     fn expressions(&mut self, i: usize, s: &Step, decls: &Decls, regions: &Regions) {
         let id = s.id.as_str();
+        if model::platform_only(id).is_some() {
+            return; // one error says it all; its fields mean nothing here
+        }
         let in_loop = regions.in_loop.contains(id);
         let mut found: Vec<(String, String, Place)> = Vec::new();
         let base = format!("/steps/{i}");
@@ -848,6 +969,11 @@ impl Validator {
                 );
             }
         }
+        if s.step_type() == Some(StepType::Write)
+            && let Some(src) = s.target.as_deref().and_then(expr::as_expression)
+        {
+            found.push((format!("{base}/target"), src.to_owned(), Place::Body));
+        }
         for (path, src, place) in found {
             let c = match expr::compile(&src) {
                 Ok(c) => c,
@@ -884,9 +1010,11 @@ impl Validator {
                 }
             }
         }
-        // Targets of writes.
+        // Targets of writes. A `Write_` target is a file path, an expression or a literal.
         let mut targets: Vec<(String, &str)> = Vec::new();
-        if let Some(t) = &s.target {
+        if let Some(t) = &s.target
+            && s.step_type() != Some(StepType::Write)
+        {
             targets.push((format!("{base}/target"), t));
         }
         if let Some(t) = &s.resume_result_target {

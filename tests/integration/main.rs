@@ -18,3 +18,5 @@ mod roots;
 mod search;
 mod store;
 mod workflow;
+mod workflow_runs;
+mod workflow_vl;
