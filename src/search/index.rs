@@ -1041,29 +1041,55 @@ pub fn outbox_head(conn: &Connection) -> Result<i64, rusqlite::Error> {
     })
 }
 
-/// Distinct notes queued after `after`, and the highest sequence number among them.
-pub fn outbox_after(
+/// One index commit's worth of queued work: the distinct notes queued after `after`, their
+/// current documents, and the sequence number the page ends at.
+pub struct OutboxPage {
+    pub notes: Vec<String>,
+    pub docs: Vec<ChunkDoc>,
+    pub head: i64,
+}
+
+/// The outbox rows after `after`, in order, up to `max_rows` rows or until the documents read
+/// pass `max_bytes` of text: what a page holds in memory is bounded by its text, not by how
+/// far the index has fallen behind (a cold ingest can queue every note of a large folder
+/// before the indexer gets to them). A note queued again after the page's end is applied again
+/// by the next page.
+pub fn outbox_page(
     conn: &Connection,
     after: i64,
-    limit: usize,
-) -> Result<(Vec<String>, i64), rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, note_id FROM search_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )?;
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<OutboxPage, IndexError> {
+    let queued: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT seq, note_id FROM search_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?
+        .query_map(params![after, max_rows as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut page = OutboxPage {
+        notes: Vec::new(),
+        docs: Vec::new(),
+        head: after,
+    };
     let mut seen = HashSet::new();
-    let mut notes = Vec::new();
-    let mut head = after;
-    let rows = stmt.query_map(params![after, limit as i64], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })?;
-    for row in rows {
-        let (seq, note) = row?;
-        head = head.max(seq);
+    let mut bytes = 0;
+    for (seq, note) in queued {
+        if bytes >= max_bytes {
+            break;
+        }
+        page.head = seq;
         if seen.insert(note.clone()) {
-            notes.push(note);
+            each_doc(conn, Some(std::slice::from_ref(&note)), &mut |d| {
+                bytes += d.body.len();
+                page.docs.push(d);
+                Ok(())
+            })?;
+            page.notes.push(note);
         }
     }
-    Ok((notes, head))
+    Ok(page)
 }
 
 /// The store's identity, created on first use, so an index can tell which store it mirrors.
