@@ -309,8 +309,10 @@ impl RunCtx {
     ) -> Result<Value, StepError> {
         let prov = Prov {
             actor: &self.actor,
-            run_id: &self.run_id,
-            step_key: key,
+            origin: steps::Origin::Step {
+                run_id: &self.run_id,
+                step_key: key,
+            },
         };
         let ty = step.step_type();
         let result = self.inner.store.write(|tx| -> Result<Value, StepError> {

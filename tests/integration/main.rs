@@ -1,5 +1,6 @@
 //! The one integration-test binary: every test here drives the real `brain` binary.
 
+mod agents;
 mod compat;
 mod daemon;
 mod embed;
@@ -10,6 +11,7 @@ mod hostile_search;
 mod identity;
 mod ingest;
 mod layering;
+mod mcp;
 mod roots;
 mod search;
 mod store;
