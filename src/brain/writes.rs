@@ -329,3 +329,66 @@ impl Brain {
         Ok(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upsert(kind: &str, key: &str, tags: &[&str]) -> GraphWrite {
+        GraphWrite::Upsert {
+            kind: kind.into(),
+            key: key.into(),
+            title: None,
+            props: None,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            content: None,
+        }
+    }
+
+    fn check(w: GraphWrite, ok: bool) {
+        assert_eq!(check_write(&w).is_ok(), ok, "{w:?}");
+    }
+
+    #[test]
+    fn writes_are_checked_before_the_store_sees_them() {
+        check(upsert("person", "ada", &["people/x"]), true);
+        check(upsert("project-x_2", "k", &[]), true);
+        check(upsert("note", "k", &[]), false);
+        check(upsert("chunk", "k", &[]), false);
+        check(upsert("Person", "k", &[]), false);
+        check(upsert("a b", "k", &[]), false);
+        check(upsert("", "k", &[]), false);
+        check(upsert("person", " ", &[]), false);
+        check(
+            upsert("person", &"k".repeat(MAX_NAME_BYTES + 1), &[]),
+            false,
+        );
+        check(upsert("person", "k", &["#/"]), false);
+        check(upsert("person", "k", &["t"; MAX_TAGS + 1]), false);
+        let link = |ty: &str| GraphWrite::Link {
+            from: "a".into(),
+            to: "b".into(),
+            edge_type: ty.into(),
+            props: None,
+        };
+        check(link("works_on"), true);
+        check(link("links_to"), false);
+        check(link("tagged"), false);
+        check(link("Works On"), false);
+    }
+
+    #[test]
+    fn client_labels() {
+        for (l, ok) in [
+            (None, true),
+            (Some("claude-desktop"), true),
+            (Some("my.script_2"), true),
+            (Some(""), false),
+            (Some("a b"), false),
+            (Some("x/y"), false),
+            (Some(&*"x".repeat(MAX_CLIENT_LABEL + 1)), false),
+        ] {
+            assert_eq!(check_label(l).is_ok(), ok, "{l:?}");
+        }
+    }
+}
