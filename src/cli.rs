@@ -18,7 +18,7 @@ pub use self::workflow::WorkflowCommand;
 use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
 use crate::rpc::client::{Client, ClientError, DEFAULT_TIMEOUT};
-use crate::rpc::protocol::methods::{IngestPath, StoreBackup};
+use crate::rpc::protocol::methods::{self as m, IngestPath, StoreBackup};
 use crate::rpc::protocol::write::BackupParams;
 use crate::rpc::protocol::{
     CompactResult, INGEST_PROGRESS, Method, ModelListResult, ModelWire, NodeWire, PathParams,
@@ -26,6 +26,7 @@ use crate::rpc::protocol::{
     SourceListResult, StatusWire, SubgraphWire, SyncReportWire, TitleHitWire, UserListResult,
     WatchListResult, WatchRemoveResult,
 };
+use crate::rpc::protocol::{ModelNameParams, NoParams, WatchRemoveParams};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -462,7 +463,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
     let result = connect().and_then(|mut client| match command {
         Command::Status { json } => status(&mut client, *json),
         Command::Stop => {
-            client.call("daemon.shutdown", json!({}))?;
+            client.call_method::<m::DaemonShutdown>(&NoParams {})?;
             println!("daemon at {} is stopping", socket.display());
             Ok(())
         }
@@ -483,7 +484,10 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             // Grows with the store and sends nothing until done: no timeout, as the daemon gives
             // it none.
             client.set_timeout(None)?;
-            let v = client.call("watch.remove", json!({ "path": path, "purge": true }))?;
+            let v = client.call_method::<m::WatchRemove>(&WatchRemoveParams {
+                path: path.clone(),
+                purge: true,
+            })?;
             if *json {
                 return print_json(&v);
             }
@@ -503,7 +507,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             // Grows with the store and sends nothing until done: no timeout, as the daemon gives
             // it none.
             client.set_timeout(None)?;
-            let v = client.call("store.compact", json!({}))?;
+            let v = client.call_method::<m::StoreCompact>(&NoParams {})?;
             if *json {
                 return print_json(&v);
             }
@@ -568,7 +572,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             // Grows with the store and sends nothing until done: no timeout, as the daemon gives
             // it none.
             client.set_timeout(None)?;
-            let v = client.call("search.reindex", json!({}))?;
+            let v = client.call_method::<m::SearchReindex>(&NoParams {})?;
             if *json {
                 return print_json(&v);
             }
@@ -601,7 +605,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             Ok(())
         }
         Command::Models(ModelsCommand::Use { name, json }) => {
-            let v = client.call("models.use", json!({ "name": name }))?;
+            let v = client.call_method::<m::ModelsUse>(&ModelNameParams { name: name.clone() })?;
             if *json {
                 return print_json(&v);
             }
@@ -609,7 +613,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             Ok(())
         }
         Command::Models(ModelsCommand::List { json }) => {
-            let v = client.call("models.list", json!({}))?;
+            let v = client.call_method::<m::ModelsList>(&NoParams {})?;
             if *json {
                 return print_json(&v);
             }
@@ -747,7 +751,7 @@ fn print_json(v: &Value) -> Result<(), ClientError> {
 }
 
 fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
-    let v = client.call("daemon.status", json!({}))?;
+    let v = client.call_method::<m::DaemonStatus>(&NoParams {})?;
     if as_json {
         return print_json(&v);
     }
@@ -818,7 +822,7 @@ fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
 }
 
 fn user_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
-    let v = client.call("user.list", json!({}))?;
+    let v = client.call_method::<m::UserList>(&NoParams {})?;
     if as_json {
         return print_json(&v);
     }
@@ -856,7 +860,7 @@ fn watch_change(
 }
 
 fn watch_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
-    let v = client.call("watch.list", json!({}))?;
+    let v = client.call_method::<m::WatchList>(&NoParams {})?;
     if as_json {
         return print_json(&v);
     }

@@ -210,6 +210,14 @@ impl Client {
         Ok(id)
     }
 
+    /// Calls method `M` with its typed params; the result as it came, for callers that print
+    /// it unchanged (`--json`).
+    pub fn call_method<M: Method>(&mut self, params: &M::Params) -> Result<Value, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(M::NAME, params)
+    }
+
     /// Calls method `M` with its typed params and decodes its typed result.
     pub fn request<M: Method>(&mut self, params: &M::Params) -> Result<M::Result, ClientError> {
         self.call_typed(M::NAME, params)
