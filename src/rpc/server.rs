@@ -555,7 +555,7 @@ pub(super) fn serve<M: Method>(
 fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Result<Value, Error> {
     use crate::graph::NodeRef;
     use protocol::methods as m;
-    use protocol::write::{NoteWriteMode, NoteWriteResult, RetireResult, WriteResult};
+    use protocol::write::{NoteWriteResult, RetireResult, WriteResult};
     use protocol::{
         IdentityIdResult, NodeWire, ProgressWire, RootWire, SourceListResult, StatusWire,
         SubgraphWire, SyncReportWire, TitleSearchResult, UserListResult, WatchListResult,
@@ -706,15 +706,10 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
             Ok(RetireResult::new(p.id, r))
         }),
         m::NoteWrite::NAME => serve::<m::NoteWrite>(params, |p| {
-            let mode = match p.mode {
-                NoteWriteMode::Create => crate::brain::NoteMode::Create,
-                NoteWriteMode::Replace => crate::brain::NoteMode::Replace,
-                NoteWriteMode::Append => crate::brain::NoteMode::Append,
-            };
             let w = brain.note_write(
                 std::path::Path::new(&p.path),
                 &p.content,
-                mode,
+                p.mode.into(),
                 p.client.as_deref(),
             )?;
             Ok(NoteWriteResult::from(w))

@@ -234,6 +234,32 @@ fn the_cli_reaches_the_daemon_only_through_the_client() {
 }
 
 #[test]
+fn the_server_reaches_the_engine_only_through_the_facade() {
+    check(
+        &["rpc/server", "rpc/workflow"],
+        &["crate::store", "rusqlite", "crate::search", "crate::embed"],
+        "the server calls the Brain façade, which owns the store and the index",
+    );
+}
+
+#[test]
+fn socket_clients_know_only_the_protocol() {
+    check(
+        &["rpc/client", "mcp"],
+        &[
+            "crate::brain",
+            "crate::graph",
+            "crate::workflow",
+            "crate::store",
+            "crate::search",
+            "crate::ingest",
+            "rpc::server",
+        ],
+        "the client and brain mcp speak the wire types only, like any other client",
+    );
+}
+
+#[test]
 fn every_source_file_says_what_it_owns() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();

@@ -147,6 +147,16 @@ impl From<EdgeLinkParams> for crate::workflow::steps::GraphWrite {
     }
 }
 
+impl From<NoteWriteMode> for crate::brain::NoteMode {
+    fn from(m: NoteWriteMode) -> Self {
+        match m {
+            NoteWriteMode::Create => crate::brain::NoteMode::Create,
+            NoteWriteMode::Replace => crate::brain::NoteMode::Replace,
+            NoteWriteMode::Append => crate::brain::NoteMode::Append,
+        }
+    }
+}
+
 impl RetireResult {
     pub fn new(id: String, r: crate::brain::Retired) -> Self {
         RetireResult {
