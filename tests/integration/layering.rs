@@ -121,7 +121,7 @@ const SERDE_ALLOWED: &[&str] = &[
     "embed/bert.rs",        // a model's config.json
     "workflow/model.rs",    // the workflow document model
     "workflow/engine.rs",   // run limits, stored with each run
-    "workflow/validate.rs", // diagnostics stored with a failed run
+    "workflow/validate.rs", // the offline validator's report, golden fixtures
     "bench.rs",             // the bench's printed report
     "cli.rs",               // decoding answers the CLI prints
 ];
