@@ -19,6 +19,9 @@ use crate::ingest::{self, Ingestor, RootInfo, Scope, SyncReport};
 use crate::search::{self, Search, models};
 use crate::store::{self, Counts, Store, UserRow};
 
+mod writes;
+pub use writes::{NoteMode, NoteWritten, Retired};
+
 pub struct Brain {
     store: Arc<Store>,
     ingestor: Arc<Ingestor>,
@@ -31,6 +34,8 @@ pub struct Brain {
     user_email: String,
     started: Instant,
     workflows: crate::workflow::Engine,
+    /// The ingest file cap: a note written by a client must stay indexable.
+    max_file_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +123,7 @@ impl Brain {
             user_id,
             user_email: user_email.to_owned(),
             started: Instant::now(),
+            max_file_bytes: config.max_file_bytes,
         };
         brain.load_active_model();
         Ok(brain)

@@ -8,7 +8,6 @@ pub mod graph;
 pub mod service;
 pub mod workflow;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,14 +19,16 @@ use serde_json::{Value, json};
 pub use self::workflow::WorkflowCommand;
 use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
-use crate::rpc::client::{
-    Client, ClientError, DEFAULT_TIMEOUT, RemoteError, connect_stream, io_error,
-};
+use crate::rpc::client::{Client, ClientError, DEFAULT_TIMEOUT, connect_stream};
+use crate::rpc::protocol::methods::{self as m, IngestPath, StoreBackup};
+use crate::rpc::protocol::write::BackupParams;
 use crate::rpc::protocol::{
-    CompactResult, ModelListResult, ModelWire, NodeWire, ProgressWire, ProvenanceWire, PurgedWire,
-    ReindexResult, RootWire, SearchResultWire, SourceListResult, StatusWire, SyncReportWire,
-    TitleHitWire, UserListResult, WatchListResult, WatchRemoveResult,
+    CompactResult, INGEST_PROGRESS, Method, ModelListResult, ModelWire, NodeWire, PathParams,
+    ProgressWire, ProvenanceWire, PurgedWire, ReindexResult, RootWire, SearchResultWire,
+    SourceListResult, StatusWire, SyncReportWire, TitleHitWire, UserListResult,
+    WatchListResult, WatchRemoveResult,
 };
+use crate::rpc::protocol::{ModelNameParams, NoParams, WatchRemoveParams};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -177,6 +178,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a consistent copy of the store to FILE while the daemon runs
+    Backup {
+        #[arg(value_parser = absolute_path)]
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve MCP over stdin/stdout, answering from the running daemon
+    Mcp,
     /// Rebuild the search index from the store
     Reindex {
         #[arg(long)]
@@ -554,6 +564,9 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
     if let Command::Workflow(cmd) = command {
         return self::workflow::run(&socket, timeout, cmd);
     }
+    if let Command::Mcp = command {
+        return crate::mcp::serve_stdio(socket, timeout);
+    }
     // Ingest reads progress notifications, which `Client::call` skips, so it owns its stream.
     if let Command::Ingest { path, json } = command {
         return match ingest(&socket, timeout, path, *json) {
@@ -582,7 +595,10 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             // Grows with the store and sends nothing until done: no timeout, as the daemon gives
             // it none.
             client.set_timeout(None)?;
-            let v = client.call("watch.remove", json!({ "path": path, "purge": true }))?;
+            let v = client.call_method::<m::WatchRemove>(&WatchRemoveParams {
+                path: path.clone(),
+                purge: true,
+            })?;
             if *json {
                 return print_json(&v);
             }
@@ -602,7 +618,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             // Grows with the store and sends nothing until done: no timeout, as the daemon gives
             // it none.
             client.set_timeout(None)?;
-            let v = client.call("store.compact", json!({}))?;
+            let v = client.call_method::<m::StoreCompact>(&NoParams {})?;
             if *json {
                 return print_json(&v);
             }
@@ -612,6 +628,18 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
                 r.bytes_before as f64 / 1_048_576.0,
                 r.bytes_after as f64 / 1_048_576.0
             );
+            Ok(())
+        }
+        Command::Backup { file, json } => {
+            // Copies the whole store and sends nothing until done, like compact.
+            client.set_timeout(None)?;
+            let r = client.request::<StoreBackup>(&BackupParams { path: file.clone() })?;
+            if *json {
+                let v =
+                    serde_json::to_value(&r).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                return print_json(&v);
+            }
+            println!("store copied to {} ({} bytes)", r.path, r.bytes);
             Ok(())
         }
         Command::Watch(WatchCommand::List { json }) => watch_list(&mut client, *json),
@@ -661,7 +689,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             // Grows with the store and sends nothing until done: no timeout, as the daemon gives
             // it none.
             client.set_timeout(None)?;
-            let v = client.call("search.reindex", json!({}))?;
+            let v = client.call_method::<m::SearchReindex>(&NoParams {})?;
             if *json {
                 return print_json(&v);
             }
@@ -703,7 +731,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
                 println!("model {name} is already active; nothing to re-embed");
                 return Ok(());
             }
-            let v = client.call("models.use", json!({ "name": name }))?;
+            let v = client.call_method::<m::ModelsUse>(&ModelNameParams { name: name.clone() })?;
             if *json {
                 return print_json(&v);
             } else {
@@ -720,7 +748,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             Ok(())
         }
         Command::Models(ModelsCommand::List { json }) => {
-            let v = client.call("models.list", json!({}))?;
+            let v = client.call_method::<m::ModelsList>(&NoParams {})?;
             if *json {
                 return print_json(&v);
             }
@@ -737,6 +765,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         Command::Daemon { .. }
         | Command::Identity(_)
         | Command::Ingest { .. }
+        | Command::Mcp
         | Command::Eval(_)
         | Command::Bench(_)
         | Command::Workflow(_)
@@ -861,7 +890,7 @@ fn print_json(v: &Value) -> Result<(), ClientError> {
 }
 
 fn status(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
-    let v = client.call("daemon.status", json!({}))?;
+    let v = client.call_method::<m::DaemonStatus>(&NoParams {})?;
     if as_json {
         return print_json(&v);
     }
@@ -984,7 +1013,7 @@ fn embedding_progress(client: &mut Client, s: &StatusWire) -> Result<String, Cli
 }
 
 fn user_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
-    let v = client.call("user.list", json!({}))?;
+    let v = client.call_method::<m::UserList>(&NoParams {})?;
     if as_json {
         return print_json(&v);
     }
@@ -1022,7 +1051,7 @@ fn watch_change(
 }
 
 fn watch_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
-    let v = client.call("watch.list", json!({}))?;
+    let v = client.call_method::<m::WatchList>(&NoParams {})?;
     if as_json {
         return print_json(&v);
     }
@@ -1040,47 +1069,33 @@ fn watch_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
 /// `brain ingest PATH`: one request, then progress notifications until the report arrives.
 /// The timeout is on silence: a long ingest that keeps reporting progress is never cut off.
 fn ingest(socket: &Path, timeout: Duration, path: &str, as_json: bool) -> Result<(), ClientError> {
-    let io = |source| io_error(socket, "ingest.path", Some(timeout), source);
-    let mut stream = connect_stream(socket, Some(timeout))?;
-    let req =
-        json!({ "jsonrpc": "2.0", "id": 1, "method": "ingest.path", "params": { "path": path } });
-    let mut line = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
-
+    let mut client = Client::connect_timeout(socket, Some(timeout))?;
     let bar = (!as_json).then(progress_bar);
-    let mut reader = BufReader::new(stream);
-    let result = loop {
-        let mut buf = String::new();
-        if reader.read_line(&mut buf).map_err(io)? == 0 {
-            return Err(ClientError::Closed);
+    let params = serde_json::to_value(PathParams { path: path.into() })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let result = client.call_streaming(IngestPath::NAME, params, |method, params| {
+        if method != INGEST_PROGRESS {
+            return Ok(());
         }
-        let mut msg: Value =
-            serde_json::from_str(&buf).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if msg.get("id").is_none_or(Value::is_null) && msg.get("method").is_some() {
-            if msg["method"] != "ingest.progress" {
-                continue;
-            }
-            let params = msg["params"].take();
-            if let Some(bar) = &bar {
-                let p: ProgressWire = decode("ingest.progress", params)?;
+        match &bar {
+            Some(bar) => {
+                let p: ProgressWire = decode(INGEST_PROGRESS, params)?;
                 bar.set_length(p.total);
                 bar.set_position(p.done);
                 bar.set_message(p.path);
-            } else {
-                print_event("progress", params)?;
+                Ok(())
             }
-            continue;
+            None => print_event("progress", params),
         }
-        if let Some(bar) = &bar {
-            bar.finish_and_clear();
-        }
-        break answer_result(msg)?;
-    };
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let result = result?;
     if as_json {
         return print_event("done", result);
     }
-    let r: SyncReportWire = decode("ingest.path", result)?;
+    let r: SyncReportWire = decode(IngestPath::NAME, result)?;
     println!(
         "indexed {}, unchanged {}, skipped {}, failed {}, deleted {}, moved {} in {} ms",
         r.indexed, r.unchanged, r.skipped, r.failed, r.deleted, r.moved, r.elapsed_ms
@@ -1109,31 +1124,6 @@ fn print_event(event: &str, fields: Value) -> Result<(), ClientError> {
     let s = serde_json::to_string(&obj).map_err(|e| ClientError::Protocol(e.to_string()))?;
     println!("{s}");
     Ok(())
-}
-
-/// The result of an answer, or the daemon's error as `ClientError::Rpc`.
-fn answer_result(mut answer: Value) -> Result<Value, ClientError> {
-    if let Some(err) = answer.get_mut("error") {
-        let data = err.get_mut("data").map(Value::take).unwrap_or(Value::Null);
-        return Err(ClientError::Rpc(Box::new(RemoteError {
-            code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-            kind: data
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_owned(),
-            message: err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned(),
-            data,
-        })));
-    }
-    answer
-        .get_mut("result")
-        .map(Value::take)
-        .ok_or_else(|| ClientError::Protocol("answer without result or error".into()))
 }
 
 fn sources(
@@ -1184,7 +1174,7 @@ fn stop(
             .ok()
             .map(|c| c.pid)
     };
-    client.call("daemon.shutdown", json!({}))?;
+    client.call_method::<m::DaemonShutdown>(&NoParams {})?;
     let Some(pid) = pid.filter(|_| !no_wait) else {
         println!("daemon is stopping");
         return Ok(());

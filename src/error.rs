@@ -21,6 +21,9 @@ pub enum Kind {
     StoreError,
     NodeNotFound,
     NotFound,
+    /// A write that must create something found it there (`note.write` in `create` mode, a
+    /// backup file).
+    AlreadyExists,
     Io,
     ShuttingDown,
     /// The peer on the socket is another user.
@@ -59,6 +62,7 @@ impl Kind {
         Kind::StoreError,
         Kind::NodeNotFound,
         Kind::NotFound,
+        Kind::AlreadyExists,
         Kind::Io,
         Kind::ShuttingDown,
         Kind::PermissionDenied,
@@ -88,6 +92,7 @@ impl Kind {
             Kind::StoreError => "store_error",
             Kind::NodeNotFound => "node_not_found",
             Kind::NotFound => "not_found",
+            Kind::AlreadyExists => "already_exists",
             Kind::Io => "io_error",
             Kind::ShuttingDown => "shutting_down",
             Kind::PermissionDenied => "permission_denied",
@@ -117,6 +122,7 @@ impl Kind {
             Kind::StoreError => -32000,
             Kind::NodeNotFound => -32001,
             Kind::NotFound => -32002,
+            Kind::AlreadyExists => -32030,
             Kind::Io => -32003,
             Kind::ShuttingDown => -32004,
             Kind::PermissionDenied => -32005,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod graph;
 pub mod identity;
 pub mod ingest;
+pub mod mcp;
 pub mod memory;
 pub mod rpc;
 pub mod search;

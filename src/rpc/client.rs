@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
+
+use super::protocol::{self, Method};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -206,8 +210,66 @@ impl Client {
         Ok(id)
     }
 
+    /// Calls method `M` with its typed params; the result as it came, for callers that print
+    /// it unchanged (`--json`).
+    pub fn call_method<M: Method>(&mut self, params: &M::Params) -> Result<Value, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(M::NAME, params)
+    }
+
+    /// Calls method `M` with its typed params and decodes its typed result.
+    pub fn request<M: Method>(&mut self, params: &M::Params) -> Result<M::Result, ClientError> {
+        self.call_typed(M::NAME, params)
+    }
+
+    /// Calls `method` and hands each notification that arrives before the answer (progress,
+    /// run events) to `on_note` with its method name and params. The timeout is on silence:
+    /// a call that keeps sending notifications is never cut off.
+    pub fn call_streaming(
+        &mut self,
+        method: &str,
+        params: Value,
+        mut on_note: impl FnMut(&str, Value) -> Result<(), ClientError>,
+    ) -> Result<Value, ClientError> {
+        let id = self.send(method, params)?;
+        loop {
+            let mut msg = self.read_message()?;
+            if msg.get("id").is_none_or(Value::is_null)
+                && let Some(Value::String(m)) = msg.get("method").cloned()
+            {
+                on_note(
+                    &m,
+                    msg.get_mut("params").map(Value::take).unwrap_or_default(),
+                )?;
+                continue;
+            }
+            return decode_answer(msg, id);
+        }
+    }
+
+    /// [`Client::call_streaming`] for method `M`, with notifications of type `N`.
+    pub fn request_streaming<M: Method, N: DeserializeOwned>(
+        &mut self,
+        params: &M::Params,
+        note: &str,
+        mut on_note: impl FnMut(N) -> Result<(), ClientError>,
+    ) -> Result<M::Result, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let v = self.call_streaming(M::NAME, params, |m, p| {
+            if m != note {
+                return Ok(());
+            }
+            let n = serde_json::from_value(p)
+                .map_err(|e| ClientError::Protocol(format!("{note}: {e}")))?;
+            on_note(n)
+        })?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("{}: {e}", M::NAME)))
+    }
+
     fn write_request(&mut self, id: u64, method: &str, params: Value) -> Result<(), ClientError> {
-        let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let req = protocol::request(id, method, &params);
         let mut line =
             serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
@@ -279,7 +341,8 @@ pub fn decode_answer(mut answer: Value, id: u64) -> Result<Value, ClientError> {
     // An error with a null id is the server's word on the connection itself (over the cap,
     // idle, another user): it answers whatever was asked.
     let about_connection = answer.get("id").is_none_or(Value::is_null);
-    if answer.get("id") != Some(&json!(id)) && !(about_connection && answer.get("error").is_some())
+    if answer.get("id").and_then(Value::as_u64) != Some(id)
+        && !(about_connection && answer.get("error").is_some())
     {
         return Err(ClientError::Protocol(format!(
             "answer for another request: {answer}"

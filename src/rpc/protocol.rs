@@ -3,6 +3,7 @@
 //! Architecture Invariant: engine types are never serialized directly; they are converted here,
 //! so renaming a field inside the engine cannot break a client.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -11,6 +12,12 @@ use crate::error::{Error, Kind};
 use crate::graph::{EdgeView, NodeView, Provenance, SourceView, Subgraph, TitleHit};
 use crate::ingest::{RootInfo, SyncReport};
 use crate::store::UserRow;
+
+pub mod methods;
+pub mod workflow;
+pub mod write;
+
+pub use methods::Method;
 
 pub const JSONRPC: &str = "2.0";
 
@@ -64,6 +71,22 @@ pub fn parse_request(line: &[u8]) -> Result<Request, (Value, Error)> {
     Ok(Request { id, method, params })
 }
 
+/// The notification a long `ingest.path` sends, with [`ProgressWire`] params.
+pub const INGEST_PROGRESS: &str = "ingest.progress";
+
+/// The notification `workflow.events` with `follow` sends, with [`workflow::EventWire`] params.
+pub const WORKFLOW_EVENT: &str = "workflow.event";
+
+/// A notification (no id, no answer expected).
+pub fn notification<P: Serialize>(method: &str, params: &P) -> Value {
+    json!({ "jsonrpc": JSONRPC, "method": method, "params": params })
+}
+
+/// A request line's object.
+pub fn request<P: Serialize>(id: u64, method: &str, params: &P) -> Value {
+    json!({ "jsonrpc": JSONRPC, "id": id, "method": method, "params": params })
+}
+
 pub fn ok_response(id: Value, result: Value) -> Value {
     json!({ "jsonrpc": JSONRPC, "id": id, "result": result })
 }
@@ -86,22 +109,62 @@ pub fn params<T: serde::de::DeserializeOwned>(method: &str, v: Value) -> Result<
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ShutdownResult {
+    pub stopping: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct TitleSearchResult {
+    pub hits: Vec<TitleHitWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ModelUseResult {
+    pub active: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ModelRemoveResult {
+    pub removed: String,
+}
+
+/// Which edges of a node to follow: parsed here once, for the socket and `Graph_` steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionWire {
+    Out,
+    In,
+    #[default]
+    Both,
+}
+
+impl From<DirectionWire> for crate::graph::Direction {
+    fn from(d: DirectionWire) -> Self {
+        match d {
+            DirectionWire::Out => crate::graph::Direction::Out,
+            DirectionWire::In => crate::graph::Direction::In,
+            DirectionWire::Both => crate::graph::Direction::Both,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityIdParams {
     pub email: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct IdentityIdResult {
     pub id: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CountsWire {
     pub users: i64,
     pub nodes: std::collections::BTreeMap<String, i64>,
@@ -109,7 +172,7 @@ pub struct CountsWire {
     pub sources: std::collections::BTreeMap<String, i64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct StatusWire {
     pub version: String,
     pub pid: u32,
@@ -129,7 +192,7 @@ pub struct StatusWire {
     pub workers: Vec<WorkerWire>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct WorkerWire {
     pub name: String,
     pub restarts: u64,
@@ -139,7 +202,7 @@ pub struct WorkerWire {
 
 /// The daemon's memory: resident now and at its peak (absent off Linux), and how many times it
 /// gave memory back after a burst of work.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct MemoryWire {
     pub resident_bytes: Option<u64>,
     pub peak_resident_bytes: Option<u64>,
@@ -147,7 +210,7 @@ pub struct MemoryWire {
 }
 
 /// The text index and the embedding progress.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SearchStatusWire {
     /// `ready`, `rebuilding` or `error: ...`.
     pub index_state: String,
@@ -169,7 +232,7 @@ pub struct SearchStatusWire {
 /// limit fails, and a status answer must stay small.
 pub const UNWATCHED_LISTED: usize = 50;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct WatcherWire {
     /// `watching`, `idle` (no roots), `unavailable` (the OS refused a watch), `retrying` (a sync
     /// failed, e.g. for lack of space, and is retried) or `missing_root` (see `missing`).
@@ -275,7 +338,7 @@ impl From<Status> for StatusWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct UserWire {
     pub id: String,
     pub email: String,
@@ -294,12 +357,12 @@ impl From<UserRow> for UserWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct UserListResult {
     pub users: Vec<UserWire>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ProvenanceWire {
     pub path: Option<String>,
     pub lines: Option<[u32; 2]>,
@@ -330,7 +393,7 @@ impl From<Provenance> for ProvenanceWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct NodeWire {
     pub id: String,
     pub kind: String,
@@ -368,7 +431,7 @@ impl From<NodeView> for NodeWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct EdgeWire {
     pub id: String,
     pub src_id: String,
@@ -394,7 +457,7 @@ impl From<EdgeView> for EdgeWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SubgraphWire {
     pub nodes: Vec<NodeWire>,
     pub edges: Vec<EdgeWire>,
@@ -409,7 +472,7 @@ impl From<Subgraph> for SubgraphWire {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeGetParams {
     pub id: Option<String>,
@@ -417,14 +480,14 @@ pub struct NodeGetParams {
     pub title: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchTitleParams {
     pub query: String,
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TitleHitWire {
     pub id: String,
     pub kind: String,
@@ -447,25 +510,26 @@ impl From<TitleHit> for TitleHitWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NeighborsParams {
     pub id: String,
-    pub direction: Option<String>,
+    #[serde(default)]
+    pub direction: DirectionWire,
     #[serde(default)]
     pub edge_types: Vec<String>,
     pub depth: Option<u32>,
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BacklinksParams {
     pub id: String,
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceListParams {
     pub status: Option<String>,
@@ -474,7 +538,7 @@ pub struct SourceListParams {
     pub offset: Option<usize>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SourceWire {
     pub id: i64,
     pub root: String,
@@ -509,20 +573,20 @@ impl From<SourceView> for SourceWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SourceListResult {
     pub sources: Vec<SourceWire>,
     pub total: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathParams {
     pub path: String,
 }
 
 /// `watch.remove`: `purge` also deletes what the root's files said (see `ingest::purge`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchRemoveParams {
     pub path: String,
@@ -531,7 +595,7 @@ pub struct WatchRemoveParams {
 }
 
 /// `watch.remove`'s answer: the root as it was, and with `purge` what was deleted.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct WatchRemoveResult {
     #[serde(flatten)]
     pub root: RootWire,
@@ -539,7 +603,7 @@ pub struct WatchRemoveResult {
     pub purged: Option<PurgedWire>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PurgedWire {
     pub nodes: u64,
     pub edges: u64,
@@ -557,7 +621,7 @@ impl From<crate::ingest::purge::Purged> for PurgedWire {
 }
 
 /// `store.compact`: the database plus its write-ahead log, before and after.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CompactResult {
     pub bytes_before: u64,
     pub bytes_after: u64,
@@ -572,7 +636,7 @@ impl From<crate::store::history::Compaction> for CompactResult {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RootWire {
     pub id: i64,
     pub path: String,
@@ -591,12 +655,12 @@ impl From<RootInfo> for RootWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct WatchListResult {
     pub roots: Vec<RootWire>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SyncReportWire {
     pub seen: u64,
     pub indexed: u64,
@@ -628,7 +692,7 @@ impl From<SyncReport> for SyncReportWire {
 }
 
 /// `ingest.progress` notification params.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ProgressWire {
     pub done: u64,
     pub total: u64,
@@ -637,7 +701,7 @@ pub struct ProgressWire {
 }
 
 /// `workflow.validate` params: a document inline or a file the daemon can read.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowSourceParams {
     pub definition: Option<Value>,
@@ -646,7 +710,7 @@ pub struct WorkflowSourceParams {
     pub strict: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DiagnosticWire {
     pub code: String,
     pub severity: String,
@@ -671,7 +735,7 @@ impl From<crate::workflow::Diagnostic> for DiagnosticWire {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ValidateResult {
     pub valid: bool,
     pub errors: Vec<DiagnosticWire>,
@@ -750,17 +814,116 @@ mod tests {
     }
 }
 
-/// `search.query` parameters: the search module's own request shape, which `Search_`
-/// workflow steps share.
-pub use crate::search::{QueryFilters as SearchFilters, QueryParams as SearchParams};
+use crate::search::{self, SearchError};
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `search.query` parameters as they arrive on the wire (and in `Search_` workflow steps).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub filters: SearchFilters,
+    #[serde(default)]
+    pub explain: bool,
+    /// Add graph proximity (links and shared tags of the top notes) as a signal.
+    #[serde(default)]
+    pub graph: bool,
+    /// `note` (default: the best chunk per note) or `chunk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFilters {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// RFC 3339, YYYY-MM-DD, Unix seconds, or an age such as `7d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Value>,
+    /// Front-matter property equals value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub props: std::collections::BTreeMap<String, Value>,
+}
+
+impl SearchParams {
+    /// Checks the parameters and turns them into a request.
+    pub fn into_request(self) -> Result<search::Request, SearchError> {
+        let bad = |m: String| SearchError::InvalidParams(m);
+        if self.query.trim().is_empty() {
+            return Err(bad("query must not be empty".into()));
+        }
+        let mode = self.mode.as_deref().map(search::Mode::parse).transpose()?;
+        let time = |v: &Option<Value>, name: &str| -> Result<Option<i64>, SearchError> {
+            match v {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| bad(format!("{name} must be whole seconds"))),
+                Some(Value::String(s)) => Ok(Some(search::parse_time(s)?)),
+                Some(_) => Err(bad(format!("{name} must be a time string or Unix seconds"))),
+            }
+        };
+        let mut props = Vec::new();
+        for (k, v) in &self.filters.props {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(_) | Value::Bool(_) => v.to_string(),
+                _ => {
+                    return Err(bad(format!(
+                        "filters.props.{k} must be a string, number or boolean"
+                    )));
+                }
+            };
+            props.push((k.clone(), v));
+        }
+        let group_by_note = match self.group.as_deref() {
+            None | Some("note") => true,
+            Some("chunk") => false,
+            Some(other) => return Err(bad(format!("group must be note or chunk, not {other:?}"))),
+        };
+        let k = self.k.unwrap_or(10);
+        if k == 0 || k > search::MAX_K {
+            return Err(bad(format!("k must be between 1 and {}", search::MAX_K)));
+        }
+        Ok(search::Request {
+            query: self.query,
+            mode,
+            k,
+            filters: search::index::Filters {
+                tags: self.filters.tags,
+                path_prefix: self.filters.path_prefix,
+                kinds: self.filters.kinds,
+                since: time(&self.filters.since, "filters.since")?,
+                until: time(&self.filters.until, "filters.until")?,
+                props,
+            },
+            graph: self.graph,
+            explain: self.explain,
+            group_by_note,
+            tuning: None,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SignalWire {
     pub rank: usize,
     pub score: f32,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ExplainWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bm25: Option<SignalWire>,
@@ -771,7 +934,7 @@ pub struct ExplainWire {
     pub fused: f32,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SearchHitWire {
     pub node_id: String,
     pub chunk_id: String,
@@ -788,7 +951,7 @@ pub struct SearchHitWire {
     pub explain: Option<ExplainWire>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SearchResultWire {
     pub mode: String,
     pub hits: Vec<SearchHitWire>,
@@ -797,13 +960,13 @@ pub struct SearchResultWire {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ReindexResult {
     pub chunks: usize,
     pub secs: f64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelAddParams {
     pub name: String,
@@ -814,13 +977,13 @@ pub struct ModelAddParams {
     pub activate: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelNameParams {
     pub name: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ModelWire {
     pub name: String,
     pub path: String,
@@ -828,7 +991,7 @@ pub struct ModelWire {
     pub active: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ModelListResult {
     pub models: Vec<ModelWire>,
 }
@@ -869,12 +1032,7 @@ impl From<crate::search::Hit> for SearchHitWire {
 impl From<crate::search::Response> for SearchResultWire {
     fn from(r: crate::search::Response) -> Self {
         SearchResultWire {
-            mode: match r.mode {
-                crate::search::Mode::Bm25 => "bm25",
-                crate::search::Mode::Dense => "dense",
-                crate::search::Mode::Hybrid => "hybrid",
-            }
-            .into(),
+            mode: r.mode.as_str().into(),
             hits: r.hits.into_iter().map(Into::into).collect(),
             total: r.total,
             took_ms: r.took_ms,

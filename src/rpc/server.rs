@@ -20,7 +20,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::protocol::{self, Request};
+use super::protocol::methods::DaemonShutdown;
+use super::protocol::{self, Method, Request};
 use crate::brain::Brain;
 use crate::error::{Error, Kind};
 
@@ -380,11 +381,13 @@ enum Class {
 }
 
 fn classify(method: &str, params: &Value) -> Class {
+    use protocol::methods as m;
+    let flag = |name: &str| params.get(name) == Some(&Value::Bool(true));
     match method {
-        "daemon.status" => Class::Status,
-        "workflow.events" if params.get("follow") == Some(&Value::Bool(true)) => Class::Follow,
-        "search.reindex" | "store.compact" => Class::Maintenance,
-        "watch.remove" if params.get("purge") == Some(&Value::Bool(true)) => Class::Maintenance,
+        m::DaemonStatus::NAME => Class::Status,
+        m::WorkflowEvents::NAME if flag("follow") => Class::Follow,
+        m::SearchReindex::NAME | m::StoreCompact::NAME | m::StoreBackup::NAME => Class::Maintenance,
+        m::WatchRemove::NAME if flag("purge") => Class::Maintenance,
         _ => Class::Request,
     }
 }
@@ -398,14 +401,15 @@ async fn handle<W: tokio::io::AsyncWrite + Unpin>(
     let span =
         info_span!("rpc", method = %method, id = %id.clone().unwrap_or(serde_json::Value::Null));
     let result = async {
-        if call.shutdown.is_triggered() && method != "daemon.status" {
+        if call.shutdown.is_triggered() && method != protocol::methods::DaemonStatus::NAME {
             return Err(Error::new(Kind::ShuttingDown, "daemon is shutting down"));
         }
-        if method == "daemon.shutdown" {
-            let _: protocol::NoParams = protocol::params(&method, params)?;
-            info!("shutdown requested over the socket");
-            call.shutdown.trigger();
-            return Ok(serde_json::json!({ "stopping": true }));
+        if method == DaemonShutdown::NAME {
+            return serve::<DaemonShutdown>(params, |_| {
+                info!("shutdown requested over the socket");
+                call.shutdown.trigger();
+                Ok(protocol::ShutdownResult { stopping: true })
+            });
         }
         let class = classify(&method, &params);
         let budget =
@@ -439,7 +443,7 @@ async fn handle<W: tokio::io::AsyncWrite + Unpin>(
         };
         // Taken before a thread, so calls queued on the worker do not hold threads meanwhile.
         let serialized = match (class, method.as_str()) {
-            (Class::Maintenance, _) | (_, "ingest.path") => Some(tokio::select! {
+            (Class::Maintenance, _) | (_, protocol::methods::IngestPath::NAME) => Some(tokio::select! {
                 p = call.pools.serialized.clone().acquire_owned() => p.map_err(|_| timed_out())?,
                 _ = until(deadline) => {
                     return Err(Error::new(
@@ -537,54 +541,54 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
+/// Decodes `params` as `M`'s, runs `f`, encodes its result: the one place a method's types
+/// meet the wire.
+pub(super) fn serve<M: Method>(
+    params: Value,
+    f: impl FnOnce(M::Params) -> Result<M::Result, Error>,
+) -> Result<Value, Error> {
+    let p = protocol::params::<M::Params>(M::NAME, params)?;
+    to_value(f(p)?)
+}
+
 /// Maps a method name to a façade call. Runs on a blocking thread.
 fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Result<Value, Error> {
-    use crate::graph::{Direction, NodeRef};
+    use crate::graph::NodeRef;
+    use protocol::methods as m;
+    use protocol::write::{NoteWriteResult, RetireResult, WriteResult};
     use protocol::{
-        BacklinksParams, IdentityIdParams, IdentityIdResult, JSONRPC, NeighborsParams, NoParams,
-        NodeGetParams, NodeWire, PathParams, ProgressWire, RootWire, SearchTitleParams,
-        SourceListParams, SourceListResult, StatusWire, SubgraphWire, SyncReportWire, TitleHitWire,
-        UserListResult, UserWire, WatchListResult,
+        IdentityIdResult, NodeWire, ProgressWire, RootWire, SourceListResult, StatusWire,
+        SubgraphWire, SyncReportWire, TitleSearchResult, UserListResult, WatchListResult,
     };
     match method {
-        "daemon.status" => {
-            let _: NoParams = protocol::params(method, params)?;
-            to_value(StatusWire::from(brain.status()?))
+        m::DaemonStatus::NAME => {
+            serve::<m::DaemonStatus>(params, |_| Ok(StatusWire::from(brain.status()?)))
         }
-        "identity.id" => {
-            let p: IdentityIdParams = protocol::params(method, params)?;
-            to_value(IdentityIdResult {
+        m::Discover::NAME => serve::<m::Discover>(params, |_| Ok(m::discover())),
+        m::IdentityIdOf::NAME => serve::<m::IdentityIdOf>(params, |p| {
+            Ok(IdentityIdResult {
                 id: brain.identity_id(&p.email)?.to_string(),
             })
-        }
-        "user.list" => {
-            let _: NoParams = protocol::params(method, params)?;
-            let users = brain.user_list()?.into_iter().map(UserWire::from).collect();
-            to_value(UserListResult { users })
-        }
-        "watch.add" => {
-            let p: PathParams = protocol::params(method, params)?;
-            to_value(RootWire::from(brain.watch_add(&absolute(&p.path)?)?))
-        }
-        "watch.remove" => {
-            let p: protocol::WatchRemoveParams = protocol::params(method, params)?;
+        }),
+        m::UserList::NAME => serve::<m::UserList>(params, |_| {
+            let users = brain.user_list()?.into_iter().map(Into::into).collect();
+            Ok(UserListResult { users })
+        }),
+        m::WatchAdd::NAME => serve::<m::WatchAdd>(params, |p| {
+            Ok(RootWire::from(brain.watch_add(&absolute(&p.path)?)?))
+        }),
+        m::WatchRemove::NAME => serve::<m::WatchRemove>(params, |p| {
             let (root, purged) = brain.watch_remove(&absolute(&p.path)?, p.purge)?;
-            to_value(protocol::WatchRemoveResult {
+            Ok(protocol::WatchRemoveResult {
                 root: RootWire::from(root),
                 purged: purged.map(Into::into),
             })
-        }
-        "watch.list" => {
-            let _: NoParams = protocol::params(method, params)?;
-            let roots = brain
-                .watch_list()?
-                .into_iter()
-                .map(RootWire::from)
-                .collect();
-            to_value(WatchListResult { roots })
-        }
-        "ingest.path" => {
-            let p: PathParams = protocol::params(method, params)?;
+        }),
+        m::WatchList::NAME => serve::<m::WatchList>(params, |_| {
+            let roots = brain.watch_list()?.into_iter().map(Into::into).collect();
+            Ok(WatchListResult { roots })
+        }),
+        m::IngestPath::NAME => serve::<m::IngestPath>(params, |p| {
             let notes = notes.clone();
             let mut last = std::time::Instant::now();
             let progress = Box::new(move |pr: &crate::ingest::Progress<'_>| {
@@ -597,16 +601,13 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
                         bytes: pr.bytes,
                         path: pr.path.to_owned(),
                     };
-                    let _ = notes.send(serde_json::json!({
-                        "jsonrpc": JSONRPC, "method": "ingest.progress", "params": params,
-                    }));
+                    let _ = notes.send(protocol::notification(protocol::INGEST_PROGRESS, &params));
                 }
             });
             let report = brain.ingest_path(&absolute(&p.path)?, Some(progress))?;
-            to_value(SyncReportWire::from(report))
-        }
-        "node.get" => {
-            let p: NodeGetParams = protocol::params(method, params)?;
+            Ok(SyncReportWire::from(report))
+        }),
+        m::NodeGet::NAME => serve::<m::NodeGet>(params, |p| {
             let r = match (p.id, p.path, p.title) {
                 (Some(id), None, None) => NodeRef::Id(id),
                 (None, Some(path), None) => NodeRef::Path(absolute(&path)?),
@@ -618,46 +619,31 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
                     ));
                 }
             };
-            to_value(NodeWire::from(brain.node_get(&r)?))
-        }
-        "node.search_title" => {
-            let p: SearchTitleParams = protocol::params(method, params)?;
-            let hits: Vec<TitleHitWire> = brain
+            Ok(NodeWire::from(brain.node_get(&r)?))
+        }),
+        m::NodeSearchTitle::NAME => serve::<m::NodeSearchTitle>(params, |p| {
+            let hits = brain
                 .node_search_title(&p.query, p.limit.unwrap_or(20).min(200))?
                 .into_iter()
                 .map(Into::into)
                 .collect();
-            to_value(serde_json::json!({ "hits": hits }))
-        }
-        "graph.neighbors" => {
-            let p: NeighborsParams = protocol::params(method, params)?;
-            let direction = match p.direction.as_deref().unwrap_or("both") {
-                "out" => Direction::Out,
-                "in" => Direction::In,
-                "both" => Direction::Both,
-                other => {
-                    return Err(Error::new(
-                        Kind::InvalidParams,
-                        format!("direction must be out, in or both, not {other:?}"),
-                    ));
-                }
-            };
+            Ok(TitleSearchResult { hits })
+        }),
+        m::GraphNeighbors::NAME => serve::<m::GraphNeighbors>(params, |p| {
             let g = brain.graph_neighbors(
                 &p.id,
-                direction,
+                p.direction.into(),
                 &p.edge_types,
                 p.depth.unwrap_or(1),
                 p.limit.unwrap_or(100).min(1000),
             )?;
-            to_value(SubgraphWire::from(g))
-        }
-        "graph.backlinks" => {
-            let p: BacklinksParams = protocol::params(method, params)?;
+            Ok(SubgraphWire::from(g))
+        }),
+        m::GraphBacklinks::NAME => serve::<m::GraphBacklinks>(params, |p| {
             let g = brain.graph_backlinks(&p.id, p.limit.unwrap_or(100).min(1000))?;
-            to_value(SubgraphWire::from(g))
-        }
-        "source.list" => {
-            let p: SourceListParams = protocol::params(method, params)?;
+            Ok(SubgraphWire::from(g))
+        }),
+        m::SourceList::NAME => serve::<m::SourceList>(params, |p| {
             let root = p.root.as_deref().map(absolute).transpose()?;
             let (sources, total) = brain.source_list(
                 p.status.as_deref(),
@@ -665,45 +651,73 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
                 p.limit.unwrap_or(1000).min(100_000),
                 p.offset.unwrap_or(0),
             )?;
-            to_value(SourceListResult {
+            Ok(SourceListResult {
                 sources: sources.into_iter().map(Into::into).collect(),
                 total,
             })
-        }
-        "search.query" => {
-            let p: protocol::SearchParams = protocol::params(method, params)?;
+        }),
+        m::SearchQuery::NAME => serve::<m::SearchQuery>(params, |p| {
             let req = p.into_request()?;
-            to_value(protocol::SearchResultWire::from(brain.search(&req)?))
-        }
-        "store.compact" => {
-            let _: NoParams = protocol::params(method, params)?;
-            to_value(protocol::CompactResult::from(brain.compact()?))
-        }
-        "search.reindex" => {
-            let _: NoParams = protocol::params(method, params)?;
+            Ok(protocol::SearchResultWire::from(brain.search(&req)?))
+        }),
+        m::StoreCompact::NAME => serve::<m::StoreCompact>(params, |_| {
+            Ok(protocol::CompactResult::from(brain.compact()?))
+        }),
+        m::StoreBackup::NAME => serve::<m::StoreBackup>(params, |p| {
+            let path = absolute(&p.path)?;
+            let bytes = brain.backup(&path)?;
+            Ok(protocol::write::BackupResult {
+                path: path.display().to_string(),
+                bytes,
+            })
+        }),
+        m::SearchReindex::NAME => serve::<m::SearchReindex>(params, |_| {
             let (chunks, secs) = brain.reindex()?;
-            to_value(protocol::ReindexResult { chunks, secs })
-        }
-        "models.add" => {
-            let p: protocol::ModelAddParams = protocol::params(method, params)?;
+            Ok(protocol::ReindexResult { chunks, secs })
+        }),
+        m::ModelsAdd::NAME => serve::<m::ModelsAdd>(params, |p| {
             let m = brain.models_add(&p.name, &absolute(&p.path)?, p.link, p.activate)?;
-            to_value(protocol::ModelWire::from(m))
-        }
-        "models.use" => {
-            let p: protocol::ModelNameParams = protocol::params(method, params)?;
+            Ok(protocol::ModelWire::from(m))
+        }),
+        m::ModelsUse::NAME => serve::<m::ModelsUse>(params, |p| {
             brain.models_use(&p.name)?;
-            to_value(serde_json::json!({ "active": p.name }))
-        }
-        "models.remove" => {
-            let p: protocol::ModelNameParams = protocol::params(method, params)?;
+            Ok(protocol::ModelUseResult { active: p.name })
+        }),
+        m::ModelsRemove::NAME => serve::<m::ModelsRemove>(params, |p| {
             brain.models_remove(&p.name)?;
-            to_value(serde_json::json!({ "removed": p.name }))
-        }
-        "models.list" => {
-            let _: NoParams = protocol::params(method, params)?;
+            Ok(protocol::ModelRemoveResult { removed: p.name })
+        }),
+        m::ModelsList::NAME => serve::<m::ModelsList>(params, |_| {
             let models = brain.models_list()?.into_iter().map(Into::into).collect();
-            to_value(protocol::ModelListResult { models })
-        }
+            Ok(protocol::ModelListResult { models })
+        }),
+        m::NodeUpsert::NAME => serve::<m::NodeUpsert>(params, |p| {
+            let client = p.client.clone();
+            let (id, created) = brain.graph_write(&p.into(), client.as_deref())?;
+            Ok(WriteResult { id, created })
+        }),
+        m::EdgeLink::NAME => serve::<m::EdgeLink>(params, |p| {
+            let client = p.client.clone();
+            let (id, created) = brain.graph_write(&p.into(), client.as_deref())?;
+            Ok(WriteResult { id, created })
+        }),
+        m::NodeRetire::NAME => serve::<m::NodeRetire>(params, |p| {
+            let r = brain.retire(&p.id, true, p.client.as_deref())?;
+            Ok(RetireResult::new(p.id, r))
+        }),
+        m::EdgeRetire::NAME => serve::<m::EdgeRetire>(params, |p| {
+            let r = brain.retire(&p.id, false, p.client.as_deref())?;
+            Ok(RetireResult::new(p.id, r))
+        }),
+        m::NoteWrite::NAME => serve::<m::NoteWrite>(params, |p| {
+            let w = brain.note_write(
+                std::path::Path::new(&p.path),
+                &p.content,
+                p.mode.into(),
+                p.client.as_deref(),
+            )?;
+            Ok(NoteWriteResult::from(w))
+        }),
         m if m.starts_with("workflow.") => super::workflow::dispatch(brain, m, params, notes),
         _ => Err(Error::new(
             Kind::MethodNotFound,

@@ -41,9 +41,14 @@ pub struct Options {
     pub work_dir: Option<PathBuf>,
 }
 
+fn mode_name<S: serde::Serializer>(m: &Mode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub dataset: String,
+    #[serde(serialize_with = "mode_name")]
     pub mode: Mode,
     pub split: String,
     pub documents: usize,

@@ -19,8 +19,6 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::store::part_id::{self, PartKind};
@@ -116,8 +114,7 @@ impl Default for Tuning {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Bm25,
     Dense,
@@ -125,6 +122,14 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bm25 => "bm25",
+            Mode::Dense => "dense",
+            Mode::Hybrid => "hybrid",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Mode, SearchError> {
         match s {
             "bm25" => Ok(Mode::Bm25),
@@ -314,108 +319,7 @@ impl Budget {
     }
 }
 
-/// `search.query` parameters as they arrive on the wire (and in `Search_` workflow steps).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct QueryParams {
-    pub query: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub k: Option<usize>,
-    #[serde(default)]
-    pub filters: QueryFilters,
-    #[serde(default)]
-    pub explain: bool,
-    /// Add graph proximity (links and shared tags of the top notes) as a signal.
-    #[serde(default)]
-    pub graph: bool,
-    /// `note` (default: the best chunk per note) or `chunk`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct QueryFilters {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kinds: Vec<String>,
-    /// RFC 3339, YYYY-MM-DD, Unix seconds, or an age such as `7d`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<Value>,
-    /// Front-matter property equals value.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub props: std::collections::BTreeMap<String, Value>,
-}
-
-impl QueryParams {
-    /// Checks the parameters and turns them into a request.
-    pub fn into_request(self) -> Result<Request, SearchError> {
-        let bad = |m: String| SearchError::InvalidParams(m);
-        if self.query.trim().is_empty() {
-            return Err(bad("query must not be empty".into()));
-        }
-        let mode = self.mode.as_deref().map(Mode::parse).transpose()?;
-        let time = |v: &Option<Value>, name: &str| -> Result<Option<i64>, SearchError> {
-            match v {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => n
-                    .as_i64()
-                    .map(Some)
-                    .ok_or_else(|| bad(format!("{name} must be whole seconds"))),
-                Some(Value::String(s)) => Ok(Some(parse_time(s)?)),
-                Some(_) => Err(bad(format!("{name} must be a time string or Unix seconds"))),
-            }
-        };
-        let mut props = Vec::new();
-        for (k, v) in &self.filters.props {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(_) | Value::Bool(_) => v.to_string(),
-                _ => {
-                    return Err(bad(format!(
-                        "filters.props.{k} must be a string, number or boolean"
-                    )));
-                }
-            };
-            props.push((k.clone(), v));
-        }
-        let group_by_note = match self.group.as_deref() {
-            None | Some("note") => true,
-            Some("chunk") => false,
-            Some(other) => return Err(bad(format!("group must be note or chunk, not {other:?}"))),
-        };
-        let k = self.k.unwrap_or(10);
-        if k == 0 || k > MAX_K {
-            return Err(bad(format!("k must be between 1 and {MAX_K}")));
-        }
-        Ok(Request {
-            query: self.query,
-            mode,
-            k,
-            filters: Filters {
-                tags: self.filters.tags,
-                path_prefix: self.filters.path_prefix,
-                kinds: self.filters.kinds,
-                since: time(&self.filters.since, "filters.since")?,
-                until: time(&self.filters.until, "filters.until")?,
-                props,
-            },
-            graph: self.graph,
-            explain: self.explain,
-            group_by_note,
-            tuning: None,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Hit {
     pub node_id: String,
     pub chunk_id: String,
@@ -429,30 +333,26 @@ pub struct Hit {
     pub snippet: String,
     /// Byte ranges of the matched words inside `snippet`.
     pub highlights: Vec<[usize; 2]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub explain: Option<Explain>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Explain {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bm25: Option<Signal>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dense: Option<Signal>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub graph: Option<Signal>,
     /// Sum of weight / (rrf_k + rank) over the signals.
     pub fused: f32,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Signal {
     /// 1-based rank of the chunk in this signal's list.
     pub rank: usize,
     pub score: f32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Response {
     pub mode: Mode,
     pub hits: Vec<Hit>,
@@ -463,7 +363,7 @@ pub struct Response {
 }
 
 /// What `daemon.status` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SearchStatus {
     pub index_state: String,
     pub indexed_chunks: u64,

@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::Embed;
 
 /// Files a model folder must have.
@@ -32,7 +30,7 @@ pub enum ModelError {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub name: String,
     pub path: PathBuf,

@@ -361,8 +361,10 @@ impl RunCtx {
     ) -> Result<Value, StepError> {
         let prov = Prov {
             actor: &self.actor,
-            run_id: &self.run_id,
-            step_key: key,
+            origin: steps::Origin::Step {
+                run_id: &self.run_id,
+                step_key: key,
+            },
         };
         let ty = step.step_type();
         let result = self.host.store().write(|tx| -> Result<Value, StepError> {

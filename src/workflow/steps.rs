@@ -15,6 +15,7 @@ use super::model::WriteMode;
 pub use super::step_error::{ErrorKind, StepError};
 use crate::clock;
 use crate::graph::{self, Direction, NodeRef, NodeView, Subgraph};
+use crate::rpc::protocol::DirectionWire;
 use crate::store::Store;
 
 fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, StepError> {
@@ -26,10 +27,12 @@ fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, StepError> {
     })
 }
 
-/// `Search_`: the same parameters and hits as `search.query` (hybrid BM25 + dense + graph).
+/// `Search_`: the same parameters and hits as `search.query` (hybrid BM25 + dense + graph),
+/// through the same wire types, so a step's output is what a socket client would see.
 pub fn search(search: &crate::search::Search, input: &Value) -> Result<Value, StepError> {
-    use crate::search::{QueryParams, SearchError};
-    let params: QueryParams = serde_json::from_value(input.clone())
+    use crate::rpc::protocol::{SearchParams, SearchResultWire};
+    use crate::search::SearchError;
+    let params: SearchParams = serde_json::from_value(input.clone())
         .map_err(|e| StepError::new(ErrorKind::InvalidInput, format!("Search_ input: {e}")))?;
     let to_step = |e: SearchError| {
         let kind = match &e {
@@ -42,13 +45,8 @@ pub fn search(search: &crate::search::Search, input: &Value) -> Result<Value, St
         StepError::new(kind, e.to_string())
     };
     let req = params.into_request().map_err(to_step)?;
-    let resp = search.query(&req).map_err(to_step)?;
-    let hits: Vec<Value> = resp
-        .hits
-        .iter()
-        .map(|h| serde_json::to_value(h).unwrap_or(Value::Null))
-        .collect();
-    Ok(json!({ "hits": hits, "total": resp.total, "mode": resp.mode }))
+    let resp = SearchResultWire::from(search.query(&req).map_err(to_step)?);
+    Ok(json!({ "hits": resp.hits, "total": resp.total, "mode": resp.mode }))
 }
 
 /// `Graph_`: `node`, `neighbors`, `subgraph` (the node and its neighbourhood) and `path` (a
@@ -66,15 +64,16 @@ pub fn graph_read(store: &Store, input: &Value) -> Result<Value, StepError> {
         .and_then(Value::as_u64)
         .unwrap_or(100)
         .min(1000) as usize;
-    let direction = match input
-        .get("direction")
-        .and_then(Value::as_str)
-        .unwrap_or("both")
-    {
-        "out" => Direction::Out,
-        "in" => Direction::In,
-        _ => Direction::Both,
-    };
+    let direction: Direction = match input.get("direction") {
+        None | Some(Value::Null) => DirectionWire::Both,
+        Some(d) => serde_json::from_value(d.clone()).map_err(|_| {
+            StepError::new(
+                ErrorKind::InvalidInput,
+                format!("direction must be out, in or both, not {d}"),
+            )
+        })?,
+    }
+    .into();
     let edge_types: Vec<String> = input["edgeTypes"]
         .as_array()
         .map(|a| {
@@ -314,11 +313,26 @@ impl GraphWrite {
 /// Who and what a graph write is attributed to.
 pub struct Prov<'a> {
     pub actor: &'a str,
-    pub run_id: &'a str,
-    pub step_key: &'a str,
+    pub origin: Origin<'a>,
+}
+
+/// What made a graph write: a workflow step, or a client writing through the socket.
+pub enum Origin<'a> {
+    Step {
+        run_id: &'a str,
+        step_key: &'a str,
+    },
+    /// A socket client, with the label it gave (`claude-desktop`), if any.
+    Client {
+        label: Option<&'a str>,
+    },
 }
 
 const EXTRACTOR: &str = "workflow";
+
+/// The extractor of a client's write; a labelled client is `client:LABEL`, so citations say
+/// which program wrote the fact as well as which user.
+const CLIENT_EXTRACTOR: &str = "client";
 
 fn provenance(
     tx: &Transaction<'_>,
@@ -327,11 +341,106 @@ fn provenance(
     edge: Option<&str>,
     now: &str,
 ) -> rusqlite::Result<()> {
+    let (extractor, version, run_id, step_key) = match &p.origin {
+        Origin::Step { run_id, step_key } => (
+            EXTRACTOR.to_owned(),
+            super::model::VERSION,
+            Some(*run_id),
+            Some(*step_key),
+        ),
+        Origin::Client { label } => (
+            label.map_or_else(
+                || CLIENT_EXTRACTOR.to_owned(),
+                |l| format!("{CLIENT_EXTRACTOR}:{l}"),
+            ),
+            env!("CARGO_PKG_VERSION"),
+            None,
+            None,
+        ),
+    };
     tx.prepare_cached(
         "INSERT INTO provenance(node_id, edge_id, extractor, extractor_version, actor_id, run_id, step_key, recorded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![node, edge, EXTRACTOR, super::model::VERSION, p.actor, p.run_id, p.step_key, now])?;
+    .execute(params![node, edge, extractor, version, p.actor, run_id, step_key, now])?;
+    Ok(())
+}
+
+/// Node kinds that files make; only ingest writes them, so a client or step may not.
+pub const DERIVED_NODE_KINDS: &[&str] = &["note", "file", "section", "chunk", "tag", "placeholder"];
+
+/// Edge types that files make (tags are written through `tags` of an upsert).
+pub const DERIVED_EDGE_TYPES: &[&str] =
+    &["links_to", "has_section", "has_chunk", "tagged", "child_of"];
+
+/// Retires a node (and its current edges) or an edge that was written by a client or a step:
+/// `valid_to` is set on it and its provenance, nothing is deleted. Facts read from files are
+/// refused: the next ingest of the file would say them again.
+pub fn retire(
+    tx: &Transaction<'_>,
+    id: &str,
+    node: bool,
+    now: &str,
+) -> Result<u64, crate::error::Error> {
+    use crate::error::{Error, Kind};
+    if node {
+        let row: Option<(String, Option<i64>)> = tx
+            .prepare_cached("SELECT kind, source_id FROM nodes WHERE id = ?1 AND valid_to IS NULL")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((kind, source)) = row else {
+            return Err(Error::new(
+                Kind::NodeNotFound,
+                format!("no current node {id}"),
+            ));
+        };
+        if source.is_some() || DERIVED_NODE_KINDS.contains(&kind.as_str()) {
+            return Err(Error::new(
+                Kind::InvalidParams,
+                format!("node {id} is a {kind} read from a file; edit or delete the file instead"),
+            ));
+        }
+        let edges: Vec<String> = tx
+            .prepare_cached(
+                "SELECT id FROM edges WHERE (src_id = ?1 OR dst_id = ?1) AND valid_to IS NULL",
+            )?
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for e in &edges {
+            retire_edge_row(tx, e, now)?;
+        }
+        tx.prepare_cached("UPDATE nodes SET valid_to = ?2, updated_at = ?2 WHERE id = ?1")?
+            .execute(params![id, now])?;
+        tx.prepare_cached(
+            "UPDATE provenance SET valid_to = ?2 WHERE node_id = ?1 AND valid_to IS NULL",
+        )?
+        .execute(params![id, now])?;
+        return Ok(edges.len() as u64);
+    }
+    let ty: Option<String> = tx
+        .prepare_cached("SELECT type FROM edges WHERE id = ?1 AND valid_to IS NULL")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let Some(ty) = ty else {
+        return Err(Error::new(Kind::NotFound, format!("no current edge {id}")));
+    };
+    if DERIVED_EDGE_TYPES.contains(&ty.as_str()) {
+        return Err(Error::new(
+            Kind::InvalidParams,
+            format!("edge {id} is a {ty} edge read from a file; edit the file instead"),
+        ));
+    }
+    retire_edge_row(tx, id, now)?;
+    Ok(0)
+}
+
+fn retire_edge_row(tx: &Transaction<'_>, id: &str, now: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    tx.prepare_cached(
+        "UPDATE provenance SET valid_to = ?2 WHERE edge_id = ?1 AND valid_to IS NULL",
+    )?
+    .execute(params![id, now])?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The one integration-test binary: every test here drives the real `brain` binary.
 
+mod agents;
 mod cli;
 mod cli_doctor;
 mod cli_readme;
@@ -14,6 +15,7 @@ mod hostile_search;
 mod identity;
 mod ingest;
 mod layering;
+mod mcp;
 mod roots;
 mod search;
 mod store;
