@@ -19,14 +19,14 @@ use serde_json::{Value, json};
 pub use self::workflow::WorkflowCommand;
 use crate::config::{self, Overrides};
 use crate::identity::{self, UserId};
-use crate::rpc::client::{Client, ClientError, DEFAULT_TIMEOUT, connect_stream};
+use crate::rpc::client::{Client, ClientError, DEFAULT_TIMEOUT};
 use crate::rpc::protocol::methods::{self as m, IngestPath, StoreBackup};
 use crate::rpc::protocol::write::BackupParams;
 use crate::rpc::protocol::{
     CompactResult, INGEST_PROGRESS, Method, ModelListResult, ModelWire, NodeWire, PathParams,
     ProgressWire, ProvenanceWire, PurgedWire, ReindexResult, RootWire, SearchResultWire,
-    SourceListResult, StatusWire, SyncReportWire, TitleHitWire, UserListResult,
-    WatchListResult, WatchRemoveResult,
+    SourceListResult, StatusWire, SyncReportWire, TitleHitWire, UserListResult, WatchListResult,
+    WatchRemoveResult,
 };
 use crate::rpc::protocol::{ModelNameParams, NoParams, WatchRemoveParams};
 
@@ -1167,13 +1167,7 @@ fn stop(
     timeout: Duration,
     no_wait: bool,
 ) -> Result<(), ClientError> {
-    // The daemon's pid as the kernel tells it (SO_PEERCRED), not as the daemon says.
-    let pid = {
-        let stream = connect_stream(socket, Some(timeout))?;
-        rustix::net::sockopt::socket_peercred(&stream)
-            .ok()
-            .map(|c| c.pid)
-    };
+    let pid = client.peer_pid();
     client.call_method::<m::DaemonShutdown>(&NoParams {})?;
     let Some(pid) = pid.filter(|_| !no_wait) else {
         println!("daemon is stopping");

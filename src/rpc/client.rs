@@ -145,6 +145,14 @@ pub fn connect_stream(socket: &Path, timeout: Option<Duration>) -> Result<UnixSt
 }
 
 impl Client {
+    /// The daemon's process id, as the kernel tells it (SO_PEERCRED), not as the daemon says:
+    /// what `brain stop` waits on.
+    pub fn peer_pid(&self) -> Option<rustix::process::Pid> {
+        rustix::net::sockopt::socket_peercred(&self.writer)
+            .ok()
+            .map(|c| c.pid)
+    }
+
     /// Connects with [`DEFAULT_TIMEOUT`].
     pub fn connect(socket: &Path) -> Result<Client, ClientError> {
         Client::connect_timeout(socket, Some(DEFAULT_TIMEOUT))

@@ -123,6 +123,7 @@ const SERDE_ALLOWED: &[&str] = &[
     "workflow/engine.rs",   // run limits, stored with each run
     "workflow/validate.rs", // the offline validator's report, golden fixtures
     "bench.rs",             // the bench's printed report
+    "doctor.rs",            // doctor's --json report
     "cli.rs",               // decoding answers the CLI prints
 ];
 
