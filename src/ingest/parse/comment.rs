@@ -80,7 +80,8 @@ mod tests {
         check("a %%b%% c", &[], &["%%b%%"]);
         check("a %%b\nc%% d %%e%%", &[], &["%%b\nc%%", "%%e%%"]);
         check("a %%b", &[], &["%%b"]);
-        check("`%%` a %%b%%", &[0..4], &["%%b%%"]);
+        let code = vec![0..4, 20..21];
+        check("`%%` a %%b%%", &code, &["%%b%%"]);
         check("%%%%", &[], &["%%%%"]);
         check("no comment", &[], &[]);
     }
