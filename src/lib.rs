@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod graph;
 pub mod identity;
 pub mod ingest;

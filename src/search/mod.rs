@@ -6,9 +6,9 @@
 //! it; hits are hydrated from SQLite (text, spans, hashes), never from the index. Knows nothing
 //! about sockets.
 
-pub mod eval;
 pub mod index;
 pub mod models;
+mod stopwords;
 pub mod vectors;
 
 use std::collections::{HashMap, HashSet};
