@@ -279,3 +279,26 @@ fn figures(
         linked_success_at_1: mean(true, &success_at_1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped question set is what the README says: at least 40 questions, each judged by
+    /// notes given as Markdown paths inside the vault.
+    #[test]
+    fn the_obsidian_hub_question_set_is_well_formed() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/questions/obsidian-hub.jsonl");
+        let questions = super::super::read_jsonl::<Question>(&file).unwrap();
+        assert!(questions.len() >= 40, "{} questions", questions.len());
+        let mut seen = HashSet::new();
+        for q in &questions {
+            assert!(seen.insert(q.question.clone()), "asked twice: {}", q.question);
+            assert!(!q.answers.is_empty(), "{}", q.question);
+            for a in &q.answers {
+                assert!(a.ends_with(".md") && !a.starts_with('/'), "{a}");
+            }
+        }
+    }
+}

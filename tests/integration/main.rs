@@ -10,6 +10,7 @@ mod hostile_search;
 mod identity;
 mod ingest;
 mod layering;
+mod ranking;
 mod roots;
 mod search;
 mod store;
