@@ -13,12 +13,13 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::fts5::Fts5;
-use super::metrics::{mrr_at, ndcg_at, success_at_1};
+use super::metrics::{mrr_at, ndcg_at, percentile, success_at_1};
 use crate::search::{Mode, Request, Tuning, index::Filters};
 use crate::store::Store;
 
@@ -64,6 +65,8 @@ pub struct SystemFigures {
     pub linked_ndcg_at_10: f64,
     pub linked_mrr_at_10: f64,
     pub linked_success_at_1: f64,
+    /// Median time to answer a question, in process (what `--graph` costs shows here).
+    pub query_p50_ms: f64,
 }
 
 impl std::fmt::Display for Report {
@@ -82,20 +85,21 @@ impl std::fmt::Display for Report {
         )?;
         write!(
             f,
-            "  {:<13} {:>8} {:>7} {:>7}   linked: {:>8} {:>7} {:>7}",
+            "  {:<13} {:>8} {:>7} {:>7}   linked: {:>8} {:>7} {:>7}   p50 ms",
             "system", "nDCG@10", "MRR@10", "S@1", "nDCG@10", "MRR@10", "S@1"
         )?;
         for s in &self.systems {
             write!(
                 f,
-                "\n  {:<13} {:>8.4} {:>7.4} {:>7.4}           {:>8.4} {:>7.4} {:>7.4}",
+                "\n  {:<13} {:>8.4} {:>7.4} {:>7.4}           {:>8.4} {:>7.4} {:>7.4}   {:>6.2}",
                 s.system,
                 s.ndcg_at_10,
                 s.mrr_at_10,
                 s.success_at_1,
                 s.linked_ndcg_at_10,
                 s.linked_mrr_at_10,
-                s.linked_success_at_1
+                s.linked_success_at_1,
+                s.query_p50_ms
             )?;
         }
         Ok(())
@@ -191,12 +195,15 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         linked[i] = q.answers.iter().any(|a| near.contains(a));
     }
 
-    let mut systems: Vec<(String, Vec<Vec<String>>)> = Vec::new();
+    let mut systems: Vec<(String, Vec<Vec<String>>, f64)> = Vec::new();
     let mut fts = Vec::with_capacity(questions.len());
+    let mut took = Vec::with_capacity(questions.len());
     for q in &questions {
+        let t = Instant::now();
         fts.push(fts5.search(&q.question, DEPTH)?);
+        took.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    systems.push(("fts5-porter".into(), fts));
+    systems.push(("fts5-porter".into(), fts, median(took)));
     let mut modes = vec![Mode::Bm25];
     if prepared.model_id.is_some() {
         modes.extend([Mode::Dense, Mode::Hybrid]);
@@ -204,17 +211,20 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     for mode in modes {
         for graph in [false, true] {
             let mut ranked = Vec::with_capacity(questions.len());
+            let mut took = Vec::with_capacity(questions.len());
             for q in &questions {
+                let t = Instant::now();
                 let hits = ask(&q.question, mode, graph)?;
+                took.push(t.elapsed().as_secs_f64() * 1000.0);
                 ranked.push(hits.into_iter().map(|(_, rel)| rel).collect());
             }
             let name = format!("{mode:?}{}", if graph { "+graph" } else { "" }).to_lowercase();
-            systems.push((name, ranked));
+            systems.push((name, ranked, median(took)));
         }
     }
     let figures = systems
         .into_iter()
-        .map(|(system, ranked)| figures(system, &ranked, &judged, &linked))
+        .map(|(system, ranked, p50)| figures(system, &ranked, &judged, &linked, p50))
         .collect();
     Ok(Report {
         folder: folder.display().to_string(),
@@ -254,6 +264,7 @@ fn figures(
     ranked: &[Vec<String>],
     judged: &[HashMap<String, u32>],
     linked: &[bool],
+    query_p50_ms: f64,
 ) -> SystemFigures {
     let mean = |only_linked: bool, f: &Metric| {
         let (mut n, mut sum) = (0usize, 0.0);
@@ -277,7 +288,13 @@ fn figures(
         linked_ndcg_at_10: mean(true, &ndcg),
         linked_mrr_at_10: mean(true, &mrr),
         linked_success_at_1: mean(true, &success_at_1),
+        query_p50_ms,
     }
+}
+
+fn median(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    percentile(&ms, 0.5)
 }
 
 #[cfg(test)]
@@ -294,7 +311,11 @@ mod tests {
         assert!(questions.len() >= 40, "{} questions", questions.len());
         let mut seen = HashSet::new();
         for q in &questions {
-            assert!(seen.insert(q.question.clone()), "asked twice: {}", q.question);
+            assert!(
+                seen.insert(q.question.clone()),
+                "asked twice: {}",
+                q.question
+            );
             assert!(!q.answers.is_empty(), "{}", q.question);
             for a in &q.answers {
                 assert!(a.ends_with(".md") && !a.starts_with('/'), "{a}");

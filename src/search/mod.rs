@@ -8,6 +8,7 @@
 
 pub mod index;
 pub mod models;
+mod proximity;
 mod stopwords;
 pub mod vectors;
 
@@ -1365,8 +1366,10 @@ impl Search {
         };
         fuse(&mut fused, &bm25, w_bm25, t.rrf_k, |c| &mut c.bm25);
         fuse(&mut fused, &dense, w_dense, t.rrf_k, |c| &mut c.dense);
-        if mode != Mode::Hybrid {
+        if mode != Mode::Hybrid && !req.graph {
             // A single signal keeps its own scores, so BM25 and cosine values stay meaningful.
+            // With the graph it is fused by rank like any other: a BM25 score of 5 to 30 and a
+            // graph term of 1/(rrf_k + rank) would not add up to anything.
             for c in fused.values_mut() {
                 c.fused = c.bm25.or(c.dense).map_or(0.0, |s| s.score);
             }
@@ -1507,68 +1510,35 @@ impl Search {
         Ok(None)
     }
 
-    /// Graph proximity: notes linked to or sharing a tag with the top notes gain a third
-    /// ranked signal (by how many top notes they touch); notes not yet among the candidates
-    /// join with their first chunk.
+    /// Graph proximity: the notes around the best notes so far ([`proximity`], one SQL query)
+    /// gain a third ranked signal; notes not yet among the candidates join with their first
+    /// chunk.
     fn graph_expand(
         &self,
         fused: &mut HashMap<String, Candidate>,
         allowed: Option<&HashSet<String>>,
         t: &Tuning,
     ) -> Result<(), SearchError> {
-        const SEEDS: usize = 10;
-        const PER_TAG: i64 = 20;
         let mut best: Vec<(&String, &Candidate)> = fused.iter().collect();
-        best.sort_by(|a, b| b.1.fused.total_cmp(&a.1.fused));
+        best.sort_by(|a, b| b.1.fused.total_cmp(&a.1.fused).then_with(|| a.0.cmp(b.0)));
         let mut seeds: Vec<String> = Vec::new();
         for (_, c) in best {
             if !seeds.contains(&c.note) {
                 seeds.push(c.note.clone());
             }
-            if seeds.len() >= SEEDS {
+            if seeds.len() >= proximity::SEEDS {
                 break;
             }
         }
-        let mut touch: HashMap<String, usize> = HashMap::new();
-        self.store.read(|c| {
-            let mut links = c.prepare_cached(
-                "SELECT CASE WHEN e.src_id = ?1 THEN e.dst_id ELSE e.src_id END
-                 FROM edges e
-                 JOIN nodes o ON o.id = CASE WHEN e.src_id = ?1 THEN e.dst_id ELSE e.src_id END
-                 WHERE (e.src_id = ?1 OR e.dst_id = ?1) AND e.type = 'links_to'
-                   AND e.valid_to IS NULL AND o.valid_to IS NULL AND o.kind = 'note'",
-            )?;
-            let mut tagged = c.prepare_cached(
-                "SELECT e2.src_id FROM edges e1
-                 JOIN edges e2 ON e2.dst_id = e1.dst_id AND e2.type = 'tagged' AND e2.valid_to IS NULL
-                 WHERE e1.src_id = ?1 AND e1.type = 'tagged' AND e1.valid_to IS NULL
-                   AND e2.src_id <> ?1
-                 LIMIT ?2",
-            )?;
-            for seed in &seeds {
-                let mut mine: HashSet<String> = HashSet::new();
-                for r in links.query_map([seed], |r| r.get::<_, String>(0))? {
-                    mine.insert(r?);
-                }
-                for r in tagged.query_map(params![seed, PER_TAG * 5], |r| r.get::<_, String>(0))? {
-                    mine.insert(r?);
-                }
-                mine.remove(seed);
-                for n in mine {
-                    *touch.entry(n).or_default() += 1;
-                }
-            }
-            Ok::<_, rusqlite::Error>(())
-        })?;
-        let mut ranked: Vec<(String, usize)> = touch.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        ranked.truncate(50);
+        let ranked = self
+            .store
+            .read(|c| proximity::neighbours(c, &seeds, t.rrf_k))?;
         let w = t.weight_graph;
         let k = t.rrf_k;
-        for (i, (note, links)) in ranked.iter().enumerate() {
+        for (i, (note, closeness)) in ranked.iter().enumerate() {
             let signal = Signal {
                 rank: i + 1,
-                score: *links as f32,
+                score: *closeness,
             };
             let add = w / (k + (i + 1) as f32);
             let mut found = false;
