@@ -459,6 +459,17 @@ pub struct Response {
     pub total: usize,
     pub took_ms: f64,
     pub warnings: Vec<String>,
+    /// With a model loaded and words matched: how many of the notes the words matched had
+    /// vectors for every matched chunk when the query ran, so a caller sees how much of the
+    /// answer meaning-search could reach while embedding is still under way.
+    pub vectors: Option<VectorCoverage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VectorCoverage {
+    /// Notes among the text matches (the first `max(4k, 100)` matching chunks).
+    pub matching_notes: usize,
+    pub with_vectors: usize,
 }
 
 /// What `daemon.status` shows.
@@ -1352,6 +1363,13 @@ impl Search {
             Vec::new()
         };
 
+        let vectors = if has_model && !bm25.is_empty() {
+            let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
+            guard.as_ref().map(|m| coverage(&bm25, &m.vectors))
+        } else {
+            None
+        };
+
         // Reciprocal-rank fusion over chunks.
         let mut fused: HashMap<String, Candidate> = HashMap::new();
         let w_bm25 = if mode == Mode::Dense {
@@ -1431,6 +1449,7 @@ impl Search {
             total,
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
             warnings,
+            vectors,
         })
     }
 
@@ -1594,6 +1613,20 @@ impl Candidate {
             graph: None,
             fused: 0.0,
         }
+    }
+}
+
+/// How many notes of the text matches `(chunk, note, score)` have a vector for each of their
+/// matched chunks.
+fn coverage(matches: &[(String, String, f32)], vectors: &Vectors) -> VectorCoverage {
+    let mut notes: HashMap<&str, bool> = HashMap::new();
+    for (chunk, note, _) in matches {
+        let covered = notes.entry(note.as_str()).or_insert(true);
+        *covered &= vectors.contains(chunk);
+    }
+    VectorCoverage {
+        matching_notes: notes.len(),
+        with_vectors: notes.values().filter(|c| **c).count(),
     }
 }
 
@@ -1861,6 +1894,25 @@ mod tests {
         assert!(matches!(e, SearchError::Timeout { ms: 50, .. }), "{e:?}");
         assert!(e.to_string().contains("before the text search"), "{e}");
         assert!(e.to_string().contains("([search] query_timeout_ms)"), "{e}");
+    }
+
+    #[test]
+    fn coverage_counts_a_note_only_when_every_matched_chunk_has_a_vector() {
+        let mut v = Vectors::new("m", 2);
+        v.insert("c1".into(), "n1".into(), &[1.0, 0.0]);
+        v.insert("c2".into(), "n2".into(), &[0.0, 1.0]);
+        let m = |c: &str, n: &str| (c.to_owned(), n.to_owned(), 1.0);
+        let found = coverage(
+            &[m("c1", "n1"), m("c2", "n2"), m("c3", "n2"), m("c4", "n3")],
+            &v,
+        );
+        assert_eq!(
+            found,
+            VectorCoverage {
+                matching_notes: 3,
+                with_vectors: 1
+            }
+        );
     }
 
     #[test]

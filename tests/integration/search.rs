@@ -340,6 +340,12 @@ fn a_model_embeds_chunks_in_the_background_and_enables_dense_and_hybrid_search()
         r["mode"], "hybrid",
         "hybrid is the default once vectors exist"
     );
+    // Every note the words matched had its vectors when the query ran.
+    assert_eq!(
+        r["vectors"],
+        json!({ "matching_notes": 1, "with_vectors": 1, "share": 1.0 }),
+        "{r}"
+    );
     let top = &r["hits"][0];
     assert_eq!(top["title"], "Tomatoes");
     assert!(top["explain"]["bm25"]["rank"].is_u64(), "{top}");
