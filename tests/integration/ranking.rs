@@ -181,3 +181,50 @@ fn eval_questions_scores_a_folder_beside_fts5() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("missing.md"), "{}", stderr(&out));
 }
+
+#[test]
+fn graph_proximity_follows_links_from_the_best_hits_and_ignores_tags_everyone_has() {
+    let d = Daemon::start();
+    let v = d.dir.join("vault");
+    write(
+        &v.join("Alpha.md"),
+        "# Alpha\n\nquokka quokka quokka sightings. #common\n\nSee [[Target One]].\n",
+    );
+    write(
+        &v.join("Beta.md"),
+        "# Beta\n\nOne quokka and many other animals of the island.\n\nSee [[Target Two]].\n",
+    );
+    write(&v.join("Target One.md"), "# Target One\n\nBoats.\n");
+    write(&v.join("Target Two.md"), "# Target Two\n\nTrains.\n");
+    // A tag on more notes than the cap relates none of them.
+    for i in 0..60 {
+        write(&v.join(format!("crowd/n{i}.md")), "Crowd note. #common\n");
+    }
+    d.call("ingest.path", json!({ "path": v })).unwrap();
+
+    let r = d
+        .call(
+            "search.query",
+            json!({ "query": "quokka", "mode": "bm25", "graph": true, "explain": true, "k": 20 }),
+        )
+        .unwrap();
+    let hits = r["hits"].as_array().unwrap();
+    let t = titles(hits);
+    assert_eq!(t[..2], ["Alpha", "Beta"], "{r}");
+    let at = |title: &str| t.iter().position(|x| *x == title);
+    assert!(
+        at("Target One") < at("Target Two"),
+        "closer to the best hit first: {r}"
+    );
+    let graph_rank = |title: &str| {
+        hits.iter()
+            .find(|h| h["title"] == title)
+            .map(|h| h["explain"]["graph"]["rank"].clone())
+    };
+    assert_eq!(graph_rank("Target One"), Some(json!(1)), "{r}");
+    assert_eq!(graph_rank("Target Two"), Some(json!(2)), "{r}");
+    assert!(
+        !t.iter().any(|x| x.starts_with('n')),
+        "notes sharing only a crowded tag are not neighbours: {r}"
+    );
+}
