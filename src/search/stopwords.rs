@@ -1,13 +1,15 @@
 //! English stop words: the words of a question or a sentence that say nothing about what it is
-//! about. Snowball's English list (snowballstem.org, `english/stop.txt`), folded to ASCII as
-//! the analyzer folds every word before this filter sees it.
+//! about. Lucene's 33 (tantivy's default) plus the pronouns, auxiliaries and question words of
+//! Snowball's English list (snowballstem.org, `english/stop.txt`), in the ASCII-folded lower
+//! case the analyzer gives every word before this filter sees it.
 //!
-//! Why this list and not Lucene's 33 words (tantivy's default): people ask notes questions —
-//! "how do I water tomatoes" — and Lucene keeps `how`, `do` and `i`, so a note titled `doing`
-//! or a path holding `i` outranks one about tomatoes. Snowball's list drops the pronouns,
-//! auxiliaries and question words too, and no more: no content word (`use`, `make`, `new`) is
-//! in it. Applied to every text field alike (title, headings, body, tags, path), so a question
-//! word cannot match in one field and be ignored in another.
+//! Why not Lucene's alone: people ask notes questions — "how do I water tomatoes" — and Lucene
+//! keeps `how`, `do` and `i`, so a note titled `doing` or a path holding `i` outranked one
+//! about tomatoes (obsidian-hub). Why not all of Snowball's: it also drops words that relate
+//! things (`more`, `after`, `between`, `during`, `against`, `over`), which carry meaning in a
+//! claim; with them dropped SciFact BM25 nDCG@10 fell from 0.680 to 0.675. Applied to every
+//! text field alike (title, headings, body, tags, path), so a question word cannot match in one
+//! field and be ignored in another.
 
 pub const ENGLISH: &[&str] = &[
     // Pronouns and determiners.
