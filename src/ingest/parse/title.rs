@@ -73,7 +73,12 @@ fn h1_text(line: &str) -> Option<String> {
     {
         t = t[..at].trim_end();
     }
-    Some(t.to_owned())
+    // What Obsidian renders as emphasis, code or highlight is not part of the name people see.
+    Some(
+        t.replace("**", "")
+            .replace("==", "")
+            .replace(['*', '`'], ""),
+    )
 }
 
 /// A code fence opening or closing line: its character and length.
@@ -128,6 +133,10 @@ mod tests {
         check("# One\ntext\n", Some(("One", true)));
         check("\n\n  # One #\n", Some(("One", true)));
         check("# One ^id\n", Some(("One", true)));
+        check(
+            "# **Bold** `code` ==mark== *it*\n",
+            Some(("Bold code mark it", true)),
+        );
         check("%% hidden %%\n# One\n", Some(("One", true)));
         check("text\n# One\n", Some(("One", false)));
         check("## Two\n# One\n# Other\n", Some(("One", false)));
