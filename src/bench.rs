@@ -17,8 +17,9 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::eval::{self, metrics::percentile};
 use crate::rpc::client::Client;
-use crate::search::{self, Search, eval, eval::percentile, models, vectors};
+use crate::search::{self, Search, models, vectors};
 use crate::store::{self, Store};
 
 pub struct SearchBench {

@@ -327,6 +327,25 @@ pub enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a judged question set (JSON lines: question, answers) of a folder of notes, in every
+    /// mode, with and without graph proximity, beside SQLite FTS5 with the porter stemmer
+    Questions {
+        file: PathBuf,
+        /// The folder of notes the answers are paths in
+        #[arg(long)]
+        folder: PathBuf,
+        /// Model folder; with it dense and hybrid are measured too
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        /// Only the first N questions
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Keep the store and vectors in DIR and reuse them next time (embed once)
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod graph;
 pub mod identity;
 pub mod ingest;

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
                         ..base
                     });
                 }
-                let opts = brain::search::eval::Options {
+                let opts = brain::eval::beir::Options {
                     dir: dir.clone(),
                     mode: brain::search::Mode::parse(mode)?,
                     model: model.clone(),
@@ -92,7 +92,35 @@ fn main() -> ExitCode {
                     sweep: tunings,
                     work_dir: work_dir.clone(),
                 };
-                let report = brain::search::eval::run(&opts)?;
+                let report = brain::eval::beir::run(&opts)?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!("{report}");
+                }
+                Ok(())
+            };
+            report(run())
+        }
+        Command::Eval(EvalCommand::Questions {
+            file,
+            folder,
+            model,
+            limit,
+            work_dir,
+            json,
+        }) => {
+            let run = || -> anyhow::Result<()> {
+                let config = config::resolve(&cli.global.overrides()).ok();
+                let opts = brain::eval::questions::Options {
+                    file: file.clone(),
+                    folder: folder.clone(),
+                    model: model.clone(),
+                    tuning: config.as_ref().map(|c| c.search_tuning).unwrap_or_default(),
+                    limit_questions: *limit,
+                    work_dir: work_dir.clone(),
+                };
+                let report = brain::eval::questions::run(&opts)?;
                 if *json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {

@@ -958,6 +958,17 @@ pub struct SearchResultWire {
     pub total: usize,
     pub took_ms: f64,
     pub warnings: Vec<String>,
+    /// With a model: how many of the notes the words matched had vectors when the query ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<VectorCoverageWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct VectorCoverageWire {
+    pub matching_notes: usize,
+    pub with_vectors: usize,
+    /// `with_vectors / matching_notes`.
+    pub share: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -1037,6 +1048,15 @@ impl From<crate::search::Response> for SearchResultWire {
             total: r.total,
             took_ms: r.took_ms,
             warnings: r.warnings,
+            vectors: r.vectors.map(|v| VectorCoverageWire {
+                matching_notes: v.matching_notes,
+                with_vectors: v.with_vectors,
+                share: if v.matching_notes == 0 {
+                    1.0
+                } else {
+                    v.with_vectors as f64 / v.matching_notes as f64
+                },
+            }),
         }
     }
 }

@@ -35,8 +35,11 @@ use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Tantivy
 
 /// Bumped whenever the schema or the analyzer changes; an index built by another version is
 /// rebuilt on open.
-pub const INDEX_FORMAT: u32 = 1;
+pub const INDEX_FORMAT: u32 = 2;
 const ANALYZER: &str = "brain_en";
+/// The IDF a word in more than half the chunks of a field gets (as in SQLite FTS5's `bm25()`):
+/// not zero, so that a query of only such words still finds something.
+const MIN_IDF: f32 = 1e-6;
 /// Memory the index writer may buffer before flushing a segment.
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 
@@ -99,18 +102,20 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
-/// English: Unicode word splitting, lower case, accents folded, stop words dropped, Snowball
-/// stemming. The same analyzer serves indexing and queries.
+/// English: Unicode word splitting, lower case, accents folded, stop words dropped (our list,
+/// `stopwords`), Snowball stemming. The same analyzer serves every text field, indexing and
+/// queries alike.
 fn analyzer() -> TextAnalyzer {
-    let mut b = TextAnalyzer::builder(SimpleTokenizer::default())
+    let b = TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
         .dynamic();
-    if let Some(stop) = StopWordFilter::new(Language::English) {
-        b = b.filter_dynamic(stop);
-    }
-    b.filter_dynamic(Stemmer::new(Language::English)).build()
+    b.filter_dynamic(StopWordFilter::remove(
+        super::stopwords::ENGLISH.iter().map(|w| (*w).to_owned()),
+    ))
+    .filter_dynamic(Stemmer::new(Language::English))
+    .build()
 }
 
 /// What the commit payload says about the index.
@@ -136,6 +141,9 @@ pub struct ChunkDoc {
     pub body: String,
     pub tags: Arc<[String]>,
     pub path: String,
+    /// The path inside its root: the words of folder and file names (the root's own words are
+    /// in every note's path and say nothing about any one).
+    pub rel_path: String,
     pub kinds: Vec<String>,
     pub mtime_secs: i64,
     pub props: Arc<[String]>,
@@ -321,7 +329,7 @@ impl TextIndex {
             }
             doc.add_text(f.tag, t);
         }
-        doc.add_text(f.path_text, &d.path);
+        doc.add_text(f.path_text, path_words(&d.rel_path));
         doc.add_text(f.path, &d.path);
         for k in &d.kinds {
             doc.add_text(f.kind, k);
@@ -357,17 +365,21 @@ impl TextIndex {
     /// than a short list of words.
     pub fn text_query(&self, q: &str, boosts: &Boosts, max_expansions: u32) -> Box<dyn Query> {
         let f = &self.fields;
-        let mut parser = QueryParser::for_index(
-            &self.index,
-            vec![f.title, f.heading, f.body, f.tags_text, f.path_text],
-        );
-        parser.set_field_boost(f.title, boosts.title);
-        parser.set_field_boost(f.heading, boosts.heading);
-        parser.set_field_boost(f.body, boosts.body);
-        parser.set_field_boost(f.tags_text, boosts.tags);
-        parser.set_field_boost(f.path_text, boosts.path);
         let (rest, prefixes) = split_prefixes(q);
-        let (query, _errors) = parser.parse_query_lenient(&rest);
+        let query = if has_operators(&rest) {
+            let mut parser = QueryParser::for_index(
+                &self.index,
+                vec![f.title, f.heading, f.body, f.tags_text, f.path_text],
+            );
+            parser.set_field_boost(f.title, boosts.title);
+            parser.set_field_boost(f.heading, boosts.heading);
+            parser.set_field_boost(f.body, boosts.body);
+            parser.set_field_boost(f.tags_text, boosts.tags);
+            parser.set_field_boost(f.path_text, boosts.path);
+            parser.parse_query_lenient(&rest).0
+        } else {
+            self.words_query(&rest, boosts)
+        };
         if prefixes.is_empty() {
             return query;
         }
@@ -408,6 +420,46 @@ impl TextIndex {
             })
             .collect();
             clauses.push((occur, Box::new(BooleanQuery::new(per_field))));
+        }
+        Box::new(BooleanQuery::new(clauses))
+    }
+
+    /// Plain words, each searched in every text field with the field's boost, scored by BM25
+    /// with the Robertson–Spärck Jones IDF, `ln((N - n + 0.5) / (n + 0.5))`, instead of
+    /// tantivy's (Lucene's) `ln(1 + (N - n + 0.5) / (n + 0.5))`: a word in most chunks of a
+    /// field says almost nothing about which one is meant, and the `1 +` keeps giving it
+    /// weight (SciFact test nDCG@10 0.680 → 0.691; see the README). tantivy's IDF is fixed, so
+    /// each term is boosted by the ratio of the two. A word in more than half the chunks of a
+    /// field gets [`MIN_IDF`]: it still matches, it no longer ranks.
+    fn words_query(&self, text: &str, boosts: &Boosts) -> Box<dyn Query> {
+        let f = &self.fields;
+        let searcher = self.reader.searcher();
+        let n = searcher.num_docs() as f32;
+        let mut analyzer = analyzer();
+        let mut stream = analyzer.token_stream(text);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        while let Some(token) = stream.next() {
+            for (field, boost) in [
+                (f.title, boosts.title),
+                (f.heading, boosts.heading),
+                (f.body, boosts.body),
+                (f.tags_text, boosts.tags),
+                (f.path_text, boosts.path),
+            ] {
+                let term = Term::from_field_text(field, &token.text);
+                // A damaged segment answers no frequency: the term then keeps tantivy's IDF.
+                let df = searcher.doc_freq(&term).unwrap_or(0) as f32;
+                let ratio = if df > 0.0 && n > 0.0 {
+                    let lucene = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                    let rsj = ((n - df + 0.5) / (df + 0.5)).ln().max(MIN_IDF);
+                    rsj / lucene
+                } else {
+                    1.0
+                };
+                let q: Box<dyn Query> =
+                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+                clauses.push((Occur::Should, Box::new(BoostQuery::new(q, boost * ratio))));
+            }
         }
         Box::new(BooleanQuery::new(clauses))
     }
@@ -651,6 +703,22 @@ impl<C: Collector> Collector for Deadline<C> {
     }
 }
 
+/// Whether `q` uses query syntax (quotes, `+`/`-` before a word, `AND`/`OR`/`NOT`, `field:`,
+/// `^` boosts, `~` slop, ranges): then tantivy's parser reads it (scored with tantivy's own
+/// IDF); plain words are scored by [`TextIndex::words_query`]. Parentheses alone group words
+/// that are ORed anyway, so they do not count.
+fn has_operators(q: &str) -> bool {
+    q.contains(['"', '^', '~', '[', ']', '{', '}'])
+        || q.split_whitespace().any(|w| {
+            let operand = |rest: &str| rest.starts_with(|c: char| c.is_alphanumeric() || c == '(');
+            w.strip_prefix(['+', '-']).is_some_and(operand)
+                || w.split_once(':').is_some_and(|(field, rest)| {
+                    !field.is_empty() && (operand(rest) || rest.is_empty())
+                })
+                || matches!(w.trim_start_matches('('), "AND" | "OR" | "NOT")
+        })
+}
+
 /// tantivy's grammar knows prefixes only on phrases of two words or more; people write
 /// `foo*`. Bare words ending in `*` outside quotes are taken out of the query text and returned
 /// with their occurrence (`+foo*` must, `-foo*` must not, else should).
@@ -797,6 +865,15 @@ impl Default for Boosts {
             tags: 0.5,
             path: 0.5,
         }
+    }
+}
+
+/// The words of a path inside its root that say something: without the file's extension,
+/// which most notes share (`md`).
+fn path_words(rel: &str) -> &str {
+    match rel.rfind('.') {
+        Some(dot) if !rel[dot..].contains('/') => &rel[..dot],
+        _ => rel,
     }
 }
 
@@ -964,6 +1041,7 @@ pub fn each_doc(
                 title: title.clone(),
                 tags: tags.clone(),
                 path: join_path(&root, &rel),
+                rel_path: rel,
                 kinds: vec![kind, file_type],
                 mtime_secs: mtime_ns.unwrap_or(0).div_euclid(1_000_000_000),
                 props: props.clone(),
@@ -1104,6 +1182,23 @@ pub fn store_id(conn: &Connection) -> Result<Option<String>, rusqlite::Error> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn plain_words_are_told_from_query_syntax() {
+        for (q, syntax) in [
+            ("how do I water tomatoes", false),
+            ("G - quadruplex (telomeres)", false),
+            ("proteins : UreD/UreH, IL-6", false),
+            ("\"exact phrase\"", true),
+            ("+must -not", true),
+            ("title:tomato", true),
+            ("a AND b", true),
+            ("(a OR b)", true),
+            ("word^2", true),
+        ] {
+            assert_eq!(has_operators(q), syntax, "{q:?}");
+        }
+    }
+
     fn doc(id: &str, body: &str) -> ChunkDoc {
         ChunkDoc {
             chunk_id: id.into(),
@@ -1113,6 +1208,7 @@ mod tests {
             body: body.into(),
             tags: Arc::new(["plants/vegetable".to_owned()]),
             path: format!("/v/{id}.md"),
+            rel_path: format!("{id}.md"),
             kinds: vec!["note".into()],
             mtime_secs: 100,
             props: Arc::new([]),

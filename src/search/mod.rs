@@ -1,31 +1,36 @@
 //! Hybrid retrieval: BM25 over a tantivy index, exact dense vectors, graph proximity, fused by
 //! reciprocal rank.
 //!
-//! Owns the text index, the in-memory vectors, the embedding worker and query planning.
-//! Architecture Invariant: everything here is derived from the store and can be rebuilt from
+//! Owns the text index, the in-memory vectors, the embedding worker and query planning, each
+//! lifecycle in its own file: `indexer` (catch-up, rebuilds, repair, the indexing worker),
+//! `embedder` (the model, its vectors, the embedding worker) and `query` (answering), over
+//! `index` (tantivy), `vectors`, `proximity` (graph SQL) and `stopwords`. This file holds the
+//! shared state, opening and status. Architecture Invariant: everything here is derived from the store and can be rebuilt from
 //! it; hits are hydrated from SQLite (text, spans, hashes), never from the index. Knows nothing
 //! about sockets.
 
-pub mod eval;
 pub mod index;
 pub mod models;
+
+mod embedder;
+mod indexer;
+mod proximity;
+mod query;
+mod stopwords;
+
+pub use embedder::embed_text;
 pub mod vectors;
 
-use std::collections::{HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, params};
-use tracing::{debug, info, warn};
-
-use crate::store::part_id::{self, PartKind};
+use tracing::{info, warn};
 
 use crate::clock;
 use crate::store::{self, Store};
-use index::{Boosts, ChunkDoc, Filters, IndexError, Opened, Payload, TextIndex};
+use index::{Boosts, Filters, IndexError, Opened, TextIndex};
 use vectors::Vectors;
 
 /// A sentence-embedding model as search uses it.
@@ -360,6 +365,17 @@ pub struct Response {
     pub total: usize,
     pub took_ms: f64,
     pub warnings: Vec<String>,
+    /// With a model loaded and words matched: how many of the notes the words matched had
+    /// vectors for every matched chunk when the query ran, so a caller sees how much of the
+    /// answer meaning-search could reach while embedding is still under way.
+    pub vectors: Option<VectorCoverage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorCoverage {
+    /// Notes among the text matches (the first `max(4k, 100)` matching chunks).
+    pub matching_notes: usize,
+    pub with_vectors: usize,
 }
 
 /// What `daemon.status` shows.
@@ -441,31 +457,6 @@ pub struct Search {
     /// thread applied them; see [`Search::index_loop`].
     burst: AtomicUsize,
 }
-
-/// Chunks embedded per batch; each batch is one store transaction.
-const EMBED_BATCH: usize = 32;
-/// Outbox rows applied per index commit during catch-up, at most.
-const APPLY_PAGE: usize = 20_000;
-/// Chunk text read per index commit during catch-up, at most (plus one note's): what the
-/// indexer holds while it catches up. Measured on a 94 MB docs folder, where a cold ingest
-/// queues all 14k notes before the indexer reads them: a page of every note held 290 MiB at
-/// peak, 16 MiB pages 0.0 MiB more than the ingest alone (six commits instead of one).
-const APPLY_BYTES: usize = 16 << 20;
-/// Notes reindexed that make a burst worth giving memory back after: a large ingest, not the
-/// edits of someone typing.
-const BURST_NOTES: usize = 256;
-/// How long the indexer waits, after a burst, for more work before giving memory back.
-const QUIET_AFTER_BURST: Duration = Duration::from_secs(3);
-/// After a failed catch-up (a full disk, a damaged index being replaced) the indexer tries
-/// again this soon without being asked, doubling the wait each time up to [`RETRY_MAX`]: the
-/// index catches up on its own once the cause is gone.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
-/// Words of a query looked up in the store while the text index cannot answer; each is a scan
-/// of every current chunk, so only the longest (the most selective) are.
-const FALLBACK_WORDS: usize = 4;
-/// Chunks one fallback word may match at most: bounds the memory of a common word.
-const FALLBACK_ROWS: i64 = 2000;
 
 impl Search {
     /// Opens (or creates) the index under `dir` with the default query limits.
@@ -551,71 +542,6 @@ impl Search {
         &self.dir
     }
 
-    fn state(&self) -> IndexState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set_state(&self, s: IndexState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
-    }
-
-    /// The text index as it is now; a reader keeps its handle for the whole query even if the
-    /// index is swapped meanwhile.
-    fn text(&self) -> Arc<TextIndex> {
-        self.text.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// A reader found `text` damaged: the indexing worker moves it aside and rebuilds. Damage
-    /// found in an index already replaced is old news and ignored.
-    fn report_damage(&self, text: &Arc<TextIndex>, reason: String) {
-        if !Arc::ptr_eq(text, &self.text()) {
-            return;
-        }
-        warn!(%reason, "search index damaged; it will be rebuilt");
-        let mut d = self.damage.lock().unwrap_or_else(|p| p.into_inner());
-        if d.is_none() {
-            *d = Some(reason);
-        }
-        drop(d);
-        self.kick_indexer();
-    }
-
-    /// Moves the damaged index aside, puts an empty one in its place and marks it for a
-    /// rebuild. The caller holds `index_lock`.
-    fn replace_damaged(&self, reason: &str) -> Result<(), SearchError> {
-        let (fresh, _) = TextIndex::replace_damaged(&self.dir, reason)?;
-        *self.text.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        self.applied.store(0, Ordering::SeqCst);
-        self.rebuilding.store(true, Ordering::SeqCst);
-        self.verify.store(false, Ordering::SeqCst);
-        self.set_state(IndexState::Rebuilding);
-        *self.last_damage.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(format!("{}: {reason}", clock::now()));
-        Ok(())
-    }
-
-    /// Repairs what readers reported, and on the first run checks an index found on disk
-    /// against its checksums. The caller holds `index_lock`.
-    fn repair_if_damaged(&self) -> Result<(), SearchError> {
-        let reported = self.damage.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let reason = match reported {
-            Some(r) => Some(r),
-            None if self.verify.swap(false, Ordering::SeqCst) => {
-                let damaged = self.text().damaged_files();
-                (!damaged.is_empty())
-                    .then(|| format!("checksum mismatch in {}", damaged.join(", ")))
-            }
-            None => None,
-        };
-        let Some(reason) = reason else {
-            return Ok(());
-        };
-        self.replace_damaged(&reason).inspect_err(|_| {
-            // Not repaired (no room for an empty index, say): the worker's retry tries again.
-            *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
-        })
-    }
-
     /// Starts the indexing worker (which first runs a pending rebuild or catch-up) and the
     /// embedding worker, each on its own supervised thread (a panic is reported in
     /// `daemon.status` and the worker restarts), so the daemon serves meanwhile.
@@ -634,454 +560,6 @@ impl Search {
         self.stopping.store(true, Ordering::SeqCst);
         self.kick_embedder();
         self.kick_indexer();
-    }
-
-    /// Asks the indexing worker to apply what the store queued, without waiting for it: a long
-    /// write (a large ingest) calls this between its transactions, so indexing overlaps with
-    /// writing instead of stalling it.
-    pub fn kick_indexer(&self) {
-        let (lock, cv) = &self.index_signal;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-    }
-
-    /// The indexing worker: brings the index up to date, then again each time it is kicked.
-    ///
-    /// The index is the last stage of every write (ingest → store → outbox → index), so this
-    /// worker is what notices a burst of work ending: once [`BURST_NOTES`] notes were reindexed
-    /// (here or by a caller's catch-up, which then kicks this worker) and it has gone
-    /// [`QUIET_AFTER_BURST`] without being kicked again, it gives the memory the burst used
-    /// back ([`Search::release_memory`]). The wait is one timeout, not a poll: after it the
-    /// worker sleeps until kicked. After a failure (a full disk, say) it tries again after
-    /// [`RETRY_FIRST`], doubling up to [`RETRY_MAX`], without waiting for a kick.
-    fn index_loop(&self) {
-        let mut retry = RETRY_FIRST;
-        loop {
-            let failed = match self.bring_up_to_date() {
-                Ok(()) => {
-                    retry = RETRY_FIRST;
-                    false
-                }
-                Err(e) => {
-                    warn!(error = %e, "search index catch-up failed");
-                    true
-                }
-            };
-            if self.failpoint.as_deref() == Some("search_index_panic")
-                && !self.failpoint_fired.swap(true, Ordering::SeqCst)
-            {
-                panic!("failpoint search_index_panic");
-            }
-            let (lock, cv) = &self.index_signal;
-            let mut kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if failed {
-                let (guard, _) = cv
-                    .wait_timeout_while(kicked, retry, |k| {
-                        !*k && !self.stopping.load(Ordering::SeqCst)
-                    })
-                    .unwrap_or_else(|p| p.into_inner());
-                kicked = guard;
-                retry = (retry * 2).min(RETRY_MAX);
-                *kicked = true;
-            } else if self.burst.load(Ordering::SeqCst) >= BURST_NOTES {
-                let (guard, _) = cv
-                    .wait_timeout_while(kicked, QUIET_AFTER_BURST, |k| {
-                        !*k && !self.stopping.load(Ordering::SeqCst)
-                    })
-                    .unwrap_or_else(|p| p.into_inner());
-                kicked = guard;
-                if !*kicked && !self.stopping.load(Ordering::SeqCst) {
-                    drop(kicked);
-                    self.burst.store(0, Ordering::SeqCst);
-                    self.release_memory();
-                    kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
-                }
-            }
-            while !*kicked && !self.stopping.load(Ordering::SeqCst) {
-                kicked = cv.wait(kicked).unwrap_or_else(|p| p.into_inner());
-            }
-            *kicked = false;
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-        }
-    }
-
-    /// Gives back what a burst of work left behind: the store's page caches, then whatever
-    /// the allocator holds free ([`crate::memory::release`]).
-    fn release_memory(&self) {
-        let started = Instant::now();
-        self.store.release_memory();
-        crate::memory::release();
-        debug!(
-            ms = started.elapsed().as_millis() as u64,
-            "memory released after a burst of work"
-        );
-    }
-
-    /// Repairs a damaged index, then runs a pending rebuild or catches up: the index reflects
-    /// the store when it returns. A panic inside tantivy (a damaged file) is caught, reported
-    /// as damage and returned as an error, so a caller's thread (an ingest) never unwinds.
-    pub fn bring_up_to_date(&self) -> Result<(), SearchError> {
-        let text = self.text();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            {
-                let _lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
-                self.repair_if_damaged()?;
-            }
-            if self.rebuilding.load(Ordering::SeqCst) {
-                self.rebuild()?;
-            } else {
-                self.catch_up()?;
-            }
-            Ok(())
-        }));
-        match outcome {
-            Ok(r) => r,
-            Err(panic) => {
-                let reason = format!(
-                    "panic while indexing: {}",
-                    crate::supervise::panic_message(panic.as_ref())
-                );
-                self.report_damage(&text, reason.clone());
-                Err(SearchError::Index(IndexError::Panicked(reason)))
-            }
-        }
-    }
-
-    /// Applies every queued change to the index and commits. Returns the notes reindexed.
-    /// Whichever thread fails (the worker, or an ingest catching up at its end), the state says
-    /// so until a catch-up succeeds; both are decided under the index lock, so they cannot
-    /// cross.
-    pub fn catch_up(&self) -> Result<usize, SearchError> {
-        let _lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if self.rebuilding.load(Ordering::SeqCst) {
-            // The rebuild owns the index until it is done; it applies the outbox too.
-            return Ok(0);
-        }
-        let applied = self.apply_outbox();
-        match &applied {
-            Ok(_) if matches!(self.state(), IndexState::Failed(_)) => {
-                self.set_state(IndexState::Ready)
-            }
-            Ok(_) => {}
-            Err(e) => self.set_state(IndexState::Failed(e.to_string())),
-        }
-        applied
-    }
-
-    /// The body of [`Search::catch_up`]; the caller holds `index_lock`.
-    fn apply_outbox(&self) -> Result<usize, SearchError> {
-        let text = self.text();
-        let mut total = 0;
-        loop {
-            let after = self.applied.load(Ordering::SeqCst);
-            let index::OutboxPage { notes, docs, head } = self
-                .store
-                .read(|c| index::outbox_page(c, after, APPLY_PAGE, APPLY_BYTES))?;
-            if notes.is_empty() {
-                break;
-            }
-            // A failed batch (a full disk, say) is dropped with its writer: the outbox still
-            // holds it, and the next catch-up applies it whole with a new writer.
-            text.with_writer(|writer| {
-                for n in &notes {
-                    text.delete_note(writer, n);
-                }
-                for d in &docs {
-                    text.add(writer, d)?;
-                }
-                text.commit(writer, &self.payload(head))
-            })
-            .inspect_err(|e| self.damage_from_writer(e))?;
-            self.applied.store(head, Ordering::SeqCst);
-            self.after_commit(head, &notes, &docs, notes.len())?;
-            total += notes.len();
-        }
-        Ok(total)
-    }
-
-    /// A writer error that says the index on disk is damaged (not merely a full disk) is
-    /// reported, so the index is moved aside and rebuilt rather than retried for ever. An
-    /// index folder removed or replaced under the daemon is damage whatever tantivy said
-    /// (a lock file it cannot create, a segment it cannot write).
-    fn damage_from_writer(&self, e: &IndexError) {
-        use tantivy::TantivyError as T;
-        let damaged = matches!(
-            e,
-            IndexError::Panicked(_)
-                | IndexError::Tantivy(
-                    T::DataCorruption(_) | T::OpenReadError(_) | T::IncompatibleIndex(_)
-                )
-        );
-        let gone = !self.dir.join("meta.json").is_file();
-        if damaged || gone {
-            let reason = if gone && !damaged {
-                format!("index folder gone or replaced ({e})")
-            } else {
-                e.to_string()
-            };
-            *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-        }
-    }
-
-    /// What a commit reflecting outbox position `seq` records.
-    fn payload(&self, seq: i64) -> Payload {
-        Payload {
-            format: index::INDEX_FORMAT,
-            store_id: self.store_id.clone(),
-            seq,
-        }
-    }
-
-    /// Rebuilds the index from scratch from the store's current chunks.
-    pub fn rebuild(&self) -> Result<(usize, f64), SearchError> {
-        let started = Instant::now();
-        let lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // An index that cannot be written at all is replaced first: `search.reindex` works
-        // on a damaged index too.
-        self.repair_if_damaged()?;
-        self.rebuilding.store(true, Ordering::SeqCst);
-        self.set_state(IndexState::Rebuilding);
-        let text = self.text();
-        let result = (|| {
-            // One read transaction: the chunks and the outbox head are the same snapshot, so
-            // nothing written meanwhile is missed (it lands in the outbox after `head`).
-            // The documents go to the writer as they are read, so a rebuild holds one at a
-            // time (the writer flushes at its memory budget), whatever the store's size.
-            let (head, count) = self
-                .store
-                .read(|c| {
-                    let tx = c.unchecked_transaction()?;
-                    let head = index::outbox_head(&tx)?;
-                    let count = text.with_writer(|writer| {
-                        writer.delete_all_documents()?;
-                        let mut count = 0;
-                        index::each_doc(&tx, None, &mut |d| {
-                            count += 1;
-                            text.add(writer, &d)
-                        })?;
-                        text.commit(writer, &self.payload(head))?;
-                        Ok(count)
-                    })?;
-                    tx.finish()?;
-                    Ok::<_, IndexError>((head, count))
-                })
-                .inspect_err(|e| self.damage_from_writer(e))?;
-            self.applied.store(head, Ordering::SeqCst);
-            self.after_commit(head, &[], &[], count)?;
-            Ok::<_, SearchError>(count)
-        })();
-        let chunks = match result {
-            Ok(c) => c,
-            Err(e) => {
-                // Back to the last commit (the writer was dropped with the batch); the rebuild
-                // stays pending and the worker tries again.
-                self.set_state(IndexState::Failed(e.to_string()));
-                return Err(e);
-            }
-        };
-        self.rebuilding.store(false, Ordering::SeqCst);
-        self.set_state(IndexState::Ready);
-        drop(lock);
-        let secs = started.elapsed().as_secs_f64();
-        info!(chunks, secs, "search index rebuilt");
-        // What arrived while rebuilding.
-        self.catch_up()?;
-        Ok((chunks, secs))
-    }
-
-    /// After a commit: trim the outbox, record the generation, drop vectors of retired chunks,
-    /// and wake the embedder.
-    /// After a commit reflecting `head`: the outbox is trimmed, vectors of `notes`' chunks not
-    /// among `docs` are dropped, and the `work` done counts towards a burst.
-    fn after_commit(
-        &self,
-        head: i64,
-        notes: &[String],
-        docs: &[ChunkDoc],
-        work: usize,
-    ) -> Result<(), SearchError> {
-        self.store.write(|tx| {
-            tx.execute("DELETE FROM search_outbox WHERE seq <= ?1", [head])?;
-            store::meta_set(tx, "search.index_seq", &head.to_string())
-        })?;
-        if !notes.is_empty() {
-            let notes: HashSet<String> = notes.iter().cloned().collect();
-            let current: HashSet<String> = docs.iter().map(|d| d.chunk_id.clone()).collect();
-            if let Some(m) = self
-                .model
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-            {
-                m.vectors.retire_missing(&notes, &current);
-            }
-        }
-        self.kick_embedder();
-        // Count the work towards a burst; crossing the mark wakes the indexing worker (this
-        // commit may have been a caller's catch-up), which gives memory back once all is quiet.
-        let before = self.burst.fetch_add(work, Ordering::SeqCst);
-        if before < BURST_NOTES && before + work >= BURST_NOTES {
-            self.kick_indexer();
-        }
-        Ok(())
-    }
-
-    /// Makes `embedder` the active model: loads its stored vectors and lets the worker embed
-    /// what is missing.
-    pub fn set_model(&self, embedder: Arc<dyn Embed>) -> Result<(), SearchError> {
-        let vectors = self
-            .store
-            .read(|c| Vectors::load(c, embedder.model_id(), embedder.dim()))?;
-        info!(
-            model = embedder.model_id(),
-            vectors = vectors.len(),
-            "embedding model active"
-        );
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Some(Model { embedder, vectors });
-        *self.model_state.lock().unwrap_or_else(|p| p.into_inner()) = "ready".into();
-        self.kick_embedder();
-        Ok(())
-    }
-
-    pub fn set_model_state(&self, s: &str) {
-        *self.model_state.lock().unwrap_or_else(|p| p.into_inner()) = s.into();
-    }
-
-    pub fn has_vectors(&self) -> bool {
-        self.model
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|m| !m.vectors.is_empty())
-    }
-
-    fn kick_embedder(&self) {
-        let (lock, cv) = &self.embed_signal;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-    }
-
-    /// The embedding worker: sleeps until kicked, then embeds every current chunk that has no
-    /// vector for the active model, a batch per transaction, and sleeps again. Resumable by
-    /// construction: what is done is in the store.
-    fn embed_loop(&self) {
-        lower_thread_priority();
-        // Half the cores (at least one), at low priority: embedding never starves queries.
-        let threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
-        let pool = match crate::embed::worker_pool(threads) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "cannot start the embedding pool");
-                self.set_model_state(&format!("error: {e}"));
-                return;
-            }
-        };
-        // A start after a panic picks up what the last run left undone, without waiting for
-        // the next change.
-        self.kick_embedder();
-        loop {
-            {
-                let (lock, cv) = &self.embed_signal;
-                let mut kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
-                while !*kicked {
-                    kicked = cv.wait(kicked).unwrap_or_else(|p| p.into_inner());
-                }
-                *kicked = false;
-            }
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            loop {
-                if self.stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                match pool.install(|| self.embed_batch(EMBED_BATCH)) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(error = %e, "embedding failed; will retry on the next change");
-                        self.set_model_state(&format!("error: {e}"));
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Embeds up to `n` chunks lacking a vector. Returns how many were embedded.
-    pub fn embed_batch(&self, n: usize) -> Result<usize, SearchError> {
-        let Some(embedder) = self
-            .model
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|m| m.embedder.clone())
-        else {
-            return Ok(0);
-        };
-        let model_id = embedder.model_id().to_owned();
-        // (chunk id, note id, text to embed, chunk row)
-        let todo: Vec<(String, String, String, i64)> = self.store.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT c.legacy_id, n.id, COALESCE(n.title, ''), c.heading_path, COALESCE(c.content, ''), c.rid
-                 FROM chunks c
-                 JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || c.source_id
-                             AND n.valid_to IS NULL
-                 WHERE c.valid_to IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM chunk_vectors e WHERE e.chunk_rid = c.rid AND e.model_id = ?1)
-                 LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![model_id, n as i64], |r| {
-                let heading: Option<String> = r.get(3)?;
-                let text = embed_text(
-                    &r.get::<_, String>(2)?,
-                    heading.as_deref(),
-                    &r.get::<_, String>(4)?,
-                );
-                let rid: i64 = r.get(5)?;
-                Ok((part_id::of_row(PartKind::Chunk, rid, r.get(0)?), r.get(1)?, text, rid))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })?;
-        if todo.is_empty() {
-            return Ok(0);
-        }
-        if self.failpoint.as_deref() == Some("embed_panic")
-            && !self.failpoint_fired.swap(true, Ordering::SeqCst)
-        {
-            panic!("failpoint embed_panic");
-        }
-        let texts: Vec<&str> = todo.iter().map(|t| t.2.as_str()).collect();
-        let vecs = embedder
-            .embed_passages(&texts)
-            .map_err(SearchError::Embed)?;
-        let now = clock::now();
-        let dim = embedder.dim();
-        self.store.write(|tx| {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO chunk_vectors(chunk_rid, model_id, dim, vector, content_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for ((_, _, text, rid), v) in todo.iter().zip(&vecs) {
-                let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
-                ins.execute(params![rid, model_id, dim as i64, vectors::encode(v), hash, now])?;
-            }
-            Ok::<_, rusqlite::Error>(())
-        })?;
-        if let Some(m) = self
-            .model
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-            && m.embedder.model_id() == model_id
-        {
-            for ((id, note, _, _), v) in todo.iter().zip(&vecs) {
-                m.vectors.insert(id.clone(), note.clone(), v);
-            }
-        }
-        Ok(todo.len())
     }
 
     pub fn status(&self) -> Result<SearchStatus, SearchError> {
@@ -1115,533 +593,6 @@ impl Search {
                 .clone(),
         })
     }
-
-    pub fn query(&self, req: &Request) -> Result<Response, SearchError> {
-        let started = Instant::now();
-        self.limits.check(req)?;
-        let budget = if self.failpoint.as_deref() == Some("search_budget_spent") {
-            Budget::spent(started, self.limits.timeout)
-        } else {
-            Budget::new(started, self.limits.timeout)
-        };
-        let out_of_time = |phase: &'static str| {
-            move |e: IndexError| match e {
-                IndexError::OutOfTime => SearchError::Timeout {
-                    ms: budget.limit.as_millis() as u64,
-                    phase,
-                },
-                e => e.into(),
-            }
-        };
-        let k = req.k.clamp(1, MAX_K);
-        let mut warnings = Vec::new();
-        let has_model = self
-            .model
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        let mode = match req.mode {
-            Some(m) => m,
-            None if self.has_vectors() => Mode::Hybrid,
-            None => Mode::Bm25,
-        };
-        if mode != Mode::Bm25 && !has_model {
-            return Err(SearchError::ModelUnavailable(format!(
-                "{} search needs an embedding model and none is configured; add one with \
-                 `brain models add NAME PATH`, or use --mode bm25",
-                if mode == Mode::Dense {
-                    "dense"
-                } else {
-                    "hybrid"
-                }
-            )));
-        }
-        let text = self.text();
-        let depth = (k * 4).max(100);
-        let t = req.tuning.unwrap_or(self.tuning);
-        budget.check("parsing the query")?;
-        let tq = text.text_query(&req.query, &t.boosts, self.limits.max_prefix_expansions);
-        let filter = text.filter_query(&req.filters)?;
-        // What the index cannot answer because it is damaged is left out, with a warning; the
-        // worker replaces the index and rebuilds it meanwhile.
-        let mut damaged = false;
-        // The chunks the filters allow, for the signals that do not come from the index
-        // (dense vectors, graph neighbours); computed once per query.
-        budget.check("filtering")?;
-        let allowed = match &filter {
-            Some(f) if mode != Mode::Bm25 || req.graph => {
-                let found = self.shielded(&text, || {
-                    text.matching_chunks(f.as_ref(), budget.deadline())
-                });
-                match found.map_err(out_of_time("filtering"))? {
-                    Some(a) => Some(a),
-                    // Nothing is known to pass the filters.
-                    None => {
-                        damaged = true;
-                        Some(HashSet::new())
-                    }
-                }
-            }
-            _ => None,
-        };
-
-        budget.check("the text search")?;
-        let bm25 = if mode != Mode::Dense {
-            let found = self.shielded(&text, || {
-                text.search(
-                    tq.box_clone(),
-                    filter.as_ref().map(|f| f.box_clone()),
-                    depth,
-                    budget.deadline(),
-                )
-            });
-            found
-                .map_err(out_of_time("the text search"))?
-                .unwrap_or_else(|| {
-                    damaged = true;
-                    Vec::new()
-                })
-        } else {
-            Vec::new()
-        };
-        if mode != Mode::Dense && !damaged {
-            let max = self.limits.max_prefix_expansions;
-            let cut = self.shielded(&text, || text.cut_prefixes(&req.query, max));
-            for word in cut
-                .map_err(out_of_time("the text search"))?
-                .unwrap_or_default()
-            {
-                warnings.push(format!(
-                    "{word}* stands for more than {max} index terms; only the first {max} in \
-                     alphabetical order were searched ([search] max_prefix_expansions)"
-                ));
-            }
-        }
-        // With no index to ask (damaged, or empty while it is rebuilt), words are looked up
-        // in the store instead: slower and unranked, but the notes are found.
-        let no_index = damaged || (self.rebuilding.load(Ordering::SeqCst) && text.num_docs() == 0);
-        let bm25 = if mode != Mode::Dense && no_index && req.filters.is_empty() {
-            self.words_in_store(&req.query, depth, &budget)?
-        } else {
-            bm25
-        };
-        if damaged {
-            warnings.push(
-                "the text index is damaged and is being rebuilt from the store; results may \
-                 be incomplete until it is done"
-                    .into(),
-            );
-        } else if self.rebuilding.load(Ordering::SeqCst) {
-            warnings.push("the text index is being rebuilt; results may be incomplete".into());
-        } else if let IndexState::Failed(e) = self.state() {
-            warnings.push(format!(
-                "the text index could not take the latest changes ({e}); results may be stale \
-                 until it can, which is retried"
-            ));
-        }
-        budget.check("the vector search")?;
-        let dense = if mode != Mode::Bm25 {
-            let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
-            let m = guard.as_ref().ok_or_else(|| {
-                SearchError::ModelUnavailable("the embedding model was unloaded".into())
-            })?;
-            // The index holds every current chunk; counting it costs nothing.
-            let total = text.num_docs();
-            if (m.vectors.len() as u64) < total {
-                warnings.push(format!(
-                    "embedding in progress: {} of {} chunks have vectors",
-                    m.vectors.len(),
-                    total
-                ));
-            }
-            let q = m
-                .embedder
-                .embed_query(&req.query)
-                .map_err(SearchError::Embed)?;
-            budget.check("the vector search")?;
-            m.vectors.top(&q, depth, allowed.as_ref())
-        } else {
-            Vec::new()
-        };
-
-        // Reciprocal-rank fusion over chunks.
-        let mut fused: HashMap<String, Candidate> = HashMap::new();
-        let w_bm25 = if mode == Mode::Dense {
-            0.0
-        } else {
-            t.weight_bm25
-        };
-        let w_dense = if mode == Mode::Bm25 {
-            0.0
-        } else {
-            t.weight_dense
-        };
-        fuse(&mut fused, &bm25, w_bm25, t.rrf_k, |c| &mut c.bm25);
-        fuse(&mut fused, &dense, w_dense, t.rrf_k, |c| &mut c.dense);
-        if mode != Mode::Hybrid {
-            // A single signal keeps its own scores, so BM25 and cosine values stay meaningful.
-            for c in fused.values_mut() {
-                c.fused = c.bm25.or(c.dense).map_or(0.0, |s| s.score);
-            }
-        }
-        if req.graph && !fused.is_empty() {
-            budget.check("graph expansion")?;
-            self.graph_expand(&mut fused, allowed.as_ref(), &t)?;
-        }
-        let total = fused.len();
-        let mut ranked: Vec<(String, Candidate)> = fused.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.fused.total_cmp(&a.1.fused).then_with(|| a.0.cmp(&b.0)));
-        if req.group_by_note {
-            let mut seen = HashSet::new();
-            ranked.retain(|(_, c)| seen.insert(c.note.clone()));
-        }
-
-        // Hydrate from the store; a chunk retired since it was indexed drops out here.
-        budget.check("reading the hits")?;
-        let searcher = text.reader.searcher();
-        let mut snippets = if damaged {
-            None
-        } else {
-            let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                tantivy::snippet::SnippetGenerator::create(&searcher, tq.as_ref(), text.fields.body)
-            }));
-            made.ok().and_then(Result::ok)
-        };
-        if let Some(s) = snippets.as_mut() {
-            s.set_max_num_chars(240);
-        }
-        let mut hits = Vec::with_capacity(k);
-        self.store.read(|c| {
-            for (chunk, cand) in &ranked {
-                if hits.len() >= k {
-                    break;
-                }
-                budget.check("reading the hits")?;
-                if let Some(mut hit) = hydrate(c, chunk)? {
-                    hit.score = cand.fused;
-                    let (snippet, highlights) = snippet_for(snippets.as_ref(), &hit.snippet);
-                    hit.snippet = snippet;
-                    hit.highlights = highlights;
-                    if req.explain {
-                        hit.explain = Some(Explain {
-                            bm25: cand.bm25,
-                            dense: cand.dense,
-                            graph: cand.graph,
-                            fused: cand.fused,
-                        });
-                    }
-                    hits.push(hit);
-                }
-            }
-            Ok::<_, SearchError>(())
-        })?;
-        Ok(Response {
-            mode,
-            hits,
-            total,
-            took_ms: started.elapsed().as_secs_f64() * 1000.0,
-            warnings,
-        })
-    }
-
-    /// The fallback for words while the text index cannot answer: chunks whose text or note
-    /// title contains the query's longest words ([`FALLBACK_WORDS`] of them, each a bounded
-    /// scan of the store), ranked by how many they contain. Excluded words (`-x`) are ignored.
-    fn words_in_store(
-        &self,
-        query: &str,
-        depth: usize,
-        budget: &Budget,
-    ) -> Result<Vec<(String, String, f32)>, SearchError> {
-        let mut words: Vec<String> = query
-            .split_whitespace()
-            .filter(|p| !p.starts_with('-'))
-            .flat_map(|p| p.split(|c: char| !c.is_alphanumeric()))
-            .filter(|w| w.chars().count() >= 2)
-            .map(str::to_lowercase)
-            .collect();
-        words.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        words.dedup();
-        words.truncate(FALLBACK_WORDS);
-        let mut found: HashMap<String, (String, f32)> = HashMap::new();
-        self.store.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT ch.rid, ch.legacy_id, n.id FROM chunks ch
-                 JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || ch.source_id
-                             AND n.valid_to IS NULL
-                 WHERE ch.valid_to IS NULL
-                   AND (ch.content LIKE ?1 ESCAPE '\\' OR n.title LIKE ?1 ESCAPE '\\')
-                 LIMIT ?2",
-            )?;
-            for w in &words {
-                budget.check("the text search")?;
-                let pattern = format!("%{}%", crate::graph::escape_like(w));
-                let rows = stmt.query_map(params![pattern, FALLBACK_ROWS], |r| {
-                    Ok((
-                        part_id::of_row(PartKind::Chunk, r.get(0)?, r.get(1)?),
-                        r.get::<_, String>(2)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (chunk, note) = row?;
-                    found.entry(chunk).or_insert((note, 0.0)).1 += 1.0;
-                }
-            }
-            Ok::<_, SearchError>(())
-        })?;
-        let mut ranked: Vec<(String, String, f32)> =
-            found.into_iter().map(|(c, (n, s))| (c, n, s)).collect();
-        ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-        ranked.truncate(depth);
-        Ok(ranked)
-    }
-
-    /// Runs a read of `text`, catching a panic inside tantivy. `Ok(None)` when the index turned
-    /// out damaged (reported, so the worker repairs it); the time budget running out is the
-    /// one error passed on.
-    fn shielded<T>(
-        &self,
-        text: &Arc<TextIndex>,
-        read: impl FnOnce() -> Result<T, IndexError>,
-    ) -> Result<Option<T>, IndexError> {
-        let reason = match std::panic::catch_unwind(AssertUnwindSafe(read)) {
-            Ok(Ok(v)) => return Ok(Some(v)),
-            Ok(Err(IndexError::OutOfTime)) => return Err(IndexError::OutOfTime),
-            // A query tantivy will not run says nothing about the files. (A damaged document
-            // store shows as an invalid argument, "failed to lookup doc", so that one counts.)
-            Ok(Err(
-                e @ IndexError::Tantivy(
-                    tantivy::TantivyError::SchemaError(_) | tantivy::TantivyError::FieldNotFound(_),
-                ),
-            )) => return Err(e),
-            Ok(Err(e)) => e.to_string(),
-            Err(panic) => format!(
-                "panic while searching: {}",
-                crate::supervise::panic_message(panic.as_ref())
-            ),
-        };
-        self.report_damage(text, reason);
-        Ok(None)
-    }
-
-    /// Graph proximity: notes linked to or sharing a tag with the top notes gain a third
-    /// ranked signal (by how many top notes they touch); notes not yet among the candidates
-    /// join with their first chunk.
-    fn graph_expand(
-        &self,
-        fused: &mut HashMap<String, Candidate>,
-        allowed: Option<&HashSet<String>>,
-        t: &Tuning,
-    ) -> Result<(), SearchError> {
-        const SEEDS: usize = 10;
-        const PER_TAG: i64 = 20;
-        let mut best: Vec<(&String, &Candidate)> = fused.iter().collect();
-        best.sort_by(|a, b| b.1.fused.total_cmp(&a.1.fused));
-        let mut seeds: Vec<String> = Vec::new();
-        for (_, c) in best {
-            if !seeds.contains(&c.note) {
-                seeds.push(c.note.clone());
-            }
-            if seeds.len() >= SEEDS {
-                break;
-            }
-        }
-        let mut touch: HashMap<String, usize> = HashMap::new();
-        self.store.read(|c| {
-            let mut links = c.prepare_cached(
-                "SELECT CASE WHEN e.src_id = ?1 THEN e.dst_id ELSE e.src_id END
-                 FROM edges e
-                 JOIN nodes o ON o.id = CASE WHEN e.src_id = ?1 THEN e.dst_id ELSE e.src_id END
-                 WHERE (e.src_id = ?1 OR e.dst_id = ?1) AND e.type = 'links_to'
-                   AND e.valid_to IS NULL AND o.valid_to IS NULL AND o.kind = 'note'",
-            )?;
-            let mut tagged = c.prepare_cached(
-                "SELECT e2.src_id FROM edges e1
-                 JOIN edges e2 ON e2.dst_id = e1.dst_id AND e2.type = 'tagged' AND e2.valid_to IS NULL
-                 WHERE e1.src_id = ?1 AND e1.type = 'tagged' AND e1.valid_to IS NULL
-                   AND e2.src_id <> ?1
-                 LIMIT ?2",
-            )?;
-            for seed in &seeds {
-                let mut mine: HashSet<String> = HashSet::new();
-                for r in links.query_map([seed], |r| r.get::<_, String>(0))? {
-                    mine.insert(r?);
-                }
-                for r in tagged.query_map(params![seed, PER_TAG * 5], |r| r.get::<_, String>(0))? {
-                    mine.insert(r?);
-                }
-                mine.remove(seed);
-                for n in mine {
-                    *touch.entry(n).or_default() += 1;
-                }
-            }
-            Ok::<_, rusqlite::Error>(())
-        })?;
-        let mut ranked: Vec<(String, usize)> = touch.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        ranked.truncate(50);
-        let w = t.weight_graph;
-        let k = t.rrf_k;
-        for (i, (note, links)) in ranked.iter().enumerate() {
-            let signal = Signal {
-                rank: i + 1,
-                score: *links as f32,
-            };
-            let add = w / (k + (i + 1) as f32);
-            let mut found = false;
-            for c in fused.values_mut().filter(|c| &c.note == note) {
-                c.graph = Some(signal);
-                c.fused += add;
-                found = true;
-            }
-            if !found {
-                let first: Option<String> = self.store.read(|c| {
-                    c.query_row(
-                        "SELECT c.rid, c.legacy_id FROM chunks c
-                         WHERE c.source_id = (SELECT source_id FROM nodes WHERE id = ?1)
-                           AND c.valid_to IS NULL
-                         ORDER BY c.ordinal LIMIT 1",
-                        [note],
-                        |r| Ok(part_id::of_row(PartKind::Chunk, r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                })?;
-                if let Some(chunk) = first
-                    && allowed.is_none_or(|a| a.contains(&chunk))
-                {
-                    let mut cand = Candidate::new(note);
-                    cand.graph = Some(signal);
-                    cand.fused = add;
-                    fused.insert(chunk, cand);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Candidate {
-    note: String,
-    bm25: Option<Signal>,
-    dense: Option<Signal>,
-    graph: Option<Signal>,
-    fused: f32,
-}
-
-impl Candidate {
-    fn new(note: &str) -> Candidate {
-        Candidate {
-            note: note.to_owned(),
-            bm25: None,
-            dense: None,
-            graph: None,
-            fused: 0.0,
-        }
-    }
-}
-
-/// Adds one ranked list to the fusion: each chunk gets its rank and score in `signal` and
-/// `weight / (rrf_k + rank)` added to its fused score.
-fn fuse(
-    fused: &mut HashMap<String, Candidate>,
-    list: &[(String, String, f32)],
-    weight: f32,
-    rrf_k: f32,
-    signal: impl Fn(&mut Candidate) -> &mut Option<Signal>,
-) {
-    for (i, (chunk, note, score)) in list.iter().enumerate() {
-        let c = fused
-            .entry(chunk.clone())
-            .or_insert_with(|| Candidate::new(note));
-        *signal(c) = Some(Signal {
-            rank: i + 1,
-            score: *score,
-        });
-        c.fused += weight / (rrf_k + (i + 1) as f32);
-    }
-}
-
-/// The text a chunk is embedded as: its note's title and heading path give it context.
-pub fn embed_text(title: &str, heading_path: Option<&str>, content: &str) -> String {
-    let heading = index::heading_path(heading_path);
-    let mut s = String::with_capacity(title.len() + content.len() + 8);
-    s.push_str(title);
-    for h in heading {
-        if h != title {
-            s.push_str(" / ");
-            s.push_str(&h);
-        }
-    }
-    s.push('\n');
-    s.push_str(content);
-    s
-}
-
-/// Reads what a hit shows; `None` when the chunk is no longer current. The snippet field is
-/// filled with the chunk's whole text, cut down by the caller.
-fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option<Hit>> {
-    let (by, key): (&str, rusqlite::types::Value) = match part_id::parse(chunk_id) {
-        Some((PartKind::Chunk, rid)) => ("ch.rid", rid.into()),
-        _ => ("ch.legacy_id", chunk_id.to_owned().into()),
-    };
-    c.prepare_cached(&format!(
-        "SELECT n.id, n.title, ch.content, ch.heading_path, ch.byte_start, ch.byte_end,
-                ch.line_start, ch.line_end, v.content_hash, r.path, s.rel_path
-         FROM chunks ch
-         JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || ch.source_id
-                     AND n.valid_to IS NULL
-         JOIN sources s ON s.id = ch.source_id
-         JOIN roots r ON r.id = s.root_id
-         LEFT JOIN source_versions v ON v.id = ch.cite_version
-         WHERE {by} = ?1 AND ch.valid_to IS NULL
-         LIMIT 1"
-    ))?
-    .query_row([key], |r| {
-        let heading: Option<String> = r.get(3)?;
-        let heading_path = index::heading_path(heading.as_deref());
-        Ok(Hit {
-            node_id: r.get(0)?,
-            chunk_id: chunk_id.to_owned(),
-            title: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            snippet: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-            heading_path,
-            bytes: [
-                r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
-                r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
-            ],
-            lines: [
-                r.get::<_, Option<i64>>(6)?.unwrap_or(0) as u32,
-                r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u32,
-            ],
-            content_hash: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-            path: index::join_path(&r.get::<_, String>(9)?, &r.get::<_, String>(10)?),
-            score: 0.0,
-            highlights: Vec::new(),
-            explain: None,
-        })
-    })
-    .optional()
-}
-
-/// A window of `text` around the query's words, with their ranges; the start of the text when
-/// no word matches (a dense-only hit).
-fn snippet_for(
-    generator: Option<&tantivy::snippet::SnippetGenerator>,
-    text: &str,
-) -> (String, Vec<[usize; 2]>) {
-    if let Some(g) = generator {
-        let s = g.snippet(text);
-        if !s.highlighted().is_empty() {
-            let hl = s.highlighted().iter().map(|r| [r.start, r.end]).collect();
-            return (s.fragment().to_owned(), hl);
-        }
-    }
-    let mut end = text.len().min(240);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    (text[..end].to_owned(), Vec::new())
 }
 
 /// Parses a time bound: RFC 3339, a bare date (`2024-05-01`), Unix seconds, or an age such as
@@ -1686,7 +637,9 @@ pub fn lower_thread_priority() {
 
 #[cfg(test)]
 mod tests {
+    use super::query::{coverage, hydrate};
     use super::*;
+    use crate::store::part_id::PartKind;
 
     #[test]
     fn times_parse_in_every_accepted_form() {
@@ -1720,12 +673,22 @@ mod tests {
                                         byte_start, byte_end, line_start, line_end, valid_from)
                          VALUES ('kept', 1, 0, 'k#1', '[\"H\"]', 'one', 1, 10, 20, 3, 4, 0);
                      INSERT INTO chunks(legacy_id, source_id, ordinal, key, content, valid_from, valid_to)
-                         VALUES ('gone', 1, 1, 'g#1', 'two', 0, 5);",
+                         VALUES ('gone', 1, 1, 'g#1', 'two', 0, 5);
+                     INSERT INTO chunks(source_id, ordinal, key, content, cite_version, byte_start,
+                                        byte_end, line_start, line_end, valid_from)
+                         VALUES (1, 2, 'n#1', 'three', 1, 30, 40, 6, 7, 0);",
                 )
             })
             .unwrap();
-        let (kept, gone) = store
-            .read(|c| Ok::<_, rusqlite::Error>((hydrate(c, "kept")?, hydrate(c, "gone")?)))
+        let new_id = crate::store::part_id::format(PartKind::Chunk, 3);
+        let (kept, gone, new) = store
+            .read(|c| {
+                Ok::<_, rusqlite::Error>((
+                    hydrate(c, "kept")?,
+                    hydrate(c, "gone")?,
+                    hydrate(c, &new_id)?,
+                ))
+            })
             .unwrap();
         let kept = kept.unwrap();
         assert_eq!((kept.bytes, kept.lines), ([10, 20], [3, 4]));
@@ -1736,6 +699,12 @@ mod tests {
             ("n", &["H".to_owned()][..])
         );
         assert!(gone.is_none(), "a retired chunk is not a hit");
+        let new = new.unwrap();
+        assert_eq!(
+            (new.chunk_id.as_str(), new.snippet.as_str()),
+            (new_id.as_str(), "three")
+        );
+        assert_eq!((new.bytes, new.lines), ([30, 40], [6, 7]));
     }
 
     #[test]
@@ -1805,6 +774,25 @@ mod tests {
         assert!(matches!(e, SearchError::Timeout { ms: 50, .. }), "{e:?}");
         assert!(e.to_string().contains("before the text search"), "{e}");
         assert!(e.to_string().contains("([search] query_timeout_ms)"), "{e}");
+    }
+
+    #[test]
+    fn coverage_counts_a_note_only_when_every_matched_chunk_has_a_vector() {
+        let mut v = Vectors::new("m", 2);
+        v.insert("c1".into(), "n1".into(), &[1.0, 0.0]);
+        v.insert("c2".into(), "n2".into(), &[0.0, 1.0]);
+        let m = |c: &str, n: &str| (c.to_owned(), n.to_owned(), 1.0);
+        let found = coverage(
+            &[m("c1", "n1"), m("c2", "n2"), m("c3", "n2"), m("c4", "n3")],
+            &v,
+        );
+        assert_eq!(
+            found,
+            VectorCoverage {
+                matching_notes: 3,
+                with_vectors: 1
+            }
+        );
     }
 
     #[test]

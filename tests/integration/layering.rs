@@ -216,6 +216,15 @@ fn store_and_pure_modules_have_no_tokio() {
 }
 
 #[test]
+fn search_does_not_know_ingest() {
+    check(
+        &["search"],
+        &["crate::ingest"],
+        "search reads the store; only eval and the façade put ingest and search together",
+    );
+}
+
+#[test]
 fn the_cli_reaches_the_daemon_only_through_the_client() {
     check(
         &["cli"],

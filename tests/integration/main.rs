@@ -16,6 +16,7 @@ mod identity;
 mod ingest;
 mod layering;
 mod mcp;
+mod ranking;
 mod roots;
 mod search;
 mod store;

@@ -340,6 +340,12 @@ fn a_model_embeds_chunks_in_the_background_and_enables_dense_and_hybrid_search()
         r["mode"], "hybrid",
         "hybrid is the default once vectors exist"
     );
+    // Every note the words matched had its vectors when the query ran.
+    assert_eq!(
+        r["vectors"],
+        json!({ "matching_notes": 1, "with_vectors": 1, "share": 1.0 }),
+        "{r}"
+    );
     let top = &r["hits"][0];
     assert_eq!(top["title"], "Tomatoes");
     assert!(top["explain"]["bm25"]["rank"].is_u64(), "{top}");
@@ -421,6 +427,12 @@ fn eval_beir_scores_a_dataset_and_writes_a_trec_run_file() {
     assert_eq!(r["documents"], 3);
     assert_eq!(r["ndcg_at_10"], 1.0, "{r}");
     assert_eq!(r["mrr_at_10"], 1.0);
+    // Two halves of the judged queries, one to tune on and one to report.
+    assert_eq!(r["halves"][0]["name"], "tune", "{r}");
+    assert_eq!(r["halves"][0]["queries"], 1, "{r}");
+    assert_eq!(r["halves"][1]["name"], "held-out", "{r}");
+    assert_eq!(r["halves"][1]["queries"], 1, "{r}");
+    assert_eq!(r["halves"][1]["ndcg_at_10"], 1.0, "{r}");
     let text = std::fs::read_to_string(&run).unwrap();
     let first: Vec<&str> = text.lines().next().unwrap().split(' ').collect();
     assert_eq!(first[..4], ["q1", "Q0", "d1", "1"], "{text}");

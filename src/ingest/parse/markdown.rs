@@ -16,7 +16,7 @@ use super::chunk::{Section, chunk_sections};
 use super::link::{Destination, bare_urls, destination, wikilinks};
 use super::{
     BlockId, Budget, Document, Fact, FileType, Heading, InlineField, Link, LinkKind, Source, Tag,
-    front_matter,
+    comment, front_matter, title,
 };
 
 /// Parses a note; facts past a [`Fact`] cap are counted in `budget` and not collected, so a
@@ -42,7 +42,22 @@ pub(crate) fn parse(source: &Source, body_start: usize, budget: &mut Budget) -> 
     }
     let mut tree = Tree::read(source, body, structured, budget);
     tree.excluded.sort_by_key(|r| r.start);
-    let excluded = merge(std::mem::take(&mut tree.excluded));
+    let code = merge(std::mem::take(&mut tree.excluded));
+    // What Obsidian hides is no fact: headings and links inside comments are dropped, and the
+    // line scans below skip them like code.
+    let comments = comment::ranges(text, body, &code);
+    let hidden = |at: usize| overlaps(&comments, at..at + 1);
+    tree.headings.retain(|h| !hidden(h.span.byte_start));
+    tree.links.retain(|l| !hidden(l.span.byte_start));
+    for (start, heading) in &mut tree.top_level {
+        if hidden(*start) {
+            *heading = None;
+        }
+    }
+    let mut excluded = code;
+    excluded.extend(comments.iter().cloned());
+    excluded.sort_by_key(|r| r.start);
+    let excluded = merge(excluded);
     let mut url_excluded = excluded.clone();
     url_excluded.extend(tree.link_ranges.iter().cloned());
     url_excluded.sort_by_key(|r| r.start);
@@ -183,15 +198,23 @@ pub(crate) fn parse(source: &Source, body_start: usize, budget: &mut Budget) -> 
         });
     }
 
-    if doc.title.is_none() {
-        doc.title = tree
-            .headings
-            .iter()
-            .find(|h| h.level == 1)
-            .map(|h| h.text.clone())
-            .filter(|t| !t.is_empty());
-    }
+    title::apply(
+        &mut doc.title,
+        &mut doc.aliases,
+        title::first_h1(text, body),
+    );
     doc.chunks = chunk_sections(source, &sections(text, body, &tree.top_level));
+    if !comments.is_empty() {
+        // A chunk keeps the span it was cut from, so citations still point into the file; its
+        // text is what Obsidian shows of that span.
+        for c in &mut doc.chunks {
+            if let std::borrow::Cow::Owned(shown) = comment::strip(text, c.span.range(), &comments)
+            {
+                c.text = shown;
+            }
+        }
+        doc.chunks.retain(|c| !c.text.trim().is_empty());
+    }
     doc.headings = tree.headings;
     doc
 }
@@ -1195,13 +1218,39 @@ mod tests {
     }
 
     #[test]
-    fn title_falls_back_to_first_h1() {
-        let title = |s: &str| parse_file(s.as_bytes(), FileType::Markdown).title;
-        assert_eq!(title("## Two\n# One\n# Other\n"), Some("One".to_string()));
-        assert_eq!(
-            title("---\ntitle: Front\n---\n# One\n"),
-            Some("Front".to_string())
+    fn title_is_front_matter_else_an_opening_h1_and_another_first_h1_is_an_alias() {
+        let check = |s: &str, title: Option<&str>, aliases: &[&str]| {
+            let doc = parse_file(s.as_bytes(), FileType::Markdown);
+            assert_eq!(doc.title.as_deref(), title, "{s:?}");
+            assert_eq!(doc.aliases, aliases, "{s:?}");
+            assert_eq!(
+                super::super::aliases(s.as_bytes(), FileType::Markdown),
+                aliases
+            );
+        };
+        check("# One\ntext\n", Some("One"), &[]);
+        check("## Two\n# One\n# Other\n", None, &["One"]);
+        check("---\ntitle: Front\n---\n# One\n", Some("Front"), &["One"]);
+        check("---\naliases: [A]\n---\n\n# One\n", Some("One"), &["A"]);
+        check(
+            "intro\n\n# This note in GitHub\n",
+            None,
+            &["This note in GitHub"],
         );
-        assert_eq!(title("no heading"), None);
+        check("no heading", None, &[]);
+    }
+
+    #[test]
+    fn comments_are_neither_facts_nor_chunk_text() {
+        let doc = parse_file(
+            b"keep %%secret [[Hidden]] #hidden%% this\n\n%%\n# Not a heading\n%%\n\nafter\n",
+            FileType::Markdown,
+        );
+        assert!(doc.links.is_empty(), "{:?}", doc.links);
+        assert!(doc.tags.is_empty(), "{:?}", doc.tags);
+        assert!(doc.headings.is_empty(), "{:?}", doc.headings);
+        let texts: Vec<&str> = doc.chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["keep  this\n\n\n\nafter"]);
+        assert_eq!(doc.chunks[0].span.byte_start, 0);
     }
 }

@@ -213,7 +213,7 @@ fn home_note_covers_every_link_form() {
         "Home.md",
         &[
             r#"title Some("Home")"#,
-            r#"aliases ["Start", "Dashboard"]"#,
+            r#"aliases ["Start", "Dashboard", "Welcome home"]"#,
             r#"id Some("home-0001")"#,
             r#"front matter 0..223 L1-14"#,
             r#"properties {"title":"Home","aliases":["Start","Dashboard"],"tags":["hub","meta/index"],"id":"home-0001","created":"2024-03-01","priority":2,"rating":4.5,"pinned":true,"related":"[[Reading List]]","up":["[[Projects/Alpha]]","[[Projects/Beta]]"]}"#,

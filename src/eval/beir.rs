@@ -4,10 +4,11 @@
 //! Each corpus document becomes a Markdown note (`title` in front matter, text as body) and is
 //! ingested like any note; a query's ranking is its hits grouped per note, so a document's
 //! score is its best chunk's. Metrics follow the BEIR / trec_eval definitions: nDCG@10 with
-//! graded gains and the ideal ranking from the qrels, Recall@100, MRR@10.
+//! graded gains and the ideal ranking from the qrels, Recall@100, MRR@10, each also on two
+//! halves of the queries (one to tune on, one to report).
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, Write};
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,10 +17,10 @@ use anyhow::{Context, bail};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Request, Search, Tuning, index::Filters, models};
-use crate::identity::UserId;
-use crate::ingest::Ingestor;
-use crate::store::{self, Store};
+use super::metrics::{mrr_at, ndcg_at, percentile, recall_at};
+use super::read_jsonl;
+use crate::search::{Mode, Request, Tuning, index::Filters};
+use crate::store::Store;
 
 const FILE_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 
@@ -57,6 +58,8 @@ pub struct Report {
     pub ndcg_at_10: f64,
     pub recall_at_100: f64,
     pub mrr_at_10: f64,
+    /// The same figures on each half of the queries ([`TUNE_HALF`], [`HELD_OUT_HALF`]).
+    pub halves: [Half; 2],
     pub index_secs: f64,
     pub embed_secs: f64,
     /// Chunks embedded by this run (a kept `--work-dir` embeds only what is new).
@@ -88,6 +91,13 @@ impl std::fmt::Display for Report {
         writeln!(f, "  nDCG@10    {:.4}", self.ndcg_at_10)?;
         writeln!(f, "  Recall@100 {:.4}", self.recall_at_100)?;
         writeln!(f, "  MRR@10     {:.4}", self.mrr_at_10)?;
+        for h in &self.halves {
+            writeln!(
+                f,
+                "  {:<9}  {} queries: nDCG@10 {:.4}, Recall@100 {:.4}, MRR@10 {:.4}",
+                h.name, h.queries, h.ndcg_at_10, h.recall_at_100, h.mrr_at_10
+            )?;
+        }
         writeln!(f, "  index      {:.1} s", self.index_secs)?;
         if self.embedded_chunks > 0 {
             writeln!(
@@ -130,15 +140,6 @@ struct QueryRow {
     text: String,
 }
 
-/// A temporary folder removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let dir = &opts.dir;
     let corpus = read_jsonl::<CorpusDoc>(&dir.join("corpus.jsonl"))?;
@@ -155,18 +156,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     if qids.is_empty() {
         bail!("no query in {} has judgements", opts.split);
     }
+    let model = super::model_for(opts.mode, opts.model.as_ref())?;
 
-    let (_scratch, work) = match &opts.work_dir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let d = std::env::temp_dir().join(format!(
-                "brain-eval-{}-{}",
-                std::process::id(),
-                uuid::Uuid::new_v4().simple()
-            ));
-            (Some(Scratch(d.clone())), d)
-        }
-    };
+    let (_scratch, work) = super::work_dir(opts.work_dir.as_ref(), "eval");
     let notes = work.join("corpus");
     let marker = work.join("ingested");
     let started = Instant::now();
@@ -179,7 +171,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             let body = format!("---\ntitle: {title}\n---\n{}\n", d.text);
             std::fs::write(notes.join(name), body)?;
         }
-        let rep = ingest_folder(&store, "eval@localhost", &notes, false)?;
+        let rep = super::ingest_folder(&store, "eval@localhost", &notes, false)?;
         if rep.indexed as usize != corpus.len() {
             bail!(
                 "only {} of {} documents were indexed ({} failed, {} skipped)",
@@ -191,39 +183,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
         std::fs::write(&marker, b"")?;
     }
-    let search = Search::open_with(
-        store.clone(),
-        &work.join("index"),
-        opts.tuning,
-        super::Limits::offline(),
-    )?;
-    if opts.work_dir.is_some() {
-        // A kept index may come from other settings: rebuild it, from the kept store.
-        search.rebuild()?;
-    } else {
-        search.bring_up_to_date()?;
-    }
-    let index_secs = started.elapsed().as_secs_f64();
+    let ingest_secs = started.elapsed().as_secs_f64();
+    // A kept index may come from other settings: rebuild it, from the kept store.
+    let prepared = super::prepare(&store, &work, opts.tuning, opts.work_dir.is_some(), model)?;
+    let search = &prepared.search;
     let chunks = search.status()?.total_chunks;
-
-    let (mut embed_secs, mut model_id, mut embedded) = (0.0, None, 0u64);
-    if opts.mode != Mode::Bm25 {
-        let Some(path) = &opts.model else {
-            bail!("--mode {:?} needs --model PATH (a model folder)", opts.mode);
-        };
-        let embedder = models::load(path)?;
-        model_id = Some(embedder.model_id().to_owned());
-        search.set_model(embedder)?;
-        let t = Instant::now();
-        loop {
-            let n = search.embed_batch(64)?;
-            if n == 0 {
-                break;
-            }
-            embedded += n as u64;
-        }
-        embed_secs = t.elapsed().as_secs_f64();
-    }
 
     let mut run_out = match &opts.run_file {
         Some(p) => Some(std::io::BufWriter::new(
@@ -243,7 +207,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         group_by_note: true,
         tuning,
     };
-    let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
+    let mut scores = Vec::with_capacity(qids.len());
     let mut latencies = Vec::with_capacity(qids.len());
     for qid in &qids {
         let req = request(qid, 100, None);
@@ -262,9 +226,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
         let judged = &qrels[*qid];
         let docs: Vec<&str> = ranked.iter().map(|(d, _)| d.as_str()).collect();
-        ndcg += ndcg_at(&docs, judged, 10);
-        recall += recall_at(&docs, judged, 100);
-        mrr += mrr_at(&docs, judged, 10);
+        scores.push([
+            ndcg_at(&docs, judged, 10),
+            recall_at(&docs, judged, 100),
+            mrr_at(&docs, judged, 10),
+        ]);
     }
     if let Some(mut w) = run_out {
         w.flush()?;
@@ -287,6 +253,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
         sweep.push((t.rrf_k, t.weight_bm25, t.weight_dense, total / n));
     }
+    let all = Half::of("all", scores.iter());
     Ok(Report {
         dataset: dir
             .file_name()
@@ -297,41 +264,63 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         documents: corpus.len(),
         chunks,
         queries: qids.len(),
-        ndcg_at_10: ndcg / n,
-        recall_at_100: recall / n,
-        mrr_at_10: mrr / n,
-        index_secs,
-        embed_secs,
-        embedded_chunks: embedded,
-        embed_chunks_per_sec: if embedded > 0 {
-            embedded as f64 / embed_secs
+        ndcg_at_10: all.ndcg_at_10,
+        recall_at_100: all.recall_at_100,
+        mrr_at_10: all.mrr_at_10,
+        halves: [
+            Half::of(TUNE_HALF, scores.iter().step_by(2)),
+            Half::of(HELD_OUT_HALF, scores.iter().skip(1).step_by(2)),
+        ],
+        index_secs: ingest_secs + prepared.index_secs,
+        embed_secs: prepared.embed_secs,
+        embedded_chunks: prepared.embedded,
+        embed_chunks_per_sec: if prepared.embedded > 0 {
+            prepared.embedded as f64 / prepared.embed_secs
         } else {
             0.0
         },
         query_p50_ms: percentile(&latencies, 0.50),
         query_p95_ms: percentile(&latencies, 0.95),
-        model: model_id,
+        model: prepared.model_id.clone(),
         sweep,
     })
 }
 
-/// Ingests `folder` into `store` in-process, acting as `email`, as a root (watched or not) —
-/// how the measuring tools build their stores without a daemon.
-pub fn ingest_folder(
-    store: &Arc<Store>,
-    email: &str,
-    folder: &Path,
-    watched: bool,
-) -> anyhow::Result<crate::ingest::SyncReport> {
-    let user = UserId::for_email(email);
-    store.write(|tx| store::ensure_user(tx, &user, email))?;
-    let ingestor = Ingestor::new(
-        store.clone(),
-        user.as_str(),
-        crate::ingest::DEFAULT_MAX_FILE_BYTES,
-    );
-    let root = ingestor.add_root(folder, watched)?;
-    Ok(ingestor.sync(&root, &crate::ingest::Scope::All, &mut |_| {})?)
+/// The queries settings are chosen on: every other judged query in id order, from the first.
+/// Only the test qrels ship with SciFact here, so they are split in two: a choice made on this
+/// half is checked on [`HELD_OUT_HALF`], which it never saw.
+pub const TUNE_HALF: &str = "tune";
+/// The other half of the queries, for reporting only.
+pub const HELD_OUT_HALF: &str = "held-out";
+
+/// The figures of a share of the queries.
+#[derive(Debug, Clone, Serialize)]
+pub struct Half {
+    pub name: &'static str,
+    pub queries: usize,
+    pub ndcg_at_10: f64,
+    pub recall_at_100: f64,
+    pub mrr_at_10: f64,
+}
+
+impl Half {
+    fn of<'a>(name: &'static str, scores: impl Iterator<Item = &'a [f64; 3]>) -> Half {
+        let (mut n, mut sum) = (0usize, [0.0; 3]);
+        for s in scores {
+            n += 1;
+            for (t, v) in sum.iter_mut().zip(s) {
+                *t += v;
+            }
+        }
+        let mean = |v: f64| if n == 0 { 0.0 } else { v / n as f64 };
+        Half {
+            name,
+            queries: n,
+            ndcg_at_10: mean(sum[0]),
+            recall_at_100: mean(sum[1]),
+            mrr_at_10: mean(sum[2]),
+        }
+    }
 }
 
 /// The corpus id a note path stands for.
@@ -344,22 +333,6 @@ fn doc_id(path: &str) -> String {
 /// Numeric ids sort as numbers, the rest as text.
 fn natural(s: &str) -> (u64, &str) {
     (s.parse().unwrap_or(u64::MAX), s)
-}
-
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push(
-            serde_json::from_str(&line)
-                .with_context(|| format!("{}:{}: not a valid record", path.display(), i + 1))?,
-        );
-    }
-    Ok(out)
 }
 
 /// query id → (doc id → relevance), relevance > 0 only.
@@ -384,79 +357,9 @@ fn read_qrels(path: &Path) -> anyhow::Result<HashMap<String, HashMap<String, u32
     Ok(out)
 }
 
-pub fn ndcg_at(ranked: &[&str], judged: &HashMap<String, u32>, k: usize) -> f64 {
-    let gain = |rel: u32| f64::from(rel);
-    let dcg: f64 = ranked
-        .iter()
-        .take(k)
-        .enumerate()
-        .map(|(i, d)| {
-            judged
-                .get(*d)
-                .map_or(0.0, |r| gain(*r) / (i as f64 + 2.0).log2())
-        })
-        .sum();
-    let mut ideal: Vec<u32> = judged.values().copied().collect();
-    ideal.sort_unstable_by(|a, b| b.cmp(a));
-    let idcg: f64 = ideal
-        .iter()
-        .take(k)
-        .enumerate()
-        .map(|(i, r)| gain(*r) / (i as f64 + 2.0).log2())
-        .sum();
-    if idcg == 0.0 { 0.0 } else { dcg / idcg }
-}
-
-pub fn recall_at(ranked: &[&str], judged: &HashMap<String, u32>, k: usize) -> f64 {
-    if judged.is_empty() {
-        return 0.0;
-    }
-    let found: HashSet<&str> = ranked
-        .iter()
-        .take(k)
-        .filter(|d| judged.contains_key(**d))
-        .copied()
-        .collect();
-    found.len() as f64 / judged.len() as f64
-}
-
-pub fn mrr_at(ranked: &[&str], judged: &HashMap<String, u32>, k: usize) -> f64 {
-    ranked
-        .iter()
-        .take(k)
-        .position(|d| judged.contains_key(*d))
-        .map_or(0.0, |i| 1.0 / (i as f64 + 1.0))
-}
-
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn judged(pairs: &[(&str, u32)]) -> HashMap<String, u32> {
-        pairs.iter().map(|(d, r)| (d.to_string(), *r)).collect()
-    }
-
-    #[test]
-    fn metrics_match_hand_computed_values() {
-        let j = judged(&[("a", 1), ("b", 1)]);
-        // Perfect ranking.
-        assert!((ndcg_at(&["a", "b", "x"], &j, 10) - 1.0).abs() < 1e-12);
-        // One relevant at rank 2: DCG = 1/log2(3); IDCG = 1 + 1/log2(3).
-        let expect = (1.0 / 3f64.log2()) / (1.0 + 1.0 / 3f64.log2());
-        assert!((ndcg_at(&["x", "a"], &j, 10) - expect).abs() < 1e-12);
-        assert_eq!(recall_at(&["x", "a"], &j, 100), 0.5);
-        assert_eq!(mrr_at(&["x", "a"], &j, 10), 0.5);
-        assert_eq!(mrr_at(&["x"], &j, 10), 0.0);
-        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.5), 3.0);
-    }
 
     #[test]
     fn ids_survive_the_file_name_round_trip() {
