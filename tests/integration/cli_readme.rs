@@ -18,6 +18,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "brain eval beir",
         "minutes over the shared SciFact data; a benchmark",
     ),
+    (
+        "brain eval questions",
+        "an ingest of the shared obsidian-hub vault; tests/integration/ranking.rs runs it on a small folder",
+    ),
     ("brain bench search", "a benchmark of 100,000 chunks"),
     (
         "brain identity migrate --store old.db",

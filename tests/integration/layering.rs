@@ -116,7 +116,8 @@ const SERDE_ALLOWED: &[&str] = &[
     "identity/mod.rs",      // user ids in the users file
     "identity/migrate.rs",  // the offline migration's report (`--json`)
     "search/index.rs",      // the tantivy commit payload
-    "search/eval.rs",       // BEIR files and the offline eval's report
+    "eval/beir.rs",         // BEIR files and the offline eval's report
+    "eval/questions.rs",    // the question set's file and the eval's report
     "embed/mod.rs",         // model folder files (config.json, tokenizer settings)
     "embed/bert.rs",        // a model's config.json
     "workflow/model.rs",    // the workflow document model
