@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cold ingest of a folder by the release daemon, against a SQLite FTS5-only baseline over the
-# same Markdown files, in the same run. Prints the five figures issue 14 sets targets for:
+# same Markdown files, in the same run. Prints five figures:
 #   1. seconds until the folder is searchable by words (the ingest answered, the text index has
 #      caught up with the store: daemon.status search.index_seq == search.outbox_head, the
 #      watcher's queue empty), and that as a multiple of FTS5's time;
