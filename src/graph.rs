@@ -369,27 +369,31 @@ pub fn source_list(
              ORDER BY r.path, s.rel_path
              LIMIT ?3 OFFSET ?4",
         )?;
-        let rows = stmt.query_map(params![status, root, limit, offset], |r| {
-            let root: String = r.get(1)?;
-            let rel_path: String = r.get(2)?;
-            let diagnostics: String = r.get(8)?;
-            Ok(SourceView {
-                id: r.get(0)?,
-                path: join_path(&root, &rel_path),
-                root,
-                rel_path,
-                file_type: r.get(3)?,
-                status: r.get(4)?,
-                reason: r.get(5)?,
-                size: r.get(6)?,
-                content_hash: r.get(7)?,
-                diagnostics: json_or(&diagnostics, serde_json::Value::Array(Vec::new())),
-                indexed_at: r.get(9)?,
-                last_seen_at: r.get(10)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![status, root, limit, offset], source_from_row)?;
         let sources = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((sources, u64::try_from(total).unwrap_or(0)))
+    })
+}
+
+/// A source row as both source queries select it: id, root path, relative path, file type,
+/// status, reason, size, content hash, diagnostics, indexed at, last seen at.
+fn source_from_row(r: &Row<'_>) -> rusqlite::Result<SourceView> {
+    let root: String = r.get(1)?;
+    let rel_path: String = r.get(2)?;
+    let diagnostics: String = r.get(8)?;
+    Ok(SourceView {
+        id: r.get(0)?,
+        path: join_path(&root, &rel_path),
+        root,
+        rel_path,
+        file_type: r.get(3)?,
+        status: r.get(4)?,
+        reason: r.get(5)?,
+        size: r.get(6)?,
+        content_hash: r.get(7)?,
+        diagnostics: json_or(&diagnostics, serde_json::Value::Array(Vec::new())),
+        indexed_at: r.get(9)?,
+        last_seen_at: r.get(10)?,
     })
 }
 
@@ -1210,25 +1214,10 @@ pub fn source_list_under(
              ORDER BY r.path, s.rel_path
              LIMIT ?4 OFFSET ?5",
         )?;
-        let rows = stmt.query_map(params![status, root, pattern, limit, offset], |r| {
-            let root: String = r.get(1)?;
-            let rel_path: String = r.get(2)?;
-            let diagnostics: String = r.get(8)?;
-            Ok(SourceView {
-                id: r.get(0)?,
-                path: join_path(&root, &rel_path),
-                root,
-                rel_path,
-                file_type: r.get(3)?,
-                status: r.get(4)?,
-                reason: r.get(5)?,
-                size: r.get(6)?,
-                content_hash: r.get(7)?,
-                diagnostics: json_or(&diagnostics, serde_json::Value::Array(Vec::new())),
-                indexed_at: r.get(9)?,
-                last_seen_at: r.get(10)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![status, root, pattern, limit, offset],
+            source_from_row,
+        )?;
         let sources = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((sources, u64::try_from(total).unwrap_or(0)))
     })
