@@ -1732,6 +1732,55 @@ second #kitchen
         assert_eq!(queued(&store), [one(1), ("Renamed".to_owned(), 2)]);
     }
 
+    /// A chunk whose text an edit left alone keeps its row (its id and vector) and takes the
+    /// headings it now sits under; a section whose heading path changed is a new section.
+    #[test]
+    fn a_kept_chunk_takes_its_new_headings_and_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        let note = vault.join("n.md");
+        std::fs::write(&note, "# A\n\n## S\n\nthe same words\n").unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
+        let ingestor = Ingestor::new(store.clone(), "user:test", DEFAULT_MAX_FILE_BYTES);
+        let root = ingestor.add_root(&vault, false).unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        let chunk = |store: &Store| -> (i64, Option<String>, i64) {
+            store
+                .read(|c| {
+                    c.query_row(
+                        "SELECT rid, heading_path, ordinal FROM chunks
+                         WHERE valid_to IS NULL AND content LIKE '%the same words%'",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                })
+                .unwrap()
+        };
+        let before = chunk(&store);
+        assert_eq!(before.1.as_deref(), Some(r#"["A","S"]"#));
+        std::fs::write(&note, "intro\n\n# B\n\n## S\n\nthe same words\n").unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        let after = chunk(&store);
+        assert_eq!(after.0, before.0, "the chunk kept its row");
+        assert_eq!(after.1.as_deref(), Some(r#"["B","S"]"#));
+        assert!(after.2 > before.2, "{after:?} {before:?}");
+        let sections: Vec<(String, Option<i64>)> = store
+            .read(|c| {
+                c.prepare("SELECT key, valid_to FROM sections ORDER BY rid")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .unwrap();
+        let current: Vec<&str> = sections
+            .iter()
+            .filter(|(_, to)| to.is_none())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(current, [r#"["B"]#1"#, r#"["B","S"]#1"#]);
+        assert_eq!(sections.iter().filter(|(_, to)| to.is_some()).count(), 2);
+    }
+
     /// A store ingested before citations moved onto facts (schema/0007) holds them as
     /// provenance rows: they still answer, and the file's next ingest retires them and cites
     /// its facts in place, so nothing is cited twice.

@@ -100,9 +100,15 @@ fn write_kind(
             existing.insert(key, rid);
         }
     }
+    // A kept part takes its new position and citation, and what the key does not fix: a
+    // section's level, a chunk's headings (the same text moved under another heading).
+    let described_by = match kind {
+        PartKind::Section => "level",
+        PartKind::Chunk => "heading_path",
+    };
     let mut keep = tx.prepare_cached(&format!(
         "UPDATE {table} SET ordinal = ?2, cite_version = ?3, byte_start = ?4, byte_end = ?5,
-                            line_start = ?6, line_end = ?7
+                            line_start = ?6, line_end = ?7, {described_by} = ?8
          WHERE rid = ?1"
     ))?;
     let mut insert = match kind {
@@ -122,6 +128,10 @@ fn write_kind(
         let (bs, be) = (s.byte_start as i64, s.byte_end as i64);
         match existing.remove(&p.key) {
             Some(rid) => {
+                let described: rusqlite::types::Value = match kind {
+                    PartKind::Section => i64::from(p.level.unwrap_or(1)).into(),
+                    PartKind::Chunk => p.heading_path.clone().into(),
+                };
                 keep.execute(params![
                     rid,
                     ordinal as i64,
@@ -129,7 +139,8 @@ fn write_kind(
                     bs,
                     be,
                     s.line_start,
-                    s.line_end
+                    s.line_end,
+                    described
                 ])?;
             }
             None => {
