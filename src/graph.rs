@@ -350,14 +350,29 @@ pub fn source_list(
         ));
     }
     let root = root.map(root_filter).transpose()?;
+    list_sources(conn, status, root.as_deref(), None, limit, offset)
+}
+
+/// The one sources query: live sources with `status` (checked by the caller), of the root at
+/// `root` (every root when None), whose relative path matches the LIKE pattern `under` (all
+/// when None).
+fn list_sources(
+    conn: &Connection,
+    status: Option<&str>,
+    root: Option<&str>,
+    under: Option<&str>,
+    limit: usize,
+    offset: usize,
+) -> Result<(Vec<SourceView>, u64), Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let offset = i64::try_from(offset).unwrap_or(i64::MAX);
     in_snapshot(conn, |conn| {
         let total: i64 = conn.query_row(
             "SELECT count(*) FROM sources s JOIN roots r ON r.id = s.root_id
              WHERE s.deleted_at IS NULL AND (?1 IS NULL OR s.status = ?1)
-               AND (?2 IS NULL OR r.path = ?2)",
-            params![status, root],
+               AND (?2 IS NULL OR r.path = ?2)
+               AND (?3 IS NULL OR s.rel_path LIKE ?3 ESCAPE '\\')",
+            params![status, root, under],
             |r| r.get(0),
         )?;
         let mut stmt = conn.prepare_cached(
@@ -366,10 +381,11 @@ pub fn source_list(
              FROM sources s JOIN roots r ON r.id = s.root_id
              WHERE s.deleted_at IS NULL AND (?1 IS NULL OR s.status = ?1)
                AND (?2 IS NULL OR r.path = ?2)
+               AND (?3 IS NULL OR s.rel_path LIKE ?3 ESCAPE '\\')
              ORDER BY r.path, s.rel_path
-             LIMIT ?3 OFFSET ?4",
+             LIMIT ?4 OFFSET ?5",
         )?;
-        let rows = stmt.query_map(params![status, root, limit, offset], source_from_row)?;
+        let rows = stmt.query_map(params![status, root, under, limit, offset], source_from_row)?;
         let sources = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((sources, u64::try_from(total).unwrap_or(0)))
     })
@@ -1195,32 +1211,7 @@ pub fn source_list_under(
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     let pattern = format!("{}/%", escape_like(&rel));
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-    in_snapshot(conn, |conn| {
-        let total: i64 = conn.query_row(
-            "SELECT count(*) FROM sources s JOIN roots r ON r.id = s.root_id
-             WHERE s.deleted_at IS NULL AND (?1 IS NULL OR s.status = ?1)
-               AND r.path = ?2 AND s.rel_path LIKE ?3 ESCAPE '\\'",
-            params![status, root, pattern],
-            |r| r.get(0),
-        )?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT s.id, r.path, s.rel_path, s.file_type, s.status, s.reason, s.size,
-                    s.content_hash, s.diagnostics, s.indexed_at, s.last_seen_at
-             FROM sources s JOIN roots r ON r.id = s.root_id
-             WHERE s.deleted_at IS NULL AND (?1 IS NULL OR s.status = ?1)
-               AND r.path = ?2 AND s.rel_path LIKE ?3 ESCAPE '\\'
-             ORDER BY r.path, s.rel_path
-             LIMIT ?4 OFFSET ?5",
-        )?;
-        let rows = stmt.query_map(
-            params![status, root, pattern, limit, offset],
-            source_from_row,
-        )?;
-        let sources = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((sources, u64::try_from(total).unwrap_or(0)))
-    })
+    list_sources(conn, status, Some(&root), Some(&pattern), limit, offset)
 }
 
 #[cfg(test)]
