@@ -93,12 +93,7 @@ fn main() -> ExitCode {
                     work_dir: work_dir.clone(),
                 };
                 let report = brain::eval::beir::run(&opts)?;
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    println!("{report}");
-                }
-                Ok(())
+                print_eval(&report, *json)
             };
             report(run())
         }
@@ -121,12 +116,7 @@ fn main() -> ExitCode {
                     work_dir: work_dir.clone(),
                 };
                 let report = brain::eval::questions::run(&opts)?;
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    println!("{report}");
-                }
-                Ok(())
+                print_eval(&report, *json)
             };
             report(run())
         }
@@ -262,4 +252,17 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(brain::cli::color_on(&std::io::stderr()))
         .init();
+}
+
+/// An eval report as the person asked for it: JSON, or the table its `Display` prints.
+fn print_eval(
+    report: &(impl serde::Serialize + std::fmt::Display),
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
 }
