@@ -8,6 +8,9 @@ use std::path::Path;
 use anyhow::Context;
 use rusqlite::{Connection, params};
 
+use crate::ingest::DEFAULT_MAX_FILE_BYTES;
+use crate::ingest::walk::read_regular;
+
 pub struct Fts5 {
     conn: Connection,
 }
@@ -26,8 +29,9 @@ impl Fts5 {
                 tx.prepare("INSERT INTO notes (path, title, body) VALUES (?1, ?2, ?3)")?;
             for rel in notes {
                 let path = root.join(rel);
-                let bytes =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                // Read as brain's ingest reads it: a regular file, within the same size cap.
+                let bytes = read_regular(&path, DEFAULT_MAX_FILE_BYTES)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 let title = Path::new(rel)
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
