@@ -456,8 +456,8 @@ fn current_node(conn: &Connection, id: &str) -> Result<NodeView, Error> {
              WHERE n.id = ?1 AND n.valid_to IS NULL",
         )?
         .query_row([id], |r| {
-            let aliases: String = r.get(4)?;
-            let props: String = r.get(5)?;
+            let aliases: String = r.get::<_, Option<String>>(4)?.unwrap_or_default();
+            let props: String = r.get::<_, Option<String>>(5)?.unwrap_or_default();
             Ok(NodeView {
                 id: r.get(0)?,
                 kind: r.get(1)?,
@@ -543,7 +543,7 @@ fn span<T: TryFrom<i64>>(start: Option<i64>, end: Option<i64>) -> Option<(T, T)>
 
 /// Reads the six edge columns every edge query starts with; provenance comes later.
 fn edge_from_row(r: &Row<'_>) -> rusqlite::Result<EdgeView> {
-    let props: String = r.get(4)?;
+    let props: String = r.get::<_, Option<String>>(4)?.unwrap_or_default();
     Ok(EdgeView {
         id: r.get(0)?,
         src_id: r.get(1)?,
@@ -917,7 +917,7 @@ fn title_hit(conn: &Connection, query: &Query, c: Candidate) -> Result<Option<Ti
                     title: r.get(2)?,
                     path: file_path(r.get(4)?, r.get(5)?),
                 },
-                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(3)?.unwrap_or_default(),
             ))
         })
         .optional()?;

@@ -54,11 +54,16 @@ fn key_infix(part: Part) -> &'static str {
     }
 }
 
+/// A chunk's heading path and text; the path is its section's unless written out (schema 0011).
+const CHUNK_EXTRA: &str = ", coalesce(p.heading_path, (SELECT s0.path FROM sections s0
+        WHERE s0.source_id = p.source_id AND s0.ordinal = p.section AND s0.valid_to IS NULL)),
+     p.content";
+
 /// Column 18 onwards: a section's level; a chunk's heading path and text.
 fn part_query(part: Part, filter: &str) -> String {
     match part {
         Part::Section => part_sql("sections", ", p.level", filter),
-        Part::Chunk => part_sql("chunks", ", p.heading_path, p.content", filter),
+        Part::Chunk => part_sql("chunks", CHUNK_EXTRA, filter),
     }
 }
 

@@ -1749,7 +1749,7 @@ second #kitchen
             store
                 .read(|c| {
                     c.query_row(
-                        "SELECT rid, heading_path, ordinal FROM chunks
+                        "SELECT rid, coalesce(chunks.heading_path, (SELECT s0.path FROM sections s0 WHERE s0.source_id = chunks.source_id AND s0.ordinal = chunks.section AND s0.valid_to IS NULL)), ordinal FROM chunks
                          WHERE valid_to IS NULL AND content LIKE '%the same words%'",
                         [],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),

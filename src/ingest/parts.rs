@@ -20,7 +20,11 @@ struct Planned {
     span: Span,
     /// A section's level.
     level: Option<u8>,
-    /// A chunk's heading path (JSON), None when it is under no heading.
+    /// A chunk's section: its ordinal among the file's sections, None when it is under no
+    /// heading.
+    section: Option<usize>,
+    /// A chunk's heading path (JSON), written out only when its section's path is not the
+    /// same (schema 0011).
     heading_path: Option<String>,
     content: Option<String>,
 }
@@ -37,28 +41,43 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
     };
     let mut stack: Vec<(u8, String)> = Vec::new();
     let mut sections = Vec::with_capacity(doc.headings.len());
+    // Each section's heading path, as the chunks under it have theirs.
+    let mut paths: Vec<Vec<String>> = Vec::with_capacity(doc.headings.len());
     for h in &doc.headings {
         while stack.last().is_some_and(|(l, _)| *l >= h.level) {
             stack.pop();
         }
         stack.push((h.level, h.text.clone()));
-        let path: Vec<&str> = stack.iter().map(|(_, t)| t.as_str()).collect();
+        let path: Vec<String> = stack.iter().map(|(_, t)| t.clone()).collect();
         sections.push(Planned {
-            key: occurrence(Value::from(path).to_string()),
+            key: occurrence(Value::from(path.clone()).to_string()),
             span: h.span,
             level: Some(h.level),
+            section: None,
             heading_path: None,
             content: None,
         });
+        paths.push(path);
     }
     let mut chunks = Vec::with_capacity(doc.chunks.len());
     for c in &doc.chunks {
         let hash = blake3::hash(c.text.as_bytes()).to_hex();
+        // The last heading that starts before the chunk; under it, the chunk's heading path is
+        // the section's and need not be written (it always is, for what the parser makes).
+        let section = if c.heading_path.is_empty() {
+            None
+        } else {
+            sections
+                .iter()
+                .rposition(|s| s.span.byte_start <= c.span.byte_start)
+        };
+        let same = section.is_some_and(|i| paths[i] == c.heading_path);
         chunks.push(Planned {
             key: occurrence(hash[..32].to_owned()),
             span: c.span,
             level: None,
-            heading_path: (!c.heading_path.is_empty())
+            section,
+            heading_path: (!c.heading_path.is_empty() && !same)
                 .then(|| Value::from(c.heading_path.clone()).to_string()),
             content: Some(c.text.clone()),
         });
@@ -76,9 +95,20 @@ pub fn write(
     doc: Option<&Document>,
 ) -> rusqlite::Result<()> {
     let (sections, chunks) = plan(doc);
-    write_kind(tx, PartKind::Section, source_id, version, now_ms, sections)?;
-    write_kind(tx, PartKind::Chunk, source_id, version, now_ms, chunks)
+    // Chunks first: a chunk retired here writes out its heading path from the sections its
+    // `section` ordinal names, which are still the old version's.
+    write_kind(tx, PartKind::Chunk, source_id, version, now_ms, chunks)?;
+    write_kind(tx, PartKind::Section, source_id, version, now_ms, sections)
 }
+
+/// A retired chunk's heading path written out: its `section` ordinal names a current section
+/// only while the file does not change (schema 0011). Run before the sections change.
+const RETIRE_CHUNK: &str = "UPDATE chunks SET valid_to = ?2,
+        heading_path = coalesce(heading_path, (
+            SELECT s.path FROM sections s
+            WHERE s.source_id = chunks.source_id AND s.ordinal = chunks.section
+              AND s.valid_to IS NULL)),
+        section = NULL";
 
 fn write_kind(
     tx: &Transaction<'_>,
@@ -103,12 +133,12 @@ fn write_kind(
     // A kept part takes its new position and citation, and what the key does not fix: a
     // section's level, a chunk's headings (the same text moved under another heading).
     let described_by = match kind {
-        PartKind::Section => "level",
-        PartKind::Chunk => "heading_path",
+        PartKind::Section => "level = ?8",
+        PartKind::Chunk => "heading_path = ?8, section = ?9",
     };
     let mut keep = tx.prepare_cached(&format!(
         "UPDATE {table} SET ordinal = ?2, cite_version = ?3, byte_start = ?4, byte_end = ?5,
-                            line_start = ?6, line_end = ?7, {described_by} = ?8
+                            line_start = ?6, line_end = ?7, {described_by}
          WHERE rid = ?1"
     ))?;
     let mut insert = match kind {
@@ -119,8 +149,8 @@ fn write_kind(
         )?,
         PartKind::Chunk => tx.prepare_cached(
             "INSERT INTO chunks(source_id, ordinal, key, heading_path, content, cite_version,
-                                byte_start, byte_end, line_start, line_end, valid_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                byte_start, byte_end, line_start, line_end, valid_from, section)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?,
     };
     for (ordinal, p) in wanted.into_iter().enumerate() {
@@ -128,20 +158,30 @@ fn write_kind(
         let (bs, be) = (s.byte_start as i64, s.byte_end as i64);
         match existing.remove(&p.key) {
             Some(rid) => {
-                let described: rusqlite::types::Value = match kind {
-                    PartKind::Section => i64::from(p.level.unwrap_or(1)).into(),
-                    PartKind::Chunk => p.heading_path.clone().into(),
+                let section = p.section.map(|i| i as i64);
+                match kind {
+                    PartKind::Section => keep.execute(params![
+                        rid,
+                        ordinal as i64,
+                        version,
+                        bs,
+                        be,
+                        s.line_start,
+                        s.line_end,
+                        p.level.unwrap_or(1)
+                    ])?,
+                    PartKind::Chunk => keep.execute(params![
+                        rid,
+                        ordinal as i64,
+                        version,
+                        bs,
+                        be,
+                        s.line_start,
+                        s.line_end,
+                        p.heading_path,
+                        section
+                    ])?,
                 };
-                keep.execute(params![
-                    rid,
-                    ordinal as i64,
-                    version,
-                    bs,
-                    be,
-                    s.line_start,
-                    s.line_end,
-                    described
-                ])?;
             }
             None => {
                 // The row's id is derived from its rid (`store::part_id`).
@@ -169,14 +209,19 @@ fn write_kind(
                         be,
                         s.line_start,
                         s.line_end,
-                        now_ms
+                        now_ms,
+                        p.section.map(|i| i as i64)
                     ])?,
                 };
             }
         }
     }
-    let mut retire =
-        tx.prepare_cached(&format!("UPDATE {table} SET valid_to = ?2 WHERE rid = ?1"))?;
+    let mut retire = match kind {
+        PartKind::Section => {
+            tx.prepare_cached("UPDATE sections SET valid_to = ?2 WHERE rid = ?1")?
+        }
+        PartKind::Chunk => tx.prepare_cached(&format!("{RETIRE_CHUNK} WHERE rid = ?1"))?,
+    };
     for rid in existing.into_values() {
         retire.execute(params![rid, now_ms])?;
     }
@@ -185,12 +230,14 @@ fn write_kind(
 
 /// Retires every current section and chunk of the file `source_id`.
 pub fn retire(tx: &Transaction<'_>, source_id: i64, now_ms: i64) -> rusqlite::Result<()> {
-    for kind in [PartKind::Section, PartKind::Chunk] {
-        tx.prepare_cached(&format!(
-            "UPDATE {} SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
-            kind.table()
-        ))?
-        .execute(params![source_id, now_ms])?;
-    }
+    // Chunks before sections, as in `write`.
+    tx.prepare_cached(&format!(
+        "{RETIRE_CHUNK} WHERE source_id = ?1 AND valid_to IS NULL"
+    ))?
+    .execute(params![source_id, now_ms])?;
+    tx.prepare_cached(
+        "UPDATE sections SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
+    )?
+    .execute(params![source_id, now_ms])?;
     Ok(())
 }

@@ -113,7 +113,7 @@ impl Search {
         // (chunk id, note id, text to embed, chunk row)
         let todo: Vec<(String, String, String, i64)> = self.store.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT c.legacy_id, n.id, COALESCE(n.title, ''), c.heading_path, COALESCE(c.content, ''), c.rid
+                "SELECT c.legacy_id, n.id, COALESCE(n.title, ''), coalesce(c.heading_path, (SELECT s0.path FROM sections s0 WHERE s0.source_id = c.source_id AND s0.ordinal = c.section AND s0.valid_to IS NULL)), COALESCE(c.content, ''), c.rid
                  FROM chunks c
                  JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || c.source_id
                              AND n.valid_to IS NULL

@@ -989,7 +989,12 @@ pub fn each_doc(
     f: &mut dyn FnMut(ChunkDoc) -> Result<(), IndexError>,
 ) -> Result<(), IndexError> {
     // A chunk's note is the current note or file node of its source (schema 0010).
-    const SQL: &str = "SELECT c.rid, n.id, c.content, c.heading_path, n.title, n.aliases, n.props,
+    // A chunk's heading path is its section's unless written out (schema 0011).
+    const SQL: &str = "SELECT c.rid, n.id, c.content,
+                              coalesce(c.heading_path, (SELECT s0.path FROM sections s0
+                                  WHERE s0.source_id = c.source_id AND s0.ordinal = c.section
+                                    AND s0.valid_to IS NULL)),
+                              n.title, n.aliases, n.props,
                               n.kind, s.file_type, s.mtime_ns, r.path, s.rel_path, c.legacy_id
                        FROM chunks c
                        JOIN nodes n ON n.kind IN ('note', 'file')
@@ -1017,7 +1022,7 @@ pub fn each_doc(
             // What belongs to the note is read once per note, not once per chunk.
             if note_id != last_note {
                 tags = tags_of(&note_id)?.into();
-                let aliases: String = r.get(5)?;
+                let aliases: String = r.get::<_, Option<String>>(5)?.unwrap_or_default();
                 let mut t: String = r.get::<_, Option<String>>(4)?.unwrap_or_default();
                 if let Ok(serde_json::Value::Array(a)) = serde_json::from_str(&aliases) {
                     for alias in a.iter().filter_map(|v| v.as_str()) {
@@ -1026,7 +1031,7 @@ pub fn each_doc(
                     }
                 }
                 title = t.into();
-                let note_props: String = r.get(6)?;
+                let note_props: String = r.get::<_, Option<String>>(6)?.unwrap_or_default();
                 let mut p = scalar_props(&note_props);
                 p.truncate(MAX_INDEXED_PROPS);
                 props = p.into();

@@ -469,7 +469,7 @@ pub(super) fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option
         _ => ("ch.legacy_id", chunk_id.to_owned().into()),
     };
     c.prepare_cached(&format!(
-        "SELECT n.id, n.title, ch.content, ch.heading_path, ch.byte_start, ch.byte_end,
+        "SELECT n.id, n.title, ch.content, coalesce(ch.heading_path, (SELECT s0.path FROM sections s0 WHERE s0.source_id = ch.source_id AND s0.ordinal = ch.section AND s0.valid_to IS NULL)), ch.byte_start, ch.byte_end,
                 ch.line_start, ch.line_end, v.content_hash, r.path, s.rel_path
          FROM chunks ch
          JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || ch.source_id

@@ -51,6 +51,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_note_parts.sql",
         include_str!("../../schema/0010_note_parts.sql"),
     ),
+    (
+        "0011_lean_rows.sql",
+        include_str!("../../schema/0011_lean_rows.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -254,7 +258,9 @@ mod tests {
         );
         let chunk: ChunkRow = conn
             .query_row(
-                "SELECT c.key, c.heading_path, c.content, c.byte_start, c.byte_end, c.line_start,
+                "SELECT c.key, coalesce(c.heading_path, (SELECT s.path FROM sections s
+                                WHERE s.source_id = c.source_id AND s.ordinal = c.section)),
+                        c.content, c.byte_start, c.byte_end, c.line_start,
                         c.line_end, v.content_hash, c.edge_id
                  FROM chunks c JOIN source_versions v ON v.id = c.cite_version",
                 [],
@@ -303,5 +309,117 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1, "foreign keys are on again after migrating");
+    }
+
+    /// A store at schema 10: 0011 leaves empty aliases and props absent, keeps every row, id,
+    /// reference and trigger, and writes a chunk's heading path only where its section's
+    /// differs (or the chunk is retired).
+    #[test]
+    fn lean_rows_keep_every_fact_and_drop_only_what_readers_derive() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 10) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
+                .unwrap();
+        }
+        conn.execute_batch(
+            r#"INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
+             INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                 VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't');
+             INSERT INTO nodes(id, kind, key, title, aliases, props, owner_id, source_id, valid_from,
+                               created_at, updated_at)
+                 VALUES ('n', 'note', 'source:1', 'A', '["Al"]', '{"k":1}', 'u', 1, 't', 't', 't'),
+                        ('u', 'url', 'https://x', 'x', '[]', '{}', 'u', NULL, 't', 't', 't');
+             INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, created_at)
+                 VALUES ('e', 'n', 'u', 'links_to', 'links_to|external|null|x#1', '{"kind":"external"}',
+                         'u', 't', 't'),
+                        ('t', 'n', 'u', 'mentions', '', '{}', 'u', 't', 't');
+             INSERT INTO provenance(edge_id, actor_id, extractor, extractor_version, recorded_at)
+                 VALUES ('t', 'u', 'x', '1', 't');
+             INSERT INTO sections(source_id, ordinal, key, level, byte_start, valid_from)
+                 VALUES (1, 0, '["A"]#1', 1, 0, 0), (1, 1, '["A","B #2"]#12', 2, 10, 0);
+             INSERT INTO chunks(source_id, ordinal, key, heading_path, content, byte_start, valid_from, valid_to)
+                 VALUES (1, 0, 'h0#1', NULL, 'intro', 0, 0, NULL),
+                        (1, 1, 'h1#1', '["A"]', 'one', 5, 0, NULL),
+                        (1, 2, 'h2#1', '["A","B #2"]', 'two', 20, 0, NULL),
+                        (1, 3, 'h3#1', '["Other"]', 'odd', 30, 0, NULL),
+                        (1, 4, 'h4#1', '["A"]', 'old', 5, 0, 9);"#,
+        )
+        .unwrap();
+        assert_eq!(apply(&mut conn).unwrap(), latest_version());
+        let rows = |sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(
+            rows(
+                "SELECT id || ' ' || coalesce(aliases, '-') || ' ' || coalesce(props, '-') FROM nodes ORDER BY id"
+            ),
+            ["n [\"Al\"] {\"k\":1}", "u - -"]
+        );
+        assert_eq!(
+            rows("SELECT id || ' ' || key || ' ' || coalesce(props, '-') FROM edges ORDER BY id"),
+            [
+                "e links_to|external|null|x#1 {\"kind\":\"external\"}",
+                "t  -"
+            ]
+        );
+        assert_eq!(
+            rows(
+                "SELECT content || ' ' || coalesce(heading_path, '-') || ' ' || coalesce(section, '-') || ' '
+                        || coalesce(heading_path, (SELECT s.path FROM sections s
+                             WHERE s.source_id = c.source_id AND s.ordinal = c.section), '[]')
+                 FROM chunks c ORDER BY ordinal"
+            ),
+            [
+                "intro - - []",
+                "one - 0 [\"A\"]",
+                "two - 1 [\"A\",\"B #2\"]",
+                "odd [\"Other\"] 1 [\"Other\"]",
+                "old [\"A\"] - [\"A\"]",
+            ]
+        );
+        // The rebuilt tables keep their indexes and the search triggers.
+        let names = rows(
+            "SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name IN
+                 ('nodes', 'edges', 'chunks', 'sources') AND sql IS NOT NULL ORDER BY name",
+        );
+        for want in [
+            "edges_current",
+            "edges_dst",
+            "nodes_current_key",
+            "nodes_retired_files",
+            "nodes_title",
+            "search_chunk_insert",
+            "search_chunk_update",
+            "search_node_update",
+            "search_source_update",
+            "search_tag_insert",
+            "search_tag_update",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+        }
+        let dangling: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
+        let queued = || -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM search_outbox WHERE note_id = 'n'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let before = queued();
+        conn.execute_batch("UPDATE nodes SET title = 'B' WHERE id = 'n'")
+            .unwrap();
+        assert_eq!(queued(), before + 1, "the nodes trigger is back");
     }
 }
