@@ -256,8 +256,8 @@ pub fn write_document(
         .execute(params![
             note_id,
             title,
-            Value::from(doc.aliases.clone()).to_string(),
-            Value::Object(props).to_string(),
+            aliases_column(&doc.aliases),
+            props_column(&Value::Object(props)),
             ctx.now
         ])?;
         changed_names.extend(write_aliases(
@@ -510,7 +510,7 @@ fn plan_links(
             edges.push(WantedEdge {
                 dst: dst.clone(),
                 edge_type,
-                key: format!("{base}#{n}"),
+                key: link_key(&base, *n),
                 props: props.clone(),
                 span: Some(link.span),
             });
@@ -524,6 +524,33 @@ fn plan_links(
     Ok(())
 }
 
+/// Bytes of a link edge's key kept from the hash of what tells it apart. The key only has to
+/// tell apart the links of one note to one target with one edge type (a dozen at most in real
+/// notes), so 64 bits make a clash vanishingly unlikely; a clash would fail that file's ingest
+/// on the unique index, not merge two links.
+const LINK_KEY_HEX: usize = 16;
+
+/// The key of the `n`th link of a note described by `base` (type, link kind, subpath and
+/// display): a hash of it, since the edge's props already say all of it in full (the key
+/// spelled it out again, about a tenth of a link's row and of its unique index entry).
+fn link_key(base: &str, n: usize) -> String {
+    let hash = blake3::hash(base.as_bytes()).to_hex();
+    format!("{}#{n}", &hash[..LINK_KEY_HEX])
+}
+
+/// A key as [`link_key`] writes it. Keys written before it spelled the base out
+/// (`<type>|<kind>|<subpath>|<display>#n`, always with a `|`); such an edge is matched by its
+/// hashed form, so it keeps its id, and takes that form when its file is next ingested.
+fn current_key(key: &str) -> String {
+    match key.rsplit_once('#') {
+        Some((base, n)) if base.contains('|') => match n.parse() {
+            Ok(n) => link_key(base, n),
+            Err(_) => key.to_owned(),
+        },
+        _ => key.to_owned(),
+    }
+}
+
 /// Current edges from the note: keep those still wanted, create new ones, retire the rest.
 /// Each is cited by file version `version`.
 fn write_edges(
@@ -533,17 +560,23 @@ fn write_edges(
     version: i64,
     wanted: Vec<WantedEdge>,
 ) -> rusqlite::Result<()> {
-    let mut existing: HashMap<(String, String, String), String> = HashMap::new();
+    // (target, type, key in today's form) → (id, key as stored)
+    let mut existing: HashMap<(String, String, String), (String, String)> = HashMap::new();
     {
         let mut stmt = tx.prepare_cached(
             "SELECT id, dst_id, type, key FROM edges WHERE src_id = ?1 AND valid_to IS NULL",
         )?;
         let rows = stmt.query_map([note_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         for row in rows {
             let (id, dst, t, k) = row?;
-            existing.insert((dst, t, k), id);
+            existing.insert((dst, t, current_key(&k)), (id, k));
         }
     }
     let mut ins = tx.prepare_cached(
@@ -553,22 +586,23 @@ fn write_edges(
     )?;
     let mut keep = tx.prepare_cached(
         "UPDATE edges SET props = ?2, cite_version = ?3, cite_byte_start = ?4, cite_byte_end = ?5,
-                          cite_line_start = ?6, cite_line_end = ?7
+                          cite_line_start = ?6, cite_line_end = ?7, key = ?8
          WHERE id = ?1",
     )?;
     for e in wanted {
         let cite = Cite::new(version, e.span);
         let k = (e.dst, e.edge_type, e.key);
         match existing.remove(&k) {
-            Some(id) => {
+            Some((id, _)) => {
                 keep.execute(params![
                     id,
-                    e.props.to_string(),
+                    props_column(&e.props),
                     cite.version,
                     cite.byte_start,
                     cite.byte_end,
                     cite.line_start,
-                    cite.line_end
+                    cite.line_end,
+                    k.2
                 ])?;
             }
             None => {
@@ -579,7 +613,7 @@ fn write_edges(
                     dst,
                     edge_type,
                     key,
-                    e.props.to_string(),
+                    props_column(&e.props),
                     ctx.user,
                     ctx.now,
                     cite.version,
@@ -592,10 +626,25 @@ fn write_edges(
         }
     }
     let mut retire = tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE id = ?1")?;
-    for id in existing.into_values() {
+    for (id, _) in existing.into_values() {
         retire.execute(params![id, ctx.now])?;
     }
     Ok(())
+}
+
+/// A JSON object as its column: absent (NULL) when empty, as readers take a missing object
+/// to be empty (schema 0011).
+fn props_column(props: &Value) -> Option<String> {
+    match props {
+        Value::Object(m) if m.is_empty() => None,
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A list of aliases as its column: absent (NULL) when there are none.
+fn aliases_column(aliases: &[String]) -> Option<String> {
+    (!aliases.is_empty()).then(|| Value::from(aliases.to_vec()).to_string())
 }
 
 /// A citation kept on a file's own fact: the file version, and the span when there is one.
