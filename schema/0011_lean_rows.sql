@@ -142,3 +142,6 @@ WHERE valid_to IS NULL AND heading_path IS NOT NULL AND heading_path = (
     SELECT s.path FROM sections s
     WHERE s.source_id = chunks.source_id AND s.ordinal = chunks.section AND s.valid_to IS NULL);
 
+-- No statement looks citations up by workflow run (store::index_audit lists the statement
+-- that uses each index); the index cost an entry per workflow citation.
+DROP INDEX provenance_run;

@@ -7,6 +7,7 @@
 //! thread first.
 
 pub mod history;
+mod index_audit;
 pub mod migrations;
 pub mod part_id;
 
