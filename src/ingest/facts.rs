@@ -801,3 +801,23 @@ pub fn collect_garbage(tx: &Transaction<'_>, ctx: &Ctx<'_>) -> rusqlite::Result<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_keys_are_short_and_older_keys_match_in_their_hashed_form() {
+        let base = "links_to|heading|{\"heading\":\"A#1\"}|see #2";
+        let key = link_key(base, 3);
+        assert_eq!(key.len(), LINK_KEY_HEX + 2, "{key}");
+        assert_ne!(key, link_key(base, 1));
+        assert_ne!(key, link_key("links_to|wikilink|null|", 3));
+        // What an older version wrote for the same link.
+        assert_eq!(current_key(&format!("{base}#3")), key);
+        // Today's keys, a tag's empty key and a workflow's own keys are taken as they are.
+        for k in [key.as_str(), "", "mine", "a#b", "x|y#z"] {
+            assert_eq!(current_key(k), k);
+        }
+    }
+}
