@@ -51,6 +51,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_note_parts.sql",
         include_str!("../../schema/0010_note_parts.sql"),
     ),
+    (
+        "0012_node_revisions.sql",
+        include_str!("../../schema/0012_node_revisions.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
