@@ -120,9 +120,10 @@ impl ExportPageWire {
     }
 }
 
-/// One line of `brain export --format jsonl`.
+/// One line of `brain export --format jsonl`: `record` says which (an edge's own `type` is
+/// its edge type).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "record", rename_all = "lowercase")]
 pub enum ExportLine {
     Node(NodeWire),
     Edge(EdgeSpanWire),
