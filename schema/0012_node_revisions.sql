@@ -66,7 +66,10 @@ BEGIN
                                cite_byte_start, cite_byte_end, cite_line_start, cite_line_end,
                                valid_to)
     SELECT n.id, n.title, n.aliases, n.props, OLD.rel_path, n.cite_version, n.cite_byte_start,
-           n.cite_byte_end, n.cite_line_start, n.cite_line_end, NEW.last_seen_at
+           n.cite_byte_end, n.cite_line_start, n.cite_line_end,
+           -- an ingest's new file version is seen at the sync's time; other changes are now
+           CASE WHEN NEW.last_seen_at > OLD.last_seen_at THEN NEW.last_seen_at
+                ELSE strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
     FROM nodes n
     WHERE n.key = 'source:' || OLD.id AND n.kind IN ('note', 'file') AND n.valid_to IS NULL
       -- a version already recorded (a batch that failed after this, and its retry) is not

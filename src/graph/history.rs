@@ -512,6 +512,131 @@ pub(super) fn held_at(alias: &str, at: &Instant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+
+    fn at(t: &str) -> Instant {
+        Instant(t.to_owned())
+    }
+
+    fn title_at(conn: &Connection, id: &str, t: &str) -> Option<String> {
+        node_at(conn, id, &at(t))
+            .unwrap()
+            .map(|n| n.title.unwrap_or_default())
+    }
+
+    /// The triggers of schema 0012 as writers meet them: an update in place, a retirement and a
+    /// return, and a file's new version recorded before the note's row is overwritten (as an
+    /// ingest does, with the triggers off for the second write).
+    #[test]
+    fn revisions_follow_updates_returns_and_file_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("brain.db")).unwrap();
+        store
+            .write(|tx| {
+                tx.execute_batch(
+                    "INSERT INTO nodes(id, kind, key, title, owner_id, valid_from, created_at, updated_at)
+                     VALUES ('p', 'person', 'ada', 'Ada', 'u', '2026-01-01T00:00:00.000Z',
+                             '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');
+                     UPDATE nodes SET title = 'Ada L', updated_at = '2026-02-01T00:00:00.000Z' WHERE id = 'p';
+                     UPDATE nodes SET valid_to = '2026-03-01T00:00:00.000Z',
+                                      updated_at = '2026-03-01T00:00:00.000Z' WHERE id = 'p';
+                     UPDATE nodes SET valid_to = NULL, updated_at = '2026-04-01T00:00:00.000Z' WHERE id = 'p';
+                     INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 'x');
+                     INSERT INTO sources(id, root_id, rel_path, file_type, content_hash, status,
+                                         first_seen_at, last_seen_at)
+                     VALUES (7, 1, 'n.md', 'markdown', 'h1', 'indexed', '2026-01-01T00:00:00.000Z',
+                             '2026-01-01T00:00:00.000Z');
+                     INSERT INTO nodes(id, kind, key, title, source_id, owner_id, valid_from, created_at, updated_at)
+                     VALUES ('n', 'note', 'source:7', 'One', 7, 'u', '2026-01-01T00:00:00.000Z',
+                             '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');
+                     UPDATE sources SET content_hash = 'h2', rel_path = 'm.md',
+                                        last_seen_at = '2026-05-01T00:00:00.000Z' WHERE id = 7;",
+                )
+            })
+            .unwrap();
+        // The ingest's second write, with the triggers off: no second revision.
+        store
+            .write_bulk(|tx| {
+                tx.execute(
+                    "UPDATE nodes SET title = 'Two', updated_at = '2026-05-01T00:00:00.000Z' WHERE id = 'n'",
+                    [],
+                )
+            })
+            .unwrap();
+        store
+            .read(|c| {
+                let h = node_history(c, "p")?;
+                let spans: Vec<(&str, Option<&str>, Option<&str>)> = h
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        (
+                            v.valid_from.as_str(),
+                            v.valid_to.as_deref(),
+                            v.title.as_deref(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    spans,
+                    [
+                        (
+                            "2026-01-01T00:00:00.000Z",
+                            Some("2026-02-01T00:00:00.000Z"),
+                            Some("Ada")
+                        ),
+                        (
+                            "2026-02-01T00:00:00.000Z",
+                            Some("2026-03-01T00:00:00.000Z"),
+                            Some("Ada L")
+                        ),
+                        ("2026-04-01T00:00:00.000Z", None, Some("Ada L")),
+                    ]
+                );
+                assert_eq!(title_at(c, "p", "2025-12-31T00:00:00.000Z"), None);
+                assert_eq!(
+                    title_at(c, "p", "2026-01-15T00:00:00.000Z").as_deref(),
+                    Some("Ada")
+                );
+                assert_eq!(
+                    title_at(c, "p", "2026-02-01T00:00:00.000Z").as_deref(),
+                    Some("Ada L")
+                );
+                assert_eq!(
+                    title_at(c, "p", "2026-03-15T00:00:00.000Z"),
+                    None,
+                    "retired then"
+                );
+                assert_eq!(
+                    title_at(c, "p", "2026-04-15T00:00:00.000Z").as_deref(),
+                    Some("Ada L")
+                );
+
+                let h = node_history(c, "n")?;
+                let got: Vec<(Option<&str>, Option<&str>, Option<&str>)> = h
+                    .versions
+                    .iter()
+                    .map(|v| (v.title.as_deref(), v.path.as_deref(), v.valid_to.as_deref()))
+                    .collect();
+                assert_eq!(
+                    got,
+                    [
+                        (
+                            Some("One"),
+                            Some("/v/n.md"),
+                            Some("2026-05-01T00:00:00.000Z")
+                        ),
+                        (Some("Two"), Some("/v/m.md"), None),
+                    ]
+                );
+                assert_eq!(
+                    title_at(c, "n", "2026-04-30T00:00:00.000Z").as_deref(),
+                    Some("One")
+                );
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+    }
 
     fn check(text: &str, expected: Option<&str>) {
         match (Instant::parse(text), expected) {
