@@ -646,6 +646,50 @@ mod tests {
         }
     }
 
+    /// A node with more versions than one answer lists: the newest are kept, contiguous, and
+    /// the answer says it left some out.
+    #[test]
+    fn history_keeps_the_newest_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("brain.db")).unwrap();
+        let extra = 7;
+        store
+            .write(|tx| {
+                tx.execute_batch(
+                    "INSERT INTO nodes(id, kind, key, title, owner_id, valid_from, created_at, updated_at)
+                     VALUES ('p', 'person', 'ada', 'last', 'u', '2000-01-01T00:00:00.000Z', 'x', 'x');",
+                )?;
+                tx.execute(
+                    "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
+                     INSERT INTO node_revisions(node_id, title, aliases, props, valid_to)
+                     SELECT 'p', 'v' || i, '[]', '{}',
+                            strftime('%Y-%m-%dT%H:%M:%fZ', '2001-01-01', '+' || i || ' minutes')
+                     FROM k",
+                    [(MAX_HISTORY_VERSIONS + extra) as i64],
+                )
+            })
+            .unwrap();
+        let h = store.read(|c| node_history(c, "p")).unwrap();
+        assert!(h.truncated);
+        assert_eq!(h.versions.len(), MAX_HISTORY_VERSIONS + 1);
+        let first = &h.versions[0];
+        assert_eq!(
+            first.title.as_deref(),
+            Some(format!("v{}", extra + 1).as_str())
+        );
+        assert_eq!(
+            first.valid_from,
+            format!("2001-01-01T00:{:02}:00.000Z", extra)
+        );
+        for pair in h.versions.windows(2) {
+            assert_eq!(
+                pair[0].valid_to.as_deref(),
+                Some(pair[1].valid_from.as_str())
+            );
+        }
+        assert_eq!(h.versions.last().unwrap().title.as_deref(), Some("last"));
+    }
+
     #[test]
     fn instants() {
         check("2026-01-07T10:00:00Z", Some("2026-01-07T10:00:00.000Z"));
