@@ -399,6 +399,31 @@ impl Brain {
         self.store.read(|c| graph::node_get(c, r))
     }
 
+    /// [`graph::node_get_as`]: a node as of a time, or a retired one's last version.
+    pub fn node_get_as(
+        &self,
+        r: &NodeRef,
+        at: Option<&graph::Instant>,
+        include_retired: bool,
+    ) -> Result<NodeView, Error> {
+        self.store
+            .read(|c| graph::node_get_as(c, r, at, include_retired))
+    }
+
+    pub fn node_history(&self, id: &str) -> Result<graph::History, Error> {
+        self.store.read(|c| graph::node_history(c, id))
+    }
+
+    pub fn graph_export(
+        &self,
+        at: &graph::Instant,
+        cursor: &graph::ExportCursor,
+        limit: usize,
+    ) -> Result<graph::ExportPage, Error> {
+        self.store
+            .read(|c| graph::export_page(c, at, cursor, limit))
+    }
+
     pub fn node_search_title(&self, query: &str, limit: usize) -> Result<Vec<TitleHit>, Error> {
         self.store
             .read(|c| graph::search_title_tolerant(c, query, limit))
@@ -411,13 +436,19 @@ impl Brain {
         edge_types: &[String],
         depth: u32,
         limit: usize,
+        at: Option<&graph::Instant>,
     ) -> Result<Subgraph, Error> {
         self.store
-            .read(|c| graph::neighbors(c, id, direction, edge_types, depth, limit))
+            .read(|c| graph::neighbors_at(c, id, direction, edge_types, depth, limit, at))
     }
 
-    pub fn graph_backlinks(&self, id: &str, limit: usize) -> Result<Subgraph, Error> {
-        self.store.read(|c| graph::backlinks(c, id, limit))
+    pub fn graph_backlinks(
+        &self,
+        id: &str,
+        limit: usize,
+        at: Option<&graph::Instant>,
+    ) -> Result<Subgraph, Error> {
+        self.store.read(|c| graph::backlinks_at(c, id, limit, at))
     }
 
     pub fn source_list(

@@ -4,6 +4,7 @@
 //! never open the store. The daemon itself and offline maintenance (`identity migrate`) are
 //! dispatched by `main.rs` to the library directly.
 
+pub mod export;
 pub mod graph;
 pub mod service;
 pub mod workflow;
@@ -184,6 +185,17 @@ pub enum Command {
         file: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Write the whole graph (nodes, edges, citations) as it is, or was at --as-of
+    Export {
+        /// RFC 3339 UTC time, e.g. 2026-12-07T10:00:00Z
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long, default_value = "jsonl", value_parser = self::export::FORMATS)]
+        format: String,
+        /// Write to FILE instead of standard output
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Serve MCP over stdin/stdout, answering from the running daemon
     Mcp,
@@ -586,6 +598,24 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
     if let Command::Mcp = command {
         return crate::mcp::serve_stdio(socket, timeout);
     }
+    if let Command::Export {
+        as_of,
+        format,
+        output,
+    } = command
+    {
+        let Some(format) = self::export::Format::parse(format) else {
+            eprintln!("brain: unknown export format {format:?}");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        return self::export::run(
+            &socket,
+            timeout,
+            as_of.as_deref(),
+            format,
+            output.as_deref(),
+        );
+    }
     // Ingest reads progress notifications, which `Client::call` skips, so it owns its stream.
     if let Command::Ingest { path, json } = command {
         return match ingest(&socket, timeout, path, *json) {
@@ -784,6 +814,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         Command::Daemon { .. }
         | Command::Identity(_)
         | Command::Ingest { .. }
+        | Command::Export { .. }
         | Command::Mcp
         | Command::Eval(_)
         | Command::Bench(_)

@@ -6,7 +6,15 @@
 //! module never writes to the store and knows nothing of tokio or JSON-RPC; callers run it on a
 //! blocking thread and convert its types to wire types at the edge.
 
+mod export;
+mod history;
 mod parts;
+
+pub use export::{ExportCursor, ExportPage, MAX_EXPORT_PAGE, export_page};
+pub use history::{
+    EdgeSpan, History, Instant, MAX_HISTORY_EDGES, MAX_HISTORY_VERSIONS, Version, node_at,
+    node_history, node_last,
+};
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -162,6 +170,30 @@ pub fn node_get(conn: &Connection, r: &NodeRef) -> Result<NodeView, Error> {
     })
 }
 
+/// [`node_get`] as of `at` (the version that held then), or with `include_retired` a retired
+/// node's last version instead of `node_not_found`. A path or title names the current node
+/// first; its version at `at` is the answer.
+pub fn node_get_as(
+    conn: &Connection,
+    r: &NodeRef,
+    at: Option<&Instant>,
+    include_retired: bool,
+) -> Result<NodeView, Error> {
+    if at.is_none() && !include_retired {
+        return node_get(conn, r);
+    }
+    in_snapshot(conn, |conn| {
+        let id = match r {
+            NodeRef::Id(id) => id.clone(),
+            _ => node_get(conn, r)?.id,
+        };
+        match at {
+            Some(t) => node_at(conn, &id, t)?.ok_or_else(|| not_at(&id, t)),
+            None => node_last(conn, &id)?.ok_or_else(|| node_not_found(&id)),
+        }
+    })
+}
+
 /// Title search over current notes and files: their titles, aliases and file names.
 ///
 /// Ranks exact (case-insensitive) over prefix over word prefix over substring over fuzzy (the
@@ -220,6 +252,21 @@ pub fn neighbors(
     depth: u32,
     limit: usize,
 ) -> Result<Subgraph, Error> {
+    neighbors_at(conn, id, direction, edge_types, depth, limit, None)
+}
+
+/// [`neighbors`] over the graph as it was at `at` (nodes and edges that held then, each node's
+/// version of then); `None` is now. A past walk follows stored edges only: the structural
+/// edges to sections and chunks are derived from the current file.
+pub fn neighbors_at(
+    conn: &Connection,
+    id: &str,
+    direction: Direction,
+    edge_types: &[String],
+    depth: u32,
+    limit: usize,
+    at: Option<&Instant>,
+) -> Result<Subgraph, Error> {
     if !(1..=MAX_DEPTH).contains(&depth) {
         return Err(Error::new(
             Kind::InvalidParams,
@@ -228,8 +275,8 @@ pub fn neighbors(
     }
     let limit = limit.min(MAX_NODES_LIMIT);
     in_snapshot(conn, |conn| {
-        require_current(conn, id)?;
-        let queries = IncidentQueries::new(edge_types);
+        require_at(conn, id, at)?;
+        let queries = IncidentQueries::new(edge_types, at);
         let mut visited = HashSet::from([id.to_owned()]);
         let mut crossed = HashSet::new();
         let mut found: Vec<String> = Vec::new();
@@ -256,7 +303,7 @@ pub fn neighbors(
             }
             frontier = next;
         }
-        subgraph(conn, &found, edges)
+        subgraph(conn, &found, edges, at)
     })
 }
 
@@ -268,19 +315,36 @@ pub fn neighbors(
 /// id; the edges follow their sources. `limit` counts sources and is clamped to
 /// [`MAX_NODES_LIMIT`].
 pub fn backlinks(conn: &Connection, id: &str, limit: usize) -> Result<Subgraph, Error> {
+    backlinks_at(conn, id, limit, None)
+}
+
+/// [`backlinks`] over the graph as it was at `at`; `None` is now.
+pub fn backlinks_at(
+    conn: &Connection,
+    id: &str,
+    limit: usize,
+    at: Option<&Instant>,
+) -> Result<Subgraph, Error> {
     let limit = limit.min(MAX_NODES_LIMIT);
     in_snapshot(conn, |conn| {
-        require_current(conn, id)?;
+        require_at(conn, id, at)?;
         let targets = [id.to_owned()];
-        let mut stmt = conn.prepare_cached(
+        let (node_held, edge_held) = match at {
+            None => (
+                "s.valid_to IS NULL".to_owned(),
+                "e.valid_to IS NULL".to_owned(),
+            ),
+            Some(t) => (history::held_at("s", t), history::held_at("e", t)),
+        };
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT e.id, e.src_id, e.dst_id, e.type, e.props, e.created_by,
                     s.id, s.title, s.key
              FROM edges e
-             JOIN nodes s ON s.id = e.src_id AND s.valid_to IS NULL
-             WHERE e.dst_id = ?1 AND e.valid_to IS NULL
+             JOIN nodes s ON s.id = e.src_id AND {node_held}
+             WHERE e.dst_id = ?1 AND {edge_held}
                -- structural types describe a note's own shape, not a reference to it
-               AND e.type NOT IN ('has_section', 'has_chunk', 'tagged', 'child_of')",
-        )?;
+               AND e.type NOT IN ('has_section', 'has_chunk', 'tagged', 'child_of')"
+        ))?;
         // (sort key, source note id, edge)
         let mut refs: Vec<(String, String, EdgeView)> = Vec::new();
         for target in &targets {
@@ -320,7 +384,7 @@ pub fn backlinks(conn: &Connection, id: &str, limit: usize) -> Result<Subgraph, 
             }
             edges.push(edge);
         }
-        subgraph(conn, &notes, edges)
+        subgraph(conn, &notes, edges, at)
     })
 }
 
@@ -441,6 +505,24 @@ fn require_current(conn: &Connection, id: &str) -> Result<(), Error> {
     }
 }
 
+/// Like [`require_current`], at `at` when given.
+fn require_at(conn: &Connection, id: &str, at: Option<&Instant>) -> Result<(), Error> {
+    match at {
+        None => require_current(conn, id),
+        Some(t) => match node_at(conn, id, t)? {
+            Some(_) => Ok(()),
+            None => Err(not_at(id, t)),
+        },
+    }
+}
+
+fn not_at(id: &str, at: &Instant) -> Error {
+    Error::new(
+        Kind::NodeNotFound,
+        format!("node not found at {}: {id}", at.as_str()),
+    )
+}
+
 fn node_not_found(id: &str) -> Error {
     Error::new(Kind::NodeNotFound, format!("node not found: {id}"))
 }
@@ -555,15 +637,25 @@ fn edge_from_row(r: &Row<'_>) -> rusqlite::Result<EdgeView> {
     })
 }
 
-fn subgraph(conn: &Connection, ids: &[String], edges: Vec<EdgeView>) -> Result<Subgraph, Error> {
+fn subgraph(
+    conn: &Connection,
+    ids: &[String],
+    edges: Vec<EdgeView>,
+    at: Option<&Instant>,
+) -> Result<Subgraph, Error> {
     let mut nodes = Vec::with_capacity(ids.len());
     for id in ids {
-        nodes.push(current_node(conn, id)?);
+        nodes.push(match at {
+            None => current_node(conn, id)?,
+            Some(t) => node_at(conn, id, t)?.ok_or_else(|| not_at(id, t))?,
+        });
     }
     let mut with_provenance = Vec::with_capacity(edges.len());
     for mut edge in edges {
         // A structural edge (`parts`) comes with its citation.
-        if edge.provenance.is_empty() {
+        if let Some(t) = at {
+            edge.provenance = history::edge_citations_at(conn, &edge.id, t)?;
+        } else if edge.provenance.is_empty() {
             edge.provenance = provenance(conn, PROVENANCE_OF_EDGE, &edge.id)?;
         }
         with_provenance.push(edge);
@@ -580,10 +672,19 @@ struct IncidentQueries {
     out: String,
     into: String,
     types: Vec<String>,
+    /// A past walk: stored edges only (see [`neighbors_at`]).
+    past: bool,
 }
 
 impl IncidentQueries {
-    fn new(edge_types: &[String]) -> IncidentQueries {
+    fn new(edge_types: &[String], at: Option<&Instant>) -> IncidentQueries {
+        let (node_held, edge_held) = match at {
+            None => (
+                "n.valid_to IS NULL".to_owned(),
+                "e.valid_to IS NULL".to_owned(),
+            ),
+            Some(t) => (history::held_at("n", t), history::held_at("e", t)),
+        };
         let filter = if edge_types.is_empty() {
             String::new()
         } else {
@@ -595,8 +696,8 @@ impl IncidentQueries {
         let query = |near: &str, far: &str| {
             format!(
                 "SELECT e.id, e.src_id, e.dst_id, e.type, e.props, e.created_by
-                 FROM edges e JOIN nodes n ON n.id = e.{far} AND n.valid_to IS NULL
-                 WHERE e.{near} = ?1 AND e.valid_to IS NULL{filter}
+                 FROM edges e JOIN nodes n ON n.id = e.{far} AND {node_held}
+                 WHERE e.{near} = ?1 AND {edge_held}{filter}
                  ORDER BY e.type, e.{far}, e.key, e.id"
             )
         };
@@ -604,6 +705,7 @@ impl IncidentQueries {
             out: query("src_id", "dst_id"),
             into: query("dst_id", "src_id"),
             types: edge_types.to_vec(),
+            past: at.is_some(),
         }
     }
 
@@ -618,7 +720,9 @@ impl IncidentQueries {
         // Stored and structural edges of one direction, together in (type, other end) order;
         // the sort is stable, so stored edges keep their order within that.
         let mut merge = |mut stored: Vec<(EdgeView, String)>, dir: Direction| {
-            stored.extend(parts::incident(conn, dir, &self.types, at)?);
+            if !self.past {
+                stored.extend(parts::incident(conn, dir, &self.types, at)?);
+            }
             stored.sort_by(|a, b| (&a.0.edge_type, &a.1).cmp(&(&b.0.edge_type, &b.1)));
             found.extend(stored);
             Ok::<_, Error>(())

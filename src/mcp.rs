@@ -100,6 +100,13 @@ fn tools() -> Vec<ToolDef> {
             Read,
             "List the notes that link to a node. Use to see where a note or idea is referenced.",
         ),
+        tool::<m::NodeHistory>(
+            "node_history",
+            Read,
+            "Every version of a node (what a note or written node said, and when) and every \
+             edge it ever had, each with valid_from/valid_to and its citations. Use to see how \
+             something changed; get_node with as_of answers one past moment.",
+        ),
         tool::<m::DaemonStatus>(
             "brain_status",
             Read,

@@ -13,6 +13,7 @@ use crate::graph::{EdgeView, NodeView, Provenance, SourceView, Subgraph, TitleHi
 use crate::ingest::{RootInfo, SyncReport};
 use crate::store::UserRow;
 
+pub mod history;
 pub mod methods;
 pub mod workflow;
 pub mod write;
@@ -478,6 +479,12 @@ pub struct NodeGetParams {
     pub id: Option<String>,
     pub path: Option<String>,
     pub title: Option<String>,
+    /// RFC 3339 UTC (`2026-12-07T10:00:00Z`): the node as it was then. Not in the future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    /// A retired node answers with its last version instead of `node_not_found`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_retired: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -520,6 +527,9 @@ pub struct NeighborsParams {
     pub edge_types: Vec<String>,
     pub depth: Option<u32>,
     pub limit: Option<usize>,
+    /// RFC 3339 UTC: the graph as it was then (stored edges only, no sections or chunks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -527,6 +537,9 @@ pub struct NeighborsParams {
 pub struct BacklinksParams {
     pub id: String,
     pub limit: Option<usize>,
+    /// RFC 3339 UTC: the graph as it was then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]

@@ -619,7 +619,33 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
                     ));
                 }
             };
-            Ok(NodeWire::from(brain.node_get(&r)?))
+            let at = instant(p.as_of.as_deref())?;
+            Ok(NodeWire::from(brain.node_get_as(
+                &r,
+                at.as_ref(),
+                p.include_retired,
+            )?))
+        }),
+        m::NodeHistory::NAME => serve::<m::NodeHistory>(params, |p| {
+            Ok(protocol::history::NodeHistoryResult::from(
+                brain.node_history(&p.id)?,
+            ))
+        }),
+        m::GraphExport::NAME => serve::<m::GraphExport>(params, |p| {
+            let (at, cursor) = match (&p.cursor, &p.as_of) {
+                (Some(token), _) => crate::graph::ExportCursor::parse(token)?,
+                (None, Some(t)) => (
+                    crate::graph::Instant::parse(t)?,
+                    crate::graph::ExportCursor::Start,
+                ),
+                (None, None) => (
+                    crate::graph::Instant::now(),
+                    crate::graph::ExportCursor::Start,
+                ),
+            };
+            let limit = p.limit.unwrap_or(crate::graph::MAX_EXPORT_PAGE);
+            let page = brain.graph_export(&at, &cursor, limit)?;
+            Ok(protocol::history::ExportPageWire::new(&at, page))
         }),
         m::NodeSearchTitle::NAME => serve::<m::NodeSearchTitle>(params, |p| {
             let hits = brain
@@ -636,11 +662,13 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
                 &p.edge_types,
                 p.depth.unwrap_or(1),
                 p.limit.unwrap_or(100).min(1000),
+                instant(p.as_of.as_deref())?.as_ref(),
             )?;
             Ok(SubgraphWire::from(g))
         }),
         m::GraphBacklinks::NAME => serve::<m::GraphBacklinks>(params, |p| {
-            let g = brain.graph_backlinks(&p.id, p.limit.unwrap_or(100).min(1000))?;
+            let at = instant(p.as_of.as_deref())?;
+            let g = brain.graph_backlinks(&p.id, p.limit.unwrap_or(100).min(1000), at.as_ref())?;
             Ok(SubgraphWire::from(g))
         }),
         m::SourceList::NAME => serve::<m::SourceList>(params, |p| {
@@ -735,6 +763,11 @@ fn absolute(p: &str) -> Result<std::path::PathBuf, Error> {
         ));
     }
     Ok(path.to_owned())
+}
+
+/// An `as_of` param: RFC 3339 UTC, not in the future (`invalid_params` otherwise).
+fn instant(as_of: Option<&str>) -> Result<Option<crate::graph::Instant>, Error> {
+    as_of.map(crate::graph::Instant::parse).transpose()
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, Error> {

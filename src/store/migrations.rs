@@ -55,6 +55,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_lean_rows.sql",
         include_str!("../../schema/0011_lean_rows.sql"),
     ),
+    (
+        "0012_node_revisions.sql",
+        include_str!("../../schema/0012_node_revisions.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

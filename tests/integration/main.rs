@@ -9,6 +9,7 @@ mod compat;
 mod daemon;
 mod embed;
 mod harness;
+mod history;
 mod hostile_conn;
 mod hostile_files;
 mod hostile_search;

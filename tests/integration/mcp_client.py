@@ -66,6 +66,19 @@ async def main(binary, vault, env_file):
                 "id": person["id"], "direction": "out"}))
             assert any(e["id"] == edge["id"] for e in near["edges"]), near
 
+            structured(await session.call_tool("upsert_node", {
+                "kind": "person", "key": "hugo-eckener", "title": "Dr. Hugo Eckener",
+                "client": "python-sdk"}))
+            assert "node_history" in tools, sorted(tools)
+            assert tools["node_history"].annotations.read_only_hint is True
+            history = structured(await session.call_tool("node_history", {"id": person["id"]}))
+            titles = [v["title"] for v in history["versions"]]
+            assert titles == ["Hugo Eckener", "Dr. Hugo Eckener"], history
+            assert history["versions"][0]["valid_to"] == history["versions"][1]["valid_from"], history
+            assert any(e["id"] == edge["id"] and e["valid_to"] is None
+                       for e in history["edges"]), history
+            seen["history_versions"] = len(history["versions"])
+
             res = await session.read_resource(f"brain://node/{person['id']}")
             assert "Hugo Eckener" in res.contents[0].text, res
 

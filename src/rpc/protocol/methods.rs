@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::history as hist;
 use super::workflow as wf;
 use super::write;
 use super::*;
@@ -72,6 +73,10 @@ methods! {
         "the nodes linked to a node, with the edges, up to a depth";
     GraphBacklinks = "graph.backlinks" (BacklinksParams) -> SubgraphWire,
         "the notes that link to a node";
+    NodeHistory = "node.history" (hist::NodeHistoryParams) -> hist::NodeHistoryResult,
+        "every version of a node and every edge it had, each with its time span and citations";
+    GraphExport = "graph.export" (hist::ExportParams) -> hist::ExportPageWire,
+        "one page of the whole graph as of a time, with citations; pass next_cursor for the next";
     SourceList = "source.list" (SourceListParams) -> SourceListResult,
         "files seen, with their status and reason (indexed, skipped, failed)";
     SearchQuery = "search.query" (SearchParams) -> SearchResultWire,
