@@ -14,6 +14,7 @@ use crate::ingest::{RootInfo, SyncReport};
 use crate::store::UserRow;
 
 pub mod methods;
+pub mod recent;
 pub mod workflow;
 pub mod write;
 

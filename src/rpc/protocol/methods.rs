@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::recent;
 use super::workflow as wf;
 use super::write;
 use super::*;
@@ -98,6 +99,8 @@ methods! {
         "retires a written edge (kept as history)";
     NoteWrite = "note.write" (write::NoteWriteParams) -> write::NoteWriteResult,
         "writes a Markdown file inside a watched folder and indexes it";
+    GraphRecent = "graph.recent" (recent::RecentParams) -> recent::RecentResult,
+        "the latest created, updated and retired notes and written nodes, newest first";
     WorkflowValidate = "workflow.validate" (WorkflowSourceParams) -> ValidateResult,
         "checks a workflow document";
     WorkflowRun = "workflow.run" (wf::RunParams) -> wf::RunStarted, "starts a workflow run";
