@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, stderr};
+use crate::harness::{Daemon, stderr, wait_until};
 
 fn write(p: &Path, text: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -337,6 +337,66 @@ fn backup_is_a_consistent_copy_made_while_running() {
     );
     let out = d.cli(&["backup", dest.to_str().unwrap()]);
     assert!(!out.status.success());
+}
+
+/// The hits of `query` on written node `id`.
+fn hits_on(d: &Daemon, query: &str, id: &Value) -> Vec<Value> {
+    let r = d
+        .call(
+            "search.query",
+            json!({ "query": query, "mode": "bm25", "k": 10 }),
+        )
+        .unwrap();
+    r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["node_id"] == *id)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn upserted_content_is_searchable_cited_to_its_write_until_retired() {
+    let d = Daemon::start();
+    watched_vault(&d);
+    let ada = d
+        .call(
+            "node.upsert",
+            json!({ "kind": "person", "key": "ada", "title": "Ada Lovelace",
+                "content": "Wrote the first algorithm for the analytical engine: quixotryne.",
+                "client": "test-suite" }),
+        )
+        .unwrap();
+    wait_until("the upserted text is searchable", || {
+        !hits_on(&d, "quixotryne", &ada["id"]).is_empty()
+    });
+    let hit = &hits_on(&d, "quixotryne", &ada["id"])[0];
+    assert_eq!(hit["title"], "Ada Lovelace");
+    assert!(
+        hit["snippet"].as_str().unwrap().contains("quixotryne"),
+        "{hit}"
+    );
+    assert_eq!(hit["written_by"]["extractor"], "client:test-suite", "{hit}");
+    assert_eq!(hit["path"], "", "no file to cite: {hit}");
+
+    // New content replaces the old in the index; a rebuild keeps written text.
+    d.call(
+        "node.upsert",
+        json!({ "kind": "person", "key": "ada", "content": "Now about zorbulite." }),
+    )
+    .unwrap();
+    wait_until("the new text replaces the old", || {
+        !hits_on(&d, "zorbulite", &ada["id"]).is_empty()
+            && hits_on(&d, "quixotryne", &ada["id"]).is_empty()
+    });
+    d.call("search.reindex", json!({})).unwrap();
+    assert_eq!(hits_on(&d, "zorbulite", &ada["id"]).len(), 1);
+
+    d.call("node.retire", json!({ "id": ada["id"] })).unwrap();
+    wait_until("the retired node leaves search", || {
+        hits_on(&d, "zorbulite", &ada["id"]).is_empty()
+    });
 }
 
 fn recent(d: &Daemon, params: Value) -> Vec<Value> {
