@@ -35,8 +35,9 @@ pub const NODE_URI: &str = "brain://node/";
 /// the next page through the cursor.
 pub const RESOURCE_PAGE: usize = 50;
 
-/// Chunks of a note a resource read gathers: the socket's own cap on one neighbourhood.
-const MAX_NOTE_CHUNKS: usize = crate::graph::MAX_NODES_LIMIT;
+/// Chunks of a note a resource read gathers: the most one `graph.neighbors` answers (the
+/// daemon clamps larger limits to it), so a note past it reads as its first chunks.
+const MAX_NOTE_CHUNKS: usize = 1000;
 
 /// A changed node as a resource a client can list and read.
 fn resource(c: RecentChangeWire) -> Resource {
