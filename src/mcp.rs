@@ -388,14 +388,22 @@ impl ServerHandler for BrainMcp {
                 ErrorData::invalid_params(format!("not a cursor of this server: {c:?}"), None)
             })?,
         };
-        let page = self
+        let page = match self
             .request::<m::GraphRecent>(RecentParams {
                 limit: Some(RESOURCE_PAGE),
                 offset: Some(offset),
                 ..Default::default()
             })
             .await
-            .map_err(|e| ErrorData::internal_error(failure_text(&e), None))?;
+        {
+            Ok(page) => page,
+            // Clients list resources as they connect; with no daemon there are none to show,
+            // and the tools say how to start one.
+            Err(ClientError::NoDaemon { .. }) => {
+                return Ok(ListResourcesResult::with_all_items(Vec::new()));
+            }
+            Err(e) => return Err(ErrorData::internal_error(failure_text(&e), None)),
+        };
         let next = offset + page.changes.len();
         let resources = page
             .changes

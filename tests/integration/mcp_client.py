@@ -159,6 +159,8 @@ async def without_daemon(binary, env_file):
             # The server is still up after the failed call.
             r = await session.call_tool("brain_status", {})
             assert r.is_error, r
+            # Listing resources on connect is not an error: there are none to show.
+            assert (await session.list_resources()).resources == []
             print(json.dumps({"no_daemon": text}))
 
 
