@@ -548,6 +548,7 @@ mod tests {
             "link",
             "workflow_run",
             "workflow_resume",
+            "recent",
         ] {
             assert!(names.iter().any(|n| n.contains(needle)), "{needle}");
         }
