@@ -19,7 +19,9 @@ use crate::ingest::{self, Ingestor, RootInfo, Scope, SyncReport};
 use crate::search::{self, Search, models};
 use crate::store::{self, Counts, Store, UserRow};
 
+mod recent;
 mod writes;
+pub use recent::{Change, RecentChange, RecentQuery, Via};
 pub use writes::{NoteMode, NoteWritten, Retired};
 
 pub struct Brain {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use self::workflow::WorkflowCommand;
 use crate::config::{self, Overrides};
@@ -24,12 +24,16 @@ use crate::rpc::client::{Client, ClientError, DEFAULT_TIMEOUT};
 use crate::rpc::protocol::methods::{self as m, IngestPath, StoreBackup};
 use crate::rpc::protocol::write::BackupParams;
 use crate::rpc::protocol::{
+    BacklinksParams, DirectionWire, ModelAddParams, ModelNameParams, ModelUseResult,
+    NeighborsParams, NoParams, NodeGetParams, SearchFilters, SearchParams, SearchTitleParams,
+    SourceListParams, WatchRemoveParams,
+};
+use crate::rpc::protocol::{
     CompactResult, INGEST_PROGRESS, Method, ModelListResult, ModelWire, NodeWire, PathParams,
     ProgressWire, ProvenanceWire, PurgedWire, ReindexResult, RootWire, SearchResultWire,
     SourceListResult, StatusWire, SyncReportWire, TitleHitWire, UserListResult, WatchListResult,
     WatchRemoveResult,
 };
-use crate::rpc::protocol::{ModelNameParams, NoParams, WatchRemoveParams};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -629,13 +633,13 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
         Command::Stop { no_wait } => stop(&mut client, &socket, timeout, *no_wait),
         Command::User(UserCommand::List { json }) => user_list(&mut client, *json),
         Command::Watch(WatchCommand::Add { path, json }) => {
-            watch_change(&mut client, "watch.add", path, *json)
+            watch_change(&mut client, path, true, *json)
         }
         Command::Watch(WatchCommand::Remove {
             path,
             purge: false,
             json,
-        }) => watch_change(&mut client, "watch.remove", path, *json),
+        }) => watch_change(&mut client, path, false, *json),
         Command::Watch(WatchCommand::Remove {
             path,
             purge: true,
@@ -699,20 +703,29 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             offset,
             json,
         } => {
-            let params =
-                json!({ "status": status, "root": root, "limit": limit, "offset": offset });
-            sources(&mut client, params, *offset, *json)
+            let params = SourceListParams {
+                status: status.clone(),
+                root: root.clone(),
+                limit: *limit,
+                offset: Some(*offset),
+            };
+            sources(&mut client, &params, *offset, *json)
         }
         Command::Node(NodeCommand::Get { by, json }) => {
-            let params = json!({ "id": by.id, "path": by.path, "title": by.title });
-            node_get(&mut client, params, *json)
+            let params = NodeGetParams {
+                id: by.id.clone(),
+                path: by.path.clone(),
+                title: by.title.clone(),
+            };
+            node_get(&mut client, &params, *json)
         }
-        Command::Node(NodeCommand::Search { query, limit, json }) => node_search(
-            &mut client,
-            query,
-            json!({ "query": query, "limit": limit }),
-            *json,
-        ),
+        Command::Node(NodeCommand::Search { query, limit, json }) => {
+            let params = SearchTitleParams {
+                query: query.clone(),
+                limit: *limit,
+            };
+            node_search(&mut client, query, &params, *json)
+        }
         Command::Graph(GraphCommand::Neighbors {
             node,
             direction,
@@ -722,16 +735,22 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             json,
         }) => {
             let start = self::graph::resolve(&mut client, node)?;
-            let params = json!({
-                "id": start.id, "direction": direction, "edge_types": edge_types,
-                "depth": depth, "limit": limit,
-            });
-            self::graph::walk(&mut client, "graph.neighbors", &start, params, *json)
+            let params = NeighborsParams {
+                id: start.id.clone(),
+                direction: direction_wire(direction)?,
+                edge_types: edge_types.clone(),
+                depth: *depth,
+                limit: *limit,
+            };
+            self::graph::walk::<m::GraphNeighbors>(&mut client, &start, &params, *json)
         }
         Command::Graph(GraphCommand::Backlinks { node, limit, json }) => {
             let start = self::graph::resolve(&mut client, node)?;
-            let params = json!({ "id": start.id, "limit": limit });
-            self::graph::walk(&mut client, "graph.backlinks", &start, params, *json)
+            let params = BacklinksParams {
+                id: start.id.clone(),
+                limit: *limit,
+            };
+            self::graph::walk::<m::GraphBacklinks>(&mut client, &start, &params, *json)
         }
         Command::Search(args) => search(&mut client, args),
         Command::Reindex { json } => {
@@ -753,10 +772,12 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             activate,
             json,
         }) => {
-            let v = client.call(
-                "models.add",
-                json!({ "name": name, "path": path, "link": link, "activate": activate }),
-            )?;
+            let v = client.call_method::<m::ModelsAdd>(&ModelAddParams {
+                name: name.clone(),
+                path: path.clone(),
+                link: *link,
+                activate: *activate,
+            })?;
             if *json {
                 return print_json(&v);
             }
@@ -771,11 +792,16 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             Ok(())
         }
         Command::Models(ModelsCommand::Use { name, json }) => {
-            let list: ModelListResult = decode("models.list", client.call("models.list", json!({}))?)?;
+            let list = client.request::<m::ModelsList>(&NoParams {})?;
             // Activating the active model again would only reload it.
             if list.models.iter().any(|m| m.active && m.name == *name) {
                 if *json {
-                    return print_json(&json!({ "active": name }));
+                    let same = ModelUseResult {
+                        active: name.clone(),
+                    };
+                    let v = serde_json::to_value(same)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    return print_json(&v);
                 }
                 println!("model {name} is already active; nothing to re-embed");
                 return Ok(());
@@ -789,7 +815,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             Ok(())
         }
         Command::Models(ModelsCommand::Remove { name, json }) => {
-            let v = client.call("models.remove", json!({ "name": name }))?;
+            let v = client.call_method::<m::ModelsRemove>(&ModelNameParams { name: name.clone() })?;
             if *json {
                 return print_json(&v);
             }
@@ -833,8 +859,8 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
 }
 
 /// Builds `search.query` parameters from the command line.
-pub fn search_params(args: &SearchArgs) -> Result<Value, ClientError> {
-    let mut props = serde_json::Map::new();
+pub fn search_params(args: &SearchArgs) -> Result<SearchParams, ClientError> {
+    let mut props = std::collections::BTreeMap::new();
     for p in &args.props {
         let Some((k, v)) = p.split_once('=') else {
             return Err(ClientError::Usage(format!(
@@ -843,26 +869,38 @@ pub fn search_params(args: &SearchArgs) -> Result<Value, ClientError> {
         };
         props.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));
     }
-    Ok(json!({
-        "query": args.query,
-        "mode": args.mode,
-        "k": args.k,
-        "filters": {
-            "tags": args.tags,
-            "path_prefix": args.path,
-            "kinds": args.kinds,
-            "since": args.since,
-            "until": args.until,
-            "props": props,
+    Ok(SearchParams {
+        query: args.query.clone(),
+        mode: args.mode.clone(),
+        k: Some(args.k),
+        filters: SearchFilters {
+            tags: args.tags.clone(),
+            path_prefix: args.path.clone(),
+            kinds: args.kinds.clone(),
+            since: args.since.clone().map(Value::String),
+            until: args.until.clone().map(Value::String),
+            props,
         },
-        "graph": args.graph,
-        "explain": args.explain,
-        "group": if args.chunks { "chunk" } else { "note" },
-    }))
+        graph: args.graph,
+        explain: args.explain,
+        group: Some(if args.chunks { "chunk" } else { "note" }.to_owned()),
+    })
+}
+
+/// `--direction` as the wire names it (clap has checked it is one of them).
+fn direction_wire(d: &str) -> Result<DirectionWire, ClientError> {
+    match d {
+        "out" => Ok(DirectionWire::Out),
+        "in" => Ok(DirectionWire::In),
+        "both" => Ok(DirectionWire::Both),
+        other => Err(ClientError::Usage(format!(
+            "--direction is out, in or both, not {other:?}"
+        ))),
+    }
 }
 
 fn search(client: &mut Client, args: &SearchArgs) -> Result<(), ClientError> {
-    let v = client.call("search.query", search_params(args)?)?;
+    let v = client.call_method::<m::SearchQuery>(&search_params(args)?)?;
     if args.json {
         return print_json(&v);
     }
@@ -1046,7 +1084,7 @@ fn embedding_progress(client: &mut Client, s: &StatusWire) -> Result<String, Cli
     }
     let started = std::time::Instant::now();
     std::thread::sleep(RATE_SAMPLE);
-    let later: StatusWire = decode("daemon.status", client.call("daemon.status", json!({}))?)?;
+    let later = client.request::<m::DaemonStatus>(&NoParams {})?;
     let secs = started.elapsed().as_secs_f64();
     let gained = (later.search.embedded_chunks as u64).saturating_sub(done);
     if gained == 0 {
@@ -1081,21 +1119,26 @@ fn decode<T: DeserializeOwned>(method: &str, v: Value) -> Result<T, ClientError>
 
 fn watch_change(
     client: &mut Client,
-    method: &str,
     path: &str,
+    add: bool,
     as_json: bool,
 ) -> Result<(), ClientError> {
-    let v = client.call(method, json!({ "path": path }))?;
+    let path = path.to_owned();
+    let v = if add {
+        client.call_method::<m::WatchAdd>(&PathParams { path })?
+    } else {
+        client.call_method::<m::WatchRemove>(&WatchRemoveParams { path, purge: false })?
+    };
     if as_json {
         return print_json(&v);
     }
-    let root: RootWire = decode(method, v)?;
-    // The answer describes the root as it was, so the verb comes from the request.
-    let done = if method == "watch.add" {
-        "watching"
+    let root: RootWire = if add {
+        decode(m::WatchAdd::NAME, v)?
     } else {
-        "stopped watching"
+        decode::<WatchRemoveResult>(m::WatchRemove::NAME, v)?.root
     };
+    // The answer describes the root as it was, so the verb comes from the request.
+    let done = if add { "watching" } else { "stopped watching" };
     println!("{done} {}", root.path);
     Ok(())
 }
@@ -1121,9 +1164,8 @@ fn watch_list(client: &mut Client, as_json: bool) -> Result<(), ClientError> {
 fn ingest(socket: &Path, timeout: Duration, path: &str, as_json: bool) -> Result<(), ClientError> {
     let mut client = Client::connect_timeout(socket, Some(timeout))?;
     let bar = (!as_json).then(progress_bar);
-    let params = serde_json::to_value(PathParams { path: path.into() })
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let result = client.call_streaming(IngestPath::NAME, params, |method, params| {
+    let params = PathParams { path: path.into() };
+    let result = client.call_method_streaming::<IngestPath>(&params, |method, params| {
         if method != INGEST_PROGRESS {
             return Ok(());
         }
@@ -1167,7 +1209,7 @@ fn progress_bar() -> indicatif::ProgressBar {
 /// One line of `brain ingest --json`: `{"event": EVENT, ...fields}`.
 fn print_event(event: &str, fields: Value) -> Result<(), ClientError> {
     let mut obj = serde_json::Map::new();
-    obj.insert("event".into(), json!(event));
+    obj.insert("event".into(), Value::String(event.to_owned()));
     if let Value::Object(fields) = fields {
         obj.extend(fields);
     }
@@ -1178,11 +1220,11 @@ fn print_event(event: &str, fields: Value) -> Result<(), ClientError> {
 
 fn sources(
     client: &mut Client,
-    params: Value,
+    params: &SourceListParams,
     offset: usize,
     as_json: bool,
 ) -> Result<(), ClientError> {
-    let v = client.call("source.list", params)?;
+    let v = client.call_method::<m::SourceList>(params)?;
     if as_json {
         return print_json(&v);
     }
@@ -1258,8 +1300,8 @@ fn exited(pid: rustix::process::Pid) -> bool {
     }
 }
 
-fn node_get(client: &mut Client, params: Value, as_json: bool) -> Result<(), ClientError> {
-    let v = client.call("node.get", params)?;
+fn node_get(client: &mut Client, params: &NodeGetParams, as_json: bool) -> Result<(), ClientError> {
+    let v = client.call_method::<m::NodeGet>(params)?;
     if as_json {
         return print_json(&v);
     }
@@ -1301,10 +1343,10 @@ fn provenance_line(p: &ProvenanceWire) -> String {
 fn node_search(
     client: &mut Client,
     query: &str,
-    params: Value,
+    params: &SearchTitleParams,
     as_json: bool,
 ) -> Result<(), ClientError> {
-    let v = client.call("node.search_title", params)?;
+    let v = client.call_method::<m::NodeSearchTitle>(params)?;
     if as_json {
         return print_json(&v);
     }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
-    ResourceTemplate, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -25,10 +25,50 @@ use serde_json::{Map, Value};
 
 use crate::rpc::client::{Client, ClientError};
 use crate::rpc::protocol::methods::{self as m, Method, schema_of};
-use crate::rpc::protocol::{NodeGetParams, NodeWire};
+use crate::rpc::protocol::recent::{ChangeWire, RecentChangeWire, RecentParams};
+use crate::rpc::protocol::{DirectionWire, NeighborsParams, NodeGetParams, NodeWire};
 
 /// The URI prefix of a node resource.
 pub const NODE_URI: &str = "brain://node/";
+
+/// Resources one `resources/list` page holds: the most recently changed notes and nodes first,
+/// the next page through the cursor.
+pub const RESOURCE_PAGE: usize = 50;
+
+/// Chunks of a note a resource read gathers: the most one `graph.neighbors` answers (the
+/// daemon clamps larger limits to it), so a note past it reads as its first chunks.
+const MAX_NOTE_CHUNKS: usize = 1000;
+
+/// A changed node as a resource a client can list and read.
+fn resource(c: RecentChangeWire) -> Resource {
+    let note = matches!(c.kind.as_str(), "note" | "file");
+    let mut description = format!("{} {} {}", c.kind, change_word(c.change), c.at);
+    if let Some(p) = &c.path {
+        description.push_str(&format!(" ({p})"));
+    }
+    let mut r = Resource::new(
+        format!("{NODE_URI}{}", c.id),
+        c.title.clone().unwrap_or_else(|| c.id.clone()),
+    )
+    .with_description(description)
+    .with_mime_type(if note {
+        "text/markdown"
+    } else {
+        "application/json"
+    });
+    if let Some(t) = c.title {
+        r = r.with_title(t);
+    }
+    r
+}
+
+fn change_word(c: ChangeWire) -> &'static str {
+    match c {
+        ChangeWire::Created => "created",
+        ChangeWire::Updated => "updated",
+        ChangeWire::Retired => "retired",
+    }
+}
 
 /// How a tool touches the brain, for the MCP annotations a client shows or gates on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +146,14 @@ fn tools() -> Vec<ToolDef> {
             "Every version of a node (what a note or written node said, and when) and every \
              edge it ever had, each with valid_from/valid_to and its citations. Use to see how \
              something changed; get_node with as_of answers one past moment.",
+        ),
+        tool::<m::GraphRecent>(
+            "recent_changes",
+            Read,
+            "What changed lately: notes and written nodes created, updated or retired, newest \
+             first, each with its time, title, file path and who wrote it (a file, a client \
+             such as claude-desktop, or a workflow run). Use to catch up on what the user or \
+             other tools did since a time (since), or to find a note just written.",
         ),
         tool::<m::DaemonStatus>(
             "brain_status",
@@ -210,6 +258,50 @@ impl BrainMcp {
         }
     }
 
+    /// Calls method `M` on a fresh connection, on a blocking thread (the client is blocking).
+    async fn request<M: Method>(&self, params: M::Params) -> Result<M::Result, ClientError>
+    where
+        M::Params: Send + 'static,
+        M::Result: Send + 'static,
+    {
+        let (socket, timeout) = (self.socket.clone(), self.timeout);
+        tokio::task::spawn_blocking(move || {
+            Client::connect_timeout(&socket, Some(timeout))?.request::<M>(&params)
+        })
+        .await
+        .map_err(|e| ClientError::Protocol(format!("call interrupted: {e}")))?
+    }
+
+    /// A note's text as brain indexed it: its chunks in file order, each the exact bytes its
+    /// citation names, so what a client reads is what search cites.
+    async fn note_text(&self, id: &str) -> Result<String, ClientError> {
+        let g = self
+            .request::<m::GraphNeighbors>(NeighborsParams {
+                id: id.to_owned(),
+                direction: DirectionWire::Out,
+                edge_types: vec!["has_chunk".into()],
+                depth: Some(1),
+                limit: Some(MAX_NOTE_CHUNKS),
+            })
+            .await?;
+        let mut chunks: Vec<(u64, String)> = g
+            .nodes
+            .into_iter()
+            .filter(|n| n.kind == "chunk")
+            .map(|n| {
+                let start = n
+                    .provenance
+                    .first()
+                    .and_then(|p| p.bytes)
+                    .map_or(0, |b| b[0]);
+                (start, n.content.unwrap_or_default())
+            })
+            .collect();
+        chunks.sort_by_key(|c| c.0);
+        let texts: Vec<String> = chunks.into_iter().map(|c| c.1).collect();
+        Ok(texts.join("\n\n"))
+    }
+
     /// Calls `method` on a fresh connection, on a blocking thread (the client is blocking).
     async fn call(&self, method: &'static str, params: Value) -> Result<Value, ClientError> {
         let (socket, timeout) = (self.socket.clone(), self.timeout);
@@ -294,11 +386,43 @@ impl ServerHandler for BrainMcp {
 
     async fn list_resources(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        // Notes are many and found by search; they are read through the template.
-        Ok(ListResourcesResult::with_all_items(Vec::new()))
+        let offset = match request.and_then(|r| r.cursor) {
+            None => 0,
+            Some(c) => c.parse::<usize>().map_err(|_| {
+                ErrorData::invalid_params(format!("not a cursor of this server: {c:?}"), None)
+            })?,
+        };
+        let page = match self
+            .request::<m::GraphRecent>(RecentParams {
+                limit: Some(RESOURCE_PAGE),
+                offset: Some(offset),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(page) => page,
+            // Clients list resources as they connect; with no daemon there are none to show,
+            // and the tools say how to start one.
+            Err(ClientError::NoDaemon { .. }) => {
+                return Ok(ListResourcesResult::with_all_items(Vec::new()));
+            }
+            Err(e) => return Err(ErrorData::internal_error(failure_text(&e), None)),
+        };
+        let next = offset + page.changes.len();
+        let resources = page
+            .changes
+            .into_iter()
+            .filter(|c| c.change != ChangeWire::Retired)
+            .map(resource)
+            .collect();
+        let mut result = ListResourcesResult::with_all_items(resources);
+        if page.more {
+            result.next_cursor = Some(next.to_string());
+        }
+        Ok(result)
     }
 
     async fn list_resource_templates(
@@ -346,11 +470,20 @@ impl ServerHandler for BrainMcp {
             })?;
         let node: NodeWire = serde_json::from_value(v.clone())
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let text = match node.content {
+            Some(text) => Some(text),
+            None if matches!(node.kind.as_str(), "note" | "file") => Some(
+                self.note_text(&node.id)
+                    .await
+                    .map_err(|e| ErrorData::internal_error(failure_text(&e).into_owned(), None))?,
+            ),
+            None => None,
+        };
         let mut contents = vec![
             ResourceContents::text(v.to_string(), request.uri.clone())
                 .with_mime_type("application/json"),
         ];
-        if let Some(text) = node.content {
+        if let Some(text) = text {
             contents
                 .push(ResourceContents::text(text, request.uri).with_mime_type("text/markdown"));
         }
@@ -422,6 +555,7 @@ mod tests {
             "link",
             "workflow_run",
             "workflow_resume",
+            "recent",
         ] {
             assert!(names.iter().any(|n| n.contains(needle)), "{needle}");
         }

@@ -5,11 +5,10 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
-
 use super::{GraphTarget, decode, print_json};
 use crate::rpc::client::{Client, ClientError};
-use crate::rpc::protocol::{NodeWire, SubgraphWire};
+use crate::rpc::protocol::methods::NodeGet;
+use crate::rpc::protocol::{Method, NodeGetParams, NodeWire, SubgraphWire};
 
 /// Nodes outside the answer (the sections and chunks an edge starts or ends at) looked up to
 /// name the note they belong to: one request each, so a bounded number per command; past it
@@ -19,9 +18,15 @@ const MAX_LOOKUPS: usize = 100;
 /// The node `t` names, fetched from the daemon.
 pub fn resolve(client: &mut Client, t: &GraphTarget) -> Result<NodeWire, ClientError> {
     let params = match (&t.node_id, &t.id, &t.path, &t.title) {
-        (Some(id), ..) | (None, Some(id), ..) => json!({ "id": id }),
-        (None, None, Some(path), _) => json!({ "path": path }),
-        (None, None, None, Some(title)) => json!({ "title": title }),
+        (Some(id), ..) | (None, Some(id), ..) => by_id(id),
+        (None, None, Some(path), _) => NodeGetParams {
+            path: Some(path.clone()),
+            ..Default::default()
+        },
+        (None, None, None, Some(title)) => NodeGetParams {
+            title: Some(title.clone()),
+            ..Default::default()
+        },
         // clap's group requires one of them.
         (None, None, None, None) => {
             return Err(ClientError::Usage(
@@ -29,24 +34,30 @@ pub fn resolve(client: &mut Client, t: &GraphTarget) -> Result<NodeWire, ClientE
             ));
         }
     };
-    decode("node.get", client.call("node.get", params)?)
+    client.request::<NodeGet>(&params)
 }
 
-/// Calls `method` (`graph.neighbors` or `graph.backlinks`) and prints its answer from `start`'s
+fn by_id(id: &str) -> NodeGetParams {
+    NodeGetParams {
+        id: Some(id.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Calls `M` (`graph.neighbors` or `graph.backlinks`) and prints its answer from `start`'s
 /// point of view: `→ TYPE  NODE` for an edge out of it, `← TYPE  NODE` for one into it (or into
 /// one of its sections), `A → TYPE → B` for an edge further out.
-pub fn walk(
+pub fn walk<M: Method<Result = SubgraphWire>>(
     client: &mut Client,
-    method: &str,
     start: &NodeWire,
-    params: Value,
+    params: &M::Params,
     as_json: bool,
 ) -> Result<(), ClientError> {
-    let v = client.call(method, params)?;
+    let v = client.call_method::<M>(params)?;
     if as_json {
         return print_json(&v);
     }
-    let g: SubgraphWire = decode(method, v)?;
+    let g: SubgraphWire = decode(M::NAME, v)?;
     let mut names: HashMap<String, Named> = HashMap::new();
     names.insert(start.id.clone(), Named::of(start, None));
     for n in &g.nodes {
@@ -59,8 +70,8 @@ pub fn walk(
                 continue;
             }
             lookups += 1;
-            let found: Option<NodeWire> = match client.call("node.get", json!({ "id": id })) {
-                Ok(v) => decode("node.get", v).ok(),
+            let found: Option<NodeWire> = match client.call_method::<NodeGet>(&by_id(id)) {
+                Ok(v) => decode(NodeGet::NAME, v).ok(),
                 // A node retired since the walk: the edge shows its id.
                 Err(ClientError::Rpc(_)) => None,
                 Err(e) => return Err(e),

@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 
 use crate::rpc::client::{Client, ClientError};
-use crate::rpc::protocol::ValidateResult;
+use crate::rpc::protocol::methods as m;
+use crate::rpc::protocol::workflow as wf;
+use crate::rpc::protocol::{NoParams, ValidateResult};
 
 /// Exit code of `run --wait` when the run paused and waits for a resume.
 pub const EXIT_PAUSED: u8 = 4;
@@ -182,11 +184,19 @@ pub fn run(socket: &Path, timeout: Duration, cmd: &WorkflowCommand) -> ExitCode 
             let request_id = request_id
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let body = json!({ "request_id": request_id, "approved": !*deny, "payload": payload, "token": token });
-            resume(&mut c, run_id, wait_id.as_deref(), body, *json).map(|_| ExitCode::SUCCESS)
+            // The wait is named below, from the run's open waits when not given.
+            let body = wf::ResumeParams {
+                run_id: run_id.clone(),
+                wait_id: wait_id.clone().unwrap_or_default(),
+                request_id,
+                approved: !*deny,
+                payload,
+                token: token.clone(),
+            };
+            resume(&mut c, wait_id.is_some(), body, *json).map(|_| ExitCode::SUCCESS)
         }
         WorkflowCommand::Cancel { run_id, json } => {
-            let v = c.call("workflow.cancel", json!({ "run_id": run_id }))?;
+            let v = c.call_method::<m::WorkflowCancel>(&run_ref(run_id))?;
             print(&v, *json, |v| {
                 println!("run {} is {}", run_id, v["status"].as_str().unwrap_or("?"))
             })?;
@@ -198,22 +208,45 @@ pub fn run(socket: &Path, timeout: Duration, cmd: &WorkflowCommand) -> ExitCode 
             follow,
             json,
         } => events(&mut c, run_id, *since, *follow, *json).map(|_| ExitCode::SUCCESS),
-        WorkflowCommand::TriggerAdd { name, file, on, pattern, params, in_root, json } => {
+        WorkflowCommand::TriggerAdd {
+            name,
+            file,
+            on,
+            pattern,
+            params,
+            in_root,
+            json,
+        } => {
             let doc = read_doc(file).map_err(ClientError::Protocol)?;
-            let v = c.call(
-                "workflow.trigger_add",
-                json!({ "name": name, "definition": doc, "event": on, "pattern": pattern, "params": parse_params(params)?, "in_root": in_root }),
-            )?;
-            print(&v, *json, |v| println!("trigger {} runs {} on {} {}", name, v["workflow"].as_str().unwrap_or("?"), on, pattern))?;
+            let v = c.call_method::<m::WorkflowTriggerAdd>(&wf::TriggerAddParams {
+                name: name.clone(),
+                definition: Some(doc),
+                path: None,
+                event: on.clone(),
+                pattern: pattern.clone(),
+                params: parse_params(params)?,
+                in_root: *in_root,
+            })?;
+            print(&v, *json, |v| {
+                println!(
+                    "trigger {} runs {} on {} {}",
+                    name,
+                    v["workflow"].as_str().unwrap_or("?"),
+                    on,
+                    pattern
+                )
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         WorkflowCommand::TriggerRemove { name, json } => {
-            let v = c.call("workflow.trigger_remove", json!({ "name": name }))?;
+            let v = c.call_method::<m::WorkflowTriggerRemove>(&wf::TriggerNameParams {
+                name: name.clone(),
+            })?;
             print(&v, *json, |_| println!("removed trigger {name}"))?;
             Ok(ExitCode::SUCCESS)
         }
         WorkflowCommand::Triggers { json } => {
-            let v = c.call("workflow.triggers", json!({}))?;
+            let v = c.call_method::<m::WorkflowTriggers>(&NoParams {})?;
             print(&v, *json, |v| {
                 let list = v["triggers"].as_array().cloned().unwrap_or_default();
                 if list.is_empty() {
@@ -300,7 +333,7 @@ fn validate(file: &Path, as_json: bool, strict: bool) -> ExitCode {
     }
 }
 
-fn parse_params(params: &[String]) -> Result<Value, ClientError> {
+fn parse_params(params: &[String]) -> Result<Map<String, Value>, ClientError> {
     let mut out = serde_json::Map::new();
     for p in params {
         let (k, v) = p
@@ -309,7 +342,13 @@ fn parse_params(params: &[String]) -> Result<Value, ClientError> {
         let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
         out.insert(k.to_owned(), v);
     }
-    Ok(Value::Object(out))
+    Ok(out)
+}
+
+fn run_ref(run_id: &str) -> wf::RunIdParams {
+    wf::RunIdParams {
+        run_id: run_id.to_owned(),
+    }
 }
 
 /// How `run --wait` shows a run it follows.
@@ -330,10 +369,12 @@ fn run_workflow(
     as_json: bool,
 ) -> Result<ExitCode, ClientError> {
     let doc = read_doc(file).map_err(ClientError::Protocol)?;
-    let v = c.call(
-        "workflow.run",
-        json!({ "definition": doc, "params": parse_params(params)?, "dry_run": dry_run }),
-    )?;
+    let v = c.call_method::<m::WorkflowRun>(&wf::RunParams {
+        definition: Some(doc),
+        params: parse_params(params)?,
+        dry_run,
+        ..Default::default()
+    })?;
     let run_id = v["run_id"].as_str().unwrap_or_default().to_owned();
     let Some(view) = view else {
         print(&v, as_json, |_| println!("{run_id}"))?;
@@ -349,7 +390,7 @@ fn run_workflow(
             follow(c, &run_id, 0, &mut |e| lines.event(e))?
         }
     };
-    let run = c.call("workflow.get", json!({ "run_id": run_id }))?;
+    let run = c.call_method::<m::WorkflowGet>(&run_ref(&run_id))?;
     Ok(outcome(&run, &status, as_json))
 }
 
@@ -534,10 +575,11 @@ fn follow_untimed(
     since: i64,
     show: &mut dyn FnMut(&Value),
 ) -> Result<String, ClientError> {
-    let id = c.send(
-        "workflow.events",
-        json!({ "run_id": run_id, "since": since, "follow": true }),
-    )?;
+    let id = c.send_method::<m::WorkflowEvents>(&wf::EventsParams {
+        run_id: run_id.to_owned(),
+        since,
+        follow: true,
+    })?;
     loop {
         let msg = c.read_message()?;
         if msg.get("id").is_none_or(Value::is_null) && msg.get("error").is_none() {
@@ -565,10 +607,11 @@ fn events(
         follow(c, run_id, since, &mut |e| print_event(e, as_json))?;
         return Ok(());
     }
-    let v = c.call(
-        "workflow.events",
-        json!({ "run_id": run_id, "since": since }),
-    )?;
+    let v = c.call_method::<m::WorkflowEvents>(&wf::EventsParams {
+        run_id: run_id.to_owned(),
+        since,
+        follow: false,
+    })?;
     for e in v["events"].as_array().into_iter().flatten() {
         print_event(e, as_json);
     }
@@ -576,7 +619,7 @@ fn events(
 }
 
 fn show(c: &mut Client, run_id: &str, as_json: bool) -> Result<(), ClientError> {
-    let v = c.call("workflow.get", json!({ "run_id": run_id }))?;
+    let v = c.call_method::<m::WorkflowGet>(&run_ref(run_id))?;
     print(&v, as_json, |v| {
         println!("run        {}", v["run_id"].as_str().unwrap_or(""));
         println!("workflow   {}", v["name"].as_str().unwrap_or(""));
@@ -620,7 +663,10 @@ fn list(
     limit: Option<usize>,
     as_json: bool,
 ) -> Result<(), ClientError> {
-    let v = c.call("workflow.list", json!({ "status": status, "limit": limit }))?;
+    let v = c.call_method::<m::WorkflowList>(&wf::ListParams {
+        status: status.map(str::to_owned),
+        limit,
+    })?;
     print(&v, as_json, |v| {
         for r in v["runs"].as_array().into_iter().flatten() {
             println!(
@@ -634,42 +680,42 @@ fn list(
     })
 }
 
+/// Resumes `body`'s wait; without a named wait (`named` false), the run's one open wait.
 fn resume(
     c: &mut Client,
-    run_id: &str,
-    wait_id: Option<&str>,
-    mut body: Value,
+    named: bool,
+    mut body: wf::ResumeParams,
     as_json: bool,
 ) -> Result<(), ClientError> {
-    let wait_id = match wait_id {
-        Some(w) => w.to_owned(),
-        None => {
-            let run = c.call("workflow.get", json!({ "run_id": run_id }))?;
-            let open: Vec<&Value> = run["waits"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|w| w["status"] == "open")
-                .collect();
-            match open.as_slice() {
-                [w] => w["wait_id"].as_str().unwrap_or_default().to_owned(),
-                [] => {
-                    return Err(ClientError::Protocol(format!(
-                        "run {run_id} has no open wait"
-                    )));
-                }
-                _ => {
-                    return Err(ClientError::Protocol(format!(
-                        "run {run_id} has {} open waits; name one",
-                        open.len()
-                    )));
-                }
+    let run_id = body.run_id.clone();
+    let run_id = run_id.as_str();
+    let wait_id = if named {
+        body.wait_id.clone()
+    } else {
+        let run = c.call_method::<m::WorkflowGet>(&run_ref(run_id))?;
+        let open: Vec<&Value> = run["waits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| w["status"] == "open")
+            .collect();
+        match open.as_slice() {
+            [w] => w["wait_id"].as_str().unwrap_or_default().to_owned(),
+            [] => {
+                return Err(ClientError::Protocol(format!(
+                    "run {run_id} has no open wait"
+                )));
+            }
+            _ => {
+                return Err(ClientError::Protocol(format!(
+                    "run {run_id} has {} open waits; name one",
+                    open.len()
+                )));
             }
         }
     };
-    body["run_id"] = json!(run_id);
-    body["wait_id"] = json!(wait_id);
-    let v = c.call("workflow.resume", body)?;
+    body.wait_id = wait_id.clone();
+    let v = c.call_method::<m::WorkflowResume>(&body)?;
     print(&v, as_json, |v| {
         println!(
             "resumed {} ({})",

@@ -218,6 +218,13 @@ impl Client {
         Ok(id)
     }
 
+    /// [`Client::send`] for method `M` with its typed params.
+    pub fn send_method<M: Method>(&mut self, params: &M::Params) -> Result<u64, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send(M::NAME, params)
+    }
+
     /// Calls method `M` with its typed params; the result as it came, for callers that print
     /// it unchanged (`--json`).
     pub fn call_method<M: Method>(&mut self, params: &M::Params) -> Result<Value, ClientError> {
@@ -254,6 +261,17 @@ impl Client {
             }
             return decode_answer(msg, id);
         }
+    }
+
+    /// [`Client::call_streaming`] for method `M` with its typed params; the result as it came.
+    pub fn call_method_streaming<M: Method>(
+        &mut self,
+        params: &M::Params,
+        on_note: impl FnMut(&str, Value) -> Result<(), ClientError>,
+    ) -> Result<Value, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call_streaming(M::NAME, params, on_note)
     }
 
     /// [`Client::call_streaming`] for method `M`, with notifications of type `N`.

@@ -15,6 +15,7 @@ use crate::store::UserRow;
 
 pub mod history;
 pub mod methods;
+pub mod recent;
 pub mod workflow;
 pub mod write;
 
@@ -962,6 +963,20 @@ pub struct SearchHitWire {
     pub highlights: Vec<[usize; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<ExplainWire>,
+    /// For a node a client or workflow wrote (no file, so `path` is empty): the write that
+    /// stated the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<WrittenByWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WrittenByWire {
+    /// `client:LABEL` (`client:claude-desktop`), `client`, or `workflow`.
+    pub extractor: String,
+    pub actor_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub recorded_at: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -1048,6 +1063,12 @@ impl From<crate::search::Hit> for SearchHitWire {
                 dense: e.dense.map(Into::into),
                 graph: e.graph.map(Into::into),
                 fused: e.fused,
+            }),
+            written_by: h.written.map(|w| WrittenByWire {
+                extractor: w.extractor,
+                actor_id: w.actor_id,
+                run_id: w.run_id,
+                recorded_at: w.recorded_at,
             }),
         }
     }

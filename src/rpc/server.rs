@@ -746,6 +746,10 @@ fn dispatch(brain: &Brain, method: &str, params: Value, notes: &Notifier) -> Res
             )?;
             Ok(NoteWriteResult::from(w))
         }),
+        m::GraphRecent::NAME => serve::<m::GraphRecent>(params, |p| {
+            let (changes, more) = brain.recent(&p.into())?;
+            Ok(protocol::recent::RecentResult::new(changes, more))
+        }),
         m if m.starts_with("workflow.") => super::workflow::dispatch(brain, m, params, notes),
         _ => Err(Error::new(
             Kind::MethodNotFound,

@@ -1077,7 +1077,8 @@ pub fn each_doc(
             }
         }
     }
-    Ok(())
+    // Written nodes' text goes through the same outbox and rebuilds as notes' chunks.
+    super::written::each_doc(conn, notes, f)
 }
 
 /// A chunk's heading path, from its `heading_path` column (a JSON array; empty when absent or
@@ -1098,7 +1099,7 @@ pub fn join_path(root: &str, rel: &str) -> String {
 
 /// `key=value` terms for a note's scalar front-matter properties (and each element of a list
 /// of scalars), lower-cased.
-fn scalar_props(json: &str) -> Vec<String> {
+pub(super) fn scalar_props(json: &str) -> Vec<String> {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(json) else {
         return Vec::new();
     };

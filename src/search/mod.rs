@@ -17,6 +17,7 @@ mod indexer;
 mod proximity;
 mod query;
 mod stopwords;
+pub mod written;
 
 pub use embedder::embed_text;
 pub mod vectors;
@@ -339,6 +340,18 @@ pub struct Hit {
     /// Byte ranges of the matched words inside `snippet`.
     pub highlights: Vec<[usize; 2]>,
     pub explain: Option<Explain>,
+    /// A written node's hit: the write that stated its text (it has no file to cite).
+    pub written: Option<WrittenBy>,
+}
+
+/// Who wrote a written node's text, through what, and when.
+#[derive(Debug, Clone)]
+pub struct WrittenBy {
+    /// `client:LABEL`, `client` or `workflow`.
+    pub extractor: String,
+    pub actor_id: String,
+    pub run_id: Option<String>,
+    pub recorded_at: String,
 }
 
 #[derive(Debug, Clone, Default)]

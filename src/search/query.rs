@@ -468,8 +468,13 @@ pub(super) fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option
         Some((PartKind::Chunk, rid)) => ("ch.rid", rid.into()),
         _ => ("ch.legacy_id", chunk_id.to_owned().into()),
     };
-    c.prepare_cached(&format!(
-        "SELECT n.id, n.title, ch.content, coalesce(ch.heading_path, (SELECT s0.path FROM sections s0 WHERE s0.source_id = ch.source_id AND s0.ordinal = ch.section AND s0.valid_to IS NULL)), ch.byte_start, ch.byte_end,
+    let hit = c
+        .prepare_cached(&format!(
+            "SELECT n.id, n.title, ch.content,
+                    coalesce(ch.heading_path, (SELECT s0.path FROM sections s0
+                        WHERE s0.source_id = ch.source_id AND s0.ordinal = ch.section
+                          AND s0.valid_to IS NULL)),
+                    ch.byte_start, ch.byte_end,
                 ch.line_start, ch.line_end, v.content_hash, r.path, s.rel_path
          FROM chunks ch
          JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || ch.source_id
@@ -479,32 +484,39 @@ pub(super) fn hydrate(c: &Connection, chunk_id: &str) -> rusqlite::Result<Option
          LEFT JOIN source_versions v ON v.id = ch.cite_version
          WHERE {by} = ?1 AND ch.valid_to IS NULL
          LIMIT 1"
-    ))?
-    .query_row([key], |r| {
-        let heading: Option<String> = r.get(3)?;
-        let heading_path = index::heading_path(heading.as_deref());
-        Ok(Hit {
-            node_id: r.get(0)?,
-            chunk_id: chunk_id.to_owned(),
-            title: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            snippet: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-            heading_path,
-            bytes: [
-                r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
-                r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
-            ],
-            lines: [
-                r.get::<_, Option<i64>>(6)?.unwrap_or(0) as u32,
-                r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u32,
-            ],
-            content_hash: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-            path: index::join_path(&r.get::<_, String>(9)?, &r.get::<_, String>(10)?),
-            score: 0.0,
-            highlights: Vec::new(),
-            explain: None,
+        ))?
+        .query_row([key], |r| {
+            let heading: Option<String> = r.get(3)?;
+            let heading_path = index::heading_path(heading.as_deref());
+            Ok(Hit {
+                node_id: r.get(0)?,
+                chunk_id: chunk_id.to_owned(),
+                title: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                snippet: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                heading_path,
+                bytes: [
+                    r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+                    r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
+                ],
+                lines: [
+                    r.get::<_, Option<i64>>(6)?.unwrap_or(0) as u32,
+                    r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u32,
+                ],
+                content_hash: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                path: index::join_path(&r.get::<_, String>(9)?, &r.get::<_, String>(10)?),
+                score: 0.0,
+                highlights: Vec::new(),
+                explain: None,
+                written: None,
+            })
         })
-    })
-    .optional()
+        .optional()?;
+    match hit {
+        Some(h) => Ok(Some(h)),
+        // Not a chunk of a file: a written node's text is its own document.
+        None if !by.starts_with("ch.rid") => super::written::hydrate(c, chunk_id),
+        None => Ok(None),
+    }
 }
 
 /// A window of `text` around the query's words, with their ranges; the start of the text when

@@ -415,6 +415,7 @@ pub fn retire(
             "UPDATE provenance SET valid_to = ?2 WHERE node_id = ?1 AND valid_to IS NULL",
         )?
         .execute(params![id, now])?;
+        crate::search::written::queue(tx, id)?;
         return Ok(edges.len() as u64);
     }
     let ty: Option<String> = tx
@@ -501,6 +502,7 @@ pub fn apply(
                 }
             };
             provenance(tx, p, Some(&id), None, &now)?;
+            crate::search::written::queue(tx, &id)?;
             let mut events = vec![
                 json!({ "op": "upsert", "node_id": id, "kind": kind, "key": key, "created": created }),
             ];

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, stderr};
+use crate::harness::{Daemon, stderr, wait_until};
 
 fn write(p: &Path, text: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -55,6 +55,7 @@ fn discover_lists_every_method_with_its_schemas() {
         "node.retire",
         "edge.retire",
         "note.write",
+        "graph.recent",
         "store.backup",
         "workflow.run",
         "workflow.resume",
@@ -336,6 +337,174 @@ fn backup_is_a_consistent_copy_made_while_running() {
     );
     let out = d.cli(&["backup", dest.to_str().unwrap()]);
     assert!(!out.status.success());
+}
+
+/// The hits of `query` on written node `id`.
+fn hits_on(d: &Daemon, query: &str, id: &Value) -> Vec<Value> {
+    let r = d
+        .call(
+            "search.query",
+            json!({ "query": query, "mode": "bm25", "k": 10 }),
+        )
+        .unwrap();
+    r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["node_id"] == *id)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn upserted_content_is_searchable_cited_to_its_write_until_retired() {
+    let d = Daemon::start();
+    watched_vault(&d);
+    let ada = d
+        .call(
+            "node.upsert",
+            json!({ "kind": "person", "key": "ada", "title": "Ada Lovelace",
+                "content": "Wrote the first algorithm for the analytical engine: quixotryne.",
+                "client": "test-suite" }),
+        )
+        .unwrap();
+    wait_until("the upserted text is searchable", || {
+        !hits_on(&d, "quixotryne", &ada["id"]).is_empty()
+    });
+    let hit = &hits_on(&d, "quixotryne", &ada["id"])[0];
+    assert_eq!(hit["title"], "Ada Lovelace");
+    assert!(
+        hit["snippet"].as_str().unwrap().contains("quixotryne"),
+        "{hit}"
+    );
+    assert_eq!(hit["written_by"]["extractor"], "client:test-suite", "{hit}");
+    assert_eq!(hit["path"], "", "no file to cite: {hit}");
+
+    // New content replaces the old in the index; a rebuild keeps written text.
+    d.call(
+        "node.upsert",
+        json!({ "kind": "person", "key": "ada", "content": "Now about zorbulite." }),
+    )
+    .unwrap();
+    wait_until("the new text replaces the old", || {
+        !hits_on(&d, "zorbulite", &ada["id"]).is_empty()
+            && hits_on(&d, "quixotryne", &ada["id"]).is_empty()
+    });
+    d.call("search.reindex", json!({})).unwrap();
+    assert_eq!(hits_on(&d, "zorbulite", &ada["id"]).len(), 1);
+
+    d.call("node.retire", json!({ "id": ada["id"] })).unwrap();
+    wait_until("the retired node leaves search", || {
+        hits_on(&d, "zorbulite", &ada["id"]).is_empty()
+    });
+}
+
+fn recent(d: &Daemon, params: Value) -> Vec<Value> {
+    let r = d.call("graph.recent", params).unwrap();
+    let changes = r["changes"].as_array().unwrap().clone();
+    let times: Vec<&str> = changes.iter().map(|c| c["at"].as_str().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "not newest first: {r}"
+    );
+    changes
+}
+
+fn change_of<'a>(changes: &'a [Value], id: &Value) -> &'a Value {
+    changes
+        .iter()
+        .find(|c| c["id"] == *id)
+        .unwrap_or_else(|| panic!("{id} not among {changes:?}"))
+}
+
+#[test]
+fn recent_changes_name_what_changed_when_and_by_whom() {
+    let d = Daemon::start();
+    let vault = watched_vault(&d);
+    let user = d.call("daemon.status", json!({})).unwrap()["user_id"].clone();
+    let garden = d
+        .call("node.get", json!({ "path": vault.join("Garden.md") }))
+        .unwrap();
+    let all = recent(&d, json!({}));
+    let g = change_of(&all, &garden["id"]);
+    assert_eq!(g["change"], "created", "{g}");
+    assert_eq!(g["via"], "file", "{g}");
+    assert_eq!(g["title"], "Garden");
+    assert_eq!(g["path"], vault.join("Garden.md").to_str().unwrap());
+    assert_eq!(g["actor_id"], user);
+    let first_hash = g["content_hash"].clone();
+    assert!(first_hash.is_string(), "{g}");
+    // Tags and link placeholders are parts of notes, not changes of their own.
+    assert!(all.iter().all(|c| c["kind"] == "note"), "{all:?}");
+
+    let ada = d
+        .call(
+            "node.upsert",
+            json!({ "kind": "person", "key": "ada", "title": "Ada", "client": "test-suite" }),
+        )
+        .unwrap();
+    let all = recent(&d, json!({}));
+    assert_eq!(all[0]["id"], ada["id"], "the newest change first: {all:?}");
+    assert_eq!(all[0]["change"], "created");
+    assert_eq!(all[0]["via"], "client");
+    assert_eq!(all[0]["client"], "test-suite");
+    assert!(all[0]["path"].is_null());
+
+    // An edited file is an update of its note, cited to the new version.
+    write(
+        &vault.join("Garden.md"),
+        "# Garden\n\nTomatoes, basil and sage.\n",
+    );
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+    let g = change_of(&recent(&d, json!({})), &garden["id"]).clone();
+    assert_eq!(g["change"], "updated", "{g}");
+    assert_ne!(g["content_hash"], first_hash, "{g}");
+
+    d.call(
+        "node.retire",
+        json!({ "id": ada["id"], "client": "test-suite" }),
+    )
+    .unwrap();
+    let all = recent(&d, json!({ "kinds": ["person"] }));
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["change"], "retired", "{all:?}");
+    let notes = recent(&d, json!({ "kinds": ["note"] }));
+    assert!(notes.iter().all(|c| c["kind"] == "note"), "{notes:?}");
+
+    // Pages: limit, offset and `more`.
+    let page = d.call("graph.recent", json!({ "limit": 1 })).unwrap();
+    assert_eq!(page["changes"].as_array().unwrap().len(), 1);
+    assert_eq!(page["more"], true);
+    let rest = d
+        .call("graph.recent", json!({ "limit": 200, "offset": 1 }))
+        .unwrap();
+    assert_eq!(rest["more"], false);
+    assert_ne!(rest["changes"][0]["id"], page["changes"][0]["id"]);
+    assert!(
+        recent(&d, json!({ "since": "2999-01-01T00:00:00Z" })).is_empty(),
+        "nothing changed in the future"
+    );
+    let since = g["at"].as_str().unwrap();
+    assert!(
+        recent(&d, json!({ "since": since }))
+            .iter()
+            .any(|c| c["id"] == garden["id"])
+    );
+
+    for bad in [
+        json!({ "limit": 0 }),
+        json!({ "limit": 201 }),
+        json!({ "offset": 10_001 }),
+        json!({ "since": "yesterday" }),
+        json!({ "kinds": vec!["note"; 33] }),
+        json!({ "colour": "red" }),
+    ] {
+        assert_eq!(
+            kind_of(d.call("graph.recent", bad.clone())),
+            "invalid_params",
+            "{bad}"
+        );
+    }
 }
 
 /// The request lines of the README's ```jsonl blocks.

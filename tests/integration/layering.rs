@@ -245,6 +245,23 @@ fn the_cli_reaches_the_daemon_only_through_the_client() {
 }
 
 #[test]
+fn the_cli_calls_methods_through_their_types() {
+    // A request built as a `json!` value or sent by a method-name string escapes the params
+    // type's schema; every call names its method type (`call_method::<M>`, `request::<M>`).
+    check(
+        &["cli"],
+        &[
+            "json!(",
+            ".call(",
+            ".send(",
+            "call_streaming(",
+            "call_typed(",
+        ],
+        "the CLI calls socket methods as types of rpc::protocol::methods with their params types",
+    );
+}
+
+#[test]
 fn the_server_reaches_the_engine_only_through_the_facade() {
     check(
         &["rpc/server", "rpc/workflow"],

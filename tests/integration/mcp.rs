@@ -1,7 +1,8 @@
 //! `brain mcp` end to end, driven by the official Python MCP SDK (`mcp` on PyPI), which `.ci/run`
 //! installs into `.venv-mcp`: tools listed with their schemas and hints, a note written and found
-//! by search, a node upserted, linked, edited and its history read, a resource read, a workflow
-//! run, paused and resumed; and, with no daemon running, tools that say how to start one.
+//! by search, a node upserted, linked, edited and its history read, its text found by search,
+//! recent changes, resources listed and read, a workflow run, paused and resumed; and, with no
+//! daemon running, tools that say how to start one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -93,6 +94,8 @@ fn an_mcp_client_searches_writes_links_and_resumes_a_workflow() {
     assert_eq!(seen["workflow"], "completed", "{seen}");
     assert!(seen["search_hits"].as_u64().unwrap() >= 1, "{seen}");
     assert_eq!(seen["history_versions"], 2, "{seen}");
+    assert!(seen["recent"].as_u64().unwrap() >= 2, "{seen}");
+    assert!(seen["resources"].as_u64().unwrap() >= 2, "{seen}");
     assert!(
         seen["bad_write"].as_str().unwrap().contains("absolute"),
         "{seen}"

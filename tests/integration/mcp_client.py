@@ -32,7 +32,7 @@ async def main(binary, vault, env_file):
             tools = {t.name: t for t in (await session.list_tools()).tools}
             seen["tools"] = sorted(tools)
             for name in ["search_notes", "write_note", "upsert_node", "link_nodes",
-                         "workflow_run", "workflow_resume", "get_node"]:
+                         "workflow_run", "workflow_resume", "get_node", "recent_changes"]:
                 assert name in tools, f"no tool {name}: {sorted(tools)}"
             assert "query" in tools["search_notes"].input_schema["properties"]
             assert tools["search_notes"].annotations.read_only_hint is True
@@ -81,6 +81,37 @@ async def main(binary, vault, env_file):
 
             res = await session.read_resource(f"brain://node/{person['id']}")
             assert "Hugo Eckener" in res.contents[0].text, res
+
+            # Text a client upserts is searchable, cited to that client's write.
+            await session.call_tool("upsert_node", {
+                "kind": "person", "key": "hugo-eckener", "client": "python-sdk",
+                "content": "Commanded the Graf Zeppelin around the world: xylocopter."})
+            found = structured(await session.call_tool("search_notes", {"query": "xylocopter"}))
+            assert [h["node_id"] for h in found["hits"]] == [person["id"]], found
+            assert found["hits"][0]["written_by"]["extractor"] == "client:python-sdk", found
+
+            # What changed lately: the upsert, then the note, newest first, with who wrote them.
+            assert tools["recent_changes"].annotations.read_only_hint is True
+            recent = structured(await session.call_tool("recent_changes", {"limit": 10}))
+            changes = {c["id"]: c for c in recent["changes"]}
+            assert changes[person["id"]]["client"] == "python-sdk", recent
+            assert changes[person["id"]]["change"] == "updated", recent
+            assert changes[note["id"]]["via"] == "file", recent
+            assert changes[note["id"]]["path"] == note["path"], recent
+            assert recent["changes"][0]["id"] == person["id"], recent
+            seen["recent"] = len(recent["changes"])
+
+            # Notes are resources: listed newest first, read as citations and text.
+            listed = await session.list_resources()
+            uris = [r.uri for r in listed.resources]
+            assert f"brain://node/{note['id']}" in [str(u) for u in uris], uris
+            res = await session.read_resource(f"brain://node/{note['id']}")
+            by_type = {c.mime_type: c.text for c in res.contents}
+            assert "zeppelin floats" in by_type["text/markdown"], res
+            cited = json.loads(by_type["application/json"])
+            assert cited["provenance"][0]["path"] == note["path"], cited
+            assert cited["provenance"][0]["content_hash"] == note["content_hash"], cited
+            seen["resources"] = len(uris)
 
             workflow = {
                 "version": "brain/1", "name": "mcp-approval",
@@ -141,6 +172,8 @@ async def without_daemon(binary, env_file):
             # The server is still up after the failed call.
             r = await session.call_tool("brain_status", {})
             assert r.is_error, r
+            # Listing resources on connect is not an error: there are none to show.
+            assert (await session.list_resources()).resources == []
             print(json.dumps({"no_daemon": text}))
 
 

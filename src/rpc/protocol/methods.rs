@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::history as hist;
+use super::recent;
 use super::workflow as wf;
 use super::write;
 use super::*;
@@ -103,6 +104,8 @@ methods! {
         "retires a written edge (kept as history)";
     NoteWrite = "note.write" (write::NoteWriteParams) -> write::NoteWriteResult,
         "writes a Markdown file inside a watched folder and indexes it";
+    GraphRecent = "graph.recent" (recent::RecentParams) -> recent::RecentResult,
+        "the latest created, updated and retired notes and written nodes, newest first";
     WorkflowValidate = "workflow.validate" (WorkflowSourceParams) -> ValidateResult,
         "checks a workflow document";
     WorkflowRun = "workflow.run" (wf::RunParams) -> wf::RunStarted, "starts a workflow run";
