@@ -418,6 +418,12 @@ pub enum NodeCommand {
     Get {
         #[command(flatten)]
         by: NodeSelector,
+        /// The version that held at this time (RFC 3339, e.g. 2026-12-07T10:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+        /// A retired node answers with its last version
+        #[arg(long)]
+        include_retired: bool,
         #[arg(long)]
         json: bool,
     },
@@ -460,6 +466,9 @@ pub enum GraphCommand {
         /// At most N nodes [default: 100]
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// The graph as it was at this time (RFC 3339, e.g. 2026-12-07T10:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -470,6 +479,9 @@ pub enum GraphCommand {
         /// At most N linking nodes [default: 100]
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// The graph as it was at this time (RFC 3339, e.g. 2026-12-07T10:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -711,11 +723,18 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             };
             sources(&mut client, &params, *offset, *json)
         }
-        Command::Node(NodeCommand::Get { by, json }) => {
+        Command::Node(NodeCommand::Get {
+            by,
+            as_of,
+            include_retired,
+            json,
+        }) => {
             let params = NodeGetParams {
                 id: by.id.clone(),
                 path: by.path.clone(),
                 title: by.title.clone(),
+                as_of: as_of.clone(),
+                include_retired: *include_retired,
             };
             node_get(&mut client, &params, *json)
         }
@@ -732,6 +751,7 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
             edge_types,
             depth,
             limit,
+            as_of,
             json,
         }) => {
             let start = self::graph::resolve(&mut client, node)?;
@@ -741,14 +761,21 @@ pub fn run_client(global: &GlobalArgs, command: &Command) -> ExitCode {
                 edge_types: edge_types.clone(),
                 depth: *depth,
                 limit: *limit,
+                as_of: as_of.clone(),
             };
             self::graph::walk::<m::GraphNeighbors>(&mut client, &start, &params, *json)
         }
-        Command::Graph(GraphCommand::Backlinks { node, limit, json }) => {
+        Command::Graph(GraphCommand::Backlinks {
+            node,
+            limit,
+            as_of,
+            json,
+        }) => {
             let start = self::graph::resolve(&mut client, node)?;
             let params = BacklinksParams {
                 id: start.id.clone(),
                 limit: *limit,
+                as_of: as_of.clone(),
             };
             self::graph::walk::<m::GraphBacklinks>(&mut client, &start, &params, *json)
         }

@@ -282,6 +282,7 @@ impl BrainMcp {
                 edge_types: vec!["has_chunk".into()],
                 depth: Some(1),
                 limit: Some(MAX_NOTE_CHUNKS),
+                as_of: None,
             })
             .await?;
         let mut chunks: Vec<(u64, String)> = g
