@@ -73,6 +73,13 @@ mod tests {
             "DELETE FROM link_refs WHERE src_node_id = ?1",
         ),
         (
+            "node_revisions_node",
+            "graph::history::revisions",
+            "SELECT title, aliases, props, rel_path, cite_version, cite_byte_start, cite_byte_end,
+                    cite_line_start, cite_line_end, valid_to, resumed_at
+             FROM node_revisions WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2",
+        ),
+        (
             "nodes_current_key",
             "ingest::facts::shared_node",
             "SELECT id FROM nodes WHERE kind = ?1 AND key = ?2 AND valid_to IS NULL",
