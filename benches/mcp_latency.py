@@ -4,7 +4,8 @@
 Starts the release daemon on a throwaway data dir and socket, ingests a vault (obsidian-hub by
 default), then times N searches (k 10, queries cycled from the vault's note titles) two ways:
 `search_notes` through `brain mcp` driven by the Python MCP SDK over stdio, and `search.query`
-on one socket connection. Prints p50 and p95 of each, in ms.
+on one socket connection; then 100 calls of `recent_changes` (limit 20) against `graph.recent`
+likewise. Prints p50 and p95 of each, in ms.
 
 Needs the SDK (`.venv-mcp`, made by .ci/run): run it with .venv-mcp/bin/python.
 
@@ -25,6 +26,11 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Calls of the recent-changes tool and method timed: a page of 20 is one sorted scan of the nodes,
+# the same work every time, so fewer calls than searches tell its latency.
+RECENT_CALLS = 100
 
 
 def pct(xs, p):
@@ -56,7 +62,14 @@ async def through_mcp(brain, env, qs):
                 lat.append((time.perf_counter() - t0) * 1000)
                 if r.is_error:
                     sys.exit(f"search_notes failed: {r.content}")
-    return lat
+            recent = []
+            for _ in range(RECENT_CALLS):
+                t0 = time.perf_counter()
+                r = await session.call_tool("recent_changes", {"limit": 20})
+                recent.append((time.perf_counter() - t0) * 1000)
+                if r.is_error:
+                    sys.exit(f"recent_changes failed: {r.content}")
+    return lat, recent
 
 
 def main():
@@ -94,7 +107,7 @@ def main():
         print(f"ingested {vault}: {res['result']['indexed']} files in "
               f"{time.monotonic() - t0:.1f} s")
         qs = queries(vault, a.n)
-        mcp = asyncio.run(through_mcp(a.brain, env, qs))
+        mcp, mcp_recent = asyncio.run(through_mcp(a.brain, env, qs))
         sock_lat = []
         for q in qs:
             t0 = time.perf_counter()
@@ -102,7 +115,16 @@ def main():
             sock_lat.append((time.perf_counter() - t0) * 1000)
             if "error" in r:
                 sys.exit(f"search.query failed: {r['error']}")
-        for name, lat in [("mcp search_notes", mcp), ("socket search.query", sock_lat)]:
+        sock_recent = []
+        for _ in range(RECENT_CALLS):
+            t0 = time.perf_counter()
+            r = rpc.call("graph.recent", {"limit": 20})
+            sock_recent.append((time.perf_counter() - t0) * 1000)
+            if "error" in r:
+                sys.exit(f"graph.recent failed: {r['error']}")
+        for name, lat in [("mcp search_notes", mcp), ("socket search.query", sock_lat),
+                          ("mcp recent_changes", mcp_recent),
+                          ("socket graph.recent", sock_recent)]:
             print(f"{name:<20} n={len(lat)}  p50 {pct(lat, 50):.2f} ms  p95 {pct(lat, 95):.2f} ms")
     finally:
         daemon.terminate()

@@ -425,6 +425,11 @@ fn recent_changes_name_what_changed_when_and_by_whom() {
     let garden = d
         .call("node.get", json!({ "path": vault.join("Garden.md") }))
         .unwrap();
+    write(
+        &vault.join("Links.md"),
+        "# Links\n\n#seeds [[Nowhere]] and [seeds](https://example.org/seeds).\n",
+    );
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
     let all = recent(&d, json!({}));
     let g = change_of(&all, &garden["id"]);
     assert_eq!(g["change"], "created", "{g}");
@@ -434,8 +439,27 @@ fn recent_changes_name_what_changed_when_and_by_whom() {
     assert_eq!(g["actor_id"], user);
     let first_hash = g["content_hash"].clone();
     assert!(first_hash.is_string(), "{g}");
-    // Tags and link placeholders are parts of notes, not changes of their own.
+    // Tags, URLs and link placeholders are parts of notes, not changes of their own.
     assert!(all.iter().all(|c| c["kind"] == "note"), "{all:?}");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let links = d
+        .call("node.get", json!({ "path": vault.join("Links.md") }))
+        .unwrap();
+    let out = d
+        .call(
+            "graph.neighbors",
+            json!({ "id": links["id"], "direction": "out" }),
+        )
+        .unwrap();
+    let kinds: Vec<&str> = out["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["kind"].as_str())
+        .collect();
+    for part in ["tag", "placeholder", "url"] {
+        assert!(kinds.contains(&part), "no {part} node to leave out: {out}");
+    }
 
     let ada = d
         .call(
