@@ -31,6 +31,20 @@ const QUIET_AFTER_BURST: Duration = Duration::from_secs(3);
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// Who applies the outbox, which decides whether a commit also trims it in the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applier {
+    /// A writer's own thread at the end of its work (a sync, a workflow step): nothing else
+    /// is writing, so the outbox is trimmed with each commit.
+    Caller,
+    /// The indexing worker, woken between the write batches of a long sync: trimming would
+    /// take the store's one write connection and wait for the batch being written, stalling the
+    /// slowest stage of the ingest. Its commits leave the outbox as it is (pages start after
+    /// `applied`, so rows at or before it are never read again) for the caller's catch-up at
+    /// the sync's end, or the worker's own once the burst is over, to trim.
+    Worker,
+}
+
 impl Search {
     pub(super) fn state(&self) -> IndexState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -118,7 +132,7 @@ impl Search {
     pub(super) fn index_loop(&self) {
         let mut retry = RETRY_FIRST;
         loop {
-            let failed = match self.bring_up_to_date() {
+            let failed = match self.bring_up_to_date_as(Applier::Worker) {
                 Ok(()) => {
                     retry = RETRY_FIRST;
                     false
@@ -154,6 +168,9 @@ impl Search {
                 if !*kicked && !self.stopping.load(Ordering::SeqCst) {
                     drop(kicked);
                     self.burst.store(0, Ordering::SeqCst);
+                    if let Err(e) = self.trim_outbox() {
+                        warn!(error = %e, "search outbox trim failed");
+                    }
                     self.release_memory();
                     kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
                 }
@@ -184,6 +201,11 @@ impl Search {
     /// the store when it returns. A panic inside tantivy (a damaged file) is caught, reported
     /// as damage and returned as an error, so a caller's thread (an ingest) never unwinds.
     pub fn bring_up_to_date(&self) -> Result<(), SearchError> {
+        self.bring_up_to_date_as(Applier::Caller)
+    }
+
+    /// [`Search::bring_up_to_date`] for `applier`.
+    pub(super) fn bring_up_to_date_as(&self, applier: Applier) -> Result<(), SearchError> {
         let text = self.text();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             {
@@ -193,7 +215,7 @@ impl Search {
             if self.rebuilding.load(Ordering::SeqCst) {
                 self.rebuild()?;
             } else {
-                self.catch_up()?;
+                self.catch_up_as(applier)?;
             }
             Ok(())
         }));
@@ -215,12 +237,22 @@ impl Search {
     /// so until a catch-up succeeds; both are decided under the index lock, so they cannot
     /// cross.
     pub fn catch_up(&self) -> Result<usize, SearchError> {
+        self.catch_up_as(Applier::Caller)
+    }
+
+    /// [`Search::catch_up`] for `applier`.
+    fn catch_up_as(&self, applier: Applier) -> Result<usize, SearchError> {
         let _lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.rebuilding.load(Ordering::SeqCst) {
             // The rebuild owns the index until it is done; it applies the outbox too.
             return Ok(0);
         }
-        let applied = self.apply_outbox();
+        let applied = self.apply_outbox(applier);
+        // What the worker applied during a burst is trimmed by the caller that ends it.
+        let applied = match (applied, applier) {
+            (Ok(n), Applier::Caller) => self.trim_outbox().map(|()| n),
+            (r, _) => r,
+        };
         match &applied {
             Ok(_) if matches!(self.state(), IndexState::Failed(_)) => {
                 self.set_state(IndexState::Ready)
@@ -232,7 +264,7 @@ impl Search {
     }
 
     /// The body of [`Search::catch_up`]; the caller holds `index_lock`.
-    pub(super) fn apply_outbox(&self) -> Result<usize, SearchError> {
+    pub(super) fn apply_outbox(&self, applier: Applier) -> Result<usize, SearchError> {
         let text = self.text();
         let mut total = 0;
         loop {
@@ -256,7 +288,10 @@ impl Search {
             })
             .inspect_err(|e| self.damage_from_writer(e))?;
             self.applied.store(head, Ordering::SeqCst);
-            self.after_commit(head, &notes, &docs, notes.len())?;
+            if applier == Applier::Caller {
+                self.trim_outbox()?;
+            }
+            self.after_commit(&notes, &docs, notes.len());
             total += notes.len();
         }
         Ok(total)
@@ -330,7 +365,8 @@ impl Search {
                 })
                 .inspect_err(|e| self.damage_from_writer(e))?;
             self.applied.store(head, Ordering::SeqCst);
-            self.after_commit(head, &[], &[], count)?;
+            self.trim_outbox()?;
+            self.after_commit(&[], &[], count);
             Ok::<_, SearchError>(count)
         })();
         let chunks = match result {
@@ -352,21 +388,29 @@ impl Search {
         Ok((chunks, secs))
     }
 
-    /// After a commit: trim the outbox, record the generation, drop vectors of retired chunks,
-    /// and wake the embedder.
-    /// After a commit reflecting `head`: the outbox is trimmed, vectors of `notes`' chunks not
-    /// among `docs` are dropped, and the `work` done counts towards a burst.
-    pub(super) fn after_commit(
-        &self,
-        head: i64,
-        notes: &[String],
-        docs: &[ChunkDoc],
-        work: usize,
-    ) -> Result<(), SearchError> {
-        self.store.write(|tx| {
-            tx.execute("DELETE FROM search_outbox WHERE seq <= ?1", [head])?;
-            store::meta_set(tx, "search.index_seq", &head.to_string())
+    /// Drops the outbox rows the index has committed and records its position in the store,
+    /// if any are left; a store write only when there is something to trim.
+    pub(super) fn trim_outbox(&self) -> Result<(), SearchError> {
+        let head = self.applied.load(Ordering::SeqCst);
+        let stale: bool = self.store.read(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM search_outbox WHERE seq <= ?1)",
+                [head],
+                |r| r.get(0),
+            )
         })?;
+        if stale {
+            self.store.write(|tx| {
+                tx.execute("DELETE FROM search_outbox WHERE seq <= ?1", [head])?;
+                store::meta_set(tx, "search.index_seq", &head.to_string())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// After a commit: vectors of `notes`' chunks not among `docs` are dropped, the embedder is
+    /// woken, and the `work` done counts towards a burst.
+    pub(super) fn after_commit(&self, notes: &[String], docs: &[ChunkDoc], work: usize) {
         if !notes.is_empty() {
             let notes: HashSet<String> = notes.iter().cloned().collect();
             let current: HashSet<String> = docs.iter().map(|d| d.chunk_id.clone()).collect();
@@ -386,6 +430,5 @@ impl Search {
         if before < BURST_NOTES && before + work >= BURST_NOTES {
             self.kick_indexer();
         }
-        Ok(())
     }
 }
