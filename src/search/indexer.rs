@@ -1,7 +1,7 @@
 //! The index's lifecycle: the indexing worker, catch-up from the outbox, rebuilds, damage
 //! found and repaired, and memory given back after a burst. Must not answer queries.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,11 +15,17 @@ use crate::{clock, store};
 
 /// Outbox rows applied per index commit during catch-up, at most.
 const APPLY_PAGE: usize = 20_000;
-/// Chunk text read per index commit during catch-up, at most (plus one note's): what the
-/// indexer holds while it catches up. Measured on a 94 MB docs folder, where a cold ingest
-/// queues all 14k notes before the indexer reads them: a page of every note held 290 MiB at
-/// peak, 16 MiB pages 0.0 MiB more than the ingest alone (six commits instead of one).
-const APPLY_BYTES: usize = 16 << 20;
+/// Chunk text read per outbox page during catch-up, at most (plus one note's): what the
+/// indexer holds in documents while the index writer's thread indexes the page before.
+/// Measured on a 94 MB docs folder, where a cold ingest queues all 14k notes before the
+/// indexer reads them: a page of every note held 290 MiB at peak.
+const APPLY_BYTES: usize = 4 << 20;
+/// Chunk text applied per index commit, at most (plus one page's): the index writer's memory
+/// grows with what it holds uncommitted (up to its own budget, where it writes a segment
+/// anyway), and each commit waits for indexing to finish and writes a segment that merges
+/// later rewrite. (When each 16 MiB page was a commit, the same 94 MB folder's ingest peaked
+/// 0.0 MiB higher than without indexing.)
+const COMMIT_BYTES: usize = 16 << 20;
 /// Notes reindexed that make a burst worth giving memory back after: a large ingest, not the
 /// edits of someone typing.
 const BURST_NOTES: usize = 256;
@@ -30,6 +36,30 @@ const QUIET_AFTER_BURST: Duration = Duration::from_secs(3);
 /// index catches up on its own once the cause is gone.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// What the index writer holds that is not committed yet.
+#[derive(Default)]
+struct Uncommitted {
+    /// Each note applied, with its chunks' ids as last applied.
+    notes: HashMap<String, Vec<String>>,
+    /// Chunk text applied.
+    bytes: usize,
+}
+
+impl Uncommitted {
+    /// Takes in a page applied to the writer: a note queued again takes its latest chunks.
+    fn absorb(&mut self, notes: Vec<String>, docs: &[ChunkDoc]) {
+        for n in notes {
+            self.notes.insert(n, Vec::new());
+        }
+        for d in docs {
+            self.bytes += d.body.len();
+            if let Some(chunks) = self.notes.get_mut(&d.note_id) {
+                chunks.push(d.chunk_id.clone());
+            }
+        }
+    }
+}
 
 /// Who applies the outbox, which decides whether a commit also trims it in the store.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -264,35 +294,57 @@ impl Search {
     }
 
     /// The body of [`Search::catch_up`]; the caller holds `index_lock`.
+    ///
+    /// Pages are read while the index writer's own thread indexes the page before, and
+    /// committed every [`COMMIT_BYTES`] of text and once the queue is empty: reading the store
+    /// and indexing overlap, and a commit (which waits for indexing to finish and writes a
+    /// segment) comes once per few pages.
     pub(super) fn apply_outbox(&self, applier: Applier) -> Result<usize, SearchError> {
         let text = self.text();
         let mut total = 0;
+        let mut after = self.applied.load(Ordering::SeqCst);
+        let mut pending = Uncommitted::default();
         loop {
-            let after = self.applied.load(Ordering::SeqCst);
             let index::OutboxPage { notes, docs, head } = self
                 .store
                 .read(|c| index::outbox_page(c, after, APPLY_PAGE, APPLY_BYTES))?;
-            if notes.is_empty() {
-                break;
+            let last = notes.is_empty();
+            if !last {
+                // A failed write (a full disk, say) drops the writer with everything it holds
+                // uncommitted: the outbox still holds it, and the next catch-up applies it
+                // again from the last commit with a new writer.
+                text.with_writer(|writer| {
+                    for n in &notes {
+                        text.delete_note(writer, n);
+                    }
+                    for d in &docs {
+                        text.add(writer, d)?;
+                    }
+                    Ok(())
+                })
+                .inspect_err(|e| self.damage_from_writer(e))?;
+                after = head;
+                pending.absorb(notes, &docs);
             }
-            // A failed batch (a full disk, say) is dropped with its writer: the outbox still
-            // holds it, and the next catch-up applies it whole with a new writer.
-            text.with_writer(|writer| {
-                for n in &notes {
-                    text.delete_note(writer, n);
+            if pending.notes.is_empty() || (!last && pending.bytes < COMMIT_BYTES) {
+                if last {
+                    break;
                 }
-                for d in &docs {
-                    text.add(writer, d)?;
-                }
-                text.commit(writer, &self.payload(head))
-            })
-            .inspect_err(|e| self.damage_from_writer(e))?;
-            self.applied.store(head, Ordering::SeqCst);
+                continue;
+            }
+            text.with_writer(|writer| text.commit(writer, &self.payload(after)))
+                .inspect_err(|e| self.damage_from_writer(e))?;
+            self.applied.store(after, Ordering::SeqCst);
             if applier == Applier::Caller {
                 self.trim_outbox()?;
             }
-            self.after_commit(&notes, &docs, notes.len());
-            total += notes.len();
+            let done = std::mem::take(&mut pending);
+            let work = done.notes.len();
+            self.after_commit(done.notes, work);
+            total += work;
+            if last {
+                break;
+            }
         }
         Ok(total)
     }
@@ -366,7 +418,7 @@ impl Search {
                 .inspect_err(|e| self.damage_from_writer(e))?;
             self.applied.store(head, Ordering::SeqCst);
             self.trim_outbox()?;
-            self.after_commit(&[], &[], count);
+            self.after_commit(HashMap::new(), count);
             Ok::<_, SearchError>(count)
         })();
         let chunks = match result {
@@ -410,10 +462,10 @@ impl Search {
 
     /// After a commit: vectors of `notes`' chunks not among `docs` are dropped, the embedder is
     /// woken, and the `work` done counts towards a burst.
-    pub(super) fn after_commit(&self, notes: &[String], docs: &[ChunkDoc], work: usize) {
+    pub(super) fn after_commit(&self, notes: HashMap<String, Vec<String>>, work: usize) {
         if !notes.is_empty() {
-            let notes: HashSet<String> = notes.iter().cloned().collect();
-            let current: HashSet<String> = docs.iter().map(|d| d.chunk_id.clone()).collect();
+            let current: HashSet<String> = notes.values().flatten().cloned().collect();
+            let notes: HashSet<String> = notes.into_keys().collect();
             if let Some(m) = self
                 .model
                 .write()
