@@ -1,16 +1,19 @@
 //! Ingestion: files on disk become nodes, edges and provenance in the store.
 //!
 //! [`Ingestor::sync`] brings the store in step with the disk for a whole root or for some
-//! paths in it: it walks, compares with the sources table (size + mtime, then content hash),
-//! detects moves (by rename events or equal content), then writes in two phases — first every
-//! file's own node and link names (front matter aliases included), then each file's facts — so
-//! links between files of one sync resolve on the first pass. Notes whose links may now resolve differently are redone.
+//! paths in it, as the composition of the [`pipeline`] stages: it walks, compares with the
+//! sources table (size + mtime, then content hash), detects moves (by rename events or equal
+//! content), then writes in two phases — first every file's own node and link names (front
+//! matter aliases included), then each file's facts, parsed on every core while the one writer
+//! writes the batch before — so links between files of one sync resolve on the first pass.
+//! Notes whose links may now resolve differently are redone.
 //! Architecture Invariant: one file's facts are written in one transaction; a crash leaves the
 //! previous version, and a file left `pending` is redone on the next sync. No tokio here.
 
 pub mod facts;
 pub mod parse;
 pub mod parts;
+pub(crate) mod pipeline;
 pub mod purge;
 pub mod resolve;
 pub mod rules;
@@ -18,43 +21,34 @@ pub mod status;
 pub mod walk;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
-use rayon::prelude::*;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use tracing::{info, warn};
 
 use crate::clock;
 use crate::store::Store;
-use facts::{Ctx, FileVersion};
-use parse::FileType;
+use facts::Ctx;
+use pipeline::job::Outcome;
+pub use pipeline::job::SkipReason;
+use pipeline::moves::Moves;
+use pipeline::parse::Parser;
+use pipeline::relink::Relinker;
+use pipeline::write::Writer;
+use pipeline::{StageClock, batches, compare, discover, register};
 use rules::Rules;
 pub use status::SourceStatus;
-use walk::{DiskFile, Found};
 
-/// A new file with the same bytes as one a sync deleted this recently takes over its source
-/// row and note id: it was moved.
-const MOVE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Files above this size are recorded as skipped (`too_large`) and not read past it (the
 /// `[ingest] max_file_bytes` setting): a whole file is held in memory while it is hashed and
 /// parsed, two batches of files at a time, and notes are rarely more than a few hundred KiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
-/// Files whose first bytes hold a NUL are binary.
-const BINARY_SNIFF_BYTES: usize = 8000;
-/// Files written per transaction in a large sync: big enough to amortize commits, small enough
-/// that a crash redoes little and a batch's parsed documents stay small (on obsidian-hub, 1,024
-/// was no faster and kept ~15 MiB more resident).
-const WRITE_BATCH: usize = 256;
-/// Ingests of one file that may begin and never finish (the process died) before it is
-/// quarantined: the first may have died for something else in its batch, so it is retried
-/// once, alone.
-const MAX_INGEST_ATTEMPTS: i64 = 2;
-/// The reason recorded on a file quarantined after [`MAX_INGEST_ATTEMPTS`].
+/// The reason recorded on a file quarantined after aborted ingests (`pipeline::batches`).
 pub const INGEST_ABORTED: &str = "ingest_aborted";
 /// `BRAIN_FAILPOINT=ingest_file:REL` aborts the process while the file at REL is in flight
 /// (crash tests).
@@ -194,151 +188,14 @@ pub type ChangeHook = Arc<dyn Fn(&RootInfo, &[FileChange]) + Send + Sync>;
 
 /// A live source row.
 #[derive(Debug, Clone)]
-struct SourceRow {
-    id: i64,
-    rel: String,
-    hash: Option<String>,
-    size: Option<i64>,
-    mtime_ns: Option<i64>,
-    status: SourceStatus,
-    reason: Option<String>,
-}
-
-impl SourceRow {
-    /// Whether the row is final for the bytes it records, so the same bytes need no ingest:
-    /// indexed, skipped, or quarantined after aborted ingests.
-    fn settled(&self) -> bool {
-        match self.status {
-            SourceStatus::Indexed | SourceStatus::Skipped => true,
-            SourceStatus::Failed => self.reason.as_deref() == Some(INGEST_ABORTED),
-            SourceStatus::Pending => false,
-        }
-    }
-}
-
-/// A file that is recorded without being read: skipped or failed, with why.
-struct Mark {
-    source_id: Option<i64>,
-    rel: String,
-    status: SourceStatus,
-    reason: String,
-}
-
-/// A file to (re)write.
-struct Job {
-    source_id: Option<i64>,
-    file: DiskFile,
-    outcome: Outcome,
-    hash: Option<String>,
-    /// Lines in the file as read.
-    lines: u32,
-    /// Front matter aliases, read with the hash so that phase one can register them before
-    /// any link is written, and every link then resolves against the final names the first
-    /// time.
-    aliases: Vec<String>,
-    /// What the parser made of the file, read again for its write batch. Bytes are not kept
-    /// between the two reads: a sync over a large folder holds two batches of files in memory,
-    /// not the folder.
-    doc: Option<parse::Document>,
-}
-
-impl Job {
-    /// Reads a parseable file again and parses it. The file may have changed since it was
-    /// hashed; what is written then cites the bytes actually parsed (and the watcher brings
-    /// the rest of the change).
-    fn parse(&mut self, max_file_bytes: u64, failpoint: Option<&str>) {
-        let Outcome::Parse(t) = self.outcome else {
-            return;
-        };
-        match walk::read_regular(&self.file.abs, max_file_bytes) {
-            Err(e) => self.outcome = Outcome::unread(e),
-            Ok(bytes) => {
-                if failpoint == Some(self.file.rel.as_str()) {
-                    tracing::error!(path = %self.file.rel, "failpoint: aborting");
-                    std::process::abort();
-                }
-                self.hash = Some(blake3::hash(&bytes).to_hex().to_string());
-                self.file.size = bytes.len() as u64;
-                self.lines = line_count(&bytes);
-                self.doc = Some(parse::parse(&bytes, t));
-            }
-        }
-    }
-}
-
-/// Parses a write batch on every core.
-fn parse_batch(
-    mut batch: Vec<(Job, String)>,
-    max_file_bytes: u64,
-    failpoint: Option<&str>,
-) -> Vec<(Job, String)> {
-    batch
-        .par_iter_mut()
-        .for_each(|(job, _)| job.parse(max_file_bytes, failpoint));
-    batch
-}
-
-/// Lines as the parser counts them: one more than the newlines.
-fn line_count(bytes: &[u8]) -> u32 {
-    bytes.iter().filter(|&&c| c == b'\n').count() as u32 + 1
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Outcome {
-    Parse(FileType),
-    Skip(SkipReason),
-    Fail(String),
-}
-
-/// Why a file under a root is recorded as `skipped`; [`SkipReason::as_str`] is what
-/// `sources.reason` holds and users see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkipReason {
-    Ignored,
-    /// A symlink, to a file or a folder, whose target is outside the root.
-    SymlinkLeavesRoot,
-    /// A symlink to a folder inside the root, whose files are indexed at their real paths.
-    SymlinkedFolder,
-    /// A FIFO, socket or device, never opened.
-    NotARegularFile,
-    TooLarge,
-    Binary,
-    UnsupportedType,
-}
-
-impl SkipReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::Ignored => "ignored",
-            SkipReason::SymlinkLeavesRoot => "symlink leaves the root",
-            SkipReason::SymlinkedFolder => "symlinked_folder",
-            SkipReason::NotARegularFile => "not_a_regular_file",
-            SkipReason::TooLarge => "too_large",
-            SkipReason::Binary => "binary",
-            SkipReason::UnsupportedType => "unsupported_type",
-        }
-    }
-}
-
-impl Outcome {
-    /// What a refused read makes of a file.
-    fn unread(e: walk::ReadError) -> Outcome {
-        match e {
-            walk::ReadError::NotRegular => Outcome::Skip(SkipReason::NotARegularFile),
-            walk::ReadError::TooLarge { .. } => Outcome::Skip(SkipReason::TooLarge),
-            walk::ReadError::Io(e) => Outcome::Fail(format!("cannot read: {e}")),
-        }
-    }
-}
-
-fn file_type_name(t: Option<FileType>) -> &'static str {
-    match t {
-        Some(FileType::Markdown) => "markdown",
-        Some(FileType::Text) => "text",
-        Some(FileType::Code) => "code",
-        Some(FileType::Html) => "html",
-        None => "other",
-    }
+pub(crate) struct SourceRow {
+    pub(crate) id: i64,
+    pub(crate) rel: String,
+    pub(crate) hash: Option<String>,
+    pub(crate) size: Option<i64>,
+    pub(crate) mtime_ns: Option<i64>,
+    pub(crate) status: SourceStatus,
+    pub(crate) reason: Option<String>,
 }
 
 impl Ingestor {
@@ -593,6 +450,8 @@ impl Ingestor {
 
     /// [`Ingestor::sync`] that stops between write batches once `cancel` is set; files not
     /// written yet stay as they were (or `pending`) and are redone by the next sync.
+    ///
+    /// The composition of the [`pipeline`] stages; each stage's time is logged at `debug`.
     pub fn sync_cancellable(
         &self,
         root: &RootInfo,
@@ -608,325 +467,83 @@ impl Ingestor {
         let started = Instant::now();
         let started_at = clock::now();
         let mut report = SyncReport::default();
+        let mut stage = StageClock::new();
         let rules = Rules::new(&root.path);
         let canonical_root =
             std::fs::canonicalize(&root.path).unwrap_or_else(|_| root.path.clone());
 
-        // 1. What is on disk, and what the store believes, for the scope.
-        let (found, scope_rels) = self.discover(root, &canonical_root, &rules, scope);
-        let mut sources = self.live_sources(root.id, scope_rels.as_deref())?;
+        let (found, scope_rels) = discover::discover(root, &canonical_root, &rules, scope);
+        let sources = discover::live_sources(&self.store, root.id, scope_rels.as_deref())?;
+        stage.lap("walk");
+        let mut work = compare::compare(found, sources, self.max_file_bytes, &mut report);
+        stage.lap("read and hash");
+        let moves = Moves {
+            store: &self.store,
+            root,
+            max_file_bytes: self.max_file_bytes,
+        };
+        let superseded = moves.pair(scope, &mut work.jobs, &mut work.gone, &mut report.moved)?;
+        stage.lap("moves");
 
-        // 2. Compare.
-        let mut changes: Vec<FileChange> = Vec::new();
-        let mut jobs: Vec<Job> = Vec::new();
-        let mut touch: Vec<(i64, u64, i64)> = Vec::new();
-        let mut marks: Vec<Mark> = Vec::new();
-        // Files whose size or mtime moved, to be read and hashed (on every core).
-        let mut to_read: Vec<(Option<SourceRow>, DiskFile)> = Vec::new();
-        for f in found {
-            report.seen += 1;
-            let (rel, status, reason) = match f {
-                Found::File(file) => {
-                    let existing = sources.remove(&file.rel);
-                    if let Some(src) = &existing
-                        && src.size == Some(file.size as i64)
-                        && src.mtime_ns == Some(file.mtime_ns)
-                        && src.settled()
-                    {
-                        report.unchanged += 1;
-                    } else {
-                        to_read.push((existing, file));
-                    }
-                    continue;
-                }
-                Found::Ignored { rel } => (rel, SourceStatus::Skipped, SkipReason::Ignored),
-                Found::OutsideRoot { rel } => {
-                    (rel, SourceStatus::Skipped, SkipReason::SymlinkLeavesRoot)
-                }
-                Found::LinkedFolder { rel } => {
-                    (rel, SourceStatus::Skipped, SkipReason::SymlinkedFolder)
-                }
-                Found::NotRegular { rel } => {
-                    (rel, SourceStatus::Skipped, SkipReason::NotARegularFile)
-                }
-                Found::Error { rel, message } => {
-                    marks.push(Mark {
-                        source_id: sources.remove(&rel).map(|s| s.id),
-                        rel,
-                        status: SourceStatus::Failed,
-                        reason: message,
-                    });
-                    continue;
-                }
-            };
-            marks.push(Mark {
-                source_id: sources.remove(&rel).map(|s| s.id),
-                rel,
-                status,
-                reason: reason.as_str().into(),
-            });
-        }
-        let read: Vec<(Option<SourceRow>, Job)> = to_read
-            .into_par_iter()
-            .map(|(existing, file)| {
-                let job = self.prepare(existing.as_ref().map(|s| s.id), file);
-                (existing, job)
-            })
-            .collect();
-        for (existing, job) in read {
-            if let (Some(src), Some(h)) = (&existing, &job.hash)
-                && src.hash.as_deref() == Some(h)
-                && src.settled()
-            {
-                touch.push((src.id, job.file.size, job.file.mtime_ns));
-                report.unchanged += 1;
-                continue;
-            }
-            jobs.push(job);
-        }
-        // What remains in `sources` is gone from disk.
-        let mut gone: Vec<SourceRow> = sources.into_values().collect();
-
-        // 3. Moves: rename events first, then equal content.
-        if let Scope::Paths { renames, .. } = scope {
-            for (from, to) in renames {
-                let (Some(from), Some(to)) = (
-                    walk::rel_path(&root.path, from),
-                    walk::rel_path(&root.path, to),
-                ) else {
-                    continue;
-                };
-                let Some(gi) = gone.iter().position(|g| g.rel == from) else {
-                    continue;
-                };
-                if let Some(job) = jobs
-                    .iter_mut()
-                    .find(|j| j.source_id.is_none() && j.file.rel == to)
-                {
-                    job.source_id = Some(gone.remove(gi).id);
-                    report.moved += 1;
-                }
-            }
-        }
-        for job in jobs.iter_mut().filter(|j| j.source_id.is_none()) {
-            let Some(h) = &job.hash else { continue };
-            if let Some(gi) = gone.iter().position(|g| g.hash.as_deref() == Some(h)) {
-                job.source_id = Some(gone.remove(gi).id);
-                report.moved += 1;
-            }
-        }
-        // Then across syncs, within [`MOVE_WINDOW`]: a move by something that deletes first and
-        // creates later (a copy across devices, a sync tool) can land in two syncs, either way
-        // round.
-        let since = clock::format(SystemTime::now() - MOVE_WINDOW);
-        report.moved += self.pair_recent_deletions(root, &since, &mut jobs)?;
-        // And the other order: the copy appeared in a recent sync and the original goes now.
-        // The copy takes over the original's source row and note id; the node it got when it
-        // appeared is retired with its source row.
-        let superseded = self.pair_earlier_copies(root, &since, &mut gone, &mut jobs)?;
-        report.moved += superseded.len() as u64;
-
-        // 4. Phase one: source rows, file nodes, names; deletions and marks.
         let now = clock::now();
         let ctx = Ctx::new(&now, &self.user, root.id);
-        let mut changed_names: HashSet<String> = HashSet::new();
-        let mut note_ids: Vec<String> = Vec::with_capacity(jobs.len());
-        write_with(&self.store, &ctx, Checks::Store, |tx| {
-            for (id, size, mtime) in &touch {
-                tx.prepare_cached(
-                    "UPDATE sources SET size = ?2, mtime_ns = ?3, last_seen_at = ?4 WHERE id = ?1",
-                )?
-                .execute(params![id, *size as i64, mtime, now])?;
-            }
-            // Before any source takes over a superseded copy's path.
-            for id in &superseded {
-                changed_names.extend(facts::retire_file(tx, &ctx, *id)?);
-                tx.execute(
-                    "UPDATE sources SET deleted_at = ?2 WHERE id = ?1",
-                    params![id, now],
-                )?;
-            }
-            for g in &gone {
-                changed_names.extend(facts::retire_file(tx, &ctx, g.id)?);
-                tx.execute(
-                    "UPDATE sources SET deleted_at = ?2 WHERE id = ?1",
-                    params![g.id, now],
-                )?;
-                report.deleted += 1;
-            }
-            for Mark {
-                source_id: id,
-                rel,
-                status,
-                reason,
-            } in &marks
-            {
-                if let Some(id) = id {
-                    changed_names.extend(facts::retire_file(tx, &ctx, *id)?);
-                }
-                upsert_source(
-                    tx,
-                    &ctx,
-                    *id,
-                    rel,
-                    "other",
-                    None,
-                    None,
-                    None,
-                    *status,
-                    Some(reason),
-                )?;
-                if *status == SourceStatus::Failed {
-                    report.failed += 1;
-                } else {
-                    report.skipped += 1;
-                }
-            }
-            for job in jobs.iter_mut() {
-                if matches!(job.outcome, Outcome::Parse(_)) {
-                    changes.push(FileChange {
-                        rel: job.file.rel.clone(),
-                        abs: walk::abs_path(&root.path, &job.file.rel),
-                        created: job.source_id.is_none(),
-                        sync_started_at: started_at.clone(),
-                    });
-                }
-                let (status, reason, kind) = match &job.outcome {
-                    Outcome::Parse(_) => (SourceStatus::Pending, None, "note"),
-                    Outcome::Skip(r) => {
-                        (SourceStatus::Pending, Some(r.as_str().to_owned()), "file")
-                    }
-                    Outcome::Fail(m) => (SourceStatus::Failed, Some(m.clone()), "file"),
-                };
-                let ft = match &job.outcome {
-                    Outcome::Parse(t) => file_type_name(Some(*t)),
-                    _ => file_type_name(FileType::from_path(Path::new(&job.file.rel))),
-                };
-                let id = upsert_source(
-                    tx,
-                    &ctx,
-                    job.source_id,
-                    &job.file.rel,
-                    ft,
-                    job.hash.as_deref(),
-                    Some(job.file.size),
-                    Some(job.file.mtime_ns),
-                    status,
-                    reason.as_deref(),
-                )?;
-                job.source_id = Some(id);
-                let is_md = job.outcome == Outcome::Parse(FileType::Markdown);
-                let (nid, names) =
-                    facts::ensure_file_node(tx, &ctx, id, &job.file.rel, kind, is_md)?;
-                changed_names.extend(names);
-                changed_names.extend(facts::write_aliases(
-                    tx,
-                    &ctx,
-                    &nid,
-                    &job.file.rel,
-                    &job.aliases,
-                )?);
-                note_ids.push(nid);
-            }
-            Ok::<_, IngestError>(())
-        })?;
-
-        // 5. Phase two: each file's facts, a batch of files per transaction.
-        let total = jobs.len() as u64;
-        let mut processed: HashSet<String> = HashSet::new();
-        // Names that changed in phase two (none, as phase one registered them all) would
-        // matter to every referrer, this sync's included.
-        let mut late_names: HashSet<String> = HashSet::new();
-        let mut done = 0u64;
-        let mut batches = self.plan_batches(jobs, note_ids)?;
+        let registered = register::register(
+            &self.store,
+            &ctx,
+            root,
+            &started_at,
+            &mut work,
+            &superseded,
+            &mut report,
+        )?;
+        stage.lap("register");
+        let mut changes = registered.changes;
+        let batches = batches::plan(&self.store, work.jobs, registered.note_ids)?;
         // A quarantined file is no change to tell listeners about.
         let quarantined: HashSet<&str> = batches
             .iter()
             .flatten()
-            .filter(|(j, _)| matches!(&j.outcome, Outcome::Fail(m) if m == INGEST_ABORTED))
-            .map(|(j, _)| j.file.rel.as_str())
+            .filter(|i| matches!(&i.job.outcome, Outcome::Fail(m) if m == INGEST_ABORTED))
+            .map(|i| i.job.file.rel.as_str())
             .collect();
         if !quarantined.is_empty() {
             changes.retain(|c| !quarantined.contains(c.rel.as_str()));
         }
-        // Parsing needs no store, so it runs on every core, and the next batch is parsed
-        // while this one is written. A batch is marked in flight before it is parsed.
-        let (cap, failpoint) = (self.max_file_bytes, self.failpoint.as_deref());
-        let mut parsed = match batches.pop_front() {
-            Some(b) => {
-                self.mark_in_flight(&b)?;
-                Some(parse_batch(b, cap, failpoint))
-            }
-            None => None,
+        let writer = Writer {
+            store: &self.store,
+            ctx: &ctx,
+            parser: Parser {
+                max_file_bytes: self.max_file_bytes,
+                failpoint: self.failpoint.as_deref(),
+            },
+            cancel,
+            after_batch: self.after_batch.as_ref(),
         };
-        while let Some(batch) = parsed.take() {
-            if cancel.load(Ordering::Relaxed) {
-                self.unmark_in_flight(&batch)?;
-                report.elapsed_ms = started.elapsed().as_millis() as u64;
-                return Ok(report);
-            }
-            let upcoming = batches.pop_front();
-            if let Some(b) = &upcoming
-                && let Err(e) = self.mark_in_flight(b)
-            {
-                self.unmark_in_flight(&batch)?;
-                return Err(e);
-            }
-            let written = std::thread::scope(|scope| {
-                let parsing = scope.spawn(|| upcoming.map(|b| parse_batch(b, cap, failpoint)));
-                // Each file queues its own note for search, and refers only to rows written or
-                // read in this transaction: the store's checks are left to it.
-                let written = write_with(&self.store, &ctx, Checks::Own, |tx| {
-                    for (job, nid) in &batch {
-                        late_names.extend(write_job(tx, &ctx, job, nid, job.doc.as_ref())?);
-                        processed.insert(nid.clone());
-                        match &job.outcome {
-                            Outcome::Parse(_) => report.indexed += 1,
-                            Outcome::Skip(_) => report.skipped += 1,
-                            Outcome::Fail(_) => report.failed += 1,
-                        }
-                        report.bytes += job.file.size;
-                    }
-                    Ok::<_, IngestError>(())
-                });
-                parsed = parsing
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                written
-            });
-            if let Err(e) = written {
-                // Not a crash: what was marked is no suspect at the next ingest.
-                self.unmark_in_flight(&batch)?;
-                if let Some(next) = &parsed {
-                    self.unmark_in_flight(next)?;
-                }
-                return Err(e);
-            }
-            if let Some(f) = &self.after_batch {
-                f();
-            }
-            for (job, _) in &batch {
-                done += 1;
-                progress(&Progress {
-                    done,
-                    total,
-                    bytes: report.bytes,
-                    path: &job.file.rel,
-                });
-            }
+        let written = writer.run(batches, &mut report, progress)?;
+        stage.lap("parse and write");
+        if written.cancelled {
+            report.elapsed_ms = started.elapsed().as_millis() as u64;
+            return Ok(report);
         }
 
-        // 6. Links elsewhere that may now resolve differently.
-        let mut redo: HashSet<String> = self.referrers(root.id, &changed_names)?;
-        redo.retain(|id| !processed.contains(id));
-        redo.extend(self.referrers(root.id, &late_names)?);
+        let relinker = Relinker {
+            store: &self.store,
+            root,
+            max_file_bytes: self.max_file_bytes,
+        };
+        let mut redo = relinker.referrers(&registered.changed_names)?;
+        redo.retain(|id| !written.processed.contains(id));
+        redo.extend(relinker.referrers(&written.late_names)?);
         if !redo.is_empty() {
-            report.reresolved = self.reresolve(root, &ctx, &redo)?;
+            report.reresolved = relinker.relink(&ctx, &redo)?;
         }
         write_with(&self.store, &ctx, Checks::Store, |tx| {
             facts::collect_garbage(tx, &ctx).map_err(IngestError::from)
         })?;
+        stage.lap("relink");
+        // What was written is searchable by words when this returns.
         self.after_write();
+        stage.lap("searchable");
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         let hook = self
             .on_change
@@ -938,412 +555,11 @@ impl Ingestor {
         }
         Ok(report)
     }
-
-    /// Orders phase two's files into write batches. A file still marked in flight was being
-    /// ingested when the process died: it is retried alone, after the others, so that if it
-    /// kills the process again nothing beside it is held back; one marked after its retry is
-    /// quarantined instead of read.
-    fn plan_batches(
-        &self,
-        jobs: Vec<Job>,
-        note_ids: Vec<String>,
-    ) -> Result<VecDeque<Vec<(Job, String)>>, IngestError> {
-        let ids: Vec<i64> = jobs.iter().filter_map(|j| j.source_id).collect();
-        let attempts: HashMap<i64, i64> = self.store.read(|c| {
-            c.prepare_cached(
-                "SELECT source_id, attempts FROM ingest_in_flight
-                 WHERE source_id IN (SELECT value FROM json_each(?1))",
-            )?
-            .query_map([serde_json::to_string(&ids).unwrap_or_default()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect()
-        })?;
-        let mut batches: VecDeque<Vec<(Job, String)>> = VecDeque::new();
-        let mut suspects: Vec<(Job, String)> = Vec::new();
-        let mut current: Vec<(Job, String)> = Vec::new();
-        for (mut job, nid) in jobs.into_iter().zip(note_ids) {
-            match job.source_id.and_then(|id| attempts.get(&id)) {
-                Some(&n) if n >= MAX_INGEST_ATTEMPTS => {
-                    tracing::warn!(path = %job.file.rel, attempts = n, "quarantined: ingest aborted");
-                    job.outcome = Outcome::Fail(INGEST_ABORTED.to_owned());
-                }
-                Some(_) if matches!(job.outcome, Outcome::Parse(_)) => {
-                    suspects.push((job, nid));
-                    continue;
-                }
-                _ => {}
-            }
-            current.push((job, nid));
-            if current.len() == WRITE_BATCH {
-                batches.push_back(std::mem::take(&mut current));
-            }
-        }
-        if !current.is_empty() {
-            batches.push_back(current);
-        }
-        batches.extend(suspects.into_iter().map(|one| vec![one]));
-        Ok(batches)
-    }
-
-    /// Records a batch's files as in flight, in one statement committed before any of them is
-    /// read; the batch's own transaction clears them ([`write_job`]).
-    fn mark_in_flight(&self, batch: &[(Job, String)]) -> Result<(), IngestError> {
-        let ids = batch_ids(batch);
-        let now = clock::now();
-        self.store.write(|tx| {
-            tx.prepare_cached(
-                "INSERT INTO ingest_in_flight(source_id, attempts, started_at)
-                 SELECT value, 1, ?2 FROM json_each(?1) WHERE true
-                 ON CONFLICT(source_id) DO UPDATE SET attempts = attempts + 1,
-                                                      started_at = excluded.started_at",
-            )?
-            .execute(params![ids, now])?;
-            Ok::<_, IngestError>(())
-        })
-    }
-
-    /// Takes back [`Ingestor::mark_in_flight`] for a batch that was not written for a reason
-    /// other than a crash (shutdown, a store error), so it counts no attempt.
-    fn unmark_in_flight(&self, batch: &[(Job, String)]) -> Result<(), IngestError> {
-        let ids = batch_ids(batch);
-        self.store.write(|tx| {
-            tx.execute(
-                "UPDATE ingest_in_flight SET attempts = attempts - 1
-                 WHERE source_id IN (SELECT value FROM json_each(?1))",
-                [&ids],
-            )?;
-            tx.execute("DELETE FROM ingest_in_flight WHERE attempts <= 0", [])?;
-            Ok::<_, IngestError>(())
-        })
-    }
-
-    /// Each new non-empty file takes over the source row (and so the note id) of a file with its
-    /// bytes that a sync deleted since `since`; empty files are all alike and never paired.
-    /// Returns how many were paired.
-    fn pair_recent_deletions(
-        &self,
-        root: &RootInfo,
-        since: &str,
-        jobs: &mut [Job],
-    ) -> Result<u64, IngestError> {
-        let any_deleted: bool = self.store.read(|c| {
-            c.query_row(
-                "SELECT EXISTS(SELECT 1 FROM sources WHERE root_id = ?1 AND deleted_at >= ?2)",
-                params![root.id, since],
-                |r| r.get(0),
-            )
-        })?;
-        if !any_deleted {
-            return Ok(0);
-        }
-        let mut taken: HashSet<i64> = HashSet::new();
-        for job in jobs
-            .iter_mut()
-            .filter(|j| j.source_id.is_none() && j.file.size > 0)
-        {
-            let Some(h) = &job.hash else { continue };
-            let found: Vec<i64> = self.store.read(|c| {
-                c.prepare_cached(
-                    "SELECT id FROM sources
-                     WHERE content_hash = ?1 AND root_id = ?2 AND deleted_at >= ?3
-                     ORDER BY deleted_at DESC",
-                )?
-                .query_map(params![h, root.id, since], |r| r.get(0))?
-                .collect::<Result<_, _>>()
-            })?;
-            if let Some(id) = found.into_iter().find(|id| !taken.contains(id)) {
-                taken.insert(id);
-                job.source_id = Some(id);
-            }
-        }
-        Ok(taken.len() as u64)
-    }
-
-    /// For each file gone from disk, a live non-empty file with its bytes that a sync first saw
-    /// within [`MOVE_WINDOW`] is taken as its move: it becomes a job rewriting the gone file's
-    /// source row at the copy's path, and the gone file leaves `gone`. Returns the copies'
-    /// own source ids, to be retired.
-    fn pair_earlier_copies(
-        &self,
-        root: &RootInfo,
-        since: &str,
-        gone: &mut Vec<SourceRow>,
-        jobs: &mut Vec<Job>,
-    ) -> Result<Vec<i64>, IngestError> {
-        let mut superseded: Vec<i64> = Vec::new();
-        let mut i = 0;
-        while i < gone.len() {
-            let g = &gone[i];
-            let copy: Option<(i64, String)> = match &g.hash {
-                Some(h) if g.size.unwrap_or(0) > 0 => self.store.read(|c| {
-                    c.prepare_cached(
-                        "SELECT id, rel_path FROM sources
-                         WHERE content_hash = ?1 AND root_id = ?2 AND deleted_at IS NULL
-                           AND first_seen_at >= ?3 AND id <> ?4 AND status = 'indexed'
-                         ORDER BY first_seen_at DESC LIMIT 1",
-                    )?
-                    .query_row(params![h, root.id, since, g.id], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                })?,
-                _ => None,
-            };
-            let Some((copy_id, rel)) = copy.filter(|(id, rel)| {
-                !superseded.contains(id)
-                    && !gone.iter().any(|x| x.id == *id)
-                    && !jobs
-                        .iter()
-                        .any(|j| j.source_id == Some(*id) || j.file.rel == *rel)
-            }) else {
-                i += 1;
-                continue;
-            };
-            let abs = walk::abs_path(&root.path, &rel);
-            let Ok((size, mtime_ns, _)) = walk::stat(&abs) else {
-                i += 1;
-                continue;
-            };
-            let job = self.prepare(
-                Some(g.id),
-                DiskFile {
-                    rel,
-                    abs,
-                    size,
-                    mtime_ns,
-                },
-            );
-            if job.hash != g.hash {
-                i += 1;
-                continue;
-            }
-            superseded.push(copy_id);
-            jobs.push(job);
-            gone.remove(i);
-        }
-        Ok(superseded)
-    }
-
-    /// Walks the scope. Returns what was found and, for a partial scope, the relative paths it
-    /// covers (a path covers itself and everything below it).
-    fn discover(
-        &self,
-        root: &RootInfo,
-        canonical_root: &Path,
-        rules: &Rules,
-        scope: &Scope,
-    ) -> (Vec<Found>, Option<Vec<String>>) {
-        match scope {
-            Scope::All => (
-                walk::walk(&root.path, canonical_root, rules, &root.path),
-                None,
-            ),
-            Scope::Paths { paths, renames } => {
-                let mut all: Vec<PathBuf> = paths.clone();
-                for (a, b) in renames {
-                    all.push(a.clone());
-                    all.push(b.clone());
-                }
-                all.sort();
-                all.dedup();
-                let mut found = Vec::new();
-                let mut rels = Vec::new();
-                for p in all {
-                    let Some(rel) = walk::rel_path(&root.path, &p) else {
-                        continue;
-                    };
-                    if p.file_name()
-                        .is_some_and(|n| rules::IGNORE_FILES.iter().any(|f| n == *f))
-                        && let Some(dir) = p.parent()
-                    {
-                        rules.invalidate(dir);
-                    }
-                    rels.push(rel.clone());
-                    match std::fs::symlink_metadata(&p) {
-                        Ok(m) if m.is_dir() => {
-                            if !rules.is_ignored(&p, true) {
-                                found.extend(walk::walk(&root.path, canonical_root, rules, &p));
-                            }
-                        }
-                        Ok(_) => {
-                            let one = walk::walk(&root.path, canonical_root, rules, &p);
-                            found.extend(one.into_iter().filter(|f| f.rel() == rel));
-                        }
-                        Err(_) => {}
-                    }
-                }
-                let mut seen = HashSet::new();
-                found.retain(|f| seen.insert(f.rel().to_owned()));
-                (found, Some(rels))
-            }
-        }
-    }
-
-    fn live_sources(
-        &self,
-        root_id: i64,
-        scope: Option<&[String]>,
-    ) -> Result<BTreeMap<String, SourceRow>, IngestError> {
-        Ok(self.store.read(|c| {
-            let mut out = BTreeMap::new();
-            let mut stmt = c.prepare_cached(
-                "SELECT id, rel_path, content_hash, size, mtime_ns, status, reason FROM sources
-                 WHERE root_id = ?1 AND deleted_at IS NULL
-                   AND (?2 IS NULL OR rel_path = ?2 OR substr(rel_path, 1, length(?2) + 1) = ?2 || '/')",
-            )?;
-            let mut run = |prefix: Option<&str>| -> rusqlite::Result<()> {
-                let rows = stmt.query_map(params![root_id, prefix], |r| {
-                    Ok(SourceRow {
-                        id: r.get(0)?,
-                        rel: r.get(1)?,
-                        hash: r.get(2)?,
-                        size: r.get(3)?,
-                        mtime_ns: r.get(4)?,
-                        status: r.get(5)?,
-                        reason: r.get(6)?,
-                    })
-                })?;
-                for row in rows {
-                    let row = row?;
-                    out.insert(row.rel.clone(), row);
-                }
-                Ok(())
-            };
-            match scope {
-                None => run(None)?,
-                Some(rels) => {
-                    for rel in rels {
-                        run(Some(rel))?;
-                    }
-                }
-            }
-            Ok::<_, rusqlite::Error>(out)
-        })?)
-    }
-
-    /// Reads and classifies one file.
-    fn prepare(&self, source_id: Option<i64>, file: DiskFile) -> Job {
-        let file_type = FileType::from_path(Path::new(&file.rel));
-        if file.size > self.max_file_bytes {
-            return Job {
-                source_id,
-                file,
-                outcome: Outcome::Skip(SkipReason::TooLarge),
-                hash: None,
-                lines: 1,
-                aliases: Vec::new(),
-                doc: None,
-            };
-        }
-        match walk::read_regular(&file.abs, self.max_file_bytes) {
-            Err(e) => Job {
-                source_id,
-                file,
-                outcome: Outcome::unread(e),
-                hash: None,
-                lines: 1,
-                aliases: Vec::new(),
-                doc: None,
-            },
-            Ok(bytes) => {
-                let hash = blake3::hash(&bytes).to_hex().to_string();
-                let sniff = &bytes[..bytes.len().min(BINARY_SNIFF_BYTES)];
-                let outcome = if sniff.contains(&0) {
-                    Outcome::Skip(SkipReason::Binary)
-                } else {
-                    match file_type {
-                        Some(t) => Outcome::Parse(t),
-                        None => Outcome::Skip(SkipReason::UnsupportedType),
-                    }
-                };
-                let mut file = file;
-                file.size = bytes.len() as u64;
-                let aliases = match outcome {
-                    Outcome::Parse(t) => parse::aliases(&bytes, t),
-                    _ => Vec::new(),
-                };
-                Job {
-                    source_id,
-                    file,
-                    outcome,
-                    hash: Some(hash),
-                    lines: line_count(&bytes),
-                    aliases,
-                    doc: None,
-                }
-            }
-        }
-    }
-
-    fn referrers(
-        &self,
-        root_id: i64,
-        names: &HashSet<String>,
-    ) -> Result<HashSet<String>, IngestError> {
-        if names.is_empty() {
-            return Ok(HashSet::new());
-        }
-        Ok(self.store.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT src_node_id FROM link_refs WHERE root_id = ?1 AND name = ?2",
-            )?;
-            let mut out = HashSet::new();
-            for n in names {
-                for id in stmt.query_map(params![root_id, n], |r| r.get::<_, String>(0))? {
-                    out.insert(id?);
-                }
-            }
-            Ok::<_, rusqlite::Error>(out)
-        })?)
-    }
-
-    /// Re-reads and rewrites the given notes so their links resolve against the current names.
-    fn reresolve(
-        &self,
-        root: &RootInfo,
-        ctx: &Ctx<'_>,
-        ids: &HashSet<String>,
-    ) -> Result<u64, IngestError> {
-        let mut n = 0;
-        for id in ids {
-            let row: Option<(i64, String)> = self.store.read(|c| {
-                c.query_row(
-                    "SELECT s.id, s.rel_path FROM nodes n JOIN sources s ON s.id = n.source_id
-                     WHERE n.id = ?1 AND n.valid_to IS NULL AND s.deleted_at IS NULL",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-            })?;
-            let Some((sid, rel)) = row else { continue };
-            let abs = walk::abs_path(&root.path, &rel);
-            let Ok((size, mtime_ns, _)) = walk::stat(&abs) else {
-                continue;
-            };
-            let mut job = self.prepare(
-                Some(sid),
-                DiskFile {
-                    rel,
-                    abs,
-                    size,
-                    mtime_ns,
-                },
-            );
-            job.parse(self.max_file_bytes, None);
-            write_with(&self.store, ctx, Checks::Store, |tx| {
-                write_job(tx, ctx, &job, id, job.doc.as_ref())?;
-                Ok::<_, IngestError>(())
-            })?;
-            n += 1;
-        }
-        Ok(n)
-    }
 }
 
 /// Who does what the store's triggers and foreign keys do, in a write.
 #[derive(Clone, Copy)]
-enum Checks {
+pub(crate) enum Checks {
     /// The store ([`Store::write`]).
     Store,
     /// The writer itself ([`Store::write_bulk`]).
@@ -1352,7 +568,7 @@ enum Checks {
 
 /// Runs `f` in one store transaction, with `ctx`'s remembered lookups scoped to it: they are
 /// forgotten when it begins and when it ends, committed or not.
-fn write_with<T>(
+pub(crate) fn write_with<T>(
     store: &Store,
     ctx: &Ctx<'_>,
     checks: Checks,
@@ -1455,107 +671,17 @@ fn row_to_root(r: &rusqlite::Row<'_>) -> rusqlite::Result<RootInfo> {
     })
 }
 
-/// A batch's source ids as a JSON array, for `json_each`.
-fn batch_ids(batch: &[(Job, String)]) -> String {
-    let ids: Vec<i64> = batch.iter().filter_map(|(j, _)| j.source_id).collect();
-    serde_json::Value::from(ids).to_string()
-}
-
-/// Writes one prepared file: its facts and its final source status.
-fn write_job(
-    tx: &Transaction<'_>,
-    ctx: &Ctx<'_>,
-    job: &Job,
-    note_id: &str,
-    doc: Option<&parse::Document>,
-) -> Result<Vec<String>, IngestError> {
-    let Some(source_id) = job.source_id else {
-        return Ok(Vec::new());
-    };
-    let fv = FileVersion {
-        source_id,
-        rel_path: &job.file.rel,
-        content_hash: job.hash.as_deref().unwrap_or(""),
-        size: job.file.size,
-        lines: job.lines,
-    };
-    let names = facts::write_document(tx, ctx, note_id, &fv, doc)?;
-    // Whatever the file did, it is no longer in flight once this commits.
-    tx.prepare_cached("DELETE FROM ingest_in_flight WHERE source_id = ?1")?
-        .execute([source_id])?;
-    let (status, reason) = match &job.outcome {
-        Outcome::Parse(_) => (SourceStatus::Indexed, None),
-        Outcome::Skip(r) => (SourceStatus::Skipped, Some(r.as_str().to_owned())),
-        Outcome::Fail(m) => (SourceStatus::Failed, Some(m.clone())),
-    };
-    let diagnostics: Vec<serde_json::Value> = doc
-        .map(|d| {
-            d.diagnostics
-                .iter()
-                .map(|x| serde_json::json!({ "message": x.message, "lines": x.span.map(|s| [s.line_start, s.line_end]) }))
-                .collect()
-        })
-        .unwrap_or_default();
-    tx.prepare_cached(
-        "UPDATE sources SET status = ?2, reason = ?3, diagnostics = ?4, indexed_at = ?5, last_seen_at = ?5,
-                content_hash = coalesce(?6, content_hash), size = ?7
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        source_id,
-        status,
-        reason,
-        serde_json::Value::from(diagnostics).to_string(),
-        ctx.now,
-        job.hash,
-        job.file.size as i64
-    ])?;
-    Ok(names)
-}
-
-/// Inserts or updates a live source row; returns its id.
-#[allow(clippy::too_many_arguments)]
-fn upsert_source(
-    tx: &Transaction<'_>,
-    ctx: &Ctx<'_>,
-    id: Option<i64>,
-    rel: &str,
-    file_type: &str,
-    hash: Option<&str>,
-    size: Option<u64>,
-    mtime_ns: Option<i64>,
-    status: SourceStatus,
-    reason: Option<&str>,
-) -> rusqlite::Result<i64> {
-    let size = size.map(|s| s as i64);
-    if let Some(id) = id {
-        tx.prepare_cached(
-            "UPDATE sources SET rel_path = ?2, file_type = ?3, content_hash = ?4, size = ?5, mtime_ns = ?6,
-                    status = ?7, reason = ?8, last_seen_at = ?9, deleted_at = NULL WHERE id = ?1",
-        )?
-        .execute(params![id, rel, file_type, hash, size, mtime_ns, status, reason, ctx.now])?;
-        return Ok(id);
-    }
-    tx.prepare_cached(
-        "INSERT INTO sources(root_id, rel_path, file_type, content_hash, size, mtime_ns, status, reason,
-                             first_seen_at, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-    )?
-    .execute(params![ctx.root_id, rel, file_type, hash, size, mtime_ns, status, reason, ctx.now])?;
-    Ok(tx.last_insert_rowid())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipeline::job::Job;
+    use walk::DiskFile;
 
     /// A file rewritten between the read that hashed it and the read that parses it: what is
     /// written cites the bytes parsed, and a file gone by then fails instead of vanishing.
     #[test]
     fn a_job_parses_and_cites_the_bytes_it_reads_last() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
-        let ingestor = Ingestor::new(store, "user:test", DEFAULT_MAX_FILE_BYTES);
         let abs = dir.path().join("n.md");
         std::fs::write(&abs, "---\naliases: [First]\n---\none\n").unwrap();
         let disk = |abs: &Path| DiskFile {
@@ -1564,7 +690,7 @@ mod tests {
             size: std::fs::metadata(abs).unwrap().len(),
             mtime_ns: 0,
         };
-        let mut job = ingestor.prepare(None, disk(&abs));
+        let mut job = Job::read(None, disk(&abs), DEFAULT_MAX_FILE_BYTES);
         assert_eq!(job.aliases, ["First"]);
         let first_hash = job.hash.clone();
 
@@ -1580,7 +706,7 @@ mod tests {
         assert_eq!(job.lines, 5);
         assert_eq!(job.doc.as_ref().unwrap().title.as_deref(), Some("Two"));
 
-        let mut gone = ingestor.prepare(None, disk(&abs));
+        let mut gone = Job::read(None, disk(&abs), DEFAULT_MAX_FILE_BYTES);
         std::fs::remove_file(&abs).unwrap();
         gone.parse(DEFAULT_MAX_FILE_BYTES, None);
         assert!(

@@ -1,7 +1,7 @@
 //! The index's lifecycle: the indexing worker, catch-up from the outbox, rebuilds, damage
 //! found and repaired, and memory given back after a burst. Must not answer queries.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,11 +15,17 @@ use crate::{clock, store};
 
 /// Outbox rows applied per index commit during catch-up, at most.
 const APPLY_PAGE: usize = 20_000;
-/// Chunk text read per index commit during catch-up, at most (plus one note's): what the
-/// indexer holds while it catches up. Measured on a 94 MB docs folder, where a cold ingest
-/// queues all 14k notes before the indexer reads them: a page of every note held 290 MiB at
-/// peak, 16 MiB pages 0.0 MiB more than the ingest alone (six commits instead of one).
-const APPLY_BYTES: usize = 16 << 20;
+/// Chunk text read per outbox page during catch-up, at most (plus one note's): what the
+/// indexer holds in documents while the index writer's thread indexes the page before.
+/// Measured on a 94 MB docs folder, where a cold ingest queues all 14k notes before the
+/// indexer reads them: a page of every note held 290 MiB at peak.
+const APPLY_BYTES: usize = 4 << 20;
+/// Chunk text applied per index commit, at most (plus one page's): the index writer's memory
+/// grows with what it holds uncommitted (up to its own budget, where it writes a segment
+/// anyway), and each commit waits for indexing to finish and writes a segment that merges
+/// later rewrite. (When each 16 MiB page was a commit, the same 94 MB folder's ingest peaked
+/// 0.0 MiB higher than without indexing.)
+const COMMIT_BYTES: usize = 16 << 20;
 /// Notes reindexed that make a burst worth giving memory back after: a large ingest, not the
 /// edits of someone typing.
 const BURST_NOTES: usize = 256;
@@ -30,6 +36,44 @@ const QUIET_AFTER_BURST: Duration = Duration::from_secs(3);
 /// index catches up on its own once the cause is gone.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// What the index writer holds that is not committed yet.
+#[derive(Default)]
+struct Uncommitted {
+    /// Each note applied, with its chunks' ids as last applied.
+    notes: HashMap<String, Vec<String>>,
+    /// Chunk text applied.
+    bytes: usize,
+}
+
+impl Uncommitted {
+    /// Takes in a page applied to the writer: a note queued again takes its latest chunks.
+    fn absorb(&mut self, notes: Vec<String>, docs: &[ChunkDoc]) {
+        for n in notes {
+            self.notes.insert(n, Vec::new());
+        }
+        for d in docs {
+            self.bytes += d.body.len();
+            if let Some(chunks) = self.notes.get_mut(&d.note_id) {
+                chunks.push(d.chunk_id.clone());
+            }
+        }
+    }
+}
+
+/// Who applies the outbox, which decides whether a commit also trims it in the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applier {
+    /// A writer's own thread at the end of its work (a sync, a workflow step): nothing else
+    /// is writing, so the outbox is trimmed with each commit.
+    Caller,
+    /// The indexing worker, woken between the write batches of a long sync: trimming would
+    /// take the store's one write connection and wait for the batch being written, stalling the
+    /// slowest stage of the ingest. Its commits leave the outbox as it is (pages start after
+    /// `applied`, so rows at or before it are never read again) for the caller's catch-up at
+    /// the sync's end, or the worker's own once the burst is over, to trim.
+    Worker,
+}
 
 impl Search {
     pub(super) fn state(&self) -> IndexState {
@@ -118,7 +162,7 @@ impl Search {
     pub(super) fn index_loop(&self) {
         let mut retry = RETRY_FIRST;
         loop {
-            let failed = match self.bring_up_to_date() {
+            let failed = match self.bring_up_to_date_as(Applier::Worker) {
                 Ok(()) => {
                     retry = RETRY_FIRST;
                     false
@@ -154,6 +198,9 @@ impl Search {
                 if !*kicked && !self.stopping.load(Ordering::SeqCst) {
                     drop(kicked);
                     self.burst.store(0, Ordering::SeqCst);
+                    if let Err(e) = self.trim_outbox() {
+                        warn!(error = %e, "search outbox trim failed");
+                    }
                     self.release_memory();
                     kicked = lock.lock().unwrap_or_else(|p| p.into_inner());
                 }
@@ -184,6 +231,11 @@ impl Search {
     /// the store when it returns. A panic inside tantivy (a damaged file) is caught, reported
     /// as damage and returned as an error, so a caller's thread (an ingest) never unwinds.
     pub fn bring_up_to_date(&self) -> Result<(), SearchError> {
+        self.bring_up_to_date_as(Applier::Caller)
+    }
+
+    /// [`Search::bring_up_to_date`] for `applier`.
+    pub(super) fn bring_up_to_date_as(&self, applier: Applier) -> Result<(), SearchError> {
         let text = self.text();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             {
@@ -193,7 +245,7 @@ impl Search {
             if self.rebuilding.load(Ordering::SeqCst) {
                 self.rebuild()?;
             } else {
-                self.catch_up()?;
+                self.catch_up_as(applier)?;
             }
             Ok(())
         }));
@@ -215,12 +267,22 @@ impl Search {
     /// so until a catch-up succeeds; both are decided under the index lock, so they cannot
     /// cross.
     pub fn catch_up(&self) -> Result<usize, SearchError> {
+        self.catch_up_as(Applier::Caller)
+    }
+
+    /// [`Search::catch_up`] for `applier`.
+    fn catch_up_as(&self, applier: Applier) -> Result<usize, SearchError> {
         let _lock = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.rebuilding.load(Ordering::SeqCst) {
             // The rebuild owns the index until it is done; it applies the outbox too.
             return Ok(0);
         }
-        let applied = self.apply_outbox();
+        let applied = self.apply_outbox(applier);
+        // What the worker applied during a burst is trimmed by the caller that ends it.
+        let applied = match (applied, applier) {
+            (Ok(n), Applier::Caller) => self.trim_outbox().map(|()| n),
+            (r, _) => r,
+        };
         match &applied {
             Ok(_) if matches!(self.state(), IndexState::Failed(_)) => {
                 self.set_state(IndexState::Ready)
@@ -232,32 +294,57 @@ impl Search {
     }
 
     /// The body of [`Search::catch_up`]; the caller holds `index_lock`.
-    pub(super) fn apply_outbox(&self) -> Result<usize, SearchError> {
+    ///
+    /// Pages are read while the index writer's own thread indexes the page before, and
+    /// committed every [`COMMIT_BYTES`] of text and once the queue is empty: reading the store
+    /// and indexing overlap, and a commit (which waits for indexing to finish and writes a
+    /// segment) comes once per few pages.
+    pub(super) fn apply_outbox(&self, applier: Applier) -> Result<usize, SearchError> {
         let text = self.text();
         let mut total = 0;
+        let mut after = self.applied.load(Ordering::SeqCst);
+        let mut pending = Uncommitted::default();
         loop {
-            let after = self.applied.load(Ordering::SeqCst);
             let index::OutboxPage { notes, docs, head } = self
                 .store
                 .read(|c| index::outbox_page(c, after, APPLY_PAGE, APPLY_BYTES))?;
-            if notes.is_empty() {
+            let last = notes.is_empty();
+            if !last {
+                // A failed write (a full disk, say) drops the writer with everything it holds
+                // uncommitted: the outbox still holds it, and the next catch-up applies it
+                // again from the last commit with a new writer.
+                text.with_writer(|writer| {
+                    for n in &notes {
+                        text.delete_note(writer, n);
+                    }
+                    for d in &docs {
+                        text.add(writer, d)?;
+                    }
+                    Ok(())
+                })
+                .inspect_err(|e| self.damage_from_writer(e))?;
+                after = head;
+                pending.absorb(notes, &docs);
+            }
+            if pending.notes.is_empty() || (!last && pending.bytes < COMMIT_BYTES) {
+                if last {
+                    break;
+                }
+                continue;
+            }
+            text.with_writer(|writer| text.commit(writer, &self.payload(after)))
+                .inspect_err(|e| self.damage_from_writer(e))?;
+            self.applied.store(after, Ordering::SeqCst);
+            if applier == Applier::Caller {
+                self.trim_outbox()?;
+            }
+            let done = std::mem::take(&mut pending);
+            let work = done.notes.len();
+            self.after_commit(done.notes, work);
+            total += work;
+            if last {
                 break;
             }
-            // A failed batch (a full disk, say) is dropped with its writer: the outbox still
-            // holds it, and the next catch-up applies it whole with a new writer.
-            text.with_writer(|writer| {
-                for n in &notes {
-                    text.delete_note(writer, n);
-                }
-                for d in &docs {
-                    text.add(writer, d)?;
-                }
-                text.commit(writer, &self.payload(head))
-            })
-            .inspect_err(|e| self.damage_from_writer(e))?;
-            self.applied.store(head, Ordering::SeqCst);
-            self.after_commit(head, &notes, &docs, notes.len())?;
-            total += notes.len();
         }
         Ok(total)
     }
@@ -330,7 +417,8 @@ impl Search {
                 })
                 .inspect_err(|e| self.damage_from_writer(e))?;
             self.applied.store(head, Ordering::SeqCst);
-            self.after_commit(head, &[], &[], count)?;
+            self.trim_outbox()?;
+            self.after_commit(HashMap::new(), count);
             Ok::<_, SearchError>(count)
         })();
         let chunks = match result {
@@ -352,24 +440,32 @@ impl Search {
         Ok((chunks, secs))
     }
 
-    /// After a commit: trim the outbox, record the generation, drop vectors of retired chunks,
-    /// and wake the embedder.
-    /// After a commit reflecting `head`: the outbox is trimmed, vectors of `notes`' chunks not
-    /// among `docs` are dropped, and the `work` done counts towards a burst.
-    pub(super) fn after_commit(
-        &self,
-        head: i64,
-        notes: &[String],
-        docs: &[ChunkDoc],
-        work: usize,
-    ) -> Result<(), SearchError> {
-        self.store.write(|tx| {
-            tx.execute("DELETE FROM search_outbox WHERE seq <= ?1", [head])?;
-            store::meta_set(tx, "search.index_seq", &head.to_string())
+    /// Drops the outbox rows the index has committed and records its position in the store,
+    /// if any are left; a store write only when there is something to trim.
+    pub(super) fn trim_outbox(&self) -> Result<(), SearchError> {
+        let head = self.applied.load(Ordering::SeqCst);
+        let stale: bool = self.store.read(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM search_outbox WHERE seq <= ?1)",
+                [head],
+                |r| r.get(0),
+            )
         })?;
+        if stale {
+            self.store.write(|tx| {
+                tx.execute("DELETE FROM search_outbox WHERE seq <= ?1", [head])?;
+                store::meta_set(tx, "search.index_seq", &head.to_string())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// After a commit: vectors of `notes`' chunks not among `docs` are dropped, the embedder is
+    /// woken, and the `work` done counts towards a burst.
+    pub(super) fn after_commit(&self, notes: HashMap<String, Vec<String>>, work: usize) {
         if !notes.is_empty() {
-            let notes: HashSet<String> = notes.iter().cloned().collect();
-            let current: HashSet<String> = docs.iter().map(|d| d.chunk_id.clone()).collect();
+            let current: HashSet<String> = notes.values().flatten().cloned().collect();
+            let notes: HashSet<String> = notes.into_keys().collect();
             if let Some(m) = self
                 .model
                 .write()
@@ -386,6 +482,5 @@ impl Search {
         if before < BURST_NOTES && before + work >= BURST_NOTES {
             self.kick_indexer();
         }
-        Ok(())
     }
 }

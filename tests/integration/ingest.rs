@@ -663,3 +663,44 @@ fn md_count_with_others(vault: &Path, md: usize) -> usize {
     walk(vault, &mut n);
     n
 }
+
+/// An ingest of more files than one write batch answers once every file is searchable by
+/// words, however far the text index's own thread had got meanwhile, and says how long that
+/// took.
+#[test]
+fn an_ingest_of_many_batches_answers_once_every_note_is_searchable() {
+    let d = Daemon::start();
+    // More than two write batches (256 files each), each note with a word of its own.
+    let notes: Vec<(String, String)> = (0..700)
+        .map(|i| {
+            (
+                format!("n{i:03}.md"),
+                format!("# Note {i}\n\nword{i}x sits alone in this note.\n"),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = notes
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_str()))
+        .collect();
+    let vault = new_vault(&d, "many", &files);
+    let done = d.call("ingest.path", json!({ "path": vault })).unwrap();
+    assert_eq!(done["indexed"], 700, "{done}");
+    assert!(done["elapsed_ms"].as_u64().unwrap() > 0, "{done}");
+    let status = d.call("daemon.status", json!({})).unwrap();
+    assert_eq!(
+        status["search"]["index_seq"], status["search"]["outbox_head"],
+        "{status}"
+    );
+    for i in [0, 255, 256, 511, 512, 699] {
+        let r = d
+            .call(
+                "search.query",
+                json!({ "query": format!("word{i}x"), "mode": "bm25", "k": 3 }),
+            )
+            .unwrap();
+        let hits = r["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 1, "word{i}x: {r}");
+        assert_eq!(hits[0]["title"], format!("Note {i}"), "{r}");
+    }
+}
