@@ -1,5 +1,5 @@
 //! `brain bench search`: latency of `search.query` through the real socket of a real daemon,
-//! over a generated corpus.
+//! over a generated corpus; `brain bench embed`: embedding throughput on a BEIR corpus.
 //!
 //! Owns corpus generation and the measuring loop. The corpus (Markdown notes of ten sections
 //! each, words drawn from a Zipf-distributed synthetic vocabulary) is ingested in-process into
@@ -387,4 +387,125 @@ impl Drop for DaemonChild {
             let _ = self.0.wait();
         }
     }
+}
+
+/// `brain bench embed`: passages per second through the embedder, as the background worker
+/// runs it (its pool, its texts per call), beside the rate this machine multiplies matrices at.
+pub struct EmbedBench {
+    pub model: PathBuf,
+    /// A BEIR folder (`corpus.jsonl`), whose first `texts` documents are embedded.
+    pub corpus: PathBuf,
+    pub texts: usize,
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbedBenchReport {
+    pub model: String,
+    pub threads: usize,
+    pub texts: usize,
+    pub tokens: usize,
+    pub secs: f64,
+    pub texts_per_sec: f64,
+    pub tokens_per_sec: f64,
+    /// What the encoder must compute for these texts, padding excluded.
+    pub model_gflop: f64,
+    /// `model_gflop / secs`.
+    pub achieved_gflops: f64,
+    /// The best rate of one large f32 matrix product through candle on the same pool.
+    pub gemm_gflops: f64,
+    /// Passages per second if every operation ran at `gemm_gflops`.
+    pub limit_texts_per_sec: f64,
+}
+
+impl std::fmt::Display for EmbedBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: {} passages ({} tokens) in {:.2} s on {} threads",
+            self.model, self.texts, self.tokens, self.secs, self.threads
+        )?;
+        writeln!(
+            f,
+            "  {:.1} passages/s, {:.0} tokens/s, {:.1} GFLOP/s of model work",
+            self.texts_per_sec, self.tokens_per_sec, self.achieved_gflops
+        )?;
+        write!(
+            f,
+            "  gemm {:.1} GFLOP/s: limit {:.1} passages/s ({:.0}% reached)",
+            self.gemm_gflops,
+            self.limit_texts_per_sec,
+            100.0 * self.texts_per_sec / self.limit_texts_per_sec
+        )
+    }
+}
+
+/// The product the GEMM rate is measured on: a batch of 2,048 tokens through the feed-forward
+/// layer of a 384-wide model, the shape that dominates MiniLM-class encoders.
+const GEMM_SHAPE: (usize, usize, usize) = (2048, 384, 1536);
+/// Repetitions of [`GEMM_SHAPE`]; the best one counts, as the bench wants the machine's rate.
+const GEMM_ROUNDS: usize = 20;
+
+pub fn embed(opts: &EmbedBench) -> anyhow::Result<EmbedBenchReport> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        title: String,
+        text: String,
+    }
+    let docs: Vec<Doc> = eval::read_jsonl(&opts.corpus.join("corpus.jsonl"))?;
+    // As ingest stores a document and the worker then embeds it: title line, then body.
+    let texts: Vec<String> = docs
+        .iter()
+        .take(opts.texts)
+        .map(|d| search::embed_text(&d.title, None, &d.text))
+        .collect();
+    if texts.is_empty() {
+        bail!("{} has no documents", opts.corpus.display());
+    }
+    let embedder = crate::embed::Embedder::load(&opts.model)?;
+    let threads = opts.threads.unwrap_or_else(crate::embed::worker_threads);
+    let pool = crate::embed::worker_pool(threads)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let lens = embedder.passage_tokens(&refs)?;
+    let model_gflop = lens.iter().map(|&n| embedder.flops(n)).sum::<f64>() / 1e9;
+
+    let gemm_gflops = pool.install(|| -> anyhow::Result<f64> {
+        use candle_core::{Device, Tensor};
+        let (m, k, n) = GEMM_SHAPE;
+        let a = Tensor::ones((m, k), candle_core::DType::F32, &Device::Cpu)?;
+        let b = Tensor::ones((k, n), candle_core::DType::F32, &Device::Cpu)?;
+        let mut best = f64::MAX;
+        for _ in 0..GEMM_ROUNDS {
+            let t = Instant::now();
+            let c = a.matmul(&b)?;
+            best = best.min(t.elapsed().as_secs_f64());
+            drop(c);
+        }
+        Ok(2.0 * (m * k * n) as f64 / best / 1e9)
+    })?;
+
+    let t = Instant::now();
+    pool.install(|| -> anyhow::Result<()> {
+        for call in refs.chunks(search::EMBED_BATCH) {
+            embedder.embed_passages(call)?;
+        }
+        Ok(())
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let tokens: usize = lens.iter().sum();
+    let per_text_gflop = model_gflop / texts.len() as f64;
+    Ok(EmbedBenchReport {
+        model: embedder.model_id().to_owned(),
+        threads,
+        texts: texts.len(),
+        tokens,
+        secs,
+        texts_per_sec: texts.len() as f64 / secs,
+        tokens_per_sec: tokens as f64 / secs,
+        model_gflop,
+        achieved_gflops: model_gflop / secs,
+        gemm_gflops,
+        limit_texts_per_sec: gemm_gflops / per_text_gflop,
+    })
 }

@@ -18,7 +18,7 @@ mod proximity;
 mod query;
 mod stopwords;
 
-pub use embedder::embed_text;
+pub use embedder::{EMBED_BATCH, embed_text};
 pub mod vectors;
 
 use std::path::{Path, PathBuf};
