@@ -390,7 +390,8 @@ impl Drop for DaemonChild {
 }
 
 /// `brain bench embed`: passages per second through the embedder, as the background worker
-/// runs it (its pool, its texts per call), beside the rate this machine multiplies matrices at.
+/// calls it (its texts per call, its thread count), beside the rate this machine multiplies
+/// matrices at.
 pub struct EmbedBench {
     pub model: PathBuf,
     /// A BEIR folder (`corpus.jsonl`), whose first `texts` documents are embedded.
@@ -465,7 +466,12 @@ pub fn embed(opts: &EmbedBench) -> anyhow::Result<EmbedBenchReport> {
     }
     let embedder = crate::embed::Embedder::load(&opts.model)?;
     let threads = opts.threads.unwrap_or_else(crate::embed::worker_threads);
-    let pool = crate::embed::worker_pool(threads)?;
+    // At the process's own priority, not the background pool's nice 19: the bench measures
+    // the engine, and on a shared machine a niced pool measures the other load instead.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the bench pool: {e}"))?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let lens = embedder.passage_tokens(&refs)?;
     let model_gflop = lens.iter().map(|&n| embedder.flops(n)).sum::<f64>() / 1e9;

@@ -15,7 +15,8 @@ use super::bert::Activation;
 const ROWS_PER_TASK: usize = 16;
 
 /// `erf` for f32 as a rational function of `x²` on [-4, 4] (outside it erf is ±1 in f32):
-/// only multiplies, adds and one division, so the compiler vectorizes the loop around it,
+/// only multiplies, adds and one division, so the compiler vectorizes the loop around it
+/// (not `mul_add`: without FMA in the build's target features that is a libm call),
 /// where libm's `erff` is a branchy scalar call that cost as much as a matrix product per
 /// feed-forward element. Eigen's `generic_fast_erf_float` coefficients; absolute error under
 /// 1e-6 against libm over the whole range (see the tests).
@@ -24,17 +25,17 @@ pub(crate) fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
-    p = p.mul_add(x2, 2.770_681_4e-8);
-    p = p.mul_add(x2, -2.101_024e-6);
-    p = p.mul_add(x2, -5.692_506_4e-5);
-    p = p.mul_add(x2, -7.349_906_3e-4);
-    p = p.mul_add(x2, -2.954_600_2e-3);
-    p = p.mul_add(x2, -1.609_603_3e-2);
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 + -2.101_024e-6;
+    p = p * x2 + -5.692_506_4e-5;
+    p = p * x2 + -7.349_906_3e-4;
+    p = p * x2 + -2.954_600_2e-3;
+    p = p * x2 + -1.609_603_3e-2;
     let mut q = -1.456_607_2e-5_f32;
-    q = q.mul_add(x2, -2.133_740_6e-4);
-    q = q.mul_add(x2, -1.682_827e-3);
-    q = q.mul_add(x2, -7.373_329e-3);
-    q = q.mul_add(x2, -1.426_474e-2);
+    q = q * x2 + -2.133_740_6e-4;
+    q = q * x2 + -1.682_827e-3;
+    q = q * x2 + -7.373_329e-3;
+    q = q * x2 + -1.426_474e-2;
     x * p / q
 }
 
