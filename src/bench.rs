@@ -1,5 +1,5 @@
 //! `brain bench search`: latency of `search.query` through the real socket of a real daemon,
-//! over a generated corpus.
+//! over a generated corpus; `brain bench embed`: embedding throughput on a BEIR corpus.
 //!
 //! Owns corpus generation and the measuring loop. The corpus (Markdown notes of ten sections
 //! each, words drawn from a Zipf-distributed synthetic vocabulary) is ingested in-process into
@@ -387,4 +387,169 @@ impl Drop for DaemonChild {
             let _ = self.0.wait();
         }
     }
+}
+
+/// `brain bench embed`: passages per second through the embedder, as the background worker
+/// calls it (its texts per call, its thread count), beside the rate this machine multiplies
+/// matrices at.
+pub struct EmbedBench {
+    pub model: PathBuf,
+    /// A BEIR folder (`corpus.jsonl`), whose first `texts` documents are embedded.
+    pub corpus: PathBuf,
+    pub texts: usize,
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbedBenchReport {
+    pub model: String,
+    pub threads: usize,
+    pub texts: usize,
+    pub tokens: usize,
+    pub secs: f64,
+    pub texts_per_sec: f64,
+    pub tokens_per_sec: f64,
+    /// What the encoder must compute for these texts, padding excluded.
+    pub model_gflop: f64,
+    /// `model_gflop / secs`.
+    pub achieved_gflops: f64,
+    /// The best rate of one large f32 matrix product through candle on the same pool.
+    pub gemm_gflops: f64,
+    /// Passages per second if every operation ran at `gemm_gflops`.
+    pub limit_texts_per_sec: f64,
+    /// The same two rates per second of this process's CPU time (user + system), times the
+    /// threads: what the threads would reach with their cores to themselves, which a shared
+    /// machine does not give the wall-clock figures.
+    pub cpu_texts_per_sec: Option<f64>,
+    pub cpu_gemm_gflops: Option<f64>,
+}
+
+impl std::fmt::Display for EmbedBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: {} passages ({} tokens) in {:.2} s on {} threads",
+            self.model, self.texts, self.tokens, self.secs, self.threads
+        )?;
+        writeln!(
+            f,
+            "  {:.1} passages/s, {:.0} tokens/s, {:.1} GFLOP/s of model work",
+            self.texts_per_sec, self.tokens_per_sec, self.achieved_gflops
+        )?;
+        write!(
+            f,
+            "  gemm {:.1} GFLOP/s: limit {:.1} passages/s ({:.0}% reached)",
+            self.gemm_gflops,
+            self.limit_texts_per_sec,
+            100.0 * self.texts_per_sec / self.limit_texts_per_sec
+        )?;
+        if let (Some(t), Some(g)) = (self.cpu_texts_per_sec, self.cpu_gemm_gflops) {
+            let limit = g / (self.model_gflop / self.texts as f64);
+            write!(
+                f,
+                "\n  by CPU time, {} cores to itself: {t:.1} passages/s; gemm {g:.1} GFLOP/s, \
+                 limit {limit:.1} passages/s ({:.0}% reached)",
+                self.threads,
+                100.0 * t / limit
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// This process's CPU time so far (user + system) from `/proc/self/stat`, in seconds; `None`
+/// where there is no such file. Ticks are 1/100 s on Linux.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// The product the GEMM rate is measured on: a batch of 2,048 tokens through the feed-forward
+/// layer of a 384-wide model, the shape that dominates MiniLM-class encoders.
+const GEMM_SHAPE: (usize, usize, usize) = (2048, 384, 1536);
+/// Repetitions of [`GEMM_SHAPE`]; the best one counts, as the bench wants the machine's rate
+/// (and enough of them that their CPU time is well above the 10 ms tick it is counted in).
+const GEMM_ROUNDS: usize = 100;
+
+pub fn embed(opts: &EmbedBench) -> anyhow::Result<EmbedBenchReport> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        title: String,
+        text: String,
+    }
+    let docs: Vec<Doc> = eval::read_jsonl(&opts.corpus.join("corpus.jsonl"))?;
+    // As ingest stores a document and the worker then embeds it: title line, then body.
+    let texts: Vec<String> = docs
+        .iter()
+        .take(opts.texts)
+        .map(|d| search::embed_text(&d.title, None, &d.text))
+        .collect();
+    if texts.is_empty() {
+        bail!("{} has no documents", opts.corpus.display());
+    }
+    let embedder = crate::embed::Embedder::load(&opts.model)?;
+    let threads = opts.threads.unwrap_or_else(crate::embed::worker_threads);
+    // At the process's own priority, not the background pool's nice 19: the bench measures
+    // the engine, and on a shared machine a niced pool measures the other load instead.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the bench pool: {e}"))?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let lens = embedder.passage_tokens(&refs)?;
+    let model_gflop = lens.iter().map(|&n| embedder.flops(n)).sum::<f64>() / 1e9;
+
+    let (gemm_gflops, cpu_gemm_gflops) =
+        pool.install(|| -> anyhow::Result<(f64, Option<f64>)> {
+            use candle_core::{Device, Tensor};
+            let (m, k, n) = GEMM_SHAPE;
+            let a = Tensor::ones((m, k), candle_core::DType::F32, &Device::Cpu)?;
+            let b = Tensor::ones((k, n), candle_core::DType::F32, &Device::Cpu)?;
+            let mut best = f64::MAX;
+            let cpu = cpu_secs();
+            for _ in 0..GEMM_ROUNDS {
+                let t = Instant::now();
+                let c = a.matmul(&b)?;
+                best = best.min(t.elapsed().as_secs_f64());
+                drop(c);
+            }
+            let flop = 2.0 * (m * k * n) as f64;
+            let cpu = cpu.zip(cpu_secs()).map(|(a, b)| b - a).filter(|&s| s > 0.0);
+            Ok((
+                flop / best / 1e9,
+                cpu.map(|s| flop * GEMM_ROUNDS as f64 / s / 1e9 * threads as f64),
+            ))
+        })?;
+
+    let t = Instant::now();
+    let cpu = cpu_secs();
+    pool.install(|| -> anyhow::Result<()> {
+        for call in refs.chunks(search::EMBED_BATCH) {
+            embedder.embed_passages(call)?;
+        }
+        Ok(())
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu.zip(cpu_secs()).map(|(a, b)| b - a).filter(|&s| s > 0.0);
+    let tokens: usize = lens.iter().sum();
+    let per_text_gflop = model_gflop / texts.len() as f64;
+    Ok(EmbedBenchReport {
+        model: embedder.model_id().to_owned(),
+        threads,
+        texts: texts.len(),
+        tokens,
+        secs,
+        texts_per_sec: texts.len() as f64 / secs,
+        tokens_per_sec: tokens as f64 / secs,
+        model_gflop,
+        achieved_gflops: model_gflop / secs,
+        gemm_gflops,
+        limit_texts_per_sec: gemm_gflops / per_text_gflop,
+        cpu_texts_per_sec: cpu.map(|c| texts.len() as f64 / c * threads as f64),
+        cpu_gemm_gflops,
+    })
 }

@@ -383,6 +383,22 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Embedding throughput on a BEIR corpus, against the machine's matrix-product rate
+    Embed {
+        /// BEIR dataset folder (with corpus.jsonl)
+        dir: PathBuf,
+        /// Model folder
+        #[arg(long, value_name = "PATH")]
+        model: PathBuf,
+        /// Passages to embed (the corpus's first)
+        #[arg(long, default_value_t = 1000)]
+        texts: usize,
+        /// Threads [default: those of the background embedding pool]
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -142,6 +142,28 @@ fn main() -> ExitCode {
                 Ok(())
             }))
         }
+        Command::Bench(BenchCommand::Embed {
+            dir,
+            model,
+            texts,
+            threads,
+            json,
+        }) => {
+            let opts = brain::bench::EmbedBench {
+                model: model.clone(),
+                corpus: dir.clone(),
+                texts: *texts,
+                threads: *threads,
+            };
+            report(brain::bench::embed(&opts).and_then(|r| {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!("{r}");
+                }
+                Ok(())
+            }))
+        }
         Command::Completions { shell } => brain::cli::completions(*shell),
         Command::Man => brain::cli::man(),
         Command::Service(cmd) => brain::cli::service::run(&cli.global, cmd),

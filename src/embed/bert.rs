@@ -5,12 +5,20 @@
 //! hundreds of model families, minutes of cold build on two cores, for the one we need. It
 //! follows `transformers/models/bert/modeling_bert.py` and reads the same weight names.
 //!
+//! Texts are packed, not padded: a batch is one `(tokens, hidden)` matrix holding every text's
+//! tokens back to back, so the projections and the feed-forward layer (nine tenths of the
+//! work) are a few large matrix products with no padding rows, and only attention, the one
+//! step that mixes tokens, runs per text, over that text's own tokens (so no mask either).
+//! The texts' attention runs in parallel on the current rayon pool.
+//!
 //! It knows nothing of files or tokenizers: weights come from a [`Weights`] source that checks
-//! names and shapes, and inputs are token ids already padded to one length.
+//! names and shapes, and inputs are token ids with each text's length.
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use serde::Deserialize;
+
+use super::ops::{AddNorm, BiasAct, Norm};
 
 /// The fields of a Hugging Face BERT `config.json` the encoder needs.
 #[derive(Clone, Debug, Deserialize)]
@@ -62,44 +70,47 @@ impl Activation {
             _ => None,
         }
     }
-
-    fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Activation::Gelu => xs.gelu_erf(),
-            Activation::GeluTanh => xs.gelu(),
-            Activation::Relu => xs.relu(),
-        }
-    }
 }
 
 /// Where the encoder gets its tensors: by Hugging Face name (without any `bert.` prefix),
 /// checked against the shape the config implies.
 pub(crate) trait Weights {
-    type Error;
+    type Error: From<candle_core::Error>;
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Self::Error>;
 }
 
 pub(crate) struct Bert {
-    word: Embedding,
-    position: Embedding,
-    token_type: Embedding,
-    norm: LayerNorm,
+    /// Embedding tables, row-major `(rows, hidden)`.
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    norm: Norm,
     layers: Vec<Layer>,
-    device: Device,
+    hidden: usize,
+    intermediate: usize,
 }
 
+/// One encoder layer. Weight matrices are stored transposed, `(in, out)`, so each product is a
+/// plain `x · W`; the query, key and value projections are one `(h, 3h)` matrix, with the
+/// attention scale folded into the query part.
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_out: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
+    qkv: Tensor,
+    qkv_bias: Vec<f32>,
+    attention_out: Tensor,
+    attention_out_bias: Vec<f32>,
+    attention_norm: Norm,
+    intermediate: Tensor,
+    intermediate_bias: Vec<f32>,
+    output: Tensor,
+    output_bias: Vec<f32>,
+    output_norm: Norm,
     heads: usize,
     head_dim: usize,
     activation: Activation,
+}
+
+fn vec_of(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
 }
 
 impl Bert {
@@ -111,115 +122,203 @@ impl Bert {
         w: &W,
     ) -> Result<Bert, W::Error> {
         let h = config.hidden_size;
-        let embedding = |name: &str, rows: usize| -> Result<Embedding, W::Error> {
-            Ok(Embedding::new(w.get(name, &[rows, h])?, h))
+        let eps = config.layer_norm_eps as f32;
+        let table = |name: &str, rows: usize| -> Result<Vec<f32>, W::Error> {
+            Ok(vec_of(&w.get(name, &[rows, h])?)?)
         };
-        let linear = |name: &str, out: usize, inp: usize| -> Result<Linear, W::Error> {
+        // (W transposed to (in, out), bias)
+        let linear = |name: &str, out: usize, inp: usize| -> Result<(Tensor, Tensor), W::Error> {
             let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
             let bias = w.get(&format!("{name}.bias"), &[out])?;
-            Ok(Linear::new(weight, Some(bias)))
+            Ok((weight, bias))
         };
-        let norm = |name: &str| -> Result<LayerNorm, W::Error> {
-            let weight = w.get(&format!("{name}.weight"), &[h])?;
-            let bias = w.get(&format!("{name}.bias"), &[h])?;
-            Ok(LayerNorm::new(weight, bias, config.layer_norm_eps))
+        let transposed = |t: &Tensor| -> candle_core::Result<Tensor> { t.t()?.contiguous() };
+        let norm = |name: &str| -> Result<Norm, W::Error> {
+            Ok(Norm {
+                gamma: vec_of(&w.get(&format!("{name}.weight"), &[h])?)?,
+                beta: vec_of(&w.get(&format!("{name}.bias"), &[h])?)?,
+                eps,
+            })
         };
         let heads = config.num_attention_heads;
+        let head_dim = h / heads;
+        // Scaling the queries rather than the scores costs nothing once folded into the
+        // weights, where scaling the scores would cost heads × seq² multiplies per text.
+        let scale = 1.0 / (head_dim as f32).sqrt();
         let layers = (0..config.num_hidden_layers)
             .map(|l| {
                 let p = format!("encoder.layer.{l}");
+                let (qw, qb) = linear(&format!("{p}.attention.self.query"), h, h)?;
+                let (kw, kb) = linear(&format!("{p}.attention.self.key"), h, h)?;
+                let (vw, vb) = linear(&format!("{p}.attention.self.value"), h, h)?;
+                let scaled = |t: &Tensor| -> candle_core::Result<Tensor> {
+                    let v: Vec<f32> = vec_of(t)?.iter().map(|x| x * scale).collect();
+                    Tensor::from_vec(v, t.shape(), &Device::Cpu)
+                };
+                let (qw, qb) = (scaled(&qw)?, scaled(&qb)?);
+                let qkv = transposed(&Tensor::cat(&[&qw, &kw, &vw], 0)?)?;
+                let qkv_bias = vec_of(&Tensor::cat(&[&qb, &kb, &vb], 0)?)?;
+                let (ow, ob) = linear(&format!("{p}.attention.output.dense"), h, h)?;
+                let (iw, ib) = linear(
+                    &format!("{p}.intermediate.dense"),
+                    config.intermediate_size,
+                    h,
+                )?;
+                let (fw, fb) = linear(&format!("{p}.output.dense"), h, config.intermediate_size)?;
                 Ok(Layer {
-                    query: linear(&format!("{p}.attention.self.query"), h, h)?,
-                    key: linear(&format!("{p}.attention.self.key"), h, h)?,
-                    value: linear(&format!("{p}.attention.self.value"), h, h)?,
-                    attention_out: linear(&format!("{p}.attention.output.dense"), h, h)?,
+                    qkv,
+                    qkv_bias,
+                    attention_out: transposed(&ow)?,
+                    attention_out_bias: vec_of(&ob)?,
                     attention_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                    intermediate: linear(
-                        &format!("{p}.intermediate.dense"),
-                        config.intermediate_size,
-                        h,
-                    )?,
-                    output: linear(&format!("{p}.output.dense"), h, config.intermediate_size)?,
+                    intermediate: transposed(&iw)?,
+                    intermediate_bias: vec_of(&ib)?,
+                    output: transposed(&fw)?,
+                    output_bias: vec_of(&fb)?,
                     output_norm: norm(&format!("{p}.output.LayerNorm"))?,
                     heads,
-                    head_dim: h / heads,
+                    head_dim,
                     activation,
                 })
             })
             .collect::<Result<Vec<_>, W::Error>>()?;
         Ok(Bert {
-            word: embedding("embeddings.word_embeddings.weight", config.vocab_size)?,
-            position: embedding(
+            word: table("embeddings.word_embeddings.weight", config.vocab_size)?,
+            position: table(
                 "embeddings.position_embeddings.weight",
                 config.max_position_embeddings,
             )?,
-            token_type: embedding(
+            token_type: table(
                 "embeddings.token_type_embeddings.weight",
                 config.type_vocab_size,
             )?,
             norm: norm("embeddings.LayerNorm")?,
             layers,
-            device: Device::Cpu,
+            hidden: h,
+            intermediate: config.intermediate_size,
         })
     }
 
-    /// The last hidden state, `(batch, seq, hidden)`. `ids`, `type_ids` and `mask` are
-    /// `(batch, seq)` u32; `mask` is 1 for real tokens and 0 for padding. The caller keeps
-    /// `seq` within `max_position_embeddings`.
+    /// Floating-point operations (a multiply-add counts two) to encode one text of `len`
+    /// tokens: per layer, the four `h × h` projections and the two feed-forward products for
+    /// each token, plus attention's scores and weighted sum over the text's own tokens.
+    pub fn flops(&self, len: usize) -> f64 {
+        let (h, i, n) = (self.hidden as f64, self.intermediate as f64, len as f64);
+        let per_token = 2.0 * (4.0 * h * h + 2.0 * h * i) + 2.0 * 2.0 * n * h;
+        self.layers.len() as f64 * per_token * n
+    }
+
+    /// The last hidden state of packed texts, `(tokens, hidden)` row-major: text `t`'s rows
+    /// follow text `t - 1`'s. `ids` and `type_ids` hold every text's tokens back to back and
+    /// `lens` each text's count. The caller keeps each length within
+    /// `max_position_embeddings` and ids within the vocabulary.
     pub fn forward(
         &self,
-        ids: &Tensor,
-        type_ids: &Tensor,
-        mask: &Tensor,
+        ids: &[u32],
+        type_ids: &[u32],
+        lens: &[usize],
     ) -> candle_core::Result<Tensor> {
-        let (_, seq) = ids.dims2()?;
-        let positions = Tensor::arange(0u32, seq as u32, &self.device)?;
-        let xs = self
-            .word
-            .forward(ids)?
-            .add(&self.token_type.forward(type_ids)?)?
-            .broadcast_add(&self.position.forward(&positions)?)?;
-        let mut xs = self.norm.forward(&xs)?;
-        // Padding gets a large negative score before the softmax, so no real token attends to
-        // it; (batch, 1, 1, seq) broadcasts over heads and query positions. f32::MIN, as the
-        // reference implementation uses, stays finite when added to any finite score.
-        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?
-            .unsqueeze(1)?
-            .unsqueeze(1)?;
+        let h = self.hidden;
+        let total = ids.len();
+        if type_ids.len() != total || lens.iter().sum::<usize>() != total {
+            return Err(candle_core::Error::Msg(
+                "ids, type ids and lengths disagree".into(),
+            ));
+        }
+        let mut xs = vec![0f32; total * h];
+        let mut row = 0;
+        for &len in lens {
+            for pos in 0..len {
+                let out = &mut xs[row * h..(row + 1) * h];
+                let pieces = [
+                    (&self.word, ids[row] as usize),
+                    (&self.token_type, type_ids[row] as usize),
+                    (&self.position, pos),
+                ];
+                for (table, i) in pieces {
+                    let src = table.get(i * h..(i + 1) * h).ok_or_else(|| {
+                        candle_core::Error::Msg(format!("token {i} outside its embedding table"))
+                    })?;
+                    for (o, s) in out.iter_mut().zip(src) {
+                        *o += s;
+                    }
+                }
+                self.norm.apply(out);
+                row += 1;
+            }
+        }
+        let mut xs = Tensor::from_vec(xs, (total, h), &Device::Cpu)?;
+        let starts: Vec<usize> = lens
+            .iter()
+            .scan(0, |at, &n| {
+                let s = *at;
+                *at += n;
+                Some(s)
+            })
+            .collect();
         for layer in &self.layers {
-            xs = layer.forward(&xs, &bias)?;
+            xs = layer.forward(&xs, &starts, lens)?;
         }
         Ok(xs)
     }
 }
 
 impl Layer {
-    fn forward(&self, xs: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, s, h) = xs.dims3()?;
-        let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, s, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        // Scaling the queries rather than the scores costs s*h multiplies instead of s*s*heads.
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = split((self.query.forward(xs)? * scale)?)?;
-        let k = split(self.key.forward(xs)?)?;
-        let v = split(self.value.forward(xs)?)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
+    fn forward(
+        &self,
+        xs: &Tensor,
+        starts: &[usize],
+        lens: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        let qkv = xs.matmul(&self.qkv)?;
+        qkv.inplace_op1(&BiasAct {
+            bias: &self.qkv_bias,
+            act: None,
+        })?;
+        let context = starts
+            .par_iter()
+            .zip(lens)
+            .map(|(&start, &len)| self.attend(&qkv, start, len))
+            .collect::<candle_core::Result<Vec<Tensor>>>()?;
+        let attended = Tensor::cat(&context, 0)?.matmul(&self.attention_out)?;
+        attended.inplace_op2(
+            xs,
+            &AddNorm {
+                bias: &self.attention_out_bias,
+                norm: &self.attention_norm,
+            },
+        )?;
+        let inner = attended.matmul(&self.intermediate)?;
+        inner.inplace_op1(&BiasAct {
+            bias: &self.intermediate_bias,
+            act: Some(self.activation),
+        })?;
+        let out = inner.matmul(&self.output)?;
+        out.inplace_op2(
+            &attended,
+            &AddNorm {
+                bias: &self.output_bias,
+                norm: &self.output_norm,
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Self-attention of one text over its own rows of the packed `(tokens, 3h)` projections:
+    /// its context vectors, `(len, h)`.
+    fn attend(&self, qkv: &Tensor, start: usize, len: usize) -> candle_core::Result<Tensor> {
+        let parts = qkv
+            .narrow(0, start, len)?
+            .reshape((len, 3, self.heads, self.head_dim))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?;
+        let (q, k, v) = (parts.get(0)?, parts.get(1)?, parts.get(2)?);
+        let scores = q.matmul(&k.t()?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs
+        probs
             .matmul(&v)?
-            .transpose(1, 2)?
+            .transpose(0, 1)?
             .contiguous()?
-            .reshape((b, s, h))?;
-        let attended = self
-            .attention_norm
-            .forward(&self.attention_out.forward(&context)?.add(xs)?)?;
-        let inner = self
-            .activation
-            .apply(&self.intermediate.forward(&attended)?)?;
-        self.output_norm
-            .forward(&self.output.forward(&inner)?.add(&attended)?)
+            .reshape((len, self.heads * self.head_dim))
     }
 }

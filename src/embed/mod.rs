@@ -17,24 +17,18 @@
 //!
 //! Every output vector is L2-normalized, so a dot product is the cosine similarity.
 //!
-//! Threads. A forward pass runs on two sets of threads, and only the first can be bounded by
-//! the caller:
-//! - matrix products (gemm) and softmax/layer norm run on the *current* rayon pool, so calling
-//!   [`Embedder::embed`] inside `pool.install(..)` of a caller-built pool (see [`worker_pool`])
-//!   keeps them on that pool's threads; so does tokenization.
-//! - element-wise ops on large tensors (GELU, additions) run on candle's own process-wide
-//!   "barrier pool" of `CANDLE_NUM_THREADS - 1` threads (else `RAYON_NUM_THREADS - 1`, else
-//!   physical cores - 1), spawned on first use; the calling thread is the extra worker. Its size
-//!   can only be set through those environment variables before the process starts
-//!   (`std::env::set_var` is unsafe and this crate forbids unsafe code). Its threads inherit the
-//!   nice value of the thread that first runs a large enough op, so the first embedding should
-//!   happen inside a [`worker_pool`] for them to run at low priority too. On a machine with
-//!   two cores that is one extra thread, busy only while a pool thread waits for it.
+//! Threads. A forward pass runs on the *current* rayon pool: matrix products (gemm),
+//! attention (one text per task), softmax, the fused element-wise passes of `ops`, and
+//! tokenization. Calling [`Embedder::embed`] inside `pool.install(..)` of a caller-built pool
+//! (see [`worker_pool`]) keeps all of it on that pool's threads, at that pool's priority.
+//! candle also keeps a process-wide pool of its own for element-wise ops on large tensors; the
+//! encoder does none (its element-wise work is fused into `ops`), so that pool stays unused.
 //!
 //! This module knows nothing of the store, the daemon or async runtimes: it is a synchronous
 //! engine piece, called from blocking threads.
 
 mod bert;
+mod ops;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -51,16 +45,18 @@ use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationParams};
 
 use bert::{Activation, Bert};
 
-/// Padded tokens per forward pass. Attention scores cost `batch × heads × seq²` floats: at 2048
-/// tokens a 12-head model at 256 tokens holds 8 × 12 × 256² floats (25 MB) per score tensor.
-/// Measured with all-MiniLM-L6-v2 on two busy cores (so roughly): 4096 took about 100 MB more
-/// peak RSS and two to three times the system time (fresh pages for every large tensor) for no
-/// less CPU time per text; 1024 took a little more CPU time per text.
+/// Tokens per forward pass (texts are packed, not padded). The feed-forward activations are
+/// `tokens × intermediate` floats (12 MB at 2,048 tokens for a 384-wide model), and attention
+/// holds `heads × len²` scores per text in flight (3 MB at 256 tokens, one text per pool
+/// thread). Larger passes make no faster matrix products: at 2,048 rows the products already
+/// run at the machine's rate (`brain bench embed` prints it).
 const BATCH_TOKENS: usize = 2048;
-/// Texts per forward pass, whatever their length.
+/// Texts per forward pass, whatever their length: bounds the per-text bookkeeping.
 const BATCH_TEXTS: usize = 64;
-/// The nice value of [`worker_pool`] threads: below interactive work, above idle.
-const WORKER_NICE: i32 = 10;
+/// The nice value of [`worker_pool`] threads: the lowest there is. `SCHED_IDLE` would be lower
+/// still, but setting it needs a raw `sched_setscheduler` call (rustix has none, and this crate
+/// forbids unsafe code); against normal threads nice 19 weighs 15 to their 1024.
+const WORKER_NICE: i32 = 19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -132,7 +128,6 @@ pub struct Embedder {
     pooling: Pooling,
     max_tokens: usize,
     dim: usize,
-    pad_id: u32,
     model_id: String,
     query_prefix: String,
     passage_prefix: String,
@@ -180,7 +175,7 @@ impl Embedder {
             None => folder_max_tokens,
         };
         let tokenizer_path = dir.join("tokenizer.json");
-        let (tokenizer, pad_id) = load_tokenizer(&tokenizer_path, max_tokens, config.vocab_size)?;
+        let tokenizer = load_tokenizer(&tokenizer_path, max_tokens, config.vocab_size)?;
 
         let weights_path = dir.join("model.safetensors");
         let bytes = match std::fs::read(&weights_path) {
@@ -222,7 +217,6 @@ impl Embedder {
             pooling,
             max_tokens,
             dim: config.hidden_size,
-            pad_id,
             model_id,
             query_prefix: options
                 .query_prefix
@@ -270,6 +264,26 @@ impl Embedder {
         &self.passage_prefix
     }
 
+    /// Tokens each passage is encoded as ([`Embedder::passage_prefix`] included, after
+    /// truncation), for measuring throughput.
+    pub fn passage_tokens(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+        let owned: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{}{t}", self.passage_prefix))
+            .collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(owned, true)
+            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        Ok(encodings.iter().map(Encoding::len).collect())
+    }
+
+    /// Floating-point operations the encoder spends on a text of `len` tokens (without
+    /// padding), for setting throughput against the machine's matrix-product rate.
+    pub fn flops(&self, len: usize) -> f64 {
+        self.model.flops(len)
+    }
+
     /// Embed texts as they are: one L2-normalized vector of [`Embedder::dim`] per text, in
     /// order. Texts are grouped by length into padded batches; a text's vector does not depend
     /// on the others. Runs on the current rayon pool (see the module notes on threads).
@@ -281,24 +295,18 @@ impl Embedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| encodings[i].len());
-
-        let mut out = vec![Vec::new(); texts.len()];
+        let mut out = Vec::with_capacity(texts.len());
         let mut start = 0;
-        while start < order.len() {
-            // Sorted by length, so the last text taken sets the padded length.
-            let mut end = start + 1;
-            while end < order.len()
+        while start < encodings.len() {
+            let (mut end, mut tokens) = (start, 0);
+            while end < encodings.len()
                 && end - start < BATCH_TEXTS
-                && (end - start + 1) * encodings[order[end]].len() <= BATCH_TOKENS
+                && (end == start || tokens + encodings[end].len() <= BATCH_TOKENS)
             {
+                tokens += encodings[end].len();
                 end += 1;
             }
-            let batch: Vec<&Encoding> = order[start..end].iter().map(|&i| &encodings[i]).collect();
-            for (&i, v) in order[start..end].iter().zip(self.forward(&batch)?) {
-                out[i] = v;
-            }
+            out.extend(self.forward(&encodings[start..end])?);
             start = end;
         }
         Ok(out)
@@ -323,46 +331,65 @@ impl Embedder {
         self.embed(&refs)
     }
 
-    /// One padded batch through the encoder, pooled and normalized.
-    fn forward(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let seq = batch.iter().map(|e| e.len()).max().unwrap_or(0);
-        if seq > self.max_tokens {
+    /// One packed batch through the encoder, pooled and normalized.
+    fn forward(&self, batch: &[Encoding]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let lens: Vec<usize> = batch.iter().map(Encoding::len).collect();
+        if let Some(long) = lens.iter().find(|&&n| n > self.max_tokens) {
             // Truncation is set on the tokenizer at load; this would be a tokenizer bug.
             return Err(EmbedError::Tokenize(format!(
-                "a text came out at {seq} tokens, over the limit of {}",
+                "a text came out at {long} tokens, over the limit of {}",
                 self.max_tokens
             )));
         }
-        let n = batch.len() * seq;
-        let (mut ids, mut types, mut mask) = (vec![self.pad_id; n], vec![0u32; n], vec![0u32; n]);
-        for (row, e) in batch.iter().enumerate() {
-            let at = row * seq;
-            ids[at..at + e.len()].copy_from_slice(e.get_ids());
-            types[at..at + e.len()].copy_from_slice(e.get_type_ids());
-            mask[at..at + e.len()].fill(1);
+        let ids: Vec<u32> = batch.iter().flat_map(|e| e.get_ids()).copied().collect();
+        let types: Vec<u32> = batch
+            .iter()
+            .flat_map(|e| e.get_type_ids())
+            .copied()
+            .collect();
+        let hidden = self
+            .model
+            .forward(&ids, &types, &lens)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let h = self.dim;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut row = 0;
+        for &len in &lens {
+            let rows = &hidden[row * h..(row + len) * h];
+            row += len;
+            let mut v = match self.pooling {
+                Pooling::Cls => rows[..h].to_vec(),
+                Pooling::Mean => {
+                    let mut sum = vec![0f32; h];
+                    for r in rows.chunks_exact(h) {
+                        for (s, x) in sum.iter_mut().zip(r) {
+                            *s += x;
+                        }
+                    }
+                    // Every text has at least [CLS] and [SEP], so `len` is never zero.
+                    sum.iter_mut().for_each(|s| *s /= len as f32);
+                    sum
+                }
+            };
+            // As torch's F.normalize: divide by max(norm, 1e-12).
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+            out.push(v);
         }
-        let shape = (batch.len(), seq);
-        let ids = Tensor::from_vec(ids, shape, &Device::Cpu)?;
-        let types = Tensor::from_vec(types, shape, &Device::Cpu)?;
-        let mask = Tensor::from_vec(mask, shape, &Device::Cpu)?;
-        let hidden = self.model.forward(&ids, &types, &mask)?;
-        let pooled = match self.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => {
-                let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-                // Every text has at least [CLS] and [SEP], so the count is never zero.
-                summed.broadcast_div(&mask.sum(1)?)?
-            }
-        };
-        // As torch's F.normalize: divide by max(norm, 1e-12).
-        let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
-        Ok(pooled.broadcast_div(&norms)?.to_vec2::<f32>()?)
+        Ok(out)
     }
 }
 
-/// A rayon pool of `threads` workers at a lowered priority (nice 10, or the process's own if
-/// already lower), for running [`Embedder::embed`] inside `pool.install(..)` so embedding
+/// Threads for the background embedding pool: every core. At nice 19 the pool only gets what
+/// the rest of the machine leaves (about 1.5% of a core against one busy normal thread), so
+/// it need not be held to half the cores to keep queries fast, and on an idle machine it
+/// uses all of it.
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A rayon pool of `threads` workers at the lowest priority (nice 19), for running [`Embedder::embed`] inside `pool.install(..)` so embedding
 /// never takes more than `threads` cores' worth of gemm work nor competes with interactive
 /// requests. See the module notes for the one pool candle keeps for itself.
 pub fn worker_pool(threads: usize) -> Result<rayon::ThreadPool, EmbedError> {
@@ -545,7 +572,7 @@ fn load_tokenizer(
     path: &Path,
     max_tokens: usize,
     vocab_size: usize,
-) -> Result<(Tokenizer, u32), EmbedError> {
+) -> Result<Tokenizer, EmbedError> {
     let bad = |message: String| EmbedError::BadFile {
         path: path.to_path_buf(),
         message,
@@ -578,8 +605,7 @@ fn load_tokenizer(
              weights from different models?)"
         )));
     }
-    let pad_id = vocab.get("[PAD]").copied().unwrap_or(0);
-    Ok((tokenizer, pad_id))
+    Ok(tokenizer)
 }
 
 fn missing_weights(dir: &Path, path: PathBuf) -> EmbedError {

@@ -12,8 +12,15 @@ use super::{Embed, Model, Search, SearchError, index, lower_thread_priority};
 use crate::clock;
 use crate::store::part_id::{self, PartKind};
 
-/// Chunks embedded per batch; each batch is one store transaction.
-const EMBED_BATCH: usize = 32;
+/// Chunks embedded per batch; each batch is one store transaction and one call into the
+/// embedder, which packs them into forward passes of its own size. Choosing the batch orders
+/// every pending chunk (newest note first), a scan of all current chunks: at this size the
+/// scan is a few per cent of the batch's embedding time even at 100k chunks, and a note
+/// changed meanwhile waits for at most one batch before it goes first.
+pub const EMBED_BATCH: usize = 256;
+/// Test hook (`BRAIN_FAILPOINT`): the worker embeds the first pending chunk and then nothing
+/// more, so a test can see which chunk goes first and how the daemon answers mid-way.
+const FAILPOINT_HOLD_AFTER_ONE: &str = "embed_hold_after_one";
 
 impl Search {
     /// Makes `embedder` the active model: loads its stored vectors and lets the worker embed
@@ -56,9 +63,7 @@ impl Search {
     /// construction: what is done is in the store.
     pub(super) fn embed_loop(&self) {
         lower_thread_priority();
-        // Half the cores (at least one), at low priority: embedding never starves queries.
-        let threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
-        let pool = match crate::embed::worker_pool(threads) {
+        let pool = match crate::embed::worker_pool(crate::embed::worker_threads()) {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "cannot start the embedding pool");
@@ -81,6 +86,16 @@ impl Search {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
+            if self.failpoint.as_deref() == Some(FAILPOINT_HOLD_AFTER_ONE) {
+                if !self.failpoint_fired.load(Ordering::SeqCst) {
+                    match pool.install(|| self.embed_batch(1)) {
+                        Ok(0) => {}
+                        Ok(_) => self.failpoint_fired.store(true, Ordering::SeqCst),
+                        Err(e) => warn!(error = %e, "embedding failed"),
+                    }
+                }
+                continue;
+            }
             loop {
                 if self.stopping.load(Ordering::SeqCst) {
                     return;
@@ -98,7 +113,9 @@ impl Search {
         }
     }
 
-    /// Embeds up to `n` chunks lacking a vector. Returns how many were embedded.
+    /// Embeds up to `n` chunks lacking a vector, those of the most recently modified notes
+    /// first (file modification time, newest first), so what the user is working on is
+    /// searchable by meaning before the rest. Returns how many were embedded.
     pub fn embed_batch(&self, n: usize) -> Result<usize, SearchError> {
         let Some(embedder) = self
             .model
@@ -115,10 +132,12 @@ impl Search {
             let mut stmt = c.prepare_cached(
                 "SELECT c.legacy_id, n.id, COALESCE(n.title, ''), coalesce(c.heading_path, (SELECT s0.path FROM sections s0 WHERE s0.source_id = c.source_id AND s0.ordinal = c.section AND s0.valid_to IS NULL)), COALESCE(c.content, ''), c.rid
                  FROM chunks c
+                 JOIN sources s ON s.id = c.source_id
                  JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || c.source_id
                              AND n.valid_to IS NULL
                  WHERE c.valid_to IS NULL
                    AND NOT EXISTS (SELECT 1 FROM chunk_vectors e WHERE e.chunk_rid = c.rid AND e.model_id = ?1)
+                 ORDER BY s.mtime_ns DESC, c.source_id, c.ordinal
                  LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![model_id, n as i64], |r| {

@@ -19,7 +19,7 @@ mod query;
 mod stopwords;
 pub mod written;
 
-pub use embedder::embed_text;
+pub use embedder::{EMBED_BATCH, embed_text};
 pub mod vectors;
 
 use std::path::{Path, PathBuf};
