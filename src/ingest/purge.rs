@@ -2,11 +2,12 @@
 //!
 //! `watch remove` retires what a root's files said, as any deletion does; a user who wants the
 //! history gone as well asks for `--purge`, and this deletes every row those files are behind:
-//! nodes (current and retired) with their edges in either direction, citations, vectors, link
-//! names, file versions, sources and the root itself. Shared nodes (tags, placeholders, URLs)
-//! go only when nothing else points at them or cites them, so another root's notes keep their
-//! tags. The search index hears of the notes through the outbox. It must not touch a watched
-//! root: the caller removes it first, so the watcher does not write to it meanwhile.
+//! nodes (current and retired) with their earlier versions and their edges in either
+//! direction, citations, vectors, link names, file versions, sources and the root itself.
+//! Shared nodes (tags, placeholders, URLs) go only when nothing else points at them or cites
+//! them, so another root's notes keep their tags. The search index hears of the notes through
+//! the outbox. It must not touch a watched root: the caller removes it first, so the watcher
+//! does not write to it meanwhile.
 //!
 //! The work is split into transactions of [`PURGE_BATCH`] rows, so the writer is never held for
 //! long and the log stays small. If the daemon stops halfway, asking again finishes the job: a
@@ -225,6 +226,7 @@ fn delete_node(
         "provenance WHERE node_id",
         "note_names WHERE node_id",
         "link_refs WHERE src_node_id",
+        "node_revisions WHERE node_id",
     ] {
         tx.prepare_cached(&format!("DELETE FROM {table_col} = {id_sql}"))?
             .execute([arg])?;

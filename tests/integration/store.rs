@@ -260,9 +260,18 @@ fn a_watch_remove_without_purge_keeps_the_history_and_a_later_purge_drops_it() {
         r["status"] == "completed"
     });
 
+    // An edit leaves an earlier version of the note behind, for `node.history`.
+    let first = vault.join("v-0.md");
+    let mut text = std::fs::read_to_string(&first).unwrap();
+    text.push_str("\nOne more line.\n");
+    std::fs::write(&first, text).unwrap();
+    d.call("ingest.path", json!({ "path": path })).unwrap();
+    let db = d.data_dir.join("brain.db");
+    let revisions = "SELECT count(*) FROM node_revisions WHERE length(?1) = 0";
+    assert!(count(&db, revisions, "") > 0, "the edit kept a revision");
+
     let r = d.call("watch.remove", json!({ "path": path })).unwrap();
     assert!(r.get("purged").is_none(), "{r:#}");
-    let db = d.data_dir.join("brain.db");
     let retired = "SELECT count(*) FROM nodes WHERE valid_to IS NOT NULL AND kind = ?1";
     assert_eq!(count(&db, retired, "note"), 3);
     // The folder is the store's only one: its sections and chunks are all there is.
@@ -281,6 +290,11 @@ fn a_watch_remove_without_purge_keeps_the_history_and_a_later_purge_drops_it() {
         count(&db, parts, ""),
         0,
         "the purge deleted the folder's sections and chunks"
+    );
+    assert_eq!(
+        count(&db, revisions, ""),
+        0,
+        "the purge deleted the folder's notes' earlier versions"
     );
     let g = d
         .call(
