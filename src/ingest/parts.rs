@@ -5,6 +5,9 @@
 //! chunk's text hash and occurrence. A part the new version still has keeps its row, its public
 //! id and (for a chunk) its vector, and is re-cited in place with its new position; the rest
 //! are retired (`valid_to`), never deleted here.
+//!
+//! A section's row stores its last heading and its parent section's row, not the whole path
+//! (schema 0013); the `sections` view spells the key and path out again for readers.
 
 use std::collections::HashMap;
 
@@ -14,9 +17,21 @@ use serde_json::Value;
 use super::parse::{Document, Span};
 use crate::store::part_id::PartKind;
 
+/// How deep a section's parent chain may go: the `sections` view (schema 0013) joins a row to
+/// at most five ancestors. Heading levels 1 to 6 never nest deeper; a deeper path is stored
+/// whole in its own row.
+const MAX_CHAIN: usize = 6;
+
 /// What one version of a file says its sections and chunks are, in order.
 struct Planned {
     key: String,
+    /// A section's stored heading: its JSON string, or the inside of its whole path's JSON when
+    /// it has no parent row (schema 0013).
+    heading: String,
+    /// A section's parent section: its index among the file's sections.
+    parent: Option<usize>,
+    /// The n of the key's `#n`.
+    occurrence: i64,
     span: Span,
     /// A section's level.
     level: Option<u8>,
@@ -37,20 +52,34 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
     let mut occurrence = |base: String| {
         let n = seen.entry(base.clone()).or_default();
         *n += 1;
-        format!("{base}#{n}")
+        (format!("{base}#{n}"), *n as i64)
     };
-    let mut stack: Vec<(u8, String)> = Vec::new();
+    // The open headings: level, text, and index among the sections.
+    let mut stack: Vec<(u8, String, usize)> = Vec::new();
     let mut sections = Vec::with_capacity(doc.headings.len());
     // Each section's heading path, as the chunks under it have theirs.
     let mut paths: Vec<Vec<String>> = Vec::with_capacity(doc.headings.len());
     for h in &doc.headings {
-        while stack.last().is_some_and(|(l, _)| *l >= h.level) {
+        while stack.last().is_some_and(|(l, _, _)| *l >= h.level) {
             stack.pop();
         }
-        stack.push((h.level, h.text.clone()));
-        let path: Vec<String> = stack.iter().map(|(_, t)| t.clone()).collect();
+        let parent = stack.last().map(|(_, _, i)| *i);
+        stack.push((h.level, h.text.clone(), sections.len()));
+        let path: Vec<String> = stack.iter().map(|(_, t, _)| t.clone()).collect();
+        let path_json = Value::from(path.clone()).to_string();
+        let (parent, heading) = match parent {
+            Some(i) if path.len() <= MAX_CHAIN => {
+                (Some(i), Value::from(h.text.as_str()).to_string())
+            }
+            // The inside of the brackets.
+            _ => (None, path_json[1..path_json.len() - 1].to_owned()),
+        };
+        let (key, occurrence) = occurrence(path_json);
         sections.push(Planned {
-            key: occurrence(Value::from(path.clone()).to_string()),
+            key,
+            heading,
+            parent,
+            occurrence,
             span: h.span,
             level: Some(h.level),
             section: None,
@@ -72,8 +101,12 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
                 .rposition(|s| s.span.byte_start <= c.span.byte_start)
         };
         let same = section.is_some_and(|i| paths[i] == c.heading_path);
+        let (key, occurrence) = occurrence(hash[..32].to_owned());
         chunks.push(Planned {
-            key: occurrence(hash[..32].to_owned()),
+            key,
+            heading: String::new(),
+            parent: None,
+            occurrence,
             span: c.span,
             level: None,
             section,
@@ -131,21 +164,23 @@ fn write_kind(
         }
     }
     // A kept part takes its new position and citation, and what the key does not fix: a
-    // section's level, a chunk's headings (the same text moved under another heading).
-    let described_by = match kind {
-        PartKind::Section => "level = ?8",
-        PartKind::Chunk => "heading_path = ?8, section = ?9",
+    // section's level and parent row (its heading is rewritten too: a row carried over by 0013
+    // may hold its whole path), a chunk's headings (the same text moved under another heading).
+    let (described_by, stored_in) = match kind {
+        PartKind::Section => ("level = ?8, parent = ?9, heading = ?10", "section_rows"),
+        PartKind::Chunk => ("heading_path = ?8, section = ?9", "chunks"),
     };
     let mut keep = tx.prepare_cached(&format!(
-        "UPDATE {table} SET ordinal = ?2, cite_version = ?3, byte_start = ?4, byte_end = ?5,
+        "UPDATE {stored_in} SET ordinal = ?2, cite_version = ?3, byte_start = ?4, byte_end = ?5,
                             line_start = ?6, line_end = ?7, {described_by}
          WHERE rid = ?1"
     ))?;
     let mut insert = match kind {
         PartKind::Section => tx.prepare_cached(
-            "INSERT INTO sections(source_id, ordinal, key, level, cite_version, byte_start,
-                                  byte_end, line_start, line_end, valid_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO section_rows(source_id, ordinal, heading, level, cite_version,
+                                      byte_start, byte_end, line_start, line_end, valid_from,
+                                      parent, occurrence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?,
         PartKind::Chunk => tx.prepare_cached(
             "INSERT INTO chunks(source_id, ordinal, key, heading_path, content, cite_version,
@@ -153,11 +188,15 @@ fn write_kind(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?,
     };
+    // Each section's row, in order, for its children's `parent`.
+    let mut rids: Vec<i64> = Vec::with_capacity(wanted.len());
     for (ordinal, p) in wanted.into_iter().enumerate() {
         let s = p.span;
         let (bs, be) = (s.byte_start as i64, s.byte_end as i64);
+        let parent = p.parent.and_then(|i| rids.get(i).copied());
         match existing.remove(&p.key) {
             Some(rid) => {
+                rids.push(rid);
                 let section = p.section.map(|i| i as i64);
                 match kind {
                     PartKind::Section => keep.execute(params![
@@ -168,7 +207,9 @@ fn write_kind(
                         be,
                         s.line_start,
                         s.line_end,
-                        p.level.unwrap_or(1)
+                        p.level.unwrap_or(1),
+                        parent,
+                        p.heading
                     ])?,
                     PartKind::Chunk => keep.execute(params![
                         rid,
@@ -189,14 +230,16 @@ fn write_kind(
                     PartKind::Section => insert.execute(params![
                         source_id,
                         ordinal as i64,
-                        p.key,
+                        p.heading,
                         p.level.unwrap_or(1),
                         version,
                         bs,
                         be,
                         s.line_start,
                         s.line_end,
-                        now_ms
+                        now_ms,
+                        parent,
+                        p.occurrence
                     ])?,
                     PartKind::Chunk => insert.execute(params![
                         source_id,
@@ -213,12 +256,13 @@ fn write_kind(
                         p.section.map(|i| i as i64)
                     ])?,
                 };
+                rids.push(tx.last_insert_rowid());
             }
         }
     }
     let mut retire = match kind {
         PartKind::Section => {
-            tx.prepare_cached("UPDATE sections SET valid_to = ?2 WHERE rid = ?1")?
+            tx.prepare_cached("UPDATE section_rows SET valid_to = ?2 WHERE rid = ?1")?
         }
         PartKind::Chunk => tx.prepare_cached(&format!("{RETIRE_CHUNK} WHERE rid = ?1"))?,
     };
@@ -236,7 +280,7 @@ pub fn retire(tx: &Transaction<'_>, source_id: i64, now_ms: i64) -> rusqlite::Re
     ))?
     .execute(params![source_id, now_ms])?;
     tx.prepare_cached(
-        "UPDATE sections SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
+        "UPDATE section_rows SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
     )?
     .execute(params![source_id, now_ms])?;
     Ok(())

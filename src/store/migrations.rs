@@ -55,6 +55,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_lean_rows.sql",
         include_str!("../../schema/0011_lean_rows.sql"),
     ),
+    (
+        "0013_section_paths.sql",
+        include_str!("../../schema/0013_section_paths.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -134,7 +138,7 @@ mod tests {
             "nodes",
             "edges",
             "provenance",
-            "sections",
+            "section_rows",
             "chunks",
             "chunk_vectors",
             "workflow_runs",
@@ -421,5 +425,107 @@ mod tests {
         conn.execute_batch("UPDATE nodes SET title = 'B' WHERE id = 'n'")
             .unwrap();
         assert_eq!(queued(), before + 1, "the nodes trigger is back");
+    }
+    /// A store at schema 11: 0013 stores each section's last heading and its parent's row,
+    /// and the `sections` view answers every key and path as the table did, for current and
+    /// retired rows, paths deeper than the view follows and parents that cannot be found.
+    #[test]
+    fn section_paths_are_rebuilt_from_parents_exactly_as_they_were() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 11) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
+                .unwrap();
+        }
+        conn.execute_batch(
+            r#"INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
+             INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                 VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't'),
+                        (2, 1, 'b.md', 'markdown', 'indexed', 't', 't');
+             INSERT INTO sections(legacy_id, source_id, ordinal, key, level, byte_start, valid_from, valid_to, edge_id)
+                 VALUES ('old', 1, 0, '["A"]#1', 1, 0, 0, NULL, 'e1'),
+                        (NULL, 1, 1, '["A","B, \"q\" #2"]#12', 2, 10, 0, NULL, NULL),
+                        (NULL, 1, 2, '["A","B, \"q\" #2","C"]#1', 3, 20, 0, NULL, NULL),
+                        (NULL, 1, 0, '["A","Gone"]#1', 2, 5, 0, 7, NULL),
+                        (NULL, 1, 3, '["Orphan","D"]#2', 2, 30, 0, NULL, NULL),
+                        (NULL, 2, 0, '["1"]#1', 1, 0, 0, NULL, NULL),
+                        (NULL, 2, 1, '["1","2"]#1', 2, 1, 0, NULL, NULL),
+                        (NULL, 2, 2, '["1","2","3"]#1', 3, 2, 0, NULL, NULL),
+                        (NULL, 2, 3, '["1","2","3","4"]#1', 4, 3, 0, NULL, NULL),
+                        (NULL, 2, 4, '["1","2","3","4","5"]#1', 5, 4, 0, NULL, NULL),
+                        (NULL, 2, 5, '["1","2","3","4","5","6"]#1', 6, 5, 0, NULL, NULL),
+                        (NULL, 2, 6, '["1","2","3","4","5","6","7"]#1', 7, 6, 0, NULL, NULL),
+                        (NULL, 2, 7, '["1","2","3","4","5","6","7","8"]#3', 8, 7, 0, NULL, NULL);"#,
+        )
+        .unwrap();
+        let rows = |conn: &Connection, sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let every = "SELECT rid || ' ' || coalesce(legacy_id, '-') || ' ' || source_id || ' '
+                            || ordinal || ' ' || key || ' ' || path || ' ' || level || ' '
+                            || coalesce(valid_to, '-') || ' ' || coalesce(edge_id, '-')
+                     FROM sections ORDER BY rid";
+        let before = rows(&conn, every);
+        assert_eq!(apply(&mut conn).unwrap(), latest_version());
+        assert_eq!(rows(&conn, every), before);
+        // What is stored: the last heading under a parent row, the whole path without one.
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT heading || ' ' || coalesce(parent, '-') || ' ' || occurrence
+                 FROM section_rows WHERE source_id = 1 ORDER BY rid"
+            ),
+            [
+                r#""A" - 1"#,
+                r#""B, \"q\" #2" 1 12"#,
+                r#""C" 2 1"#,
+                r#""Gone" 1 1"#,
+                r#""Orphan","D" - 2"#,
+            ]
+        );
+        let deep: Vec<String> = rows(
+            &conn,
+            "SELECT coalesce(CAST(parent AS TEXT), '-') FROM section_rows WHERE source_id = 2 ORDER BY rid",
+        );
+        assert_eq!(deep, ["-", "6", "7", "8", "9", "10", "-", "-"]);
+        // The view takes the statements the table took.
+        conn.execute_batch(
+            r#"UPDATE sections SET valid_to = 9, ordinal = 4 WHERE rid = 3;
+             DELETE FROM sections WHERE rid = 4;
+             INSERT INTO sections(source_id, ordinal, key, level, valid_from)
+                 VALUES (1, 5, '["X","Y"]#3', 2, 0);"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT key || ' ' || path || ' ' || ordinal || ' ' || coalesce(valid_to, '-')
+                 FROM sections WHERE rid >= 3 ORDER BY rid"
+            ),
+            [
+                r#"["A","B, \"q\" #2","C"]#1 ["A","B, \"q\" #2","C"] 4 9"#,
+                r#"["Orphan","D"]#2 ["Orphan","D"] 3 -"#,
+                r#"["1"]#1 ["1"] 0 -"#,
+                r#"["1","2"]#1 ["1","2"] 1 -"#,
+                r#"["1","2","3"]#1 ["1","2","3"] 2 -"#,
+                r#"["1","2","3","4"]#1 ["1","2","3","4"] 3 -"#,
+                r#"["1","2","3","4","5"]#1 ["1","2","3","4","5"] 4 -"#,
+                r#"["1","2","3","4","5","6"]#1 ["1","2","3","4","5","6"] 5 -"#,
+                r#"["1","2","3","4","5","6","7"]#1 ["1","2","3","4","5","6","7"] 6 -"#,
+                r#"["1","2","3","4","5","6","7","8"]#3 ["1","2","3","4","5","6","7","8"] 7 -"#,
+                r#"["X","Y"]#3 ["X","Y"] 5 -"#,
+            ]
+        );
+        let dangling: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
     }
 }
