@@ -15,7 +15,7 @@ use rusqlite::{Transaction, params};
 use serde_json::Value;
 
 use super::parse::{Document, Span};
-use crate::store::part_id::PartKind;
+use crate::store::part_id::{self, PartKind};
 
 /// How deep a section's parent chain may go: the `sections` view (schema 0013) joins a row to
 /// at most five ancestors. Heading levels 1 to 6 never nest deeper; a deeper path is stored
@@ -24,7 +24,10 @@ const MAX_CHAIN: usize = 6;
 
 /// What one version of a file says its sections and chunks are, in order.
 struct Planned {
+    /// The key as readers spell it (for matching the rows the file has).
     key: String,
+    /// A chunk's key as stored (schema 0013).
+    stored_key: Option<Vec<u8>>,
     /// A section's stored heading: its JSON string, or the inside of its whole path's JSON when
     /// it has no parent row (schema 0013).
     heading: String,
@@ -77,6 +80,7 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
         let (key, occurrence) = occurrence(path_json);
         sections.push(Planned {
             key,
+            stored_key: None,
             heading,
             parent,
             occurrence,
@@ -90,7 +94,7 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
     }
     let mut chunks = Vec::with_capacity(doc.chunks.len());
     for c in &doc.chunks {
-        let hash = blake3::hash(c.text.as_bytes()).to_hex();
+        let hash = blake3::hash(c.text.as_bytes());
         // The last heading that starts before the chunk; under it, the chunk's heading path is
         // the section's and need not be written (it always is, for what the parser makes).
         let section = if c.heading_path.is_empty() {
@@ -101,9 +105,12 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
                 .rposition(|s| s.span.byte_start <= c.span.byte_start)
         };
         let same = section.is_some_and(|i| paths[i] == c.heading_path);
-        let (key, occurrence) = occurrence(hash[..32].to_owned());
+        // The hex of the stored bytes, as keys were written before schema 0013.
+        let hex = hash.to_hex();
+        let (key, occurrence) = occurrence(hex[..2 * part_id::CHUNK_HASH_BYTES].to_owned());
         chunks.push(Planned {
             key,
+            stored_key: Some(part_id::chunk_key_blob(hash.as_bytes(), occurrence)),
             heading: String::new(),
             parent: None,
             occurrence,
@@ -154,8 +161,12 @@ fn write_kind(
     let table = kind.table();
     let mut existing: HashMap<String, i64> = HashMap::new();
     {
+        let key = match kind {
+            PartKind::Section => "key".to_owned(),
+            PartKind::Chunk => part_id::chunk_key_text("key"),
+        };
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT rid, key FROM {table} WHERE source_id = ?1 AND valid_to IS NULL"
+            "SELECT rid, {key} FROM {table} WHERE source_id = ?1 AND valid_to IS NULL"
         ))?;
         let rows = stmt.query_map([source_id], |r| Ok((r.get(1)?, r.get(0)?)))?;
         for row in rows {
@@ -244,7 +255,7 @@ fn write_kind(
                     PartKind::Chunk => insert.execute(params![
                         source_id,
                         ordinal as i64,
-                        p.key,
+                        p.stored_key,
                         p.heading_path,
                         p.content,
                         version,

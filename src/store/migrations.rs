@@ -56,8 +56,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../schema/0011_lean_rows.sql"),
     ),
     (
-        "0013_section_paths.sql",
-        include_str!("../../schema/0013_section_paths.sql"),
+        "0013_compact_part_keys.sql",
+        include_str!("../../schema/0013_compact_part_keys.sql"),
     ),
 ];
 
@@ -428,7 +428,8 @@ mod tests {
     }
     /// A store at schema 11: 0013 stores each section's last heading and its parent's row,
     /// and the `sections` view answers every key and path as the table did, for current and
-    /// retired rows, paths deeper than the view follows and parents that cannot be found.
+    /// retired rows, paths deeper than the view follows and parents that cannot be found; a
+    /// chunk's key is stored as bytes and read back as the same text.
     #[test]
     fn section_paths_are_rebuilt_from_parents_exactly_as_they_were() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -455,7 +456,11 @@ mod tests {
                         (NULL, 2, 4, '["1","2","3","4","5"]#1', 5, 4, 0, NULL, NULL),
                         (NULL, 2, 5, '["1","2","3","4","5","6"]#1', 6, 5, 0, NULL, NULL),
                         (NULL, 2, 6, '["1","2","3","4","5","6","7"]#1', 7, 6, 0, NULL, NULL),
-                        (NULL, 2, 7, '["1","2","3","4","5","6","7","8"]#3', 8, 7, 0, NULL, NULL);"#,
+                        (NULL, 2, 7, '["1","2","3","4","5","6","7","8"]#3', 8, 7, 0, NULL, NULL);
+             INSERT INTO chunks(source_id, ordinal, key, content, valid_from)
+                 VALUES (1, 0, '0123456789abcdef0123456789abcdef#12', 'x', 0),
+                        (1, 1, '0123456789ABCDEF0123456789abcdef#1', 'y', 0),
+                        (1, 2, 'h#1', 'z', 0);"#,
         )
         .unwrap();
         let rows = |conn: &Connection, sql: &str| -> Vec<String> {
@@ -471,8 +476,27 @@ mod tests {
                             || coalesce(valid_to, '-') || ' ' || coalesce(edge_id, '-')
                      FROM sections ORDER BY rid";
         let before = rows(&conn, every);
+        let chunk_keys = format!(
+            "SELECT typeof(key) || ' ' || {} FROM chunks ORDER BY rid",
+            crate::store::part_id::chunk_key_text("key")
+        );
         assert_eq!(apply(&mut conn).unwrap(), latest_version());
         assert_eq!(rows(&conn, every), before);
+        // A chunk key of today's shape is stored as 16 bytes and digits, any other as it was.
+        assert_eq!(
+            rows(&conn, &chunk_keys),
+            [
+                "blob 0123456789abcdef0123456789abcdef#12",
+                "text 0123456789ABCDEF0123456789abcdef#1",
+                "text h#1",
+            ]
+        );
+        let stored: i64 = conn
+            .query_row("SELECT length(key) FROM chunks WHERE rid = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stored, 18);
         // What is stored: the last heading under a parent row, the whole path without one.
         assert_eq!(
             rows(

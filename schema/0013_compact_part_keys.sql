@@ -106,3 +106,57 @@ BEGIN
             NEW.level, NEW.cite_version, NEW.byte_start, NEW.byte_end, NEW.line_start,
             NEW.line_end, NEW.valid_from, NEW.valid_to, NEW.edge_id);
 END;
+
+-- A chunk's key, the first 128 bits of its text's blake3 in hex, '#' and its occurrence (35
+-- bytes, a tenth of a chunk row on a docs folder), is stored as those 16 bytes followed by
+-- the occurrence's digits: a BLOB of 17 or so bytes. Readers spell the text out again
+-- (`store::part_id::chunk_key_text`). A key of any other shape (written by an older parser)
+-- stays text, so `key` is ANY; the table is rebuilt for that (SQLite cannot change a column's
+-- type in place) with its indexes and triggers.
+CREATE TABLE chunks_0013 (
+    rid          INTEGER PRIMARY KEY,
+    legacy_id    TEXT,                        -- the node id it had, in stores before 0010
+    source_id    INTEGER NOT NULL REFERENCES sources(id),
+    ordinal      INTEGER NOT NULL,            -- position among the file's chunks
+    key          ANY NOT NULL,                -- see above
+    heading_path TEXT,                        -- JSON array; absent when its section's (0011)
+    content      TEXT,                        -- NULL once retired past `[store] retired_text_days`
+    cite_version INTEGER REFERENCES source_versions(id),
+    byte_start   INTEGER,
+    byte_end     INTEGER,
+    line_start   INTEGER,
+    line_end     INTEGER,
+    valid_from   INTEGER NOT NULL,
+    valid_to     INTEGER,
+    edge_id      TEXT,                        -- the has_chunk edge's id, in stores before 0010
+    section      INTEGER                      -- ordinal of its section among the current ones
+) STRICT;
+INSERT INTO chunks_0013
+SELECT rid, legacy_id, source_id, ordinal,
+       CASE WHEN length(key) > 33 AND substr(key, 33, 1) = '#'
+                 AND substr(key, 1, 32) NOT GLOB '*[^0-9a-f]*'
+                 AND substr(key, 34) NOT GLOB '*[^0-9]*' AND substr(key, 34) NOT GLOB '0*'
+            THEN unhex(substr(key, 1, 32) || hex(substr(key, 34)))
+            ELSE key END,
+       heading_path, content, cite_version, byte_start, byte_end, line_start, line_end,
+       valid_from, valid_to, edge_id, section
+FROM chunks ORDER BY rid;
+DROP TABLE chunks;
+ALTER TABLE chunks_0013 RENAME TO chunks;
+CREATE UNIQUE INDEX chunks_legacy_id ON chunks(legacy_id) WHERE legacy_id IS NOT NULL;
+CREATE INDEX chunks_current ON chunks(source_id, ordinal) WHERE valid_to IS NULL;
+CREATE INDEX chunks_retired_text ON chunks(valid_to)
+    WHERE valid_to IS NOT NULL AND content IS NOT NULL;
+-- The triggers of 0010, as they were.
+CREATE TRIGGER search_chunk_insert AFTER INSERT ON chunks
+BEGIN
+    INSERT INTO search_outbox(note_id)
+    SELECT id FROM nodes WHERE kind IN ('note', 'file') AND key = 'source:' || NEW.source_id
+      AND valid_to IS NULL;
+END;
+CREATE TRIGGER search_chunk_update AFTER UPDATE OF valid_to ON chunks
+BEGIN
+    INSERT INTO search_outbox(note_id)
+    SELECT id FROM nodes WHERE kind IN ('note', 'file') AND key = 'source:' || NEW.source_id
+      AND valid_to IS NULL;
+END;
