@@ -105,7 +105,7 @@ f.execute("PRAGMA synchronous=NORMAL")
 f.execute("PRAGMA foreign_keys=ON")
 f.execute("ATTACH ? AS o", (store,))
 schema = f.execute("SELECT type, sql FROM o.sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'").fetchall()
-order = {"table": 0, "index": 1, "trigger": 2, "view": 3}
+order = {"table": 0, "index": 1, "view": 2, "trigger": 3}
 for _, sql in sorted(schema, key=lambda r: order[r[0]]):
     f.execute(sql)
 tables = ["roots", "sources", "source_versions", "nodes", "edges", "provenance", "note_names", "link_refs"]

@@ -11,15 +11,22 @@ use crate::clock;
 use crate::error::Error;
 use crate::store::part_id::{self, PartKind};
 
-/// A part's row, joined with its note and its citation's file version.
-const PART_COLUMNS: &str = "p.rid, p.key, p.cite_version, p.byte_start, p.byte_end,
+/// A part's row, joined with its note and its citation's file version; `{key}` is the key's
+/// text (a chunk's is stored compactly, schema 0013).
+const PART_COLUMNS: &str = "p.rid, {key}, p.cite_version, p.byte_start, p.byte_end,
      p.line_start, p.line_end, p.valid_from, p.edge_id, n.id, coalesce(v.actor_id, n.owner_id),
      r.path, s.rel_path, v.content_hash, v.extractor, v.extractor_version, v.recorded_at,
      p.legacy_id";
 
-fn part_sql(table: &str, extra: &str, filter: &str) -> String {
+fn part_sql(part: Part, extra: &str, filter: &str) -> String {
+    let table = part.table();
+    let key = match part {
+        Part::Chunk => part_id::chunk_key_text("p.key"),
+        Part::Section => "p.key".to_owned(),
+    };
+    let columns = PART_COLUMNS.replace("{key}", &key);
     format!(
-        "SELECT {PART_COLUMNS}{extra}
+        "SELECT {columns}{extra}
          FROM {table} p
          JOIN nodes n ON n.kind IN ('note', 'file') AND n.key = 'source:' || p.source_id
                      AND n.valid_to IS NULL
@@ -62,8 +69,8 @@ const CHUNK_EXTRA: &str = ", coalesce(p.heading_path, (SELECT s0.path FROM secti
 /// Column 18 onwards: a section's level; a chunk's heading path and text.
 fn part_query(part: Part, filter: &str) -> String {
     match part {
-        Part::Section => part_sql("sections", ", p.level", filter),
-        Part::Chunk => part_sql("chunks", CHUNK_EXTRA, filter),
+        Part::Section => part_sql(part, ", p.level", filter),
+        Part::Chunk => part_sql(part, CHUNK_EXTRA, filter),
     }
 }
 

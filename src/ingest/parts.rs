@@ -5,6 +5,9 @@
 //! chunk's text hash and occurrence. A part the new version still has keeps its row, its public
 //! id and (for a chunk) its vector, and is re-cited in place with its new position; the rest
 //! are retired (`valid_to`), never deleted here.
+//!
+//! A section's row stores its last heading and its parent section's row, not the whole path
+//! (schema 0013); the `sections` view spells the key and path out again for readers.
 
 use std::collections::HashMap;
 
@@ -12,11 +15,26 @@ use rusqlite::{Transaction, params};
 use serde_json::Value;
 
 use super::parse::{Document, Span};
-use crate::store::part_id::PartKind;
+use crate::store::part_id::{self, PartKind};
+
+/// How deep a section's parent chain may go: the `sections` view (schema 0013) joins a row to
+/// at most five ancestors. Heading levels 1 to 6 never nest deeper; a deeper path is stored
+/// whole in its own row.
+const MAX_CHAIN: usize = 6;
 
 /// What one version of a file says its sections and chunks are, in order.
 struct Planned {
+    /// The key as readers spell it (for matching the rows the file has).
     key: String,
+    /// A chunk's key as stored (schema 0013).
+    stored_key: Option<Vec<u8>>,
+    /// A section's stored heading: its JSON string, or the inside of its whole path's JSON when
+    /// it has no parent row (schema 0013).
+    heading: String,
+    /// A section's parent section: its index among the file's sections.
+    parent: Option<usize>,
+    /// The n of the key's `#n`.
+    occurrence: i64,
     span: Span,
     /// A section's level.
     level: Option<u8>,
@@ -37,20 +55,35 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
     let mut occurrence = |base: String| {
         let n = seen.entry(base.clone()).or_default();
         *n += 1;
-        format!("{base}#{n}")
+        (format!("{base}#{n}"), *n as i64)
     };
-    let mut stack: Vec<(u8, String)> = Vec::new();
+    // The open headings: level, text, and index among the sections.
+    let mut stack: Vec<(u8, String, usize)> = Vec::new();
     let mut sections = Vec::with_capacity(doc.headings.len());
     // Each section's heading path, as the chunks under it have theirs.
     let mut paths: Vec<Vec<String>> = Vec::with_capacity(doc.headings.len());
     for h in &doc.headings {
-        while stack.last().is_some_and(|(l, _)| *l >= h.level) {
+        while stack.last().is_some_and(|(l, _, _)| *l >= h.level) {
             stack.pop();
         }
-        stack.push((h.level, h.text.clone()));
-        let path: Vec<String> = stack.iter().map(|(_, t)| t.clone()).collect();
+        let parent = stack.last().map(|(_, _, i)| *i);
+        stack.push((h.level, h.text.clone(), sections.len()));
+        let path: Vec<String> = stack.iter().map(|(_, t, _)| t.clone()).collect();
+        let path_json = Value::from(path.clone()).to_string();
+        let (parent, heading) = match parent {
+            Some(i) if path.len() <= MAX_CHAIN => {
+                (Some(i), Value::from(h.text.as_str()).to_string())
+            }
+            // The inside of the brackets.
+            _ => (None, path_json[1..path_json.len() - 1].to_owned()),
+        };
+        let (key, occurrence) = occurrence(path_json);
         sections.push(Planned {
-            key: occurrence(Value::from(path.clone()).to_string()),
+            key,
+            stored_key: None,
+            heading,
+            parent,
+            occurrence,
             span: h.span,
             level: Some(h.level),
             section: None,
@@ -61,7 +94,7 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
     }
     let mut chunks = Vec::with_capacity(doc.chunks.len());
     for c in &doc.chunks {
-        let hash = blake3::hash(c.text.as_bytes()).to_hex();
+        let hash = blake3::hash(c.text.as_bytes());
         // The last heading that starts before the chunk; under it, the chunk's heading path is
         // the section's and need not be written (it always is, for what the parser makes).
         let section = if c.heading_path.is_empty() {
@@ -72,8 +105,15 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
                 .rposition(|s| s.span.byte_start <= c.span.byte_start)
         };
         let same = section.is_some_and(|i| paths[i] == c.heading_path);
+        // The hex of the stored bytes, as keys were written before schema 0013.
+        let hex = hash.to_hex();
+        let (key, occurrence) = occurrence(hex[..2 * part_id::CHUNK_HASH_BYTES].to_owned());
         chunks.push(Planned {
-            key: occurrence(hash[..32].to_owned()),
+            key,
+            stored_key: Some(part_id::chunk_key_blob(hash.as_bytes(), occurrence)),
+            heading: String::new(),
+            parent: None,
+            occurrence,
             span: c.span,
             level: None,
             section,
@@ -121,8 +161,12 @@ fn write_kind(
     let table = kind.table();
     let mut existing: HashMap<String, i64> = HashMap::new();
     {
+        let key = match kind {
+            PartKind::Section => "key".to_owned(),
+            PartKind::Chunk => part_id::chunk_key_text("key"),
+        };
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT rid, key FROM {table} WHERE source_id = ?1 AND valid_to IS NULL"
+            "SELECT rid, {key} FROM {table} WHERE source_id = ?1 AND valid_to IS NULL"
         ))?;
         let rows = stmt.query_map([source_id], |r| Ok((r.get(1)?, r.get(0)?)))?;
         for row in rows {
@@ -131,21 +175,23 @@ fn write_kind(
         }
     }
     // A kept part takes its new position and citation, and what the key does not fix: a
-    // section's level, a chunk's headings (the same text moved under another heading).
-    let described_by = match kind {
-        PartKind::Section => "level = ?8",
-        PartKind::Chunk => "heading_path = ?8, section = ?9",
+    // section's level and parent row (its heading is rewritten too: a row carried over by 0013
+    // may hold its whole path), a chunk's headings (the same text moved under another heading).
+    let (described_by, stored_in) = match kind {
+        PartKind::Section => ("level = ?8, parent = ?9, heading = ?10", "section_rows"),
+        PartKind::Chunk => ("heading_path = ?8, section = ?9", "chunks"),
     };
     let mut keep = tx.prepare_cached(&format!(
-        "UPDATE {table} SET ordinal = ?2, cite_version = ?3, byte_start = ?4, byte_end = ?5,
+        "UPDATE {stored_in} SET ordinal = ?2, cite_version = ?3, byte_start = ?4, byte_end = ?5,
                             line_start = ?6, line_end = ?7, {described_by}
          WHERE rid = ?1"
     ))?;
     let mut insert = match kind {
         PartKind::Section => tx.prepare_cached(
-            "INSERT INTO sections(source_id, ordinal, key, level, cite_version, byte_start,
-                                  byte_end, line_start, line_end, valid_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO section_rows(source_id, ordinal, heading, level, cite_version,
+                                      byte_start, byte_end, line_start, line_end, valid_from,
+                                      parent, occurrence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?,
         PartKind::Chunk => tx.prepare_cached(
             "INSERT INTO chunks(source_id, ordinal, key, heading_path, content, cite_version,
@@ -153,11 +199,15 @@ fn write_kind(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?,
     };
+    // Each section's row, in order, for its children's `parent`.
+    let mut rids: Vec<i64> = Vec::with_capacity(wanted.len());
     for (ordinal, p) in wanted.into_iter().enumerate() {
         let s = p.span;
         let (bs, be) = (s.byte_start as i64, s.byte_end as i64);
+        let parent = p.parent.and_then(|i| rids.get(i).copied());
         match existing.remove(&p.key) {
             Some(rid) => {
+                rids.push(rid);
                 let section = p.section.map(|i| i as i64);
                 match kind {
                     PartKind::Section => keep.execute(params![
@@ -168,7 +218,9 @@ fn write_kind(
                         be,
                         s.line_start,
                         s.line_end,
-                        p.level.unwrap_or(1)
+                        p.level.unwrap_or(1),
+                        parent,
+                        p.heading
                     ])?,
                     PartKind::Chunk => keep.execute(params![
                         rid,
@@ -189,19 +241,21 @@ fn write_kind(
                     PartKind::Section => insert.execute(params![
                         source_id,
                         ordinal as i64,
-                        p.key,
+                        p.heading,
                         p.level.unwrap_or(1),
                         version,
                         bs,
                         be,
                         s.line_start,
                         s.line_end,
-                        now_ms
+                        now_ms,
+                        parent,
+                        p.occurrence
                     ])?,
                     PartKind::Chunk => insert.execute(params![
                         source_id,
                         ordinal as i64,
-                        p.key,
+                        p.stored_key,
                         p.heading_path,
                         p.content,
                         version,
@@ -213,12 +267,13 @@ fn write_kind(
                         p.section.map(|i| i as i64)
                     ])?,
                 };
+                rids.push(tx.last_insert_rowid());
             }
         }
     }
     let mut retire = match kind {
         PartKind::Section => {
-            tx.prepare_cached("UPDATE sections SET valid_to = ?2 WHERE rid = ?1")?
+            tx.prepare_cached("UPDATE section_rows SET valid_to = ?2 WHERE rid = ?1")?
         }
         PartKind::Chunk => tx.prepare_cached(&format!("{RETIRE_CHUNK} WHERE rid = ?1"))?,
     };
@@ -236,7 +291,7 @@ pub fn retire(tx: &Transaction<'_>, source_id: i64, now_ms: i64) -> rusqlite::Re
     ))?
     .execute(params![source_id, now_ms])?;
     tx.prepare_cached(
-        "UPDATE sections SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
+        "UPDATE section_rows SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
     )?
     .execute(params![source_id, now_ms])?;
     Ok(())

@@ -178,7 +178,7 @@ fn delete_parts(tx: &Transaction<'_>) -> rusqlite::Result<usize> {
     let limit = PURGE_BATCH as i64;
     let sections = tx
         .prepare_cached(
-            "DELETE FROM sections WHERE rid IN (SELECT rid FROM purge_sections LIMIT ?1)",
+            "DELETE FROM section_rows WHERE rid IN (SELECT rid FROM purge_sections LIMIT ?1)",
         )?
         .execute([limit])?;
     tx.prepare_cached(

@@ -59,6 +59,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_node_revisions.sql",
         include_str!("../../schema/0012_node_revisions.sql"),
     ),
+    (
+        "0013_compact_part_keys.sql",
+        include_str!("../../schema/0013_compact_part_keys.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -138,7 +142,7 @@ mod tests {
             "nodes",
             "edges",
             "provenance",
-            "sections",
+            "section_rows",
             "chunks",
             "chunk_vectors",
             "workflow_runs",
@@ -425,5 +429,131 @@ mod tests {
         conn.execute_batch("UPDATE nodes SET title = 'B' WHERE id = 'n'")
             .unwrap();
         assert_eq!(queued(), before + 1, "the nodes trigger is back");
+    }
+    /// A store at schema 11: 0013 stores each section's last heading and its parent's row,
+    /// and the `sections` view answers every key and path as the table did, for current and
+    /// retired rows, paths deeper than the view follows and parents that cannot be found; a
+    /// chunk's key is stored as bytes and read back as the same text.
+    #[test]
+    fn section_paths_are_rebuilt_from_parents_exactly_as_they_were() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 11) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
+                .unwrap();
+        }
+        conn.execute_batch(
+            r#"INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
+             INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                 VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't'),
+                        (2, 1, 'b.md', 'markdown', 'indexed', 't', 't');
+             INSERT INTO sections(legacy_id, source_id, ordinal, key, level, byte_start, valid_from, valid_to, edge_id)
+                 VALUES ('old', 1, 0, '["A"]#1', 1, 0, 0, NULL, 'e1'),
+                        (NULL, 1, 1, '["A","B, \"q\" #2"]#12', 2, 10, 0, NULL, NULL),
+                        (NULL, 1, 2, '["A","B, \"q\" #2","C"]#1', 3, 20, 0, NULL, NULL),
+                        (NULL, 1, 0, '["A","Gone"]#1', 2, 5, 0, 7, NULL),
+                        (NULL, 1, 3, '["Orphan","D"]#2', 2, 30, 0, NULL, NULL),
+                        (NULL, 2, 0, '["1"]#1', 1, 0, 0, NULL, NULL),
+                        (NULL, 2, 1, '["1","2"]#1', 2, 1, 0, NULL, NULL),
+                        (NULL, 2, 2, '["1","2","3"]#1', 3, 2, 0, NULL, NULL),
+                        (NULL, 2, 3, '["1","2","3","4"]#1', 4, 3, 0, NULL, NULL),
+                        (NULL, 2, 4, '["1","2","3","4","5"]#1', 5, 4, 0, NULL, NULL),
+                        (NULL, 2, 5, '["1","2","3","4","5","6"]#1', 6, 5, 0, NULL, NULL),
+                        (NULL, 2, 6, '["1","2","3","4","5","6","7"]#1', 7, 6, 0, NULL, NULL),
+                        (NULL, 2, 7, '["1","2","3","4","5","6","7","8"]#3', 8, 7, 0, NULL, NULL);
+             INSERT INTO chunks(source_id, ordinal, key, content, valid_from)
+                 VALUES (1, 0, '0123456789abcdef0123456789abcdef#12', 'x', 0),
+                        (1, 1, '0123456789ABCDEF0123456789abcdef#1', 'y', 0),
+                        (1, 2, 'h#1', 'z', 0);"#,
+        )
+        .unwrap();
+        let rows = |conn: &Connection, sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let every = "SELECT rid || ' ' || coalesce(legacy_id, '-') || ' ' || source_id || ' '
+                            || ordinal || ' ' || key || ' ' || path || ' ' || level || ' '
+                            || coalesce(valid_to, '-') || ' ' || coalesce(edge_id, '-')
+                     FROM sections ORDER BY rid";
+        let before = rows(&conn, every);
+        let chunk_keys = format!(
+            "SELECT typeof(key) || ' ' || {} FROM chunks ORDER BY rid",
+            crate::store::part_id::chunk_key_text("key")
+        );
+        assert_eq!(apply(&mut conn).unwrap(), latest_version());
+        assert_eq!(rows(&conn, every), before);
+        // A chunk key of today's shape is stored as 16 bytes and digits, any other as it was.
+        assert_eq!(
+            rows(&conn, &chunk_keys),
+            [
+                "blob 0123456789abcdef0123456789abcdef#12",
+                "text 0123456789ABCDEF0123456789abcdef#1",
+                "text h#1",
+            ]
+        );
+        let stored: i64 = conn
+            .query_row("SELECT length(key) FROM chunks WHERE rid = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stored, 18);
+        // What is stored: the last heading under a parent row, the whole path without one.
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT heading || ' ' || coalesce(parent, '-') || ' ' || occurrence
+                 FROM section_rows WHERE source_id = 1 ORDER BY rid"
+            ),
+            [
+                r#""A" - 1"#,
+                r#""B, \"q\" #2" 1 12"#,
+                r#""C" 2 1"#,
+                r#""Gone" 1 1"#,
+                r#""Orphan","D" - 2"#,
+            ]
+        );
+        let deep: Vec<String> = rows(
+            &conn,
+            "SELECT coalesce(CAST(parent AS TEXT), '-') FROM section_rows WHERE source_id = 2 ORDER BY rid",
+        );
+        assert_eq!(deep, ["-", "6", "7", "8", "9", "10", "-", "-"]);
+        // The view takes the statements the table took.
+        conn.execute_batch(
+            r#"UPDATE sections SET valid_to = 9, ordinal = 4 WHERE rid = 3;
+             DELETE FROM sections WHERE rid = 4;
+             INSERT INTO sections(source_id, ordinal, key, level, valid_from)
+                 VALUES (1, 5, '["X","Y"]#3', 2, 0);"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT key || ' ' || path || ' ' || ordinal || ' ' || coalesce(valid_to, '-')
+                 FROM sections WHERE rid >= 3 ORDER BY rid"
+            ),
+            [
+                r#"["A","B, \"q\" #2","C"]#1 ["A","B, \"q\" #2","C"] 4 9"#,
+                r#"["Orphan","D"]#2 ["Orphan","D"] 3 -"#,
+                r#"["1"]#1 ["1"] 0 -"#,
+                r#"["1","2"]#1 ["1","2"] 1 -"#,
+                r#"["1","2","3"]#1 ["1","2","3"] 2 -"#,
+                r#"["1","2","3","4"]#1 ["1","2","3","4"] 3 -"#,
+                r#"["1","2","3","4","5"]#1 ["1","2","3","4","5"] 4 -"#,
+                r#"["1","2","3","4","5","6"]#1 ["1","2","3","4","5","6"] 5 -"#,
+                r#"["1","2","3","4","5","6","7"]#1 ["1","2","3","4","5","6","7"] 6 -"#,
+                r#"["1","2","3","4","5","6","7","8"]#3 ["1","2","3","4","5","6","7","8"] 7 -"#,
+                r#"["X","Y"]#3 ["X","Y"] 5 -"#,
+            ]
+        );
+        let dangling: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
     }
 }

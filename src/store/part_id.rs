@@ -6,6 +6,29 @@
 //! column and no index on one, about 80 bytes a row on a docs folder of 700k parts. Rows
 //! carried over from before schema 0010 answer to the UUID they had (`legacy_id`).
 
+/// Bytes of a chunk's text hash its key keeps (128 bits of blake3).
+pub const CHUNK_HASH_BYTES: usize = 16;
+
+/// A chunk's key as stored (schema 0013): its text hash's first [`CHUNK_HASH_BYTES`] bytes and
+/// its occurrence's decimal digits. [`chunk_key_text`] spells it out as `<hex>#<n>`.
+pub fn chunk_key_blob(hash: &[u8; 32], occurrence: i64) -> Vec<u8> {
+    let mut key = hash[..CHUNK_HASH_BYTES].to_vec();
+    key.extend_from_slice(occurrence.to_string().as_bytes());
+    key
+}
+
+/// SQL for the text of the chunk key in `column`: a stored BLOB (see [`chunk_key_blob`]) as
+/// `<hex>#<n>`, a key of an older shape, kept as text, as it is.
+pub fn chunk_key_text(column: &str) -> String {
+    format!(
+        "CASE WHEN typeof({column}) = 'blob'
+              THEN lower(hex(substr({column}, 1, {CHUNK_HASH_BYTES}))) || '#'
+                   || CAST(substr({column}, {}) AS TEXT)
+              ELSE {column} END",
+        CHUNK_HASH_BYTES + 1
+    )
+}
+
 /// Which table a part lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartKind {
