@@ -601,21 +601,24 @@ const PROVENANCE_OF_EDGE: &str = provenance_sql!("edges", "edge_id");
 
 fn provenance(conn: &Connection, sql: &str, id: &str) -> Result<Vec<Provenance>, Error> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map([id], |r| {
-        Ok(Provenance {
-            path: file_path(r.get(0)?, r.get(1)?),
-            lines: span(r.get(2)?, r.get(3)?),
-            bytes: span(r.get(4)?, r.get(5)?),
-            content_hash: r.get(6)?,
-            extractor: r.get(7)?,
-            extractor_version: r.get(8)?,
-            actor_id: r.get(9)?,
-            run_id: r.get(10)?,
-            step_key: r.get(11)?,
-            recorded_at: r.get(12)?,
-        })
-    })?;
+    let rows = stmt.query_map([id], provenance_from_row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// A citation from the thirteen columns every provenance query selects, in their order.
+fn provenance_from_row(r: &Row<'_>) -> rusqlite::Result<Provenance> {
+    Ok(Provenance {
+        path: file_path(r.get(0)?, r.get(1)?),
+        lines: span(r.get(2)?, r.get(3)?),
+        bytes: span(r.get(4)?, r.get(5)?),
+        content_hash: r.get(6)?,
+        extractor: r.get(7)?,
+        extractor_version: r.get(8)?,
+        actor_id: r.get(9)?,
+        run_id: r.get(10)?,
+        step_key: r.get(11)?,
+        recorded_at: r.get(12)?,
+    })
 }
 
 /// A span when both ends are present and fit; a negative offset is a broken row, not a span.

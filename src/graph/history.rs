@@ -262,20 +262,10 @@ fn rows_in(
          ORDER BY p.byte_start IS NULL, p.byte_start, p.id"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params![id, w.from, w.to], |r| {
-        Ok(Provenance {
-            path: file_path(r.get(0)?, r.get(1)?),
-            lines: span(r.get(2)?, r.get(3)?),
-            bytes: span(r.get(4)?, r.get(5)?),
-            content_hash: r.get(6)?,
-            extractor: r.get(7)?,
-            extractor_version: r.get(8)?,
-            actor_id: r.get(9)?,
-            run_id: r.get(10)?,
-            step_key: r.get(11)?,
-            recorded_at: r.get(12)?,
-        })
-    })?;
+    let rows = stmt.query_map(
+        rusqlite::params![id, w.from, w.to],
+        super::provenance_from_row,
+    )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
