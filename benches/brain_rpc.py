@@ -3,6 +3,8 @@ line. Imported by the bench scripts beside it."""
 
 import json
 import socket
+import sys
+import time
 
 
 class Rpc:
@@ -40,3 +42,18 @@ class Rpc:
 
     def close(self):
         self.sock.close()
+
+
+def connect_when_up(path, daemon, timeout=30):
+    """A connection once the daemon started as `daemon` (a Popen) answers daemon.status on
+    `path`; exits the bench if it dies or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rpc = Rpc(path)
+            rpc.call("daemon.status")
+            return rpc
+        except OSError:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                sys.exit("the daemon did not come up")
+            time.sleep(0.05)

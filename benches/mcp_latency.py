@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from brain_rpc import Rpc
+from brain_rpc import connect_when_up
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -90,16 +90,7 @@ def main():
     env.pop("BRAIN_CONFIG", None)
     daemon = subprocess.Popen([a.brain, "daemon"], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                rpc = Rpc(sock)
-                rpc.call("daemon.status")
-                break
-            except OSError:
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("the daemon did not come up")
-                time.sleep(0.05)
+        rpc = connect_when_up(sock, daemon)
         t0 = time.monotonic()
         res = rpc.call("ingest.path", {"path": vault})
         if "error" in res:

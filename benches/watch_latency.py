@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from brain_rpc import Rpc
+from brain_rpc import connect_when_up
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,16 +126,7 @@ def main():
     env.pop("BRAIN_CONFIG", None)
     daemon = subprocess.Popen([a.brain, "daemon"], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                rpc = Rpc(sock)
-                rpc.call("daemon.status")
-                break
-            except OSError:
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("the daemon did not come up")
-                time.sleep(0.05)
+        rpc = connect_when_up(sock, daemon)
         res = rpc.call("watch.add", {"path": vault})
         if "error" in res:
             sys.exit(f"watch.add failed: {res['error']}")
