@@ -24,6 +24,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::error::{Error, Kind};
 use crate::ingest::SourceStatus;
+use crate::store::edge_props;
 
 /// Largest `limit` [`search_title`] honours; larger values are clamped.
 pub const MAX_SEARCH_LIMIT: usize = 200;
@@ -337,13 +338,13 @@ pub fn backlinks_at(
             Some(t) => (history::held_at("s", t), history::held_at("e", t)),
         };
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT e.id, e.src_id, e.dst_id, e.type, e.props, e.created_by,
-                    s.id, s.title, s.key
+            "SELECT {}, s.id, s.title, s.key
              FROM edges e
              JOIN nodes s ON s.id = e.src_id AND {node_held}
              WHERE e.dst_id = ?1 AND {edge_held}
                -- structural types describe a note's own shape, not a reference to it
-               AND e.type NOT IN ('has_section', 'has_chunk', 'tagged', 'child_of')"
+               AND e.type NOT IN ('has_section', 'has_chunk', 'tagged', 'child_of')",
+            edge_columns!()
         ))?;
         // (sort key, source note id, edge)
         let mut refs: Vec<(String, String, EdgeView)> = Vec::new();
@@ -564,6 +565,17 @@ fn current_node(conn: &Connection, id: &str) -> Result<NodeView, Error> {
     Ok(node)
 }
 
+/// The six columns [`edge_from_row`] reads, of the edges row aliased `e`. The acting user is
+/// the edge's own `created_by` or, where schema 0014 left that out, the user who recorded the
+/// file version it cites.
+macro_rules! edge_columns {
+    () => {
+        "e.id, e.src_id, e.dst_id, e.type, e.props,
+         coalesce(e.created_by, (SELECT v.actor_id FROM source_versions v WHERE v.id = e.cite_version))"
+    };
+}
+pub(crate) use edge_columns;
+
 /// A fact's current citations: the one kept on the fact itself (a file's own facts, see
 /// schema/0007) and its current provenance rows (shared facts, workflow writes, and facts
 /// ingested before 0007). Spans by `byte_start`, then the ones without a span.
@@ -626,16 +638,17 @@ fn span<T: TryFrom<i64>>(start: Option<i64>, end: Option<i64>) -> Option<(T, T)>
     Some((T::try_from(start?).ok()?, T::try_from(end?).ok()?))
 }
 
-/// Reads the six edge columns every edge query starts with; provenance comes later.
+/// Reads the six edge columns every edge query starts with ([`edge_columns`]); provenance
+/// comes later.
 fn edge_from_row(r: &Row<'_>) -> rusqlite::Result<EdgeView> {
-    let props: String = r.get::<_, Option<String>>(4)?.unwrap_or_default();
     Ok(EdgeView {
         id: r.get(0)?,
         src_id: r.get(1)?,
         dst_id: r.get(2)?,
         edge_type: r.get(3)?,
-        props: props_of(&props),
-        created_by: r.get(5)?,
+        props: edge_props::read(r.get_ref(4)?),
+        // Absent only if the cited file version is gone, which a purge never leaves behind.
+        created_by: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
         provenance: Vec::new(),
     })
 }
@@ -698,10 +711,11 @@ impl IncidentQueries {
         };
         let query = |near: &str, far: &str| {
             format!(
-                "SELECT e.id, e.src_id, e.dst_id, e.type, e.props, e.created_by
+                "SELECT {}
                  FROM edges e JOIN nodes n ON n.id = e.{far} AND {node_held}
                  WHERE e.{near} = ?1 AND {edge_held}{filter}
-                 ORDER BY e.type, e.{far}, e.key, e.id"
+                 ORDER BY e.type, e.{far}, e.key, e.id",
+                edge_columns!()
             )
         };
         IncidentQueries {

@@ -107,9 +107,9 @@ pub fn export_page(
         // Fewer than `limit` nodes were left, or the page would have ended above.
         let room = limit - page.nodes.len();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT e.id, e.src_id, e.dst_id, e.type, e.props, e.created_by, e.valid_from,
-                    e.valid_to
+            "SELECT {}, e.valid_from, e.valid_to
              FROM edges e WHERE e.id > ?1 AND {} ORDER BY e.id LIMIT ?2",
+            super::edge_columns!(),
             history::held_at("e", at)
         ))?;
         let rows = stmt.query_map(rusqlite::params![edge_after, room as i64], |r| {

@@ -339,16 +339,20 @@ pub fn node_history(conn: &Connection, id: &str) -> Result<History, Error> {
     super::in_snapshot(conn, |conn| {
         let row = node_row(conn, id)?.ok_or_else(|| super::node_not_found(id))?;
         let (versions, mut truncated) = versions_of(conn, &row)?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, src_id, dst_id, type, props, created_by, valid_from, valid_to,
-                    cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end
-             FROM edges WHERE src_id = ?1
+        let mut stmt = conn.prepare_cached(concat!(
+            "SELECT ",
+            super::edge_columns!(),
+            ", e.valid_from, e.valid_to, e.cite_version, e.cite_byte_start, e.cite_byte_end,
+               e.cite_line_start, e.cite_line_end
+             FROM edges e WHERE e.src_id = ?1
              UNION ALL
-             SELECT id, src_id, dst_id, type, props, created_by, valid_from, valid_to,
-                    cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end
-             FROM edges WHERE dst_id = ?1 AND src_id <> ?1
+             SELECT ",
+            super::edge_columns!(),
+            ", e.valid_from, e.valid_to, e.cite_version, e.cite_byte_start, e.cite_byte_end,
+               e.cite_line_start, e.cite_line_end
+             FROM edges e WHERE e.dst_id = ?1 AND e.src_id <> ?1
              ORDER BY valid_from DESC, id LIMIT ?2",
-        )?;
+        ))?;
         let rows = stmt.query_map(rusqlite::params![id, (MAX_HISTORY_EDGES + 1) as i64], |r| {
             Ok((
                 super::edge_from_row(r)?,

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::parse::{self, Document, LinkKind, Span, Subpath};
 use super::resolve::{self, Target};
+use crate::store::edge_props;
 
 /// What every write needs to know.
 pub struct Ctx<'a> {
@@ -430,8 +431,8 @@ fn shared_edge(
     }
     let id = new_id();
     tx.prepare_cached(
-        "INSERT INTO edges(id, src_id, dst_id, type, key, created_by, valid_from, created_at)
-         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?6)",
+        "INSERT INTO edges(id, src_id, dst_id, type, key, created_by, valid_from)
+         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6)",
     )?
     .execute(params![id, src, dst, edge_type, ctx.user, ctx.now])?;
     Ok(id)
@@ -579,14 +580,21 @@ fn write_edges(
             existing.insert((dst, t, current_key(&k)), (id, k));
         }
     }
+    // The acting user and the creation time are the cited version's and the edge's start
+    // (schema 0014): neither is written.
     let mut ins = tx.prepare_cached(
-        "INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, created_at,
+        "INSERT INTO edges(id, src_id, dst_id, type, key, props, valid_from,
                            cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
+    // An edge that took its acting user from the version it cited keeps that user when it is
+    // cited by a version another user recorded: it is written out first.
     let mut keep = tx.prepare_cached(
         "UPDATE edges SET props = ?2, cite_version = ?3, cite_byte_start = ?4, cite_byte_end = ?5,
-                          cite_line_start = ?6, cite_line_end = ?7, key = ?8
+                          cite_line_start = ?6, cite_line_end = ?7, key = ?8,
+                          created_by = coalesce(created_by,
+                              (SELECT v.actor_id FROM source_versions v
+                               WHERE v.id = edges.cite_version AND v.actor_id IS NOT ?9))
          WHERE id = ?1",
     )?;
     for e in wanted {
@@ -596,13 +604,14 @@ fn write_edges(
             Some((id, _)) => {
                 keep.execute(params![
                     id,
-                    props_column(&e.props),
+                    edge_props::column(&e.props),
                     cite.version,
                     cite.byte_start,
                     cite.byte_end,
                     cite.line_start,
                     cite.line_end,
-                    k.2
+                    k.2,
+                    ctx.user
                 ])?;
             }
             None => {
@@ -613,8 +622,7 @@ fn write_edges(
                     dst,
                     edge_type,
                     key,
-                    props_column(&e.props),
-                    ctx.user,
+                    edge_props::column(&e.props),
                     ctx.now,
                     cite.version,
                     cite.byte_start,
@@ -805,6 +813,64 @@ pub fn collect_garbage(tx: &Transaction<'_>, ctx: &Ctx<'_>) -> rusqlite::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use crate::graph::{self, Direction, NodeRef};
+    use crate::ingest::{DEFAULT_MAX_FILE_BYTES, Ingestor, Scope};
+    use crate::store::Store;
+
+    /// A link edge takes its acting user from the file version it cites (schema 0014), and
+    /// keeps it when a version another user recorded cites it again.
+    #[test]
+    fn a_link_keeps_the_user_who_wrote_it_when_another_user_ingests_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        let note = vault.join("n.md");
+        std::fs::write(&note, "See [[a]].\n").unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
+        let alice = Ingestor::new(store.clone(), "user:alice", DEFAULT_MAX_FILE_BYTES);
+        let root = alice.add_root(&vault, false).unwrap();
+        alice.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        std::fs::write(&note, "See [[a]] and [[b]].\n").unwrap();
+        let bob = Ingestor::new(store.clone(), "user:bob", DEFAULT_MAX_FILE_BYTES);
+        bob.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        // Twice: an edge already written out stays as it is.
+        std::fs::write(&note, "See [[a]], [[b]].\n").unwrap();
+        bob.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+
+        let (answered, stored) = store
+            .read(|c| {
+                let id = graph::node_get(c, &NodeRef::Path(note.clone())).unwrap().id;
+                let g =
+                    graph::neighbors(c, &id, Direction::Out, &["links_to".into()], 1, 10).unwrap();
+                let mut answered: Vec<(String, String)> = g
+                    .edges
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.props["target"].as_str().unwrap().to_owned(),
+                            e.created_by.clone(),
+                        )
+                    })
+                    .collect();
+                answered.sort();
+                let stored: Vec<Option<String>> = c
+                    .prepare("SELECT created_by FROM edges WHERE type = 'links_to' ORDER BY rowid")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok::<_, rusqlite::Error>((answered, stored))
+            })
+            .unwrap();
+        assert_eq!(
+            answered,
+            [
+                ("a".to_owned(), "user:alice".to_owned()),
+                ("b".to_owned(), "user:bob".to_owned())
+            ]
+        );
+        assert_eq!(stored, [Some("user:alice".to_owned()), None]);
+    }
 
     #[test]
     fn link_keys_are_short_and_older_keys_match_in_their_hashed_form() {

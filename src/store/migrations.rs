@@ -63,6 +63,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0013_compact_part_keys.sql",
         include_str!("../../schema/0013_compact_part_keys.sql"),
     ),
+    (
+        "0014_lean_edges.sql",
+        include_str!("../../schema/0014_lean_edges.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -555,5 +559,123 @@ mod tests {
             })
             .unwrap();
         assert_eq!(dangling, 0);
+    }
+
+    /// A store at schema 13: 0014 leaves out what an edge's cited file version already says
+    /// (its acting user), a `created_at` equal to `valid_from`, and the names of a link's props,
+    /// and the readers answer every edge as before.
+    #[test]
+    fn lean_edges_answer_every_edge_as_before() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 13) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
+                .unwrap();
+        }
+        conn.execute_batch(
+            r#"INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
+             INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                 VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't');
+             INSERT INTO source_versions(id, source_id, content_hash, extractor, extractor_version, actor_id, recorded_at)
+                 VALUES (1, 1, 'h1', 'md', '1', 'user:a', 't1'), (2, 1, 'h2', 'md', '1', 'user:b', 't2');
+             INSERT INTO nodes(id, kind, key, owner_id, source_id, valid_from, created_at, updated_at)
+                 VALUES ('n', 'note', 'source:1', 'user:a', 1, 't1', 't1', 't1'),
+                        ('m', 'url', 'https://x', 'user:a', NULL, 't1', 't1', 't1');
+             INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, valid_to,
+                               created_at, cite_version, cite_byte_start, cite_byte_end)
+                 VALUES ('l', 'n', 'm', 'links_to', 'k#1',
+                         '{"kind":"external","syntax":"external","target":"https://x","subpath":null,"display":"X \"q\""}',
+                         'user:a', 't1', NULL, 't1', 1, 0, 9),
+                        ('h', 'n', 'n', 'links_to', 'k#2',
+                         '{"kind":"heading","syntax":"wikilink","target":"a","subpath":{"heading":"H"},"display":null}',
+                         'user:a', 't1', NULL, 't1', 2, 10, 19),
+                        ('r', 'n', 'm', 'links_to', 'k#3',
+                         '{"syntax":"external","kind":"external","target":"https://x","subpath":null,"display":null}',
+                         'user:a', 't1', 't2', 't1', 1, 20, 29),
+                        ('w', 'n', 'm', 'mentions', '', '{"why":1}', 'user:w', 't1', NULL, 't0', NULL, NULL, NULL),
+                        ('t', 'm', 'n', 'mentions', '', NULL, 'user:w', 't1', NULL, 't1', NULL, NULL, NULL);"#,
+        )
+        .unwrap();
+        // (id, acting user, props as read) for every edge.
+        let answers = |conn: &Connection, sql: &str| -> Vec<(String, String, serde_json::Value)> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(5)?,
+                        crate::store::edge_props::read(r.get_ref(4)?),
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let before = answers(
+            &conn,
+            "SELECT e.id, e.src_id, e.dst_id, e.type, e.props, e.created_by FROM edges e ORDER BY e.id",
+        );
+        assert_eq!(apply(&mut conn).unwrap(), latest_version());
+        let read = format!(
+            "SELECT {} FROM edges e ORDER BY e.id",
+            crate::graph::edge_columns!()
+        );
+        assert_eq!(answers(&conn, &read), before);
+        let stored = |sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        // The user is left out where the cited version says it; a user other than the
+        // version's (edge `h`, cited again by another user's version) and an edge without a
+        // citation keep theirs.
+        assert_eq!(
+            stored(
+                "SELECT id || ' ' || coalesce(created_by, '-') || ' ' || coalesce(created_at, '-')
+                        || ' ' || typeof(props) FROM edges ORDER BY id"
+            ),
+            [
+                "h user:a - blob",
+                "l - - blob",
+                "r - - text",
+                "t user:w - null",
+                "w user:w t0 text",
+            ]
+        );
+        // The rebuilt table keeps its indexes and the search triggers.
+        let names = stored(
+            "SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = 'edges'
+                 AND sql IS NOT NULL ORDER BY name",
+        );
+        assert_eq!(
+            names,
+            [
+                "edges_current",
+                "edges_dst",
+                "edges_retired",
+                "search_tag_insert",
+                "search_tag_update"
+            ]
+        );
+        let dangling: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
+        let queued = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM search_outbox", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = queued(&conn);
+        conn.execute_batch(
+            "INSERT INTO edges(id, src_id, dst_id, type, created_by, valid_from)
+                 VALUES ('g', 'n', 'm', 'tagged', 'user:a', 't3');",
+        )
+        .unwrap();
+        assert_eq!(queued(&conn), before + 1, "the edges trigger is back");
     }
 }

@@ -16,7 +16,7 @@ pub use super::step_error::{ErrorKind, StepError};
 use crate::clock;
 use crate::graph::{self, Direction, NodeRef, NodeView, Subgraph};
 use crate::rpc::protocol::DirectionWire;
-use crate::store::Store;
+use crate::store::{Store, edge_props};
 
 fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, StepError> {
     input.get(name).and_then(Value::as_str).ok_or_else(|| {
@@ -573,17 +573,25 @@ fn ensure_edge(
     if let Some(id) = existing {
         if let Some(props) = props {
             tx.prepare_cached("UPDATE edges SET props = ?2 WHERE id = ?1")?
-                .execute(params![id, props.to_string()])?;
+                .execute(params![id, edge_props::column(props)])?;
         }
         provenance(tx, p, None, Some(&id), now)?;
         return Ok((id, false));
     }
     let id = uuid::Uuid::now_v7().to_string();
     tx.prepare_cached(
-        "INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from, created_at)
-         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?7)",
+        "INSERT INTO edges(id, src_id, dst_id, type, key, props, created_by, valid_from)
+         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7)",
     )?
-    .execute(params![id, from, to, edge_type, props.map_or_else(|| "{}".to_owned(), Value::to_string), p.actor, now])?;
+    .execute(params![
+        id,
+        from,
+        to,
+        edge_type,
+        props.and_then(edge_props::column),
+        p.actor,
+        now
+    ])?;
     provenance(tx, p, None, Some(&id), now)?;
     Ok((id, true))
 }

@@ -559,13 +559,16 @@ fn the_real_vaults_ingest_and_resolve_their_links() {
             )
             .unwrap();
         assert_eq!(notes as usize, md.len(), "{name}: every .md file is a note");
+        let syntax = brain::store::edge_props::sql_field("e.props", "syntax");
         let (total, resolved): (i64, i64) = store
             .query_row(
-                "SELECT count(*), sum(d.kind <> 'placeholder') FROM edges e
+                &format!(
+                    "SELECT count(*), sum(d.kind <> 'placeholder') FROM edges e
                    JOIN nodes s ON s.id = e.src_id JOIN sources src ON src.id = s.source_id
                    JOIN roots r ON r.id = src.root_id JOIN nodes d ON d.id = e.dst_id
                  WHERE e.type = 'links_to' AND e.valid_to IS NULL AND r.path = ?1
-                   AND json_extract(e.props, '$.syntax') = 'wikilink'",
+                   AND {syntax} = 'wikilink'"
+                ),
                 [canonical.to_str().unwrap()],
                 |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
             )
@@ -583,13 +586,13 @@ fn the_real_vaults_ingest_and_resolve_their_links() {
             .map(|p| p.file_stem().unwrap().to_string_lossy().to_lowercase())
             .collect();
         let mut stmt = store
-            .prepare(
+            .prepare(&format!(
                 "SELECT DISTINCT d.title FROM edges e JOIN nodes d ON d.id = e.dst_id
                    JOIN nodes s ON s.id = e.src_id JOIN sources src ON src.id = s.source_id
                    JOIN roots r ON r.id = src.root_id
                  WHERE e.type = 'links_to' AND e.valid_to IS NULL AND d.kind = 'placeholder' AND r.path = ?1
-                   AND json_extract(e.props, '$.syntax') = 'wikilink'",
-            )
+                   AND {syntax} = 'wikilink'"
+            ))
             .unwrap();
         let missing: Vec<String> = stmt
             .query_map([canonical.to_str().unwrap()], |r| r.get(0))
