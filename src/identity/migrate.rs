@@ -2291,6 +2291,47 @@ mod tests {
         assert!(again.migrated_at.is_none());
     }
 
+    /// A link edge at schema 0014 names its acting user through the file version it cites: the
+    /// version's address becomes the id, and so does one written out on the edge.
+    #[test]
+    fn an_edge_without_its_own_user_answers_the_id_of_its_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::apply(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'Bob@Example.org', 't');
+             INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                 VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't');
+             INSERT INTO source_versions(id, source_id, content_hash, extractor, extractor_version, actor_id, recorded_at)
+                 VALUES (1, 1, 'h1', 'md', '1', 'Bob@Example.org', 't'),
+                        (2, 1, 'h2', 'md', '1', 'alice@example.com', 't');
+             INSERT INTO nodes(id, kind, key, owner_id, source_id, valid_from, created_at, updated_at)
+                 VALUES ('n', 'note', 'source:1', 'bob@example.org', 1, 't', 't', 't');
+             INSERT INTO edges(id, src_id, dst_id, type, key, created_by, valid_from, cite_version)
+                 VALUES ('derived', 'n', 'n', 'links_to', 'k#1', NULL, 't', 1),
+                        ('kept', 'n', 'n', 'links_to', 'k#2', ' BOB@example.org', 't', 2);",
+        )
+        .unwrap();
+        let changes = migrate_connection(&mut conn, None).unwrap();
+        assert!(changes.has_changes());
+        let actors: Vec<(String, String)> = conn
+            .prepare(&format!(
+                "SELECT {} FROM edges e ORDER BY e.id",
+                crate::graph::edge_columns!()
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(5)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            actors,
+            [
+                ("derived".to_owned(), BOB_STABLE.to_owned()),
+                ("kept".to_owned(), BOB_STABLE.to_owned())
+            ]
+        );
+    }
+
     /// Runs on a broken setup and checks the error kind and that no file changed or appeared.
     fn check_bad(break_it: impl FnOnce(&Path, &mut Options), kind: &str) {
         let dir = tempfile::tempdir().unwrap();
