@@ -432,3 +432,95 @@ fn a_retired_chunk_past_the_retention_keeps_its_citation_and_loses_its_text() {
     d.stop();
     assert_store_sound(&db);
 }
+
+/// A link edge stores neither its acting user (its cited file version says it) nor the names
+/// of its props, and answers both as before: the user who first wrote the link, even after
+/// another user's daemon ingests the file again, and the props object in its order.
+#[test]
+fn a_link_edge_answers_the_user_and_props_its_file_version_gives_it() {
+    let (temp, data, socket) = temp_layout();
+    let vault = temp.path().join("vault");
+    let note = vault.join("n.md");
+    write(&note, "See [[a]] and [x](https://example.org/x).\n");
+    let run_as = |email: &str| {
+        let mut d = Daemon::spawn(temp.path(), &data, &socket, &[("BRAIN_USER_EMAIL", email)]);
+        d.wait_ready();
+        d.call("ingest.path", json!({ "path": vault })).unwrap();
+        d
+    };
+    run_as("alice@example.org").stop();
+    write(
+        &note,
+        "See [[a]] and [x](https://example.org/x), then [[b]].\n",
+    );
+    let d = run_as("bob@example.org");
+    let id = d.call("node.get", json!({ "path": note })).unwrap()["id"].clone();
+    let g = d
+        .call(
+            "graph.neighbors",
+            json!({ "id": id, "direction": "out", "edge_types": ["links_to"] }),
+        )
+        .unwrap();
+    let alice = brain::identity::UserId::for_email("alice@example.org").to_string();
+    let bob = brain::identity::UserId::for_email("bob@example.org").to_string();
+    let mut answered: Vec<(String, String, String)> = g["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["props"]["target"].as_str().unwrap().to_owned(),
+                e["created_by"].as_str().unwrap().to_owned(),
+                e["props"].to_string(),
+            )
+        })
+        .collect();
+    answered.sort();
+    assert_eq!(
+        answered,
+        [
+            (
+                "a".to_owned(),
+                alice.clone(),
+                r#"{"kind":"wikilink","syntax":"wikilink","target":"a","subpath":null,"display":null}"#
+                    .to_owned()
+            ),
+            (
+                "b".to_owned(),
+                bob,
+                r#"{"kind":"wikilink","syntax":"wikilink","target":"b","subpath":null,"display":null}"#
+                    .to_owned()
+            ),
+            (
+                "https://example.org/x".to_owned(),
+                alice.clone(),
+                r#"{"kind":"external","syntax":"external","target":"https://example.org/x","subpath":null,"display":"x"}"#
+                    .to_owned()
+            ),
+        ]
+    );
+    d.stop();
+    let db = data.join("brain.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: Vec<(Option<String>, Option<String>, String)> = conn
+        .prepare(
+            "SELECT created_by, created_at, typeof(props) FROM edges WHERE type = 'links_to'
+             ORDER BY rowid",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // Alice's two links, written out once Bob's version cites them; Bob's own link, not.
+    let blob = || "blob".to_owned();
+    assert_eq!(
+        stored,
+        [
+            (Some(alice.clone()), None, blob()),
+            (Some(alice), None, blob()),
+            (None, None, blob())
+        ]
+    );
+    assert_store_sound(&db);
+}
