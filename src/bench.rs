@@ -398,11 +398,13 @@ pub struct EmbedBench {
     pub corpus: PathBuf,
     pub texts: usize,
     pub threads: Option<usize>,
+    pub precision: Option<crate::embed::Precision>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct EmbedBenchReport {
     pub model: String,
+    pub precision: crate::embed::Precision,
     pub threads: usize,
     pub texts: usize,
     pub tokens: usize,
@@ -428,8 +430,8 @@ impl std::fmt::Display for EmbedBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{}: {} passages ({} tokens) in {:.2} s on {} threads",
-            self.model, self.texts, self.tokens, self.secs, self.threads
+            "{} ({:?}): {} passages ({} tokens) in {:.2} s on {} threads",
+            self.model, self.precision, self.texts, self.tokens, self.secs, self.threads
         )?;
         writeln!(
             f,
@@ -491,7 +493,13 @@ pub fn embed(opts: &EmbedBench) -> anyhow::Result<EmbedBenchReport> {
     if texts.is_empty() {
         bail!("{} has no documents", opts.corpus.display());
     }
-    let embedder = crate::embed::Embedder::load(&opts.model)?;
+    let embedder = crate::embed::Embedder::load_with(
+        &opts.model,
+        &crate::embed::LoadOptions {
+            precision: opts.precision,
+            ..Default::default()
+        },
+    )?;
     let threads = opts.threads.unwrap_or_else(crate::embed::worker_threads);
     // At the process's own priority, not the background pool's nice 19: the bench measures
     // the engine, and on a shared machine a niced pool measures the other load instead.
@@ -539,6 +547,7 @@ pub fn embed(opts: &EmbedBench) -> anyhow::Result<EmbedBenchReport> {
     let per_text_gflop = model_gflop / texts.len() as f64;
     Ok(EmbedBenchReport {
         model: embedder.model_id().to_owned(),
+        precision: embedder.precision(),
         threads,
         texts: texts.len(),
         tokens,
