@@ -186,27 +186,24 @@ impl Quantized {
         u.par_chunks_mut(groups)
             .zip(step.par_iter_mut().zip(lo.par_iter_mut()))
             .zip(x.par_chunks(k))
-            .for_each_init(
-                || vec![0u8; groups * 4],
-                |bytes, ((u, (step, lo)), x)| {
-                    let (min, max) = x
-                        .iter()
-                        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-                    let s = if max > min { (max - min) / 255.0 } else { 1.0 };
-                    let inv = 1.0 / s;
-                    *step = s;
-                    *lo = min;
-                    // `v - min` is never negative, so adding a half and truncating rounds to
-                    // nearest (ties up); the cast saturates at 255. `round()` would be a libm call
-                    // per element, which the compiler cannot vectorize.
-                    for (b, &v) in bytes.iter_mut().zip(x) {
-                        *b = ((v - min) * inv + 0.5) as u8;
-                    }
-                    for (u, b) in u.iter_mut().zip(bytes.chunks_exact(4)) {
-                        *u = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    }
-                },
-            );
+            .for_each(|((u, (step, lo)), x)| {
+                let (min, max) = x
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                let s = if max > min { (max - min) / 255.0 } else { 1.0 };
+                let inv = 1.0 / s;
+                *step = s;
+                *lo = min;
+                // `v - min` is never negative, so adding a half and truncating rounds to
+                // nearest (ties up); the cast saturates at 255. `round()` would be a libm call
+                // per element, which the compiler cannot vectorize. The bytes go straight into
+                // the lanes: in memory a lane's bytes are its four values in order (x86 is
+                // little-endian, which is what `vpdpbusd` reads).
+                let bytes: &mut [u8] = bytemuck::cast_slice_mut(u);
+                for (b, &v) in bytes.iter_mut().zip(x) {
+                    *b = ((v - min) * inv + 0.5) as u8;
+                }
+            });
         Quantized { rows, u, step, lo }
     }
 }

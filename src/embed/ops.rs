@@ -162,22 +162,26 @@ impl InplaceOp1 for BiasAct<'_> {
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
         let w = self.bias.len();
         let xs = rows_mut(s, l, w)?;
-        xs.par_chunks_mut(w * ROWS_PER_TASK).for_each(|block| {
-            for row in block.chunks_exact_mut(w) {
-                match self.act {
-                    Some(act) => {
-                        for (x, b) in row.iter_mut().zip(self.bias) {
-                            *x = act.apply_f32(*x + b);
+        // One loop per activation, chosen once: a `match` per element would keep the loop
+        // scalar.
+        fn each(xs: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32 + Sync) {
+            xs.par_chunks_mut(bias.len() * ROWS_PER_TASK)
+                .for_each(|block| {
+                    for row in block.chunks_exact_mut(bias.len()) {
+                        for (x, b) in row.iter_mut().zip(bias) {
+                            *x = f(*x + b);
                         }
                     }
-                    None => {
-                        for (x, b) in row.iter_mut().zip(self.bias) {
-                            *x += b;
-                        }
-                    }
-                }
+                });
+        }
+        match self.act {
+            Some(Activation::Gelu) => each(xs, self.bias, |x| Activation::Gelu.apply_f32(x)),
+            Some(Activation::GeluTanh) => {
+                each(xs, self.bias, |x| Activation::GeluTanh.apply_f32(x))
             }
-        });
+            Some(Activation::Relu) => each(xs, self.bias, |x| Activation::Relu.apply_f32(x)),
+            None => each(xs, self.bias, |x| x),
+        }
         Ok(())
     }
 }
@@ -194,8 +198,21 @@ impl Norm {
     #[inline]
     pub fn apply(&self, row: &mut [f32]) {
         let n = row.len() as f32;
-        let mean = row.iter().sum::<f32>() / n;
-        let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+        let mean = sum(row) / n;
+        // The squares in eight running totals too, for the same reason as `sum`.
+        let mut lanes = [0f32; 8];
+        let mut chunks = row.chunks_exact(8);
+        for c in &mut chunks {
+            for (l, x) in lanes.iter_mut().zip(c) {
+                *l += (x - mean) * (x - mean);
+            }
+        }
+        let rest: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|x| (x - mean) * (x - mean))
+            .sum();
+        let var = (lanes.iter().sum::<f32>() + rest) / n;
         let inv = 1.0 / (var + self.eps).sqrt();
         for ((x, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
             *x = (*x - mean) * inv * g + b;
