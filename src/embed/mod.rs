@@ -121,6 +121,43 @@ pub struct LoadOptions {
     pub precision: Option<Precision>,
 }
 
+/// One `(m, k) · (k, n)` matrix product of ones in a given precision, as the encoder's linear
+/// layers compute it, for `brain bench embed` to time against the whole encoder.
+pub struct Product(ProductOperands);
+
+enum ProductOperands {
+    F32(Tensor, Tensor),
+    Int8(Vec<f32>, int8::Matrix),
+}
+
+impl Product {
+    pub fn new(precision: Precision, m: usize, k: usize, n: usize) -> Result<Product, EmbedError> {
+        Ok(Product(match precision {
+            Precision::F32 => ProductOperands::F32(
+                Tensor::ones((m, k), DType::F32, &Device::Cpu)?,
+                Tensor::ones((k, n), DType::F32, &Device::Cpu)?,
+            ),
+            Precision::Int8 if int8::supported() => {
+                ProductOperands::Int8(vec![1.0; m * k], int8::Matrix::new(&vec![1.0; k * n], k, n))
+            }
+            Precision::Int8 => {
+                return Err(EmbedError::InvalidOption(
+                    "int8 needs a CPU with AVX-512 VNNI, which this one lacks".into(),
+                ));
+            }
+        }))
+    }
+
+    /// Runs it once on the current rayon pool.
+    pub fn run(&self) -> Result<(), EmbedError> {
+        match &self.0 {
+            ProductOperands::F32(x, w) => drop(x.matmul(w)?),
+            ProductOperands::Int8(x, w) => drop(w.forward(x)),
+        }
+        Ok(())
+    }
+}
+
 /// What the encoder's linear layers (nine tenths of its work) compute in. Vectors from either
 /// agree to a cosine similarity above 0.99 (see the tests), so they share a model id and
 /// search across both.
