@@ -398,11 +398,13 @@ pub struct EmbedBench {
     pub corpus: PathBuf,
     pub texts: usize,
     pub threads: Option<usize>,
+    pub precision: Option<crate::embed::Precision>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct EmbedBenchReport {
     pub model: String,
+    pub precision: crate::embed::Precision,
     pub threads: usize,
     pub texts: usize,
     pub tokens: usize,
@@ -413,7 +415,8 @@ pub struct EmbedBenchReport {
     pub model_gflop: f64,
     /// `model_gflop / secs`.
     pub achieved_gflops: f64,
-    /// The best rate of one large f32 matrix product through candle on the same pool.
+    /// The best rate of one large matrix product on the same pool, in the precision the
+    /// encoder's linear layers run in (int8 operations count like f32 ones).
     pub gemm_gflops: f64,
     /// Passages per second if every operation ran at `gemm_gflops`.
     pub limit_texts_per_sec: f64,
@@ -428,8 +431,8 @@ impl std::fmt::Display for EmbedBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{}: {} passages ({} tokens) in {:.2} s on {} threads",
-            self.model, self.texts, self.tokens, self.secs, self.threads
+            "{} ({:?}): {} passages ({} tokens) in {:.2} s on {} threads",
+            self.model, self.precision, self.texts, self.tokens, self.secs, self.threads
         )?;
         writeln!(
             f,
@@ -491,7 +494,13 @@ pub fn embed(opts: &EmbedBench) -> anyhow::Result<EmbedBenchReport> {
     if texts.is_empty() {
         bail!("{} has no documents", opts.corpus.display());
     }
-    let embedder = crate::embed::Embedder::load(&opts.model)?;
+    let embedder = crate::embed::Embedder::load_with(
+        &opts.model,
+        &crate::embed::LoadOptions {
+            precision: opts.precision,
+            ..Default::default()
+        },
+    )?;
     let threads = opts.threads.unwrap_or_else(crate::embed::worker_threads);
     // At the process's own priority, not the background pool's nice 19: the bench measures
     // the engine, and on a shared machine a niced pool measures the other load instead.
@@ -505,17 +514,14 @@ pub fn embed(opts: &EmbedBench) -> anyhow::Result<EmbedBenchReport> {
 
     let (gemm_gflops, cpu_gemm_gflops) =
         pool.install(|| -> anyhow::Result<(f64, Option<f64>)> {
-            use candle_core::{Device, Tensor};
             let (m, k, n) = GEMM_SHAPE;
-            let a = Tensor::ones((m, k), candle_core::DType::F32, &Device::Cpu)?;
-            let b = Tensor::ones((k, n), candle_core::DType::F32, &Device::Cpu)?;
+            let product = crate::embed::Product::new(embedder.precision(), m, k, n)?;
             let mut best = f64::MAX;
             let cpu = cpu_secs();
             for _ in 0..GEMM_ROUNDS {
                 let t = Instant::now();
-                let c = a.matmul(&b)?;
+                product.run()?;
                 best = best.min(t.elapsed().as_secs_f64());
-                drop(c);
             }
             let flop = 2.0 * (m * k * n) as f64;
             let cpu = cpu.zip(cpu_secs()).map(|(a, b)| b - a).filter(|&s| s > 0.0);
@@ -539,6 +545,7 @@ pub fn embed(opts: &EmbedBench) -> anyhow::Result<EmbedBenchReport> {
     let per_text_gflop = model_gflop / texts.len() as f64;
     Ok(EmbedBenchReport {
         model: embedder.model_id().to_owned(),
+        precision: embedder.precision(),
         threads,
         texts: texts.len(),
         tokens,

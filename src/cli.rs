@@ -396,6 +396,9 @@ pub enum BenchCommand {
         /// Threads [default: those of the background embedding pool]
         #[arg(long)]
         threads: Option<usize>,
+        /// f32 or int8 [default: int8 where the CPU has AVX-512 VNNI, else f32]
+        #[arg(long, value_parser = parse_precision)]
+        precision: Option<crate::embed::Precision>,
         #[arg(long)]
         json: bool,
     },
@@ -1436,6 +1439,10 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[unit])
     }
+}
+
+fn parse_precision(s: &str) -> Result<crate::embed::Precision, String> {
+    crate::embed::Precision::parse(s).ok_or_else(|| format!("{s:?} is neither f32 nor int8"))
 }
 
 #[cfg(test)]

@@ -147,6 +147,7 @@ fn main() -> ExitCode {
             model,
             texts,
             threads,
+            precision,
             json,
         }) => {
             let opts = brain::bench::EmbedBench {
@@ -154,6 +155,7 @@ fn main() -> ExitCode {
                 corpus: dir.clone(),
                 texts: *texts,
                 threads: *threads,
+                precision: *precision,
             };
             report(brain::bench::embed(&opts).and_then(|r| {
                 if *json {

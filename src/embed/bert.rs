@@ -18,7 +18,9 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::ops::{AddNorm, BiasAct, Norm};
+use super::Precision;
+use super::int8;
+use super::ops::{AddNorm, BiasAct, Norm, Softmax};
 
 /// The fields of a Hugging Face BERT `config.json` the encoder needs.
 #[derive(Clone, Debug, Deserialize)]
@@ -94,14 +96,14 @@ pub(crate) struct Bert {
 /// plain `x · W`; the query, key and value projections are one `(h, 3h)` matrix, with the
 /// attention scale folded into the query part.
 struct Layer {
-    qkv: Tensor,
+    qkv: Linear,
     qkv_bias: Vec<f32>,
-    attention_out: Tensor,
+    attention_out: Linear,
     attention_out_bias: Vec<f32>,
     attention_norm: Norm,
-    intermediate: Tensor,
+    intermediate: Linear,
     intermediate_bias: Vec<f32>,
-    output: Tensor,
+    output: Linear,
     output_bias: Vec<f32>,
     output_norm: Norm,
     heads: usize,
@@ -119,6 +121,7 @@ impl Bert {
     pub fn load<W: Weights>(
         config: &Config,
         activation: Activation,
+        precision: Precision,
         w: &W,
     ) -> Result<Bert, W::Error> {
         let h = config.hidden_size;
@@ -132,7 +135,9 @@ impl Bert {
             let bias = w.get(&format!("{name}.bias"), &[out])?;
             Ok((weight, bias))
         };
-        let transposed = |t: &Tensor| -> candle_core::Result<Tensor> { t.t()?.contiguous() };
+        let transposed = |t: &Tensor| -> candle_core::Result<Linear> {
+            Linear::new(t.t()?.contiguous()?, precision)
+        };
         let norm = |name: &str| -> Result<Norm, W::Error> {
             Ok(Norm {
                 gamma: vec_of(&w.get(&format!("{name}.weight"), &[h])?)?,
@@ -202,6 +207,14 @@ impl Bert {
     /// Floating-point operations (a multiply-add counts two) to encode one text of `len`
     /// tokens: per layer, the four `h × h` projections and the two feed-forward products for
     /// each token, plus attention's scores and weighted sum over the text's own tokens.
+    /// The precision the linear layers run in.
+    pub fn precision(&self) -> Precision {
+        match self.layers.first().map(|l| &l.qkv) {
+            Some(Linear::Int8(_)) => Precision::Int8,
+            _ => Precision::F32,
+        }
+    }
+
     pub fn flops(&self, len: usize) -> f64 {
         let (h, i, n) = (self.hidden as f64, self.intermediate as f64, len as f64);
         let per_token = 2.0 * (4.0 * h * h + 2.0 * h * i) + 2.0 * 2.0 * n * h;
@@ -270,7 +283,7 @@ impl Layer {
         starts: &[usize],
         lens: &[usize],
     ) -> candle_core::Result<Tensor> {
-        let qkv = xs.matmul(&self.qkv)?;
+        let qkv = self.qkv.forward(xs)?;
         qkv.inplace_op1(&BiasAct {
             bias: &self.qkv_bias,
             act: None,
@@ -280,7 +293,7 @@ impl Layer {
             .zip(lens)
             .map(|(&start, &len)| self.attend(&qkv, start, len))
             .collect::<candle_core::Result<Vec<Tensor>>>()?;
-        let attended = Tensor::cat(&context, 0)?.matmul(&self.attention_out)?;
+        let attended = self.attention_out.forward(&Tensor::cat(&context, 0)?)?;
         attended.inplace_op2(
             xs,
             &AddNorm {
@@ -288,12 +301,12 @@ impl Layer {
                 norm: &self.attention_norm,
             },
         )?;
-        let inner = attended.matmul(&self.intermediate)?;
+        let inner = self.intermediate.forward(&attended)?;
         inner.inplace_op1(&BiasAct {
             bias: &self.intermediate_bias,
             act: Some(self.activation),
         })?;
-        let out = inner.matmul(&self.output)?;
+        let out = self.output.forward(&inner)?;
         out.inplace_op2(
             &attended,
             &AddNorm {
@@ -314,11 +327,59 @@ impl Layer {
             .contiguous()?;
         let (q, k, v) = (parts.get(0)?, parts.get(1)?, parts.get(2)?);
         let scores = q.matmul(&k.t()?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        probs
+        scores.inplace_op1(&Softmax)?;
+        scores
             .matmul(&v)?
             .transpose(0, 1)?
             .contiguous()?
             .reshape((len, self.heads * self.head_dim))
+    }
+}
+
+/// A weight matrix stored transposed, `(in, out)`, in the precision the encoder was loaded with.
+enum Linear {
+    F32(Tensor),
+    Int8(int8::Matrix),
+}
+
+impl Linear {
+    fn new(w: Tensor, precision: Precision) -> candle_core::Result<Linear> {
+        Ok(match precision {
+            Precision::F32 => Linear::F32(w),
+            Precision::Int8 => {
+                let (k, n) = w.dims2()?;
+                Linear::Int8(int8::Matrix::new(&vec_of(&w)?, k, n))
+            }
+        })
+    }
+
+    /// `xs · W` for `xs` of `(rows, in)`.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Linear::F32(w) => xs.matmul(w),
+            Linear::Int8(w) => {
+                let (rows, k) = xs.dims2()?;
+                if k != w.rows_in() {
+                    return Err(candle_core::Error::Msg(format!(
+                        "a {k}-wide input to a {}-wide layer",
+                        w.rows_in()
+                    )));
+                }
+                let out = {
+                    let (storage, layout) = xs.storage_and_layout();
+                    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) = &*storage
+                    else {
+                        return Err(candle_core::Error::Msg(
+                            "int8 layers take f32 on the CPU".into(),
+                        ));
+                    };
+                    let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+                        candle_core::Error::Msg("int8 layers take contiguous rows".into())
+                    })?;
+                    w.forward(&v[start..end])
+                };
+                Tensor::from_vec(out, (rows, w.cols_out()), &Device::Cpu)
+            }
+        }
     }
 }

@@ -28,6 +28,7 @@
 //! engine piece, called from blocking threads.
 
 mod bert;
+mod int8;
 mod ops;
 #[cfg(test)]
 mod tests;
@@ -116,6 +117,76 @@ pub struct LoadOptions {
     pub query_prefix: Option<String>,
     /// Prepended by [`Embedder::embed_passages`] (e.g. `"passage: "` for e5).
     pub passage_prefix: Option<String>,
+    /// What the linear layers compute in; `None` is [`Precision::native`].
+    pub precision: Option<Precision>,
+}
+
+/// One `(m, k) · (k, n)` matrix product of ones in a given precision, as the encoder's linear
+/// layers compute it, for `brain bench embed` to time against the whole encoder.
+pub struct Product(ProductOperands);
+
+enum ProductOperands {
+    F32(Tensor, Tensor),
+    Int8(Vec<f32>, int8::Matrix),
+}
+
+impl Product {
+    pub fn new(precision: Precision, m: usize, k: usize, n: usize) -> Result<Product, EmbedError> {
+        Ok(Product(match precision {
+            Precision::F32 => ProductOperands::F32(
+                Tensor::ones((m, k), DType::F32, &Device::Cpu)?,
+                Tensor::ones((k, n), DType::F32, &Device::Cpu)?,
+            ),
+            Precision::Int8 if int8::supported() => {
+                ProductOperands::Int8(vec![1.0; m * k], int8::Matrix::new(&vec![1.0; k * n], k, n))
+            }
+            Precision::Int8 => {
+                return Err(EmbedError::InvalidOption(
+                    "int8 needs a CPU with AVX-512 VNNI, which this one lacks".into(),
+                ));
+            }
+        }))
+    }
+
+    /// Runs it once on the current rayon pool.
+    pub fn run(&self) -> Result<(), EmbedError> {
+        match &self.0 {
+            ProductOperands::F32(x, w) => drop(x.matmul(w)?),
+            ProductOperands::Int8(x, w) => drop(w.forward(x)),
+        }
+        Ok(())
+    }
+}
+
+/// What the encoder's linear layers (nine tenths of its work) compute in. Vectors from either
+/// agree to a cosine similarity above 0.99 (see the tests), so they share a model id and
+/// search across both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    /// Weights per column and activations per row in 8 bits, multiplied with AVX-512 VNNI
+    /// (`embed::int8`); only where the CPU has it.
+    Int8,
+}
+
+impl Precision {
+    /// Int8 where the CPU runs its kernel, f32 elsewhere.
+    pub fn native() -> Precision {
+        if int8::supported() {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s {
+            "f32" => Some(Precision::F32),
+            "int8" => Some(Precision::Int8),
+            _ => None,
+        }
+    }
 }
 
 /// A loaded model: tokenizer and encoder weights in memory, ready to embed from any thread.
@@ -191,13 +262,22 @@ impl Embedder {
             }
         };
         let hash = blake3::hash(&bytes).to_hex();
+        let precision = match options.precision {
+            Some(Precision::Int8) if !int8::supported() => {
+                return Err(EmbedError::InvalidOption(
+                    "int8 needs a CPU with AVX-512 VNNI, which this one lacks".into(),
+                ));
+            }
+            Some(p) => p,
+            None => Precision::native(),
+        };
         let model = {
             let st = SafeTensors::deserialize(&bytes).map_err(|e| EmbedError::Weights {
                 path: weights_path.clone(),
                 message: e.to_string(),
             })?;
             let weights = FileWeights::new(&st, &weights_path);
-            Bert::load(&config, activation, &weights)?
+            Bert::load(&config, activation, precision, &weights)?
         };
         // The tensors were copied out of the file; the file's bytes go before the first batch.
         drop(bytes);
@@ -246,6 +326,10 @@ impl Embedder {
     }
 
     /// Tokens per text, `[CLS]` and `[SEP]` included; the rest of a longer text is ignored.
+    pub fn precision(&self) -> Precision {
+        self.model.precision()
+    }
+
     pub fn max_tokens(&self) -> usize {
         self.max_tokens
     }

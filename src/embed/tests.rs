@@ -494,6 +494,41 @@ fn bad_options_are_refused() {
     check_error(|_| {}, opts(0), &["max_tokens 0 leaves no room"]);
 }
 
+#[test]
+fn int8_vectors_agree_with_f32_where_the_cpu_has_the_kernel() {
+    let (_tmp, dir) = tiny_model(11);
+    let load = |precision| {
+        Embedder::load_with(
+            &dir,
+            &LoadOptions {
+                precision: Some(precision),
+                ..no_options()
+            },
+        )
+    };
+    let f32s = load(Precision::F32).unwrap();
+    assert_eq!(f32s.precision(), Precision::F32);
+    if !int8::supported() {
+        let err = load(Precision::Int8).unwrap_err().to_string();
+        assert!(err.contains("AVX-512 VNNI"), "{err}");
+        assert_eq!(Embedder::load(&dir).unwrap().precision(), Precision::F32);
+        return;
+    }
+    let int8s = load(Precision::Int8).unwrap();
+    assert_eq!(int8s.precision(), Precision::Int8);
+    assert_eq!(Embedder::load(&dir).unwrap().precision(), Precision::Int8);
+    assert_eq!(int8s.model_id(), f32s.model_id());
+    let long = words(40);
+    let mut texts = TEXTS.to_vec();
+    texts.push(&long);
+    let a = f32s.embed(&texts).unwrap();
+    let b = int8s.embed(&texts).unwrap();
+    for ((x, y), t) in a.iter().zip(&b).zip(&texts) {
+        let cos = dot(x, y);
+        assert!(cos > 0.99, "cosine {cos} for {t:?}");
+    }
+}
+
 /// The real model folder named by `BRAIN_TEST_MODEL` (e.g. all-MiniLM-L6-v2), if any. Models
 /// are never downloaded, so without one the real-model check says it is skipped.
 fn real_model() -> Option<Embedder> {
