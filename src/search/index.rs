@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::analyzer;
 use crate::store::part_id::{self, PartKind};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, DocSetCollector, SegmentCollector, TopDocs};
@@ -26,16 +27,12 @@ use tantivy::query::{
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
-use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    StopWordFilter, TextAnalyzer, TokenStream,
-};
+use tantivy::tokenizer::TokenStream;
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 /// Bumped whenever the schema or the analyzer changes; an index built by another version is
 /// rebuilt on open.
 pub const INDEX_FORMAT: u32 = 3;
-const ANALYZER: &str = "brain_en";
 /// The IDF a word in more than half the chunks of a field gets (as in SQLite FTS5's `bm25()`):
 /// not zero, so that a query of only such words still finds something.
 const MIN_IDF: f32 = 1e-6;
@@ -81,7 +78,7 @@ fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let text = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
-            .set_tokenizer(ANALYZER)
+            .set_tokenizer(analyzer::NAME)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let fields = Fields {
@@ -102,22 +99,6 @@ fn schema() -> (Schema, Fields) {
         prop: b.add_text_field("prop", STRING),
     };
     (b.build(), fields)
-}
-
-/// English: Unicode word splitting, lower case, accents folded, stop words dropped (our list,
-/// `stopwords`), Snowball stemming. The same analyzer serves every text field, indexing and
-/// queries alike.
-fn analyzer() -> TextAnalyzer {
-    let b = TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(AsciiFoldingFilter)
-        .dynamic();
-    b.filter_dynamic(StopWordFilter::remove(
-        super::stopwords::ENGLISH.iter().map(|w| (*w).to_owned()),
-    ))
-    .filter_dynamic(Stemmer::new(Language::English))
-    .build()
 }
 
 /// What the commit payload says about the index.
@@ -251,7 +232,9 @@ impl TextIndex {
 
     /// Registers the analyzer and opens the writer and the reader.
     fn ready(dir: &Path, index: Index, fields: Fields) -> Result<TextIndex, IndexError> {
-        index.tokenizers().register(ANALYZER, analyzer());
+        index
+            .tokenizers()
+            .register(analyzer::NAME, analyzer::english());
         let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
         let reader = index
             .reader_builder()
@@ -437,7 +420,7 @@ impl TextIndex {
         let f = &self.fields;
         let searcher = self.reader.searcher();
         let n = searcher.num_docs() as f32;
-        let mut analyzer = analyzer();
+        let mut analyzer = analyzer::english();
         let mut stream = analyzer.token_stream(text);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         while let Some(token) = stream.next() {
@@ -910,7 +893,7 @@ fn prop_term(key: &str, value: &str) -> String {
 /// that another form is a prefix of adds nothing and is dropped.
 fn prefix_forms(word: &str) -> Vec<String> {
     let mut forms = vec![word.to_lowercase()];
-    let mut analyzer = analyzer();
+    let mut analyzer = analyzer::english();
     let mut stream = analyzer.token_stream(word);
     while let Some(t) = stream.next() {
         forms.push(t.text.clone());
