@@ -1036,7 +1036,7 @@ pub fn each_doc(
                 Some(json) => heading_path(Some(json)).join(" / "),
                 None => {
                     let section: Option<i64> = chunk.get(3)?;
-                    if headings.is_none() {
+                    if section.is_some() && headings.is_none() {
                         let mut m = std::collections::HashMap::new();
                         let mut rows = sections_stmt.query([source_id])?;
                         while let Some(s) = rows.next()? {
