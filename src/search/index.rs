@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::analyzer;
 use crate::store::part_id::{self, PartKind};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, DocSetCollector, SegmentCollector, TopDocs};
@@ -26,16 +27,12 @@ use tantivy::query::{
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
-use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    StopWordFilter, TextAnalyzer, TokenStream,
-};
+use tantivy::tokenizer::TokenStream;
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 /// Bumped whenever the schema or the analyzer changes; an index built by another version is
 /// rebuilt on open.
 pub const INDEX_FORMAT: u32 = 3;
-const ANALYZER: &str = "brain_en";
 /// The IDF a word in more than half the chunks of a field gets (as in SQLite FTS5's `bm25()`):
 /// not zero, so that a query of only such words still finds something.
 const MIN_IDF: f32 = 1e-6;
@@ -81,7 +78,7 @@ fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let text = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
-            .set_tokenizer(ANALYZER)
+            .set_tokenizer(analyzer::NAME)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let fields = Fields {
@@ -102,22 +99,6 @@ fn schema() -> (Schema, Fields) {
         prop: b.add_text_field("prop", STRING),
     };
     (b.build(), fields)
-}
-
-/// English: Unicode word splitting, lower case, accents folded, stop words dropped (our list,
-/// `stopwords`), Snowball stemming. The same analyzer serves every text field, indexing and
-/// queries alike.
-fn analyzer() -> TextAnalyzer {
-    let b = TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(AsciiFoldingFilter)
-        .dynamic();
-    b.filter_dynamic(StopWordFilter::remove(
-        super::stopwords::ENGLISH.iter().map(|w| (*w).to_owned()),
-    ))
-    .filter_dynamic(Stemmer::new(Language::English))
-    .build()
 }
 
 /// What the commit payload says about the index.
@@ -251,7 +232,9 @@ impl TextIndex {
 
     /// Registers the analyzer and opens the writer and the reader.
     fn ready(dir: &Path, index: Index, fields: Fields) -> Result<TextIndex, IndexError> {
-        index.tokenizers().register(ANALYZER, analyzer());
+        index
+            .tokenizers()
+            .register(analyzer::NAME, analyzer::english());
         let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
         let reader = index
             .reader_builder()
@@ -437,7 +420,7 @@ impl TextIndex {
         let f = &self.fields;
         let searcher = self.reader.searcher();
         let n = searcher.num_docs() as f32;
-        let mut analyzer = analyzer();
+        let mut analyzer = analyzer::english();
         let mut stream = analyzer.token_stream(text);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         while let Some(token) = stream.next() {
@@ -910,7 +893,7 @@ fn prop_term(key: &str, value: &str) -> String {
 /// that another form is a prefix of adds nothing and is dropped.
 fn prefix_forms(word: &str) -> Vec<String> {
     let mut forms = vec![word.to_lowercase()];
-    let mut analyzer = analyzer();
+    let mut analyzer = analyzer::english();
     let mut stream = analyzer.token_stream(word);
     while let Some(t) = stream.next() {
         forms.push(t.text.clone());
@@ -988,20 +971,16 @@ pub fn each_doc(
     notes: Option<&[String]>,
     f: &mut dyn FnMut(ChunkDoc) -> Result<(), IndexError>,
 ) -> Result<(), IndexError> {
-    // A chunk's note is the current note or file node of its source (schema 0010).
-    // A chunk's heading path is its section's unless written out (schema 0011).
-    const SQL: &str = "SELECT c.rid, n.id, c.content,
-                              coalesce(c.heading_path, (SELECT s0.path FROM sections s0
-                                  WHERE s0.source_id = c.source_id AND s0.ordinal = c.section
-                                    AND s0.valid_to IS NULL)),
-                              n.title, n.aliases, n.props,
-                              n.kind, s.file_type, s.mtime_ns, r.path, s.rel_path, c.legacy_id
-                       FROM chunks c
-                       JOIN nodes n ON n.kind IN ('note', 'file')
-                                   AND n.key = 'source:' || c.source_id AND n.valid_to IS NULL
-                       JOIN sources s ON s.id = c.source_id
-                       JOIN roots r ON r.id = s.root_id
-                       WHERE c.valid_to IS NULL";
+    // A chunk's note is the current note or file node of its source (schema 0010). What
+    // belongs to the note is read once per note, and its chunks by their own index after it:
+    // joining each chunk to its note and section cost the indexing worker more than the rest
+    // of its work on a cold ingest.
+    const NOTES: &str = "SELECT s.id, n.id, n.title, n.aliases, n.props, n.kind, s.file_type,
+                                s.mtime_ns, r.path, s.rel_path
+                         FROM sources s
+                         JOIN roots r ON r.id = s.root_id
+                         JOIN nodes n ON n.kind IN ('note', 'file')
+                                     AND n.key = 'source:' || s.id AND n.valid_to IS NULL";
     let mut tags_stmt = conn.prepare_cached(
         "SELECT t.key FROM edges e JOIN nodes t ON t.id = e.dst_id
          WHERE e.src_id = ?1 AND e.type = 'tagged' AND e.valid_to IS NULL",
@@ -1012,68 +991,103 @@ pub fn each_doc(
             .map(|k| k.map(|k| k.strip_prefix("tag:").unwrap_or(&k).to_owned()))
             .collect()
     };
-    let mut push_rows = |rows: &mut rusqlite::Rows<'_>| -> Result<(), IndexError> {
-        let mut last_note = String::new();
-        let mut tags: Arc<[String]> = Arc::new([]);
-        let mut title: Arc<str> = Arc::from("");
-        let mut props: Arc<[String]> = Arc::new([]);
-        while let Some(r) = rows.next()? {
-            let note_id: String = r.get(1)?;
-            // What belongs to the note is read once per note, not once per chunk.
-            if note_id != last_note {
-                tags = tags_of(&note_id)?.into();
-                let aliases: String = r.get::<_, Option<String>>(5)?.unwrap_or_default();
-                let mut t: String = r.get::<_, Option<String>>(4)?.unwrap_or_default();
-                if let Ok(serde_json::Value::Array(a)) = serde_json::from_str(&aliases) {
-                    for alias in a.iter().filter_map(|v| v.as_str()) {
-                        t.push('\n');
-                        t.push_str(alias);
-                    }
-                }
-                title = t.into();
-                let note_props: String = r.get::<_, Option<String>>(6)?.unwrap_or_default();
-                let mut p = scalar_props(&note_props);
-                p.truncate(MAX_INDEXED_PROPS);
-                props = p.into();
-                last_note = note_id.clone();
+    let mut chunks_stmt = conn.prepare_cached(
+        "SELECT rid, content, heading_path, section, legacy_id FROM chunks
+         WHERE source_id = ?1 AND valid_to IS NULL ORDER BY ordinal",
+    )?;
+    // A chunk's heading path is its section's unless written out (schema 0011).
+    let mut sections_stmt = conn.prepare_cached(
+        "SELECT ordinal, path FROM sections WHERE source_id = ?1 AND valid_to IS NULL",
+    )?;
+    let mut push_note = |r: &rusqlite::Row<'_>| -> Result<(), IndexError> {
+        let source_id: i64 = r.get(0)?;
+        let note_id: String = r.get(1)?;
+        let mut chunks = chunks_stmt.query([source_id])?;
+        let Some(mut chunk) = chunks.next()? else {
+            return Ok(());
+        };
+        let tags: Arc<[String]> = tags_of(&note_id)?.into();
+        let aliases: String = r.get::<_, Option<String>>(3)?.unwrap_or_default();
+        let mut title: String = r.get::<_, Option<String>>(2)?.unwrap_or_default();
+        if let Ok(serde_json::Value::Array(a)) = serde_json::from_str(&aliases) {
+            for alias in a.iter().filter_map(|v| v.as_str()) {
+                title.push('\n');
+                title.push_str(alias);
             }
-            let heading_json: Option<String> = r.get(3)?;
-            let heading = heading_path(heading_json.as_deref()).join(" / ");
-            let kind: String = r.get(7)?;
-            let file_type: String = r.get(8)?;
-            let mtime_ns: Option<i64> = r.get(9)?;
-            let root: String = r.get(10)?;
-            let rel: String = r.get(11)?;
+        }
+        let title: Arc<str> = title.into();
+        let mut props = scalar_props(&r.get::<_, Option<String>>(4)?.unwrap_or_default());
+        props.truncate(MAX_INDEXED_PROPS);
+        let props: Arc<[String]> = props.into();
+        let kind: String = r.get(5)?;
+        let file_type: String = r.get(6)?;
+        let mtime_ns: Option<i64> = r.get(7)?;
+        let root: String = r.get(8)?;
+        let rel: String = r.get(9)?;
+        let path = join_path(&root, &rel);
+        // Section ordinal → heading, read when the first chunk needs it.
+        let mut headings: Option<std::collections::HashMap<i64, String>> = None;
+        loop {
+            let heading = match chunk
+                .get_ref(2)?
+                .as_str_or_null()
+                .map_err(rusqlite::Error::from)?
+            {
+                Some(json) => heading_path(Some(json)).join(" / "),
+                None => {
+                    let section: Option<i64> = chunk.get(3)?;
+                    if section.is_some() && headings.is_none() {
+                        let mut m = std::collections::HashMap::new();
+                        let mut rows = sections_stmt.query([source_id])?;
+                        while let Some(s) = rows.next()? {
+                            let json: Option<String> = s.get(1)?;
+                            m.insert(s.get(0)?, heading_path(json.as_deref()).join(" / "));
+                        }
+                        headings = Some(m);
+                    }
+                    section
+                        .and_then(|o| headings.as_ref().and_then(|h| h.get(&o)))
+                        .cloned()
+                        .unwrap_or_default()
+                }
+            };
             f(ChunkDoc {
-                chunk_id: part_id::of_row(PartKind::Chunk, r.get(0)?, r.get(12)?),
-                note_id,
+                chunk_id: part_id::of_row(PartKind::Chunk, chunk.get(0)?, chunk.get(4)?),
+                note_id: note_id.clone(),
                 heading,
-                body: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                body: chunk.get::<_, Option<String>>(1)?.unwrap_or_default(),
                 title: title.clone(),
                 tags: tags.clone(),
-                path: join_path(&root, &rel),
-                rel_path: rel,
-                kinds: vec![kind, file_type],
+                path: path.clone(),
+                rel_path: rel.clone(),
+                kinds: vec![kind.clone(), file_type.clone()],
                 mtime_secs: mtime_ns.unwrap_or(0).div_euclid(1_000_000_000),
                 props: props.clone(),
             })?;
+            match chunks.next()? {
+                Some(next) => chunk = next,
+                None => break,
+            }
         }
         Ok(())
     };
     match notes {
         None => {
-            let mut stmt = conn.prepare(&format!("{SQL} ORDER BY c.source_id, c.ordinal"))?;
+            let mut stmt = conn.prepare(&format!("{NOTES} ORDER BY s.id"))?;
             let mut rows = stmt.query([])?;
-            push_rows(&mut rows)?;
+            while let Some(r) = rows.next()? {
+                push_note(r)?;
+            }
         }
         Some(ids) => {
             let mut stmt = conn.prepare_cached(&format!(
-                "{SQL} AND c.source_id = (SELECT source_id FROM nodes WHERE id = ?1)
-                 ORDER BY c.ordinal"
+                "{NOTES} WHERE s.id = (SELECT source_id FROM nodes WHERE id = ?1)"
             ))?;
             for id in ids {
                 let mut rows = stmt.query(params![id])?;
-                push_rows(&mut rows)?;
+                while let Some(r) = rows.next()? {
+                    push_note(r)?;
+                }
             }
         }
     }

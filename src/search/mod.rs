@@ -9,6 +9,7 @@
 //! it; hits are hydrated from SQLite (text, spans, hashes), never from the index. Knows nothing
 //! about sockets.
 
+mod analyzer;
 pub mod index;
 pub mod models;
 
