@@ -119,6 +119,16 @@ fn apply_unchecked(conn: &mut Connection) -> Result<u32, StoreError> {
 mod tests {
     use super::*;
 
+    /// The first column of every row `sql` answers, as text.
+    fn strings(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     fn tables(conn: &Connection) -> Vec<String> {
         let mut stmt = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -359,14 +369,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(apply(&mut conn).unwrap(), latest_version());
-        let rows = |sql: &str| -> Vec<String> {
-            conn.prepare(sql)
-                .unwrap()
-                .query_map([], |r| r.get::<_, String>(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
+        let rows = |sql: &str| strings(&conn, sql);
         assert_eq!(
             rows(
                 "SELECT id || ' ' || coalesce(aliases, '-') || ' ' || coalesce(props, '-') FROM nodes ORDER BY id"
@@ -471,14 +474,7 @@ mod tests {
                         (1, 2, 'h#1', 'z', 0);"#,
         )
         .unwrap();
-        let rows = |conn: &Connection, sql: &str| -> Vec<String> {
-            conn.prepare(sql)
-                .unwrap()
-                .query_map([], |r| r.get::<_, String>(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
+        let rows = strings;
         let every = "SELECT rid || ' ' || coalesce(legacy_id, '-') || ' ' || source_id || ' '
                             || ordinal || ' ' || key || ' ' || path || ' ' || level || ' '
                             || coalesce(valid_to, '-') || ' ' || coalesce(edge_id, '-')
@@ -621,14 +617,7 @@ mod tests {
             crate::graph::edge_columns!()
         );
         assert_eq!(answers(&conn, &read), before);
-        let stored = |sql: &str| -> Vec<String> {
-            conn.prepare(sql)
-                .unwrap()
-                .query_map([], |r| r.get::<_, String>(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
+        let stored = |sql: &str| strings(&conn, sql);
         // The user is left out where the cited version says it; a user other than the
         // version's (edge `h`, cited again by another user's version) and an edge without a
         // citation keep theirs.
