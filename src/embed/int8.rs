@@ -57,7 +57,8 @@ pub(crate) struct Matrix {
 }
 
 impl Matrix {
-    /// Quantize `w`, row-major `(k, n)`.
+    /// Quantize `w`, row-major `(k, n)`; `k` and `n` are not zero (the caller keeps empty
+    /// layers in f32).
     pub fn new(w: &[f32], k: usize, n: usize) -> Matrix {
         debug_assert_eq!(w.len(), k * n);
         let groups = k.div_ceil(4);
