@@ -364,6 +364,14 @@ fn vl_conformance_fixtures_run_or_are_refused_as_stated() {
         if run["status"] == "paused"
             && let Some(resume) = case["resume"].as_object()
         {
+            // The status reads `paused` as soon as the wait opens; the run parks (and says
+            // `workflow_paused`) once its drive has finished. A resume before that is taken
+            // by the same drive, with no park to report, so wait for the park.
+            crate::harness::wait_until(&format!("{name} to park"), || {
+                events(&d, &id)
+                    .iter()
+                    .any(|e| e["type"] == "workflow_paused")
+            });
             let wait_id = crate::workflow::open_wait(&run);
             let mut body = json!({ "run_id": id, "wait_id": wait_id, "request_id": "conformance" });
             body.as_object_mut().unwrap().extend(resume.clone());
