@@ -56,7 +56,8 @@ const BATCH_TOKENS: usize = 2048;
 const BATCH_TEXTS: usize = 64;
 /// The nice value of [`worker_pool`] threads: the lowest there is. `SCHED_IDLE` would be lower
 /// still, but setting it needs a raw `sched_setscheduler` call (rustix has none, and this crate
-/// forbids unsafe code); against normal threads nice 19 weighs 15 to their 1024.
+/// keeps unsafe code to the int8 kernel); against normal threads nice 19 weighs 15 to their
+/// 1024, `SCHED_IDLE` 3.
 const WORKER_NICE: i32 = 19;
 
 #[derive(Debug, thiserror::Error)]
