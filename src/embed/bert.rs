@@ -348,11 +348,12 @@ impl Linear {
             Precision::F32 => Linear::F32(w),
             Precision::Int8 => {
                 let (k, n) = w.dims2()?;
-                // An empty matrix has nothing to quantize; f32 handles it as it is.
-                if k == 0 || n == 0 {
-                    return Ok(Linear::F32(w));
+                // `None` for an empty matrix, which f32 handles as it is. (Loading refused int8
+                // on a CPU without the kernel before getting here.)
+                match int8::Matrix::new(&vec_of(&w)?, k, n) {
+                    Some(m) => Linear::Int8(m),
+                    None => Linear::F32(w),
                 }
-                Linear::Int8(int8::Matrix::new(&vec_of(&w)?, k, n))
             }
         })
     }

@@ -42,6 +42,9 @@ pub(crate) fn supported() -> bool {
 }
 
 /// A `(k, n)` weight matrix quantized and laid out for the kernel.
+///
+/// Invariant: one exists only on a CPU that runs the kernel ([`Matrix::new`] checks), which is
+/// what makes calling the kernel from [`Matrix::forward`] sound.
 pub(crate) struct Matrix {
     k: usize,
     n: usize,
@@ -57,10 +60,12 @@ pub(crate) struct Matrix {
 }
 
 impl Matrix {
-    /// Quantize `w`, row-major `(k, n)`; `k` and `n` are not zero (the caller keeps empty
-    /// layers in f32).
-    pub fn new(w: &[f32], k: usize, n: usize) -> Matrix {
-        debug_assert_eq!(w.len(), k * n);
+    /// Quantize `w`, row-major `(k, n)`; `None` on a CPU without the kernel's features, or
+    /// for an empty matrix (which has nothing to quantize).
+    pub fn new(w: &[f32], k: usize, n: usize) -> Option<Matrix> {
+        if !supported() || k == 0 || n == 0 || w.len() != k * n {
+            return None;
+        }
         let groups = k.div_ceil(4);
         let panels = n.div_ceil(NR);
         let mut scale = vec![0f32; panels * NR];
@@ -80,14 +85,14 @@ impl Matrix {
             }
             col_sum[o] = sum as f32;
         }
-        Matrix {
+        Some(Matrix {
             k,
             n,
             groups,
             packed,
             scale,
             col_sum,
-        }
+        })
     }
 
     pub fn rows_in(&self) -> usize {
@@ -99,7 +104,7 @@ impl Matrix {
     }
 
     /// `x · W` for `x` row-major `(m, k)`: `(m, n)` row-major. Runs on the current rayon pool.
-    /// The caller checks [`supported`] first (see [`Matrix::product`] for the portable form).
+    /// [`Matrix::product`] is the same in portable code, for the tests.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let q = Quantized::new(x, self.k, self.groups);
         let padded = self.scale.len();
@@ -129,8 +134,8 @@ impl Matrix {
     fn block(&self, q: &Quantized, first: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: `forward` is only reached through `Linear::Int8`, which is only built when
-            // `supported()` found avx512f, avx512bw and avx512vnni on this CPU.
+            // SAFETY: `self` exists, so `Matrix::new` found avx512f, avx512bw and avx512vnni on
+            // this CPU (the type's invariant).
             unsafe { kernel::block(self, q, first, out) }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -318,7 +323,7 @@ mod tests {
         for (seed, &(m, k, n)) in SHAPES.iter().enumerate() {
             let x = values(m * k, seed as u32 + 1);
             let w = values(k * n, seed as u32 + 100);
-            let q = Matrix::new(&w, k, n);
+            let q = Matrix::new(&w, k, n).unwrap();
             let got = q.forward(&x);
             let portable = q.product(&x);
             let exact = f32_product(&x, &w, k, n);
@@ -346,7 +351,7 @@ mod tests {
         }
         let (m, k, n) = (21, 96, 64);
         let x = values(m * k, 3);
-        let q = Matrix::new(&values(k * n, 4), k, n);
+        let q = Matrix::new(&values(k * n, 4), k, n).unwrap();
         let all = q.forward(&x);
         for t in [0, 8, 20] {
             let alone = q.forward(&x[t * k..(t + 1) * k]);

@@ -138,14 +138,14 @@ impl Product {
                 Tensor::ones((m, k), DType::F32, &Device::Cpu)?,
                 Tensor::ones((k, n), DType::F32, &Device::Cpu)?,
             ),
-            Precision::Int8 if int8::supported() => {
-                ProductOperands::Int8(vec![1.0; m * k], int8::Matrix::new(&vec![1.0; k * n], k, n))
-            }
-            Precision::Int8 => {
-                return Err(EmbedError::InvalidOption(
-                    "int8 needs a CPU with AVX-512 VNNI, which this one lacks".into(),
-                ));
-            }
+            Precision::Int8 => match int8::Matrix::new(&vec![1.0; k * n], k, n) {
+                Some(w) => ProductOperands::Int8(vec![1.0; m * k], w),
+                None => {
+                    return Err(EmbedError::InvalidOption(
+                        "int8 needs a CPU with AVX-512 VNNI, which this one lacks".into(),
+                    ));
+                }
+            },
         }))
     }
 
