@@ -119,6 +119,17 @@ fn apply_unchecked(conn: &mut Connection) -> Result<u32, StoreError> {
 mod tests {
     use super::*;
 
+    /// An in-memory store migrated up to schema `version`, as a release of then left it.
+    fn store_at(version: u32) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= version) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
+                .unwrap();
+        }
+        conn
+    }
+
     /// The first column of every row `sql` answers, as text.
     fn strings(conn: &Connection, sql: &str) -> Vec<String> {
         conn.prepare(sql)
@@ -205,12 +216,7 @@ mod tests {
     /// the chunk: 0010 moves them into their own tables keeping ids, citations and the vector.
     #[test]
     fn note_parts_move_out_of_the_graph_keeping_ids_citations_and_vectors() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 9) {
-            conn.execute_batch(sql).unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
-                .unwrap();
-        }
+        let mut conn = store_at(9);
         conn.execute_batch(
             "INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
              INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
@@ -338,12 +344,7 @@ mod tests {
     /// differs (or the chunk is retired).
     #[test]
     fn lean_rows_keep_every_fact_and_drop_only_what_readers_derive() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 10) {
-            conn.execute_batch(sql).unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
-                .unwrap();
-        }
+        let mut conn = store_at(10);
         conn.execute_batch(
             r#"INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
              INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
@@ -443,12 +444,7 @@ mod tests {
     /// chunk's key is stored as bytes and read back as the same text.
     #[test]
     fn section_paths_are_rebuilt_from_parents_exactly_as_they_were() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 11) {
-            conn.execute_batch(sql).unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
-                .unwrap();
-        }
+        let mut conn = store_at(11);
         conn.execute_batch(
             r#"INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
              INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
@@ -562,12 +558,7 @@ mod tests {
     /// and the readers answer every edge as before.
     #[test]
     fn lean_edges_answer_every_edge_as_before() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| number(n) <= 13) {
-            conn.execute_batch(sql).unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {}", number(name)))
-                .unwrap();
-        }
+        let mut conn = store_at(13);
         conn.execute_batch(
             r#"INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
              INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
