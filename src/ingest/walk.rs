@@ -66,6 +66,20 @@ pub struct DiskFile {
     pub mtime_ns: i64,
 }
 
+impl DiskFile {
+    /// The file a source row names (`rel` under `root`) as it is on disk now.
+    pub fn at(root: &Path, rel: String) -> std::io::Result<DiskFile> {
+        let abs = abs_path(root, &rel);
+        let (size, mtime_ns, _) = stat(&abs)?;
+        Ok(DiskFile {
+            rel,
+            abs,
+            size,
+            mtime_ns,
+        })
+    }
+}
+
 /// `abs` relative to `root`, '/'-separated; `None` when outside the root. A name that is not
 /// UTF-8 is written with each byte that is not part of valid UTF-8 as `\xNN` (and `\` as
 /// `\\`), so that the stored path is text, names the same file at every sync, and

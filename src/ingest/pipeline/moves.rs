@@ -150,21 +150,11 @@ impl Moves<'_> {
                 i += 1;
                 continue;
             };
-            let abs = walk::abs_path(&self.root.path, &rel);
-            let Ok((size, mtime_ns, _)) = walk::stat(&abs) else {
+            let Ok(file) = DiskFile::at(&self.root.path, rel) else {
                 i += 1;
                 continue;
             };
-            let job = Job::read(
-                Some(g.id),
-                DiskFile {
-                    rel,
-                    abs,
-                    size,
-                    mtime_ns,
-                },
-                self.max_file_bytes,
-            );
+            let job = Job::read(Some(g.id), file, self.max_file_bytes);
             if job.hash != g.hash {
                 i += 1;
                 continue;

@@ -9,7 +9,7 @@ use super::batches::Item;
 use super::job::Job;
 use super::write::write_job;
 use crate::ingest::facts::Ctx;
-use crate::ingest::walk::{self, DiskFile};
+use crate::ingest::walk::DiskFile;
 use crate::ingest::{Checks, IngestError, RootInfo, write_with};
 use crate::store::Store;
 
@@ -54,20 +54,10 @@ impl Relinker<'_> {
                 .optional()
             })?;
             let Some((sid, rel)) = row else { continue };
-            let abs = walk::abs_path(&self.root.path, &rel);
-            let Ok((size, mtime_ns, _)) = walk::stat(&abs) else {
+            let Ok(file) = DiskFile::at(&self.root.path, rel) else {
                 continue;
             };
-            let mut job = Job::read(
-                Some(sid),
-                DiskFile {
-                    rel,
-                    abs,
-                    size,
-                    mtime_ns,
-                },
-                self.max_file_bytes,
-            );
+            let mut job = Job::read(Some(sid), file, self.max_file_bytes);
             job.parse(self.max_file_bytes, None);
             let item = Item {
                 job,
