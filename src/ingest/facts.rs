@@ -258,7 +258,7 @@ pub fn write_document(
             note_id,
             title,
             aliases_column(&doc.aliases),
-            props_column(&Value::Object(props)),
+            edge_props::text_column(&Value::Object(props)),
             ctx.now
         ])?;
         changed_names.extend(write_aliases(
@@ -638,16 +638,6 @@ fn write_edges(
         retire.execute(params![id, ctx.now])?;
     }
     Ok(())
-}
-
-/// A JSON object as its column: absent (NULL) when empty, as readers take a missing object
-/// to be empty (schema 0011).
-fn props_column(props: &Value) -> Option<String> {
-    match props {
-        Value::Object(m) if m.is_empty() => None,
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
 }
 
 /// A list of aliases as its column: absent (NULL) when there are none.

@@ -1,4 +1,4 @@
-//! An edge's `props` column: a JSON object, absent when empty, and a link's props packed.
+//! The `props` column of nodes and edges: JSON, absent when empty; a link's props packed.
 //!
 //! Every link an ingest writes has the same five props in the same order; spelling their names
 //! out was about 45 bytes of each link edge (4 MB on a 14k-file docs folder). Such props are
@@ -13,18 +13,23 @@ use serde_json::{Map, Value};
 /// The props of a link, in the order the ingester writes them (`ingest::facts::plan_links`).
 pub const LINK_FIELDS: [&str; 5] = ["kind", "syntax", "target", "subpath", "display"];
 
-/// The column value for `props`: absent when empty (schema 0011), packed when it is a link's
-/// five props in [`LINK_FIELDS`] order, JSON text otherwise.
+/// A `props` column of nodes and edges as JSON text: absent (NULL) when empty, as readers
+/// take a missing object to be empty (schema 0011).
+pub fn text_column(props: &Value) -> Option<String> {
+    match props {
+        Value::Object(m) if m.is_empty() => None,
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// An edge's `props` column: as [`text_column`], except a link's five props in
+/// [`LINK_FIELDS`] order, which are packed.
 pub fn column(props: &Value) -> Option<SqlValue> {
     let map = match props {
-        Value::Null => return None,
-        Value::Object(m) if m.is_empty() => return None,
-        Value::Object(m) => m,
-        other => return Some(SqlValue::Text(other.to_string())),
+        Value::Object(m) if m.keys().map(String::as_str).eq(LINK_FIELDS) => m,
+        other => return text_column(other).map(SqlValue::Text),
     };
-    if !map.keys().map(String::as_str).eq(LINK_FIELDS) {
-        return Some(SqlValue::Text(props.to_string()));
-    }
     let mut values: Vec<&Value> = map.values().collect();
     while values.last().is_some_and(|v| v.is_null()) {
         values.pop();
