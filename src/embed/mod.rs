@@ -82,6 +82,8 @@ pub enum EmbedError {
     Weights { path: PathBuf, message: String },
     #[error("invalid embedder option: {0}")]
     InvalidOption(String),
+    #[error("invalid embedder option: int8 needs a CPU with AVX-512 VNNI, which this one lacks")]
+    Int8Unsupported,
     #[error("failed to tokenize: {0}")]
     Tokenize(String),
     #[error("embedding failed: {0}")]
@@ -140,11 +142,7 @@ impl Product {
             ),
             Precision::Int8 => match int8::Matrix::new(&vec![1.0; k * n], k, n) {
                 Some(w) => ProductOperands::Int8(vec![1.0; m * k], w),
-                None => {
-                    return Err(EmbedError::InvalidOption(
-                        "int8 needs a CPU with AVX-512 VNNI, which this one lacks".into(),
-                    ));
-                }
+                None => return Err(EmbedError::Int8Unsupported),
             },
         }))
     }
@@ -264,11 +262,7 @@ impl Embedder {
         };
         let hash = blake3::hash(&bytes).to_hex();
         let precision = match options.precision {
-            Some(Precision::Int8) if !int8::supported() => {
-                return Err(EmbedError::InvalidOption(
-                    "int8 needs a CPU with AVX-512 VNNI, which this one lacks".into(),
-                ));
-            }
+            Some(Precision::Int8) if !int8::supported() => return Err(EmbedError::Int8Unsupported),
             Some(p) => p,
             None => Precision::native(),
         };
