@@ -72,17 +72,18 @@ pub(crate) fn exp(x: f32) -> f32 {
     er * f32::from_bits(shifted.to_bits().wrapping_sub(ROUND_BITS_LESS_BIAS) << 23)
 }
 
-/// The sum of `xs` in eight running totals, which the compiler keeps in vector lanes (one
-/// running total is a chain of scalar adds).
-fn sum(xs: &[f32]) -> f32 {
+/// The sum of `f(x)` over `xs` in eight running totals, which the compiler keeps in vector
+/// lanes (one running total is a chain of scalar adds).
+#[inline]
+fn sum_of(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {
-        for (l, x) in lanes.iter_mut().zip(c) {
-            *l += x;
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f(x);
         }
     }
-    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|&x| f(x)).sum::<f32>()
 }
 
 /// Softmax over the last dimension, in place: each row becomes `e^(x - max) / Σ`.
@@ -99,7 +100,7 @@ impl InplaceOp1 for Softmax {
             let max = row.iter().copied().fold(f32::MIN, f32::max);
             // Apart from the sum, which a running f32 total would keep scalar.
             row.iter_mut().for_each(|x| *x = exp(*x - max));
-            let inv = 1.0 / sum(row);
+            let inv = 1.0 / sum_of(row, |x| x);
             row.iter_mut().for_each(|x| *x *= inv);
         }
         Ok(())
@@ -198,21 +199,8 @@ impl Norm {
     #[inline]
     pub fn apply(&self, row: &mut [f32]) {
         let n = row.len() as f32;
-        let mean = sum(row) / n;
-        // The squares in eight running totals too, for the same reason as `sum`.
-        let mut lanes = [0f32; 8];
-        let mut chunks = row.chunks_exact(8);
-        for c in &mut chunks {
-            for (l, x) in lanes.iter_mut().zip(c) {
-                *l += (x - mean) * (x - mean);
-            }
-        }
-        let rest: f32 = chunks
-            .remainder()
-            .iter()
-            .map(|x| (x - mean) * (x - mean))
-            .sum();
-        let var = (lanes.iter().sum::<f32>() + rest) / n;
+        let mean = sum_of(row, |x| x) / n;
+        let var = sum_of(row, |x| (x - mean) * (x - mean)) / n;
         let inv = 1.0 / (var + self.eps).sqrt();
         for ((x, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
             *x = (*x - mean) * inv * g + b;
