@@ -16,10 +16,12 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
 use super::parse::{self, Document, LinkKind, Span, Subpath};
+use super::parts;
 use super::resolve::{self, Target};
 use crate::store::edge_props;
 
@@ -189,8 +191,92 @@ struct WantedEdge {
     dst: String,
     edge_type: String,
     key: String,
-    props: Value,
+    /// The `props` column as written.
+    props: Option<SqlValue>,
     span: Option<Span>,
+}
+
+/// A parsed file with what writing it needs computed ahead, on the parsing threads, so that
+/// the one writer binds ready values and runs SQL. Only what needs no store is here: link
+/// targets are resolved, and shared nodes found, by the writer.
+pub struct Prepared {
+    /// The document; its chunks' texts have moved into `parts`.
+    pub doc: Document,
+    parts: parts::Plan,
+    /// The note's `title`, `aliases` and `props` columns.
+    title: String,
+    aliases: Option<String>,
+    props: Option<String>,
+    links: Vec<PlannedLink>,
+    /// Names whose appearance may change where this file's links resolve (`link_refs`).
+    refs: HashSet<String>,
+    /// The `sources.diagnostics` column.
+    pub diagnostics: String,
+}
+
+/// Where a link points, as far as the file alone tells.
+enum LinkDst {
+    /// A URL: its shared node, keyed by the link's target.
+    Url,
+    /// A link into the same note (`[[#Heading]]`).
+    SameNote,
+    /// Another note, to resolve against the names.
+    Note(Target),
+}
+
+/// One link of a [`Prepared`] file.
+struct PlannedLink {
+    dst: LinkDst,
+    /// The edges' `props` column.
+    props: Option<SqlValue>,
+    span: Span,
+    /// Each edge the link makes: its type, what tells it apart from the note's other links to
+    /// the same target (type, link kind, subpath and display), and that base's hashed form.
+    edges: Vec<PlannedEdge>,
+}
+
+struct PlannedEdge {
+    edge_type: String,
+    base: String,
+    hashed: String,
+}
+
+impl Prepared {
+    /// Plans the writes of `doc`, parsed from the file at `rel_path`.
+    pub fn new(mut doc: Document, rel_path: &str) -> Prepared {
+        let parts = parts::plan(&mut doc);
+        let mut props = doc.properties.clone();
+        if !doc.block_ids.is_empty() {
+            let blocks: serde_json::Map<String, Value> = doc
+                .block_ids
+                .iter()
+                .map(|b| (b.id.clone(), json!([b.span.line_start, b.span.line_end])))
+                .collect();
+            props.insert("_blocks".into(), Value::Object(blocks));
+        }
+        if let Some(id) = &doc.front_matter_id {
+            props.insert("_id".into(), json!(id));
+        }
+        let stem = rel_path.rsplit('/').next().unwrap_or(rel_path);
+        let stem = stem.strip_suffix(".md").unwrap_or(stem);
+        let title = doc.title.clone().unwrap_or_else(|| stem.to_owned());
+        let diagnostics: Vec<Value> = doc
+            .diagnostics
+            .iter()
+            .map(|x| json!({ "message": x.message, "lines": x.span.map(|s| [s.line_start, s.line_end]) }))
+            .collect();
+        let (links, refs) = plan_links(&doc, rel_path);
+        Prepared {
+            parts,
+            title,
+            aliases: aliases_column(&doc.aliases),
+            props: edge_props::text_column(&Value::Object(props)),
+            links,
+            refs,
+            diagnostics: Value::from(diagnostics).to_string(),
+            doc,
+        }
+    }
 }
 
 /// Writes everything `doc` says about the file whose node is `note_id`. Returns the names whose
@@ -200,7 +286,7 @@ pub fn write_document(
     ctx: &Ctx<'_>,
     note_id: &str,
     file: &FileVersion<'_>,
-    doc: Option<&Document>,
+    doc: Option<&Prepared>,
 ) -> rusqlite::Result<Vec<String>> {
     // This version replaces every citation the file made before: the provenance rows here,
     // the citations kept on its own facts as each is written below.
@@ -234,47 +320,32 @@ pub fn write_document(
     tx.prepare_cached("DELETE FROM link_refs WHERE src_node_id = ?1")?
         .execute([note_id])?;
 
-    if let Some(doc) = doc {
-        let mut props = doc.properties.clone();
-        if !doc.block_ids.is_empty() {
-            let blocks: serde_json::Map<String, Value> = doc
-                .block_ids
-                .iter()
-                .map(|b| (b.id.clone(), json!([b.span.line_start, b.span.line_end])))
-                .collect();
-            props.insert("_blocks".into(), Value::Object(blocks));
-        }
-        if let Some(id) = &doc.front_matter_id {
-            props.insert("_id".into(), json!(id));
-        }
-        let stem = file.rel_path.rsplit('/').next().unwrap_or(file.rel_path);
-        let stem = stem.strip_suffix(".md").unwrap_or(stem);
-        let title = doc.title.clone().unwrap_or_else(|| stem.to_owned());
+    if let Some(p) = doc {
         tx.prepare_cached(
             "UPDATE nodes SET title = ?2, aliases = ?3, props = ?4, updated_at = ?5 WHERE id = ?1
                AND (title IS NOT ?2 OR aliases IS NOT ?3 OR props IS NOT ?4)",
         )?
-        .execute(params![
-            note_id,
-            title,
-            aliases_column(&doc.aliases),
-            edge_props::text_column(&Value::Object(props)),
-            ctx.now
-        ])?;
+        .execute(params![note_id, p.title, p.aliases, p.props, ctx.now])?;
         changed_names.extend(write_aliases(
             tx,
             ctx,
             note_id,
             file.rel_path,
-            &doc.aliases,
+            &p.doc.aliases,
         )?);
-        plan_tags(tx, ctx, file, doc, &mut edges)?;
-        plan_links(tx, ctx, note_id, file, doc, &mut edges)?;
+        plan_tags(tx, ctx, file, &p.doc, &mut edges)?;
+        resolve_links(tx, ctx, note_id, p, &mut edges)?;
     } else {
         changed_names.extend(write_aliases(tx, ctx, note_id, file.rel_path, &[])?);
     }
 
-    super::parts::write(tx, file.source_id, version, ctx.now_ms, doc)?;
+    parts::write(
+        tx,
+        file.source_id,
+        version,
+        ctx.now_ms,
+        doc.map(|p| &p.parts),
+    )?;
     write_edges(tx, ctx, note_id, version, edges)?;
     // What the triggers would queue, once, whether or not they are on (see Store::write_bulk).
     tx.prepare_cached("INSERT INTO search_outbox(note_id) VALUES (?1)")?
@@ -389,7 +460,7 @@ fn plan_tags(
             dst: id.clone(),
             edge_type: "tagged".into(),
             key: String::new(),
-            props: json!({ "from_front_matter": tag.from_front_matter }),
+            props: edge_props::column(&json!({ "from_front_matter": tag.from_front_matter })),
             span: Some(tag.span),
         });
         // Nested tags: a/b/c child_of a/b child_of a. These edges belong to the tags, not to
@@ -438,45 +509,29 @@ fn shared_edge(
     Ok(id)
 }
 
-fn plan_links(
-    tx: &Transaction<'_>,
-    ctx: &Ctx<'_>,
-    note_id: &str,
-    file: &FileVersion<'_>,
-    doc: &Document,
-    edges: &mut Vec<WantedEdge>,
-) -> rusqlite::Result<()> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
+/// Plans a document's links: their targets as far as the file tells, their props and the
+/// bases of their keys. Returns them and the names they watch.
+fn plan_links(doc: &Document, rel_path: &str) -> (Vec<PlannedLink>, HashSet<String>) {
     let mut refs = HashSet::new();
     let in_front_matter = |s: &Span| {
         doc.front_matter
             .is_some_and(|fm| s.byte_start >= fm.byte_start && s.byte_end <= fm.byte_end)
     };
+    let mut links = Vec::with_capacity(doc.links.len());
     for link in &doc.links {
         let (dst, subpath_json) = if link.kind == LinkKind::External {
-            let id = shared_node(tx, ctx, "url", &link.target, &link.target)?;
-            (id, Value::Null)
+            (LinkDst::Url, Value::Null)
         } else {
             let subpath = match &link.subpath {
                 Some(Subpath::Heading(h)) => json!({ "heading": h }),
                 Some(Subpath::Block(b)) => json!({ "block": b }),
                 None => Value::Null,
             };
-            match Target::new(&link.target, file.rel_path) {
-                None => (note_id.to_owned(), subpath),
+            match Target::new(&link.target, rel_path) {
+                None => (LinkDst::SameNote, subpath),
                 Some(target) => {
-                    for name in target.watch_names() {
-                        refs.insert(name);
-                    }
-                    match resolve_cached(tx, ctx, &target)? {
-                        Some(id) => (id, subpath),
-                        None => {
-                            let key = format!("{}:{}", ctx.root_id, target.name);
-                            let title = link.target.trim().to_owned();
-                            let id = shared_node(tx, ctx, "placeholder", &key, &title)?;
-                            (id, subpath)
-                        }
-                    }
+                    refs.extend(target.watch_names());
+                    (LinkDst::Note(target), subpath)
                 }
             }
         };
@@ -493,33 +548,77 @@ fn plan_links(
             "subpath": subpath_json,
             "display": link.display,
         });
-        let from_fm = in_front_matter(&link.span);
         let mut types = Vec::new();
-        if !from_fm {
+        if !in_front_matter(&link.span) {
             types.push("links_to".to_owned());
         }
         if let Some(p) = &link.property {
             types.push(p.trim().to_owned());
         }
-        for edge_type in types {
-            let base = format!(
-                "{edge_type}|{kind}|{subpath_json}|{}",
-                link.display.as_deref().unwrap_or("")
-            );
-            let n = seen.entry(format!("{dst}|{base}")).or_default();
+        let edges = types
+            .into_iter()
+            .map(|edge_type| {
+                let base = format!(
+                    "{edge_type}|{kind}|{subpath_json}|{}",
+                    link.display.as_deref().unwrap_or("")
+                );
+                let hashed = link_key_hash(&base);
+                PlannedEdge {
+                    edge_type,
+                    base,
+                    hashed,
+                }
+            })
+            .collect();
+        links.push(PlannedLink {
+            dst,
+            props: edge_props::column(&props),
+            span: link.span,
+            edges,
+        });
+    }
+    (links, refs)
+}
+
+/// Finds or creates each planned link's target and adds its edges to `edges`; records the
+/// names the links watch.
+fn resolve_links(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    note_id: &str,
+    p: &Prepared,
+    edges: &mut Vec<WantedEdge>,
+) -> rusqlite::Result<()> {
+    // Links of one note to one target with one base, counted for their keys.
+    let mut seen: HashMap<(String, &str), usize> = HashMap::new();
+    for (link, planned) in p.doc.links.iter().zip(&p.links) {
+        let dst = match &planned.dst {
+            LinkDst::Url => shared_node(tx, ctx, "url", &link.target, &link.target)?,
+            LinkDst::SameNote => note_id.to_owned(),
+            LinkDst::Note(target) => match resolve_cached(tx, ctx, target)? {
+                Some(id) => id,
+                None => {
+                    let key = format!("{}:{}", ctx.root_id, target.name);
+                    let title = link.target.trim().to_owned();
+                    shared_node(tx, ctx, "placeholder", &key, &title)?
+                }
+            },
+        };
+        for e in &planned.edges {
+            let n = seen.entry((dst.clone(), e.base.as_str())).or_default();
             *n += 1;
             edges.push(WantedEdge {
                 dst: dst.clone(),
-                edge_type,
-                key: link_key(&base, *n),
-                props: props.clone(),
-                span: Some(link.span),
+                edge_type: e.edge_type.clone(),
+                key: format!("{}#{n}", e.hashed),
+                props: planned.props.clone(),
+                span: Some(planned.span),
             });
         }
     }
     let mut ins =
         tx.prepare_cached("INSERT INTO link_refs(root_id, name, src_node_id) VALUES (?1, ?2, ?3)")?;
-    for name in refs {
+    for name in &p.refs {
         ins.execute(params![ctx.root_id, name, note_id])?;
     }
     Ok(())
@@ -535,8 +634,13 @@ const LINK_KEY_HEX: usize = 16;
 /// display): a hash of it, since the edge's props already say all of it in full (the key
 /// spelled it out again, about a tenth of a link's row and of its unique index entry).
 fn link_key(base: &str, n: usize) -> String {
+    format!("{}#{n}", link_key_hash(base))
+}
+
+/// The part of [`link_key`] before `#`.
+fn link_key_hash(base: &str) -> String {
     let hash = blake3::hash(base.as_bytes()).to_hex();
-    format!("{}#{n}", &hash[..LINK_KEY_HEX])
+    hash[..LINK_KEY_HEX].to_owned()
 }
 
 /// A key as [`link_key`] writes it. Keys written before it spelled the base out
@@ -604,7 +708,7 @@ fn write_edges(
             Some((id, _)) => {
                 keep.execute(params![
                     id,
-                    edge_props::column(&e.props),
+                    e.props,
                     cite.version,
                     cite.byte_start,
                     cite.byte_end,
@@ -622,7 +726,7 @@ fn write_edges(
                     dst,
                     edge_type,
                     key,
-                    edge_props::column(&e.props),
+                    e.props,
                     ctx.now,
                     cite.version,
                     cite.byte_start,

@@ -704,7 +704,7 @@ mod tests {
         );
         assert_eq!(job.file.size, second.len() as u64);
         assert_eq!(job.lines, 5);
-        assert_eq!(job.doc.as_ref().unwrap().title.as_deref(), Some("Two"));
+        assert_eq!(job.doc.as_ref().unwrap().doc.title.as_deref(), Some("Two"));
 
         let mut gone = Job::read(None, disk(&abs), DEFAULT_MAX_FILE_BYTES);
         std::fs::remove_file(&abs).unwrap();

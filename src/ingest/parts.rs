@@ -10,6 +10,7 @@
 //! (schema 0013); the `sections` view spells the key and path out again for readers.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use rusqlite::{Transaction, params};
 use serde_json::Value;
@@ -22,7 +23,16 @@ use crate::store::part_id::{self, PartKind};
 /// whole in its own row.
 const MAX_CHAIN: usize = 6;
 
-/// What one version of a file says its sections and chunks are, in order.
+/// What one version of a file says its sections and chunks are, in order, ready to bind:
+/// planned on the parsing threads, so the writer only runs SQL.
+#[derive(Debug, Default)]
+pub struct Plan {
+    sections: Vec<Planned>,
+    chunks: Vec<Planned>,
+}
+
+/// One section or chunk of a [`Plan`].
+#[derive(Debug)]
 struct Planned {
     /// The key as readers spell it (for matching the rows the file has).
     key: String,
@@ -47,10 +57,9 @@ struct Planned {
     content: Option<String>,
 }
 
-fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
-    let Some(doc) = doc else {
-        return (Vec::new(), Vec::new());
-    };
+/// Plans `doc`'s sections and chunks. The chunks' texts are moved out of `doc` into the plan
+/// (nothing reads them from the document after this), so they are not copied.
+pub fn plan(doc: &mut Document) -> Plan {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut occurrence = |base: String| {
         let n = seen.entry(base.clone()).or_default();
@@ -93,7 +102,7 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
         paths.push(path);
     }
     let mut chunks = Vec::with_capacity(doc.chunks.len());
-    for c in &doc.chunks {
+    for c in &mut doc.chunks {
         let hash = blake3::hash(c.text.as_bytes());
         // The last heading that starts before the chunk; under it, the chunk's heading path is
         // the section's and need not be written (it always is, for what the parser makes).
@@ -118,23 +127,26 @@ fn plan(doc: Option<&Document>) -> (Vec<Planned>, Vec<Planned>) {
             level: None,
             section,
             heading_path: (!c.heading_path.is_empty() && !same)
-                .then(|| Value::from(c.heading_path.clone()).to_string()),
-            content: Some(c.text.clone()),
+                .then(|| Value::from(c.heading_path.as_slice()).to_string()),
+            content: Some(std::mem::take(&mut c.text)),
         });
     }
-    (sections, chunks)
+    Plan { sections, chunks }
 }
 
-/// Writes the sections and chunks `doc` gives the file `source_id` (none when `doc` is None),
-/// cited by file version `version`, at `now_ms`.
+/// Writes the sections and chunks `plan` gives the file `source_id` (none when `plan` is
+/// None), cited by file version `version`, at `now_ms`.
 pub fn write(
     tx: &Transaction<'_>,
     source_id: i64,
     version: i64,
     now_ms: i64,
-    doc: Option<&Document>,
+    plan: Option<&Plan>,
 ) -> rusqlite::Result<()> {
-    let (sections, chunks) = plan(doc);
+    let (sections, chunks) = match plan {
+        Some(p) => (p.sections.as_slice(), p.chunks.as_slice()),
+        None => (&[][..], &[][..]),
+    };
     // Chunks first: a chunk retired here writes out its heading path from the sections its
     // `section` ordinal names, which are still the old version's.
     write_kind(tx, PartKind::Chunk, source_id, version, now_ms, chunks)?;
@@ -150,42 +162,57 @@ const RETIRE_CHUNK: &str = "UPDATE chunks SET valid_to = ?2,
               AND s.valid_to IS NULL)),
         section = NULL";
 
+/// A file's current sections and their keys, as readers spell them.
+const CURRENT_SECTIONS: &str =
+    "SELECT rid, key FROM sections WHERE source_id = ?1 AND valid_to IS NULL";
+/// A file's current chunks and their keys, spelled out as text (built once: the statement
+/// cache is keyed by the SQL text, so the writer must not build it per file).
+static CURRENT_CHUNKS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT rid, {} FROM chunks WHERE source_id = ?1 AND valid_to IS NULL",
+        part_id::chunk_key_text("key")
+    )
+});
+/// A kept part takes its new position and citation, and what the key does not fix: a
+/// section's level and parent row (its heading is rewritten too: a row carried over by 0013
+/// may hold its whole path), a chunk's headings (the same text moved under another heading).
+const KEEP_SECTION: &str = "UPDATE section_rows SET ordinal = ?2, cite_version = ?3,
+        byte_start = ?4, byte_end = ?5, line_start = ?6, line_end = ?7,
+        level = ?8, parent = ?9, heading = ?10
+    WHERE rid = ?1";
+const KEEP_CHUNK: &str = "UPDATE chunks SET ordinal = ?2, cite_version = ?3,
+        byte_start = ?4, byte_end = ?5, line_start = ?6, line_end = ?7,
+        heading_path = ?8, section = ?9
+    WHERE rid = ?1";
+static RETIRE_CHUNK_ROW: LazyLock<String> =
+    LazyLock::new(|| format!("{RETIRE_CHUNK} WHERE rid = ?1"));
+static RETIRE_FILE_CHUNKS: LazyLock<String> =
+    LazyLock::new(|| format!("{RETIRE_CHUNK} WHERE source_id = ?1 AND valid_to IS NULL"));
+
 fn write_kind(
     tx: &Transaction<'_>,
     kind: PartKind,
     source_id: i64,
     version: i64,
     now_ms: i64,
-    wanted: Vec<Planned>,
+    wanted: &[Planned],
 ) -> rusqlite::Result<()> {
-    let table = kind.table();
     let mut existing: HashMap<String, i64> = HashMap::new();
     {
-        let key = match kind {
-            PartKind::Section => "key".to_owned(),
-            PartKind::Chunk => part_id::chunk_key_text("key"),
-        };
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT rid, {key} FROM {table} WHERE source_id = ?1 AND valid_to IS NULL"
-        ))?;
+        let mut stmt = tx.prepare_cached(match kind {
+            PartKind::Section => CURRENT_SECTIONS,
+            PartKind::Chunk => CURRENT_CHUNKS.as_str(),
+        })?;
         let rows = stmt.query_map([source_id], |r| Ok((r.get(1)?, r.get(0)?)))?;
         for row in rows {
             let (key, rid) = row?;
             existing.insert(key, rid);
         }
     }
-    // A kept part takes its new position and citation, and what the key does not fix: a
-    // section's level and parent row (its heading is rewritten too: a row carried over by 0013
-    // may hold its whole path), a chunk's headings (the same text moved under another heading).
-    let (described_by, stored_in) = match kind {
-        PartKind::Section => ("level = ?8, parent = ?9, heading = ?10", "section_rows"),
-        PartKind::Chunk => ("heading_path = ?8, section = ?9", "chunks"),
-    };
-    let mut keep = tx.prepare_cached(&format!(
-        "UPDATE {stored_in} SET ordinal = ?2, cite_version = ?3, byte_start = ?4, byte_end = ?5,
-                            line_start = ?6, line_end = ?7, {described_by}
-         WHERE rid = ?1"
-    ))?;
+    let mut keep = tx.prepare_cached(match kind {
+        PartKind::Section => KEEP_SECTION,
+        PartKind::Chunk => KEEP_CHUNK,
+    })?;
     let mut insert = match kind {
         PartKind::Section => tx.prepare_cached(
             "INSERT INTO section_rows(source_id, ordinal, heading, level, cite_version,
@@ -201,7 +228,7 @@ fn write_kind(
     };
     // Each section's row, in order, for its children's `parent`.
     let mut rids: Vec<i64> = Vec::with_capacity(wanted.len());
-    for (ordinal, p) in wanted.into_iter().enumerate() {
+    for (ordinal, p) in wanted.iter().enumerate() {
         let s = p.span;
         let (bs, be) = (s.byte_start as i64, s.byte_end as i64);
         let parent = p.parent.and_then(|i| rids.get(i).copied());
@@ -275,7 +302,7 @@ fn write_kind(
         PartKind::Section => {
             tx.prepare_cached("UPDATE section_rows SET valid_to = ?2 WHERE rid = ?1")?
         }
-        PartKind::Chunk => tx.prepare_cached(&format!("{RETIRE_CHUNK} WHERE rid = ?1"))?,
+        PartKind::Chunk => tx.prepare_cached(&RETIRE_CHUNK_ROW)?,
     };
     for rid in existing.into_values() {
         retire.execute(params![rid, now_ms])?;
@@ -286,10 +313,8 @@ fn write_kind(
 /// Retires every current section and chunk of the file `source_id`.
 pub fn retire(tx: &Transaction<'_>, source_id: i64, now_ms: i64) -> rusqlite::Result<()> {
     // Chunks before sections, as in `write`.
-    tx.prepare_cached(&format!(
-        "{RETIRE_CHUNK} WHERE source_id = ?1 AND valid_to IS NULL"
-    ))?
-    .execute(params![source_id, now_ms])?;
+    tx.prepare_cached(&RETIRE_FILE_CHUNKS)?
+        .execute(params![source_id, now_ms])?;
     tx.prepare_cached(
         "UPDATE section_rows SET valid_to = ?2 WHERE source_id = ?1 AND valid_to IS NULL",
     )?

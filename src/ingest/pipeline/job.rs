@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::ingest::facts::Prepared;
 use crate::ingest::parse::{self, FileType};
 use crate::ingest::status::SourceStatus;
 use crate::ingest::walk::{self, DiskFile};
@@ -122,10 +123,10 @@ pub struct Job {
     /// Front matter aliases, read with the hash so that the names are registered before any
     /// link is written, and every link then resolves against the final names the first time.
     pub aliases: Vec<String>,
-    /// What the parser made of the file, read again for its write batch. Bytes are not kept
-    /// between the two reads: a sync over a large folder holds a few batches of files in
-    /// memory, not the folder.
-    pub doc: Option<parse::Document>,
+    /// What the parser made of the file, read again for its write batch, with its writes
+    /// planned. Bytes are not kept between the two reads: a sync over a large folder holds a
+    /// few batches of files in memory, not the folder.
+    pub doc: Option<Prepared>,
 }
 
 impl Job {
@@ -191,7 +192,7 @@ impl Job {
                 self.hash = Some(blake3::hash(&bytes).to_hex().to_string());
                 self.file.size = bytes.len() as u64;
                 self.lines = line_count(&bytes);
-                self.doc = Some(parse::parse(&bytes, t));
+                self.doc = Some(Prepared::new(parse::parse(&bytes, t), &self.file.rel));
             }
         }
     }

@@ -181,14 +181,8 @@ pub fn write_job(
     tx.prepare_cached("DELETE FROM ingest_in_flight WHERE source_id = ?1")?
         .execute([source_id])?;
     let (status, reason) = job.outcome.final_status();
-    let diagnostics: Vec<serde_json::Value> = doc
-        .map(|d| {
-            d.diagnostics
-                .iter()
-                .map(|x| serde_json::json!({ "message": x.message, "lines": x.span.map(|s| [s.line_start, s.line_end]) }))
-                .collect()
-        })
-        .unwrap_or_default();
+    // What a file without a document has: none.
+    let diagnostics = doc.map_or("[]", |d| d.diagnostics.as_str());
     tx.prepare_cached(
         "UPDATE sources SET status = ?2, reason = ?3, diagnostics = ?4, indexed_at = ?5, last_seen_at = ?5,
                 content_hash = coalesce(?6, content_hash), size = ?7
@@ -198,7 +192,7 @@ pub fn write_job(
         source_id,
         status,
         reason,
-        serde_json::Value::from(diagnostics).to_string(),
+        diagnostics,
         ctx.now,
         job.hash,
         job.file.size as i64
