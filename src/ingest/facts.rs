@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -81,10 +82,18 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A file's node, as [`ensure_file_node`] found or made it.
+pub struct FileNode {
+    pub id: String,
+    /// Made just now: it has no names yet.
+    pub created: bool,
+    /// Names gained or lost.
+    pub changed: Vec<String>,
+}
+
 /// Creates or finds the node of a file (`note` for parsed files, `file` for the rest) and
-/// registers the names links can use for it. Returns the node id and the names that changed.
-/// A file whose node was retired (it was moved in two steps, or ignored for a while) takes
-/// that node back.
+/// registers the names links can use for it. A file whose node was retired (it was moved in
+/// two steps, or ignored for a while) takes that node back.
 pub fn ensure_file_node(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
@@ -92,7 +101,7 @@ pub fn ensure_file_node(
     rel_path: &str,
     kind: &str,
     is_markdown: bool,
-) -> rusqlite::Result<(String, Vec<String>)> {
+) -> rusqlite::Result<FileNode> {
     let key = format!("source:{source_id}");
     let mut existing: Option<(String, String)> = tx
         .prepare_cached(
@@ -124,6 +133,7 @@ pub fn ensure_file_node(
     } else {
         stem
     };
+    let created = existing.is_none();
     let id = match existing {
         Some((id, old_kind)) => {
             if old_kind != kind {
@@ -142,13 +152,22 @@ pub fn ensure_file_node(
             id
         }
     };
-    let old: HashSet<String> = names_of(tx, &id, &["stem", "path"])?;
+    // A node made just now has no names to read.
+    let old: HashSet<String> = if created {
+        HashSet::new()
+    } else {
+        names_of(tx, &id, &["stem", "path"])?
+    };
     let new = resolve::names_for(rel_path, is_markdown);
     let new_set: HashSet<String> = new.iter().map(|(n, _)| n.clone()).collect();
     let mut changed = Vec::new();
     if old != new_set {
-        tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1 AND how IN ('stem', 'path')")?
+        if !old.is_empty() {
+            tx.prepare_cached(
+                "DELETE FROM note_names WHERE node_id = ?1 AND how IN ('stem', 'path')",
+            )?
             .execute([&id])?;
+        }
         let mut ins = tx.prepare_cached(
             "INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
@@ -165,7 +184,28 @@ pub fn ensure_file_node(
         changed.extend(old.symmetric_difference(&new_set).cloned());
         ctx.lookups.borrow_mut().targets.clear();
     }
-    Ok((id, changed))
+    Ok(FileNode {
+        id,
+        created,
+        changed,
+    })
+}
+
+/// Registers the aliases of a node [`ensure_file_node`] returned; one it made just now has
+/// none yet to read.
+pub fn write_file_node_aliases(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    node: &FileNode,
+    rel_path: &str,
+    aliases: &[String],
+) -> rusqlite::Result<Vec<String>> {
+    let old = if node.created {
+        HashSet::new()
+    } else {
+        names_of(tx, &node.id, &["alias"])?
+    };
+    write_aliases_over(tx, ctx, &node.id, rel_path, aliases, old)
 }
 
 fn names_of(
@@ -187,20 +227,29 @@ fn names_of(
     Ok(out)
 }
 
-struct WantedEdge {
+struct WantedEdge<'a> {
     dst: String,
-    edge_type: String,
+    edge_type: &'a str,
     key: String,
     /// The `props` column as written.
-    props: Option<SqlValue>,
+    props: Option<&'a SqlValue>,
     span: Option<Span>,
 }
+
+/// A `tagged` edge's props column, by whether the tag is in the front matter: two values,
+/// made once rather than per edge.
+static TAG_PROPS: LazyLock<[Option<SqlValue>; 2]> = LazyLock::new(|| {
+    [false, true].map(|from_front_matter| {
+        edge_props::column(&json!({ "from_front_matter": from_front_matter }))
+    })
+});
 
 /// A parsed file with what writing it needs computed ahead, on the parsing threads, so that
 /// the one writer binds ready values and runs SQL. Only what needs no store is here: link
 /// targets are resolved, and shared nodes found, by the writer.
 pub struct Prepared {
-    /// The document; its chunks' texts have moved into `parts`.
+    /// The document, with only what the writer reads from it: its title, aliases, tags and
+    /// links (the rest moved into the planned values, so a batch holds it once).
     pub doc: Document,
     parts: parts::Plan,
     /// The note's `title`, `aliases` and `props` columns.
@@ -245,7 +294,10 @@ impl Prepared {
     /// Plans the writes of `doc`, parsed from the file at `rel_path`.
     pub fn new(mut doc: Document, rel_path: &str) -> Prepared {
         let parts = parts::plan(&mut doc);
-        let mut props = doc.properties.clone();
+        doc.chunks = Vec::new();
+        doc.headings = Vec::new();
+        doc.inline_fields = Vec::new();
+        let mut props = std::mem::take(&mut doc.properties);
         if !doc.block_ids.is_empty() {
             let blocks: serde_json::Map<String, Value> = doc
                 .block_ids
@@ -253,6 +305,7 @@ impl Prepared {
                 .map(|b| (b.id.clone(), json!([b.span.line_start, b.span.line_end])))
                 .collect();
             props.insert("_blocks".into(), Value::Object(blocks));
+            doc.block_ids = Vec::new();
         }
         if let Some(id) = &doc.front_matter_id {
             props.insert("_id".into(), json!(id));
@@ -265,6 +318,7 @@ impl Prepared {
             .iter()
             .map(|x| json!({ "message": x.message, "lines": x.span.map(|s| [s.line_start, s.line_end]) }))
             .collect();
+        doc.diagnostics = Vec::new();
         let (links, refs) = plan_links(&doc, rel_path);
         Prepared {
             parts,
@@ -362,6 +416,18 @@ pub fn write_aliases(
     aliases: &[String],
 ) -> rusqlite::Result<Vec<String>> {
     let old = names_of(tx, note_id, &["alias"])?;
+    write_aliases_over(tx, ctx, note_id, rel_path, aliases, old)
+}
+
+/// [`write_aliases`] for a node whose aliases are known to be `old`.
+fn write_aliases_over(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    note_id: &str,
+    rel_path: &str,
+    aliases: &[String],
+    old: HashSet<String>,
+) -> rusqlite::Result<Vec<String>> {
     let new: HashSet<String> = aliases
         .iter()
         .map(|a| a.trim().to_lowercase())
@@ -371,8 +437,10 @@ pub fn write_aliases(
         return Ok(Vec::new());
     }
     ctx.lookups.borrow_mut().targets.clear();
-    tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1 AND how = 'alias'")?
-        .execute([note_id])?;
+    if !old.is_empty() {
+        tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1 AND how = 'alias'")?
+            .execute([note_id])?;
+    }
     let mut ins = tx.prepare_cached(
         "INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path) VALUES (?1, ?2, 'alias', ?3, ?4, ?5)",
     )?;
@@ -445,7 +513,7 @@ fn plan_tags(
     ctx: &Ctx<'_>,
     file: &FileVersion<'_>,
     doc: &Document,
-    edges: &mut Vec<WantedEdge>,
+    edges: &mut Vec<WantedEdge<'_>>,
 ) -> rusqlite::Result<()> {
     let mut done = HashSet::new();
     for tag in &doc.tags {
@@ -458,9 +526,9 @@ fn plan_tags(
         add_provenance(tx, ctx, file, Some(&id), None, Some(tag.span))?;
         edges.push(WantedEdge {
             dst: id.clone(),
-            edge_type: "tagged".into(),
+            edge_type: "tagged",
             key: String::new(),
-            props: edge_props::column(&json!({ "from_front_matter": tag.from_front_matter })),
+            props: TAG_PROPS[usize::from(tag.from_front_matter)].as_ref(),
             span: Some(tag.span),
         });
         // Nested tags: a/b/c child_of a/b child_of a. These edges belong to the tags, not to
@@ -582,12 +650,12 @@ fn plan_links(doc: &Document, rel_path: &str) -> (Vec<PlannedLink>, HashSet<Stri
 
 /// Finds or creates each planned link's target and adds its edges to `edges`; records the
 /// names the links watch.
-fn resolve_links(
+fn resolve_links<'a>(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
     note_id: &str,
-    p: &Prepared,
-    edges: &mut Vec<WantedEdge>,
+    p: &'a Prepared,
+    edges: &mut Vec<WantedEdge<'a>>,
 ) -> rusqlite::Result<()> {
     // Links of one note to one target with one base, counted for their keys.
     let mut seen: HashMap<(String, &str), usize> = HashMap::new();
@@ -609,9 +677,9 @@ fn resolve_links(
             *n += 1;
             edges.push(WantedEdge {
                 dst: dst.clone(),
-                edge_type: e.edge_type.clone(),
+                edge_type: &e.edge_type,
                 key: format!("{}#{n}", e.hashed),
-                props: planned.props.clone(),
+                props: planned.props.as_ref(),
                 span: Some(planned.span),
             });
         }
@@ -663,7 +731,7 @@ fn write_edges(
     ctx: &Ctx<'_>,
     note_id: &str,
     version: i64,
-    wanted: Vec<WantedEdge>,
+    wanted: Vec<WantedEdge<'_>>,
 ) -> rusqlite::Result<()> {
     // (target, type, key in today's form) → (id, key as stored)
     let mut existing: HashMap<(String, String, String), (String, String)> = HashMap::new();
@@ -703,8 +771,13 @@ fn write_edges(
     )?;
     for e in wanted {
         let cite = Cite::new(version, e.span);
-        let k = (e.dst, e.edge_type, e.key);
-        match existing.remove(&k) {
+        // A file written for the first time has no edges to match.
+        let kept = if existing.is_empty() {
+            None
+        } else {
+            existing.remove(&(e.dst.clone(), e.edge_type.to_owned(), e.key.clone()))
+        };
+        match kept {
             Some((id, _)) => {
                 keep.execute(params![
                     id,
@@ -714,18 +787,17 @@ fn write_edges(
                     cite.byte_end,
                     cite.line_start,
                     cite.line_end,
-                    k.2,
+                    e.key,
                     ctx.user
                 ])?;
             }
             None => {
-                let (dst, edge_type, key) = k;
                 ins.execute(params![
                     new_id(),
                     note_id,
-                    dst,
-                    edge_type,
-                    key,
+                    e.dst,
+                    e.edge_type,
+                    e.key,
                     e.props,
                     ctx.now,
                     cite.version,

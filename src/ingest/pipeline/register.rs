@@ -111,7 +111,7 @@ pub fn register(
             )?;
             job.source_id = Some(id);
             let is_md = job.outcome == Outcome::Parse(FileType::Markdown);
-            let (nid, names) = facts::ensure_file_node(
+            let mut node = facts::ensure_file_node(
                 tx,
                 ctx,
                 id,
@@ -119,15 +119,15 @@ pub fn register(
                 job.outcome.node_kind().as_str(),
                 is_md,
             )?;
-            out.changed_names.extend(names);
-            out.changed_names.extend(facts::write_aliases(
+            out.changed_names.extend(std::mem::take(&mut node.changed));
+            out.changed_names.extend(facts::write_file_node_aliases(
                 tx,
                 ctx,
-                &nid,
+                &node,
                 &job.file.rel,
                 &job.aliases,
             )?);
-            out.note_ids.push(nid);
+            out.note_ids.push(node.id);
         }
         Ok::<_, IngestError>(())
     })?;
