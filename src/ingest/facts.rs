@@ -13,6 +13,7 @@
 //! Architecture Invariant: nothing here commits; the caller's transaction makes a file's
 //! writes all-or-nothing.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -279,15 +280,16 @@ struct PlannedLink {
     /// The edges' `props` column.
     props: Option<SqlValue>,
     span: Span,
-    /// Each edge the link makes: its type, what tells it apart from the note's other links to
-    /// the same target (type, link kind, subpath and display), and that base's hashed form.
+    /// Each edge the link makes.
     edges: Vec<PlannedEdge>,
 }
 
 struct PlannedEdge {
-    edge_type: String,
-    base: String,
-    hashed: String,
+    edge_type: Cow<'static, str>,
+    /// The hash of what tells the edge apart from the note's other links to the same target
+    /// (type, link kind, subpath and display): its key's first part, and what links are
+    /// counted by (256 bits stand for the text itself).
+    base: blake3::Hash,
 }
 
 impl Prepared {
@@ -618,10 +620,10 @@ fn plan_links(doc: &Document, rel_path: &str) -> (Vec<PlannedLink>, HashSet<Stri
         });
         let mut types = Vec::new();
         if !in_front_matter(&link.span) {
-            types.push("links_to".to_owned());
+            types.push(Cow::Borrowed("links_to"));
         }
         if let Some(p) = &link.property {
-            types.push(p.trim().to_owned());
+            types.push(Cow::Owned(p.trim().to_owned()));
         }
         let edges = types
             .into_iter()
@@ -630,11 +632,9 @@ fn plan_links(doc: &Document, rel_path: &str) -> (Vec<PlannedLink>, HashSet<Stri
                     "{edge_type}|{kind}|{subpath_json}|{}",
                     link.display.as_deref().unwrap_or("")
                 );
-                let hashed = link_key_hash(&base);
                 PlannedEdge {
                     edge_type,
-                    base,
-                    hashed,
+                    base: blake3::hash(base.as_bytes()),
                 }
             })
             .collect();
@@ -658,7 +658,7 @@ fn resolve_links<'a>(
     edges: &mut Vec<WantedEdge<'a>>,
 ) -> rusqlite::Result<()> {
     // Links of one note to one target with one base, counted for their keys.
-    let mut seen: HashMap<(String, &str), usize> = HashMap::new();
+    let mut seen: HashMap<(String, blake3::Hash), usize> = HashMap::new();
     for (link, planned) in p.doc.links.iter().zip(&p.links) {
         let dst = match &planned.dst {
             LinkDst::Url => shared_node(tx, ctx, "url", &link.target, &link.target)?,
@@ -673,12 +673,12 @@ fn resolve_links<'a>(
             },
         };
         for e in &planned.edges {
-            let n = seen.entry((dst.clone(), e.base.as_str())).or_default();
+            let n = seen.entry((dst.clone(), e.base)).or_default();
             *n += 1;
             edges.push(WantedEdge {
                 dst: dst.clone(),
                 edge_type: &e.edge_type,
-                key: format!("{}#{n}", e.hashed),
+                key: key_of_hash(&e.base, *n),
                 props: planned.props.as_ref(),
                 span: Some(planned.span),
             });
@@ -702,13 +702,12 @@ const LINK_KEY_HEX: usize = 16;
 /// display): a hash of it, since the edge's props already say all of it in full (the key
 /// spelled it out again, about a tenth of a link's row and of its unique index entry).
 fn link_key(base: &str, n: usize) -> String {
-    format!("{}#{n}", link_key_hash(base))
+    key_of_hash(&blake3::hash(base.as_bytes()), n)
 }
 
-/// The part of [`link_key`] before `#`.
-fn link_key_hash(base: &str) -> String {
-    let hash = blake3::hash(base.as_bytes()).to_hex();
-    hash[..LINK_KEY_HEX].to_owned()
+/// [`link_key`] of a base already hashed.
+fn key_of_hash(hash: &blake3::Hash, n: usize) -> String {
+    format!("{}#{n}", &hash.to_hex()[..LINK_KEY_HEX])
 }
 
 /// A key as [`link_key`] writes it. Keys written before it spelled the base out
