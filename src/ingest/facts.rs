@@ -759,15 +759,20 @@ fn write_edges(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     // An edge that took its acting user from the version it cited keeps that user when it is
-    // cited by a version another user recorded: it is written out first.
-    let mut keep = tx.prepare_cached(
+    // cited by a version another user recorded: it is written out first. Prepared only when
+    // there are edges to keep (a statement cache lookup hashes the whole SQL text).
+    let mut keep = (!existing.is_empty())
+        .then(|| {
+            tx.prepare_cached(
         "UPDATE edges SET props = ?2, cite_version = ?3, cite_byte_start = ?4, cite_byte_end = ?5,
                           cite_line_start = ?6, cite_line_end = ?7, key = ?8,
                           created_by = coalesce(created_by,
                               (SELECT v.actor_id FROM source_versions v
                                WHERE v.id = edges.cite_version AND v.actor_id IS NOT ?9))
          WHERE id = ?1",
-    )?;
+    )
+        })
+        .transpose()?;
     for e in wanted {
         let cite = Cite::new(version, e.span);
         // A file written for the first time has no edges to match.
@@ -776,8 +781,8 @@ fn write_edges(
         } else {
             existing.remove(&(e.dst.clone(), e.edge_type.to_owned(), e.key.clone()))
         };
-        match kept {
-            Some((id, _)) => {
+        match kept.zip(keep.as_mut()) {
+            Some(((id, _), keep)) => {
                 keep.execute(params![
                     id,
                     e.props,
@@ -807,6 +812,9 @@ fn write_edges(
                 ])?;
             }
         }
+    }
+    if existing.is_empty() {
+        return Ok(());
     }
     let mut retire = tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE id = ?1")?;
     for (id, _) in existing.into_values() {

@@ -233,10 +233,15 @@ fn write_kind(
             existing.insert(key, rid);
         }
     }
-    let mut keep = tx.prepare_cached(match kind {
-        PartKind::Section => KEEP_SECTION,
-        PartKind::Chunk => KEEP_CHUNK,
-    })?;
+    // Prepared only for a file that has rows to keep: each lookup in the statement cache
+    // hashes the whole SQL text, and a new file has none.
+    let mut keep = match existing.is_empty() {
+        true => None,
+        false => Some(tx.prepare_cached(match kind {
+            PartKind::Section => KEEP_SECTION,
+            PartKind::Chunk => KEEP_CHUNK,
+        })?),
+    };
     let mut insert = match kind {
         PartKind::Section => tx.prepare_cached(
             "INSERT INTO section_rows(source_id, ordinal, heading, level, cite_version,
@@ -262,8 +267,8 @@ fn write_kind(
         } else {
             existing.remove(p.key().as_ref())
         };
-        match kept {
-            Some(rid) => {
+        match kept.zip(keep.as_mut()) {
+            Some((rid, keep)) => {
                 rids.push(rid);
                 let section = p.section.map(|i| i as i64);
                 match kind {
@@ -327,6 +332,9 @@ fn write_kind(
                 rids.push(tx.last_insert_rowid());
             }
         }
+    }
+    if existing.is_empty() {
+        return Ok(());
     }
     let mut retire = match kind {
         PartKind::Section => {

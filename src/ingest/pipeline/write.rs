@@ -21,6 +21,9 @@ use crate::store::Store;
 /// written, the writer never waits for a batch the parser has finished.
 const QUEUED_BATCHES: usize = 1;
 
+/// The thread that frees written batches.
+const FREE_THREAD: &str = "ingest-free";
+
 /// The writing stage of one sync.
 pub struct Writer<'a> {
     pub store: &'a Store,
@@ -62,6 +65,15 @@ impl Writer<'_> {
             let (parsed_tx, parsed) = sync_channel::<Batch>(QUEUED_BATCHES);
             let parser = &self.parser;
             scope.spawn(move || parser.run(parse_rx, parsed_tx));
+            // Freeing a written batch's documents is a few percent of the writer's time: another
+            // thread does it, one batch at a time, so memory stays bounded. Without that thread
+            // (it could not be started) the writer frees them itself.
+            let (written_tx, written_rx) = sync_channel::<Batch>(QUEUED_BATCHES);
+            let to_free = std::thread::Builder::new()
+                .name(FREE_THREAD.to_owned())
+                .spawn_scoped(scope, move || written_rx.into_iter().for_each(drop))
+                .ok()
+                .map(|_| written_tx);
             // Never fails: the parser holds its receiver until this sender is dropped.
             let _ = to_parse.send(first);
             let mut to_parse = Some(to_parse);
@@ -104,6 +116,10 @@ impl Writer<'_> {
                         bytes: report.bytes,
                         path: &item.job.file.rel,
                     });
+                }
+                if let Some(tx) = &to_free {
+                    // A batch the thread did not take is freed here.
+                    let _ = tx.send(batch);
                 }
             }
             Ok(out)
