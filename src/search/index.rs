@@ -1083,12 +1083,24 @@ pub fn each_doc(
             let mut stmt = conn.prepare_cached(&format!(
                 "{NOTES} WHERE s.id = (SELECT source_id FROM nodes WHERE id = ?1)"
             ))?;
+            // An id that is a note's is not a written node's (those have no source): only the
+            // rest are looked up again, which on an ingest's queue is none of them.
+            let mut rest = Vec::new();
             for id in ids {
                 let mut rows = stmt.query(params![id])?;
+                let mut found = false;
                 while let Some(r) = rows.next()? {
+                    found = true;
                     push_note(r)?;
                 }
+                if !found {
+                    rest.push(id.clone());
+                }
             }
+            if !rest.is_empty() {
+                super::written::each_doc(conn, Some(&rest), f)?;
+            }
+            return Ok(());
         }
     }
     // Written nodes' text goes through the same outbox and rebuilds as notes' chunks.

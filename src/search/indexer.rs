@@ -463,7 +463,15 @@ impl Search {
     /// After a commit: vectors of `notes`' chunks not among `docs` are dropped, the embedder is
     /// woken, and the `work` done counts towards a burst.
     pub(super) fn after_commit(&self, notes: HashMap<String, Vec<String>>, work: usize) {
-        if !notes.is_empty() {
+        // The sets are built only when there are vectors to retire: without a model they were
+        // a copy of every chunk id of a cold ingest for nothing. A model loaded meanwhile reads
+        // its vectors from the store, as when it is loaded after this commit.
+        let vectors = self
+            .model
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if vectors && !notes.is_empty() {
             let current: HashSet<String> = notes.values().flatten().cloned().collect();
             let notes: HashSet<String> = notes.into_keys().collect();
             if let Some(m) = self
