@@ -36,6 +36,9 @@ pub const INDEX_FORMAT: u32 = 3;
 /// The IDF a word in more than half the chunks of a field gets (as in SQLite FTS5's `bm25()`):
 /// not zero, so that a query of only such words still finds something.
 const MIN_IDF: f32 = 1e-6;
+/// Bytes a document takes beyond its body, heading, title and paths (ids, tags, kinds, time,
+/// each value's header), as room reserved up front; a document with more grows as usual.
+const DOC_SLACK: usize = 256;
 /// Memory the index writer may buffer before flushing a segment.
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 
@@ -115,19 +118,20 @@ pub struct Payload {
 #[derive(Debug, Clone)]
 pub struct ChunkDoc {
     pub chunk_id: String,
-    pub note_id: String,
-    /// The note's title and aliases, its tags and its property terms are the note's, shared by
-    /// each of its chunks rather than copied: a note of thousands of chunks and fields would
-    /// otherwise hold chunks × fields strings.
+    /// The note's id, title and aliases, tags, paths, kinds and property terms are the note's,
+    /// shared by each of its chunks rather than copied: a note of thousands of chunks and
+    /// fields would otherwise hold chunks × fields strings, and a cold ingest allocated and
+    /// freed each of them once per chunk.
+    pub note_id: Arc<str>,
     pub title: Arc<str>,
     pub heading: String,
     pub body: String,
     pub tags: Arc<[String]>,
-    pub path: String,
+    pub path: Arc<str>,
     /// The path inside its root: the words of folder and file names (the root's own words are
     /// in every note's path and say nothing about any one).
-    pub rel_path: String,
-    pub kinds: Vec<String>,
+    pub rel_path: Arc<str>,
+    pub kinds: Arc<[String]>,
     pub mtime_secs: i64,
     pub props: Arc<[String]>,
 }
@@ -298,7 +302,10 @@ impl TextIndex {
 
     pub fn add(&self, writer: &IndexWriter, d: &ChunkDoc) -> Result<(), IndexError> {
         let f = &self.fields;
-        let mut doc = TantivyDocument::new();
+        // Room for the texts up front: the document is one buffer, grown by doubling otherwise.
+        let mut doc = TantivyDocument::with_capacity(
+            d.body.len() + d.heading.len() + d.title.len() + 2 * d.path.len() + DOC_SLACK,
+        );
         doc.add_text(f.chunk_id, &d.chunk_id);
         doc.add_text(f.note_id, &d.note_id);
         doc.add_text(f.title, &d.title);
@@ -316,7 +323,7 @@ impl TextIndex {
         }
         doc.add_text(f.path_text, path_words(&d.rel_path));
         doc.add_text(f.path, &d.path);
-        for k in &d.kinds {
+        for k in d.kinds.iter() {
             doc.add_text(f.kind, k);
         }
         doc.add_i64(f.mtime, d.mtime_secs);
@@ -1001,7 +1008,7 @@ pub fn each_doc(
     )?;
     let mut push_note = |r: &rusqlite::Row<'_>| -> Result<(), IndexError> {
         let source_id: i64 = r.get(0)?;
-        let note_id: String = r.get(1)?;
+        let note_id: Arc<str> = r.get::<_, String>(1)?.into();
         let mut chunks = chunks_stmt.query([source_id])?;
         let Some(mut chunk) = chunks.next()? else {
             return Ok(());
@@ -1019,12 +1026,12 @@ pub fn each_doc(
         let mut props = scalar_props(&r.get::<_, Option<String>>(4)?.unwrap_or_default());
         props.truncate(MAX_INDEXED_PROPS);
         let props: Arc<[String]> = props.into();
-        let kind: String = r.get(5)?;
-        let file_type: String = r.get(6)?;
+        let kinds: Arc<[String]> = Arc::new([r.get(5)?, r.get(6)?]);
         let mtime_ns: Option<i64> = r.get(7)?;
         let root: String = r.get(8)?;
         let rel: String = r.get(9)?;
-        let path = join_path(&root, &rel);
+        let path: Arc<str> = join_path(&root, &rel).into();
+        let rel: Arc<str> = rel.into();
         // Section ordinal → heading, read when the first chunk needs it.
         let mut headings: Option<std::collections::HashMap<i64, String>> = None;
         loop {
@@ -1060,7 +1067,7 @@ pub fn each_doc(
                 tags: tags.clone(),
                 path: path.clone(),
                 rel_path: rel.clone(),
-                kinds: vec![kind.clone(), file_type.clone()],
+                kinds: kinds.clone(),
                 mtime_secs: mtime_ns.unwrap_or(0).div_euclid(1_000_000_000),
                 props: props.clone(),
             })?;
@@ -1176,13 +1183,13 @@ pub fn outbox_page(
     max_rows: usize,
     max_bytes: usize,
 ) -> Result<OutboxPage, IndexError> {
+    // The limit is written into the statement, not bound: SQLite plans a bound `LIMIT` by its
+    // value, so binding one expires the statement and every page re-prepared it.
     let queued: Vec<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT seq, note_id FROM search_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?
-        .query_map(params![after, max_rows as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
+        .prepare_cached(&format!(
+            "SELECT seq, note_id FROM search_outbox WHERE seq > ?1 ORDER BY seq LIMIT {max_rows}"
+        ))?
+        .query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut page = OutboxPage {
         notes: Vec::new(),
@@ -1240,14 +1247,14 @@ mod tests {
     fn doc(id: &str, body: &str) -> ChunkDoc {
         ChunkDoc {
             chunk_id: id.into(),
-            note_id: format!("n-{id}"),
+            note_id: format!("n-{id}").into(),
             title: Arc::from(""),
             heading: String::new(),
             body: body.into(),
             tags: Arc::new(["plants/vegetable".to_owned()]),
-            path: format!("/v/{id}.md"),
-            rel_path: format!("{id}.md"),
-            kinds: vec!["note".into()],
+            path: format!("/v/{id}.md").into(),
+            rel_path: format!("{id}.md").into(),
+            kinds: Arc::new(["note".into()]),
             mtime_secs: 100,
             props: Arc::new([]),
         }

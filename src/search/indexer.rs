@@ -54,7 +54,7 @@ impl Uncommitted {
         }
         for d in docs {
             self.bytes += d.body.len();
-            if let Some(chunks) = self.notes.get_mut(&d.note_id) {
+            if let Some(chunks) = self.notes.get_mut(&*d.note_id) {
                 chunks.push(d.chunk_id.clone());
             }
         }

@@ -57,15 +57,15 @@ pub fn each_doc(
         let mut props = index::scalar_props(&r.get::<_, Option<String>>(4)?.unwrap_or_default());
         props.truncate(index::MAX_INDEXED_PROPS);
         f(ChunkDoc {
-            chunk_id: id.clone(),
-            note_id: id,
+            note_id: id.as_str().into(),
+            chunk_id: id,
             title: title.into(),
             heading: String::new(),
             body: r.get(5)?,
             tags: tags.into(),
-            path: String::new(),
-            rel_path: String::new(),
-            kinds: vec![r.get(1)?],
+            path: Arc::from(""),
+            rel_path: Arc::from(""),
+            kinds: Arc::new([r.get(1)?]),
             mtime_secs: crate::clock::millis(&updated).div_euclid(1000),
             props: Arc::from(props),
         })
