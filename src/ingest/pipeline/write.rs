@@ -1,7 +1,8 @@
 //! The writing stage: the one writer. It marks each batch in flight and hands it to the parsing
 //! stage, then writes the batch parsed before it in one transaction, so that parsing and
 //! writing overlap while at most two batches are marked and alive (one being parsed, one being
-//! written). After each batch it wakes whoever keeps derived indexes (the text index's own
+//! written); a batch once written is dropped on a thread of its own, which takes one at a time
+//! with one waiting. After each batch it wakes whoever keeps derived indexes (the text index's own
 //! thread), so they catch up while the sync goes on.
 
 use std::collections::{HashSet, VecDeque};
