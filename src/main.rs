@@ -182,7 +182,7 @@ fn main() -> ExitCode {
 /// eight per core: an ingest allocates on about six threads at once (parsing on every core,
 /// the writer, the text index and tantivy's), and with two arenas they queued on the arenas'
 /// locks. On a 94 MB docs folder eight took the ingest from 9.2–10.3 s to 7.8–8.2 s, peak RSS
-/// from 156–158 to 168–172 MiB, and left idle RSS where it was (39–46 MiB).
+/// from 156–158 to 168–181 MiB, and left idle RSS where it was (39–46 MiB).
 const MALLOC_TUNABLES: &[(&str, &str)] = &[
     ("MALLOC_ARENA_MAX", "8"),
     ("MALLOC_TRIM_THRESHOLD_", "131072"),
