@@ -9,9 +9,7 @@
 //! A section's row stores its last heading and its parent section's row, not the whole path
 //! (schema 0013); the `sections` view spells the key and path out again for readers.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use rusqlite::{Transaction, params};
@@ -36,8 +34,7 @@ pub struct Plan {
 /// One section or chunk of a [`Plan`].
 #[derive(Debug)]
 struct Planned {
-    /// A section's key as readers spell it (for matching the rows the file has); a chunk's is
-    /// spelled from `stored_key` only when the file has rows to match ([`Planned::key`]).
+    /// The key as readers spell it (for matching the rows the file has).
     key: String,
     /// A chunk's key as stored (schema 0013).
     stored_key: Option<Vec<u8>>,
@@ -119,9 +116,9 @@ pub fn plan(doc: &mut Document) -> Plan {
         let same = section.is_some_and(|i| paths[i] == c.heading_path);
         // The hex of the stored bytes, as keys were written before schema 0013.
         let hex = hash.to_hex();
-        let (_, occurrence) = occurrence(hex[..2 * part_id::CHUNK_HASH_BYTES].to_owned());
+        let (key, occurrence) = occurrence(hex[..2 * part_id::CHUNK_HASH_BYTES].to_owned());
         chunks.push(Planned {
-            key: String::new(),
+            key,
             stored_key: Some(part_id::chunk_key_blob(hash.as_bytes(), occurrence)),
             heading: String::new(),
             parent: None,
@@ -135,27 +132,6 @@ pub fn plan(doc: &mut Document) -> Plan {
         });
     }
     Plan { sections, chunks }
-}
-
-impl Planned {
-    /// The key as readers spell it: a chunk's is its stored key's hash in hex, `#`, and its
-    /// occurrence, as keys were written before schema 0013.
-    fn key(&self) -> Cow<'_, str> {
-        match &self.stored_key {
-            Some(stored) => {
-                let (hash, n) = stored.split_at(part_id::CHUNK_HASH_BYTES.min(stored.len()));
-                let mut key = String::with_capacity(2 * hash.len() + 1 + n.len());
-                for b in hash {
-                    // Writing to a String cannot fail.
-                    let _ = write!(key, "{b:02x}");
-                }
-                key.push('#');
-                key.push_str(&String::from_utf8_lossy(n));
-                Cow::Owned(key)
-            }
-            None => Cow::Borrowed(&self.key),
-        }
-    }
 }
 
 /// Writes the sections and chunks `plan` gives the file `source_id` (none when `plan` is
@@ -261,13 +237,7 @@ fn write_kind(
         let s = p.span;
         let (bs, be) = (s.byte_start as i64, s.byte_end as i64);
         let parent = p.parent.and_then(|i| rids.get(i).copied());
-        // A file written for the first time has no rows to match.
-        let kept = if existing.is_empty() {
-            None
-        } else {
-            existing.remove(p.key().as_ref())
-        };
-        match kept.zip(keep.as_mut()) {
+        match existing.remove(&p.key).zip(keep.as_mut()) {
             Some((rid, keep)) => {
                 rids.push(rid);
                 let section = p.section.map(|i| i as i64);
@@ -363,39 +333,33 @@ pub fn retire(tx: &Transaction<'_>, source_id: i64, now_ms: i64) -> rusqlite::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::parse::{self, FileType};
 
-    /// A chunk's key spelled from its stored form is what the store spells it as
+    /// A planned chunk's key is what the store spells from its stored form
     /// (`part_id::chunk_key_text`), so a kept chunk is matched to its row.
     #[test]
     fn a_chunk_key_is_spelled_as_the_store_spells_it() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let sql = format!("SELECT {}", part_id::chunk_key_text("?1"));
-        for (text, n) in [("a", 1), ("", 2), ("some chunk text", 12), ("é", 345)] {
-            let hash = blake3::hash(text.as_bytes());
-            let stored = part_id::chunk_key_blob(hash.as_bytes(), n);
-            let planned = Planned {
-                key: String::new(),
-                stored_key: Some(stored.clone()),
-                heading: String::new(),
-                parent: None,
-                occurrence: n,
-                span: Span {
-                    byte_start: 0,
-                    byte_end: 0,
-                    line_start: 1,
-                    line_end: 1,
-                },
-                level: None,
-                section: None,
-                heading_path: None,
-                content: None,
-            };
-            let spelled: String = conn.query_row(&sql, [&stored], |r| r.get(0)).unwrap();
-            assert_eq!(planned.key(), spelled);
+        let text = "a\n\n# H\n\nsome chunk text\n\n# H\n\nsome chunk text\n\n## é\n";
+        let mut doc = parse::parse(text.as_bytes(), FileType::Markdown);
+        let plan = plan(&mut doc);
+        assert!(plan.chunks.len() >= 3, "{plan:?}");
+        for c in &plan.chunks {
+            let stored = c.stored_key.as_ref().unwrap();
+            let spelled: String = conn.query_row(&sql, [stored], |r| r.get(0)).unwrap();
+            assert_eq!(c.key, spelled);
+            let hash = blake3::hash(c.content.as_deref().unwrap().as_bytes());
             assert_eq!(
                 spelled,
-                format!("{}#{n}", &hash.to_hex()[..2 * part_id::CHUNK_HASH_BYTES])
+                format!(
+                    "{}#{}",
+                    &hash.to_hex()[..2 * part_id::CHUNK_HASH_BYTES],
+                    c.occurrence
+                )
             );
         }
+        // The same text twice is told apart by its occurrence.
+        assert!(plan.chunks.iter().any(|c| c.occurrence == 2), "{plan:?}");
     }
 }
