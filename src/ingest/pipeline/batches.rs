@@ -2,7 +2,6 @@
 //! in flight by a crash retried alone or quarantined, and the in-flight marks themselves.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 
 use rusqlite::params;
 
@@ -87,16 +86,8 @@ pub fn plan(
 
 /// A batch's source ids as a JSON array, for `json_each`.
 fn ids(batch: &[Item]) -> String {
-    let mut out = String::from("[");
-    for id in batch.iter().filter_map(|i| i.job.source_id) {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{id}");
-    }
-    out.push(']');
-    out
+    let ids: Vec<i64> = batch.iter().filter_map(|i| i.job.source_id).collect();
+    serde_json::Value::from(ids).to_string()
 }
 
 /// Records a batch's files as in flight, in one statement committed before any of them is

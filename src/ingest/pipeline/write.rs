@@ -67,14 +67,19 @@ impl Writer<'_> {
             let parser = &self.parser;
             scope.spawn(move || parser.run(parse_rx, parsed_tx));
             // Freeing a written batch's documents is a few percent of the writer's time: another
-            // thread does it, one batch at a time, so memory stays bounded. Without that thread
-            // (it could not be started) the writer frees them itself.
-            let (written_tx, written_rx) = sync_channel::<Batch>(QUEUED_BATCHES);
-            let to_free = std::thread::Builder::new()
-                .name(FREE_THREAD.to_owned())
-                .spawn_scoped(scope, move || written_rx.into_iter().for_each(drop))
-                .ok()
-                .map(|_| written_tx);
+            // thread does it, one batch at a time, so memory stays bounded. A sync of one batch
+            // (an edit) has nothing to overlap it with; without that thread (it could not be
+            // started) the writer frees them itself.
+            let to_free = (!batches.is_empty())
+                .then(|| {
+                    let (written_tx, written_rx) = sync_channel::<Batch>(QUEUED_BATCHES);
+                    std::thread::Builder::new()
+                        .name(FREE_THREAD.to_owned())
+                        .spawn_scoped(scope, move || written_rx.into_iter().for_each(drop))
+                        .ok()
+                        .map(|_| written_tx)
+                })
+                .flatten();
             // Never fails: the parser holds its receiver until this sender is dropped.
             let _ = to_parse.send(first);
             let mut to_parse = Some(to_parse);
