@@ -32,7 +32,7 @@ use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Tantivy
 
 /// Bumped whenever the schema or the analyzer changes; an index built by another version is
 /// rebuilt on open.
-pub const INDEX_FORMAT: u32 = 3;
+pub const INDEX_FORMAT: u32 = 4;
 /// The IDF a word in more than half the chunks of a field gets (as in SQLite FTS5's `bm25()`):
 /// not zero, so that a query of only such words still finds something.
 const MIN_IDF: f32 = 1e-6;
@@ -87,8 +87,10 @@ fn schema() -> (Schema, Fields) {
     let fields = Fields {
         // Ids are read back from their fast-field columns, which every segment keeps anyway;
         // storing them too held a second copy of each in the document store (about a fifth of
-        // the index on a docs folder).
-        chunk_id: b.add_text_field("chunk_id", STRING | FAST),
+        // the index on a docs folder). A chunk's id is never searched for (a note's is, to
+        // delete its documents): not indexed, it adds no term per chunk to the dictionary
+        // (a docs folder's index 35 → 33 MB, and a rebuild's CPU about 6 % less).
+        chunk_id: b.add_text_field("chunk_id", FAST),
         note_id: b.add_text_field("note_id", STRING | FAST),
         title: b.add_text_field("title", text.clone()),
         heading: b.add_text_field("heading", text.clone()),
