@@ -32,7 +32,7 @@ use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Tantivy
 
 /// Bumped whenever the schema or the analyzer changes; an index built by another version is
 /// rebuilt on open.
-pub const INDEX_FORMAT: u32 = 4;
+pub const INDEX_FORMAT: u32 = 5;
 /// The IDF a word in more than half the chunks of a field gets (as in SQLite FTS5's `bm25()`):
 /// not zero, so that a query of only such words still finds something.
 const MIN_IDF: f32 = 1e-6;
@@ -63,6 +63,9 @@ pub enum IndexError {
 
 #[derive(Clone, Copy)]
 pub struct Fields {
+    /// A chunk's row, when its id is the one its row gives it (`store::part_id`).
+    pub chunk_rid: Field,
+    /// Any other document's id: a chunk carried over with an older id, a written node.
     pub chunk_id: Field,
     pub note_id: Field,
     pub title: Field,
@@ -89,7 +92,10 @@ fn schema() -> (Schema, Fields) {
         // storing them too held a second copy of each in the document store (about a fifth of
         // the index on a docs folder). A chunk's id is never searched for (a note's is, to
         // delete its documents): not indexed, it adds no term per chunk to the dictionary
-        // (a docs folder's index 35 → 33 MB, and a rebuild's CPU about 6 % less).
+        // (a docs folder's index 35 → 33 MB, and a rebuild's CPU about 6 % less). Nearly every
+        // chunk's id is its row's, kept as that number: a text column would build and sort a
+        // dictionary of every id in each segment.
+        chunk_rid: b.add_u64_field("chunk_rid", FAST),
         chunk_id: b.add_text_field("chunk_id", FAST),
         note_id: b.add_text_field("note_id", STRING | FAST),
         title: b.add_text_field("title", text.clone()),
@@ -308,7 +314,10 @@ impl TextIndex {
         let mut doc = TantivyDocument::with_capacity(
             d.body.len() + d.heading.len() + d.title.len() + 2 * d.path.len() + DOC_SLACK,
         );
-        doc.add_text(f.chunk_id, &d.chunk_id);
+        match part_id::parse(&d.chunk_id) {
+            Some((PartKind::Chunk, rid)) => doc.add_u64(f.chunk_rid, rid.unsigned_abs()),
+            _ => doc.add_text(f.chunk_id, &d.chunk_id),
+        }
         doc.add_text(f.note_id, &d.note_id);
         doc.add_text(f.title, &d.title);
         doc.add_text(f.heading, &d.heading);
@@ -594,19 +603,14 @@ impl TextIndex {
         let searcher = self.reader.searcher();
         let docs = Deadline::new(DocSetCollector, deadline).search(&searcher, filter)?;
         let mut out = HashSet::with_capacity(docs.len());
-        let mut columns = Vec::new();
-        for seg in searcher.segment_readers() {
-            columns.push(seg.fast_fields().str("chunk_id")?);
-        }
-        let mut s = String::new();
+        let columns = searcher
+            .segment_readers()
+            .iter()
+            .map(IdColumns::of)
+            .collect::<Result<Vec<_>, _>>()?;
         for addr in docs {
-            if let Some(Some(col)) = columns.get(addr.segment_ord as usize) {
-                for ord in col.term_ords(addr.doc_id) {
-                    s.clear();
-                    if col.ord_to_str(ord, &mut s).unwrap_or(false) {
-                        out.insert(s.clone());
-                    }
-                }
+            if let Some(ids) = columns.get(addr.segment_ord as usize) {
+                out.insert(ids.chunk_id(addr.doc_id)?);
             }
         }
         Ok(out)
@@ -617,19 +621,56 @@ impl TextIndex {
         searcher: &tantivy::Searcher,
         addr: DocAddress,
     ) -> Result<(String, String), IndexError> {
-        let fast = searcher.segment_reader(addr.segment_ord).fast_fields();
-        let get = |name: &str| -> Result<String, IndexError> {
-            let mut s = String::new();
-            if let Some(col) = fast.str(name)?
-                && let Some(ord) = col.term_ords(addr.doc_id).next()
-            {
-                col.ord_to_str(ord, &mut s)
-                    .map_err(tantivy::TantivyError::from)?;
-            }
-            Ok(s)
-        };
-        Ok((get("chunk_id")?, get("note_id")?))
+        let ids = IdColumns::of(searcher.segment_reader(addr.segment_ord))?;
+        Ok((
+            ids.chunk_id(addr.doc_id)?,
+            first_str(&ids.note, addr.doc_id)?,
+        ))
     }
+}
+
+/// A segment's id columns.
+struct IdColumns {
+    chunk_rid: Option<tantivy::columnar::Column<u64>>,
+    chunk_id: Option<tantivy::columnar::StrColumn>,
+    note: Option<tantivy::columnar::StrColumn>,
+}
+
+impl IdColumns {
+    fn of(segment: &tantivy::SegmentReader) -> Result<IdColumns, IndexError> {
+        let fast = segment.fast_fields();
+        Ok(IdColumns {
+            chunk_rid: fast.column_opt("chunk_rid")?,
+            chunk_id: fast.str("chunk_id")?,
+            note: fast.str("note_id")?,
+        })
+    }
+
+    /// The id of document `doc`: from its chunk's row, else as written out.
+    fn chunk_id(&self, doc: tantivy::DocId) -> Result<String, IndexError> {
+        match self.chunk_rid.as_ref().and_then(|c| c.first(doc)) {
+            Some(rid) => Ok(part_id::format(
+                PartKind::Chunk,
+                i64::try_from(rid).unwrap_or(0),
+            )),
+            None => first_str(&self.chunk_id, doc),
+        }
+    }
+}
+
+/// The first value of `doc` in a text column, or empty.
+fn first_str(
+    column: &Option<tantivy::columnar::StrColumn>,
+    doc: tantivy::DocId,
+) -> Result<String, IndexError> {
+    let mut s = String::new();
+    if let Some(col) = column
+        && let Some(ord) = col.term_ords(doc).next()
+    {
+        col.ord_to_str(ord, &mut s)
+            .map_err(tantivy::TantivyError::from)?;
+    }
+    Ok(s)
 }
 
 /// A collector that refuses to start on another segment once its deadline has passed: the
@@ -1301,6 +1342,49 @@ mod tests {
             assert!(Arc::ptr_eq(&d.tags, &docs[0].tags));
             assert!(Arc::ptr_eq(&d.title, &docs[0].title));
         }
+    }
+
+    /// A chunk whose id is its row's is kept as that number, any other id as written; both
+    /// come back as they went in, from a search and from a filter.
+    #[test]
+    fn chunk_ids_come_back_whether_kept_as_rows_or_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let (idx, _) = TextIndex::open(dir.path(), "store-1").unwrap();
+        let row = part_id::format(PartKind::Chunk, 4_000_000_007);
+        let section = part_id::format(PartKind::Section, 9);
+        let ids = [
+            row.as_str(),
+            "0190c3a4-6e5f-7b2a-9c1d-1234567890ab",
+            section.as_str(),
+        ];
+        idx.with_writer(|w| {
+            for (i, id) in ids.iter().enumerate() {
+                idx.add(w, &doc(id, &format!("common word{i}")))?;
+            }
+            let p = Payload {
+                format: INDEX_FORMAT,
+                store_id: "store-1".into(),
+                seq: 1,
+            };
+            idx.commit(w, &p)
+        })
+        .unwrap();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        for (i, id) in ids.iter().enumerate() {
+            let q = idx.text_query(&format!("word{i}"), &Boosts::default(), 64);
+            let hits = idx.search(q, None, 10, far).unwrap();
+            assert_eq!(hits.len(), 1);
+            assert_eq!(
+                (hits[0].0.as_str(), hits[0].1.as_str()),
+                (*id, &*format!("n-{id}"))
+            );
+        }
+        let all = idx.filter_query(&Filters {
+            kinds: vec!["note".into()],
+            ..Filters::default()
+        });
+        let found = idx.matching_chunks(&*all.unwrap().unwrap(), far).unwrap();
+        assert_eq!(found, ids.iter().map(|s| s.to_string()).collect());
     }
 
     #[test]
