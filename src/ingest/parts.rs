@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use rusqlite::{Transaction, params};
-use serde_json::Value;
 
 use super::parse::{Document, Span};
 use crate::store::part_id::{self, PartKind};
@@ -61,10 +60,18 @@ struct Planned {
 /// (nothing reads them from the document after this), so they are not copied.
 pub fn plan(doc: &mut Document) -> Plan {
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut occurrence = |base: String| {
-        let n = seen.entry(base.clone()).or_default();
-        *n += 1;
-        (format!("{base}#{n}"), *n as i64)
+    // `base#n`, the nth time `base` comes: the key is spelled in `base`'s own buffer.
+    let mut occurrence = |mut base: String| {
+        let n = match seen.get_mut(base.as_str()) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => *seen.entry(base.clone()).or_insert(1),
+        };
+        base.push('#');
+        base.push_str(&n.to_string());
+        (base, n as i64)
     };
     // The open headings: level, text, and index among the sections.
     let mut stack: Vec<(u8, String, usize)> = Vec::new();
@@ -78,11 +85,9 @@ pub fn plan(doc: &mut Document) -> Plan {
         let parent = stack.last().map(|(_, _, i)| *i);
         stack.push((h.level, h.text.clone(), sections.len()));
         let path: Vec<String> = stack.iter().map(|(_, t, _)| t.clone()).collect();
-        let path_json = Value::from(path.clone()).to_string();
+        let path_json = json_text(&path);
         let (parent, heading) = match parent {
-            Some(i) if path.len() <= MAX_CHAIN => {
-                (Some(i), Value::from(h.text.as_str()).to_string())
-            }
+            Some(i) if path.len() <= MAX_CHAIN => (Some(i), json_text(&h.text)),
             // The inside of the brackets.
             _ => (None, path_json[1..path_json.len() - 1].to_owned()),
         };
@@ -102,12 +107,28 @@ pub fn plan(doc: &mut Document) -> Plan {
         paths.push(path);
     }
     let mut chunks = Vec::with_capacity(doc.chunks.len());
+    // Sections in the order they start, as the parser gives them: then each chunk's is found
+    // by a cursor that only moves forward, not by a scan of every section per chunk.
+    let in_order = sections
+        .windows(2)
+        .all(|w| w[0].span.byte_start <= w[1].span.byte_start);
+    let mut started = 0;
     for c in &mut doc.chunks {
         let hash = blake3::hash(c.text.as_bytes());
         // The last heading that starts before the chunk; under it, the chunk's heading path is
         // the section's and need not be written (it always is, for what the parser makes).
         let section = if c.heading_path.is_empty() {
             None
+        } else if in_order {
+            // Moved back for a chunk that starts before the one before it.
+            while started > 0 && sections[started - 1].span.byte_start > c.span.byte_start {
+                started -= 1;
+            }
+            while started < sections.len() && sections[started].span.byte_start <= c.span.byte_start
+            {
+                started += 1;
+            }
+            started.checked_sub(1)
         } else {
             sections
                 .iter()
@@ -126,12 +147,17 @@ pub fn plan(doc: &mut Document) -> Plan {
             span: c.span,
             level: None,
             section,
-            heading_path: (!c.heading_path.is_empty() && !same)
-                .then(|| Value::from(c.heading_path.as_slice()).to_string()),
+            heading_path: (!c.heading_path.is_empty() && !same).then(|| json_text(&c.heading_path)),
             content: Some(std::mem::take(&mut c.text)),
         });
     }
     Plan { sections, chunks }
+}
+
+/// `value` as compact JSON, written straight from it: building a `serde_json::Value` first
+/// copied every heading once more.
+fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Writes the sections and chunks `plan` gives the file `source_id` (none when `plan` is
