@@ -107,28 +107,12 @@ pub fn plan(doc: &mut Document) -> Plan {
         paths.push(path);
     }
     let mut chunks = Vec::with_capacity(doc.chunks.len());
-    // Sections in the order they start, as the parser gives them: then each chunk's is found
-    // by a cursor that only moves forward, not by a scan of every section per chunk.
-    let in_order = sections
-        .windows(2)
-        .all(|w| w[0].span.byte_start <= w[1].span.byte_start);
-    let mut started = 0;
     for c in &mut doc.chunks {
         let hash = blake3::hash(c.text.as_bytes());
         // The last heading that starts before the chunk; under it, the chunk's heading path is
         // the section's and need not be written (it always is, for what the parser makes).
         let section = if c.heading_path.is_empty() {
             None
-        } else if in_order {
-            // Moved back for a chunk that starts before the one before it.
-            while started > 0 && sections[started - 1].span.byte_start > c.span.byte_start {
-                started -= 1;
-            }
-            while started < sections.len() && sections[started].span.byte_start <= c.span.byte_start
-            {
-                started += 1;
-            }
-            started.checked_sub(1)
         } else {
             sections
                 .iter()
