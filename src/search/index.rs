@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, DocSetCollector, SegmentCollector, TopDocs};
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, InvertedIndexRangeQuery, Occur,
-    PhrasePrefixQuery, Query, QueryParser, RangeQuery, TermQuery,
+    PhrasePrefixQuery, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
@@ -532,9 +532,28 @@ impl TextIndex {
             must.push((Occur::Must, any_of(f.kind, &filters.kinds, true)));
         }
         if !filters.props.is_empty() {
-            let props: Vec<String> = filters.props.iter().map(|(k, v)| prop_term(k, v)).collect();
-            for p in props {
-                must.push((Occur::Must, any_of(f.prop, &[p], false)));
+            // Property terms are on each note's first document only (see `each_doc`): each
+            // property is the notes that have it, and so every chunk of those notes.
+            let searcher = self.reader.searcher();
+            let columns = searcher
+                .segment_readers()
+                .iter()
+                .map(IdColumns::of)
+                .collect::<Result<Vec<_>, _>>()?;
+            for (k, v) in &filters.props {
+                let term = Term::from_field_text(f.prop, &prop_term(k, v));
+                let docs = searcher.search(
+                    &TermQuery::new(term, IndexRecordOption::Basic),
+                    &DocSetCollector,
+                )?;
+                let mut notes = Vec::with_capacity(docs.len());
+                for addr in docs {
+                    if let Some(ids) = columns.get(addr.segment_ord as usize) {
+                        let note = first_str(&ids.note, addr.doc_id)?;
+                        notes.push(Term::from_field_text(f.note_id, &note));
+                    }
+                }
+                must.push((Occur::Must, Box::new(TermSetQuery::new(notes))));
             }
         }
         if let Some(prefix) = &filters.path_prefix {
@@ -1068,7 +1087,10 @@ pub fn each_doc(
         let title: Arc<str> = title.into();
         let mut props = scalar_props(&r.get::<_, Option<String>>(4)?.unwrap_or_default());
         props.truncate(MAX_INDEXED_PROPS);
-        let props: Arc<[String]> = props.into();
+        // The note's property terms go on its first chunk's document only: a filter finds the
+        // notes that have them, then takes all their chunks ([`TextIndex::filter_query`]).
+        // On every chunk's they were a tenth of a docs folder's index and of its indexing.
+        let mut props: Arc<[String]> = props.into();
         let kinds: Arc<[String]> = Arc::new([r.get(5)?, r.get(6)?]);
         let mtime_ns: Option<i64> = r.get(7)?;
         let root: String = r.get(8)?;
@@ -1112,7 +1134,7 @@ pub fn each_doc(
                 rel_path: rel.clone(),
                 kinds: kinds.clone(),
                 mtime_secs: mtime_ns.unwrap_or(0).div_euclid(1_000_000_000),
-                props: props.clone(),
+                props: std::mem::replace(&mut props, Arc::new([])),
             })?;
             match chunks.next()? {
                 Some(next) => chunk = next,
@@ -1338,10 +1360,62 @@ mod tests {
         assert_eq!(docs[0].props.len(), MAX_INDEXED_PROPS);
         assert_eq!(docs[0].props[0], prop_term("k0000", "v0"));
         for d in &docs[1..] {
-            assert!(Arc::ptr_eq(&d.props, &docs[0].props));
+            // Property terms are the first document's only.
+            assert!(d.props.is_empty());
             assert!(Arc::ptr_eq(&d.tags, &docs[0].tags));
             assert!(Arc::ptr_eq(&d.title, &docs[0].title));
         }
+    }
+
+    /// A property filter takes every chunk of the notes that have the property, though only
+    /// a note's first document holds its property terms.
+    #[test]
+    fn a_property_filter_takes_every_chunk_of_the_notes_that_have_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (idx, _) = TextIndex::open(dir.path(), "store-1").unwrap();
+        let chunk = |id: &str, note: &str, body: &str, props: &[&str]| ChunkDoc {
+            note_id: note.into(),
+            props: props
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+            ..doc(id, body)
+        };
+        idx.with_writer(|w| {
+            idx.add(w, &chunk("a1", "a", "intro", &["status=growing"]))?;
+            idx.add(w, &chunk("a2", "a", "zeppelin tomatoes", &[]))?;
+            idx.add(w, &chunk("b1", "b", "zeppelin", &["status=done"]))?;
+            idx.add(w, &chunk("c1", "c", "zeppelin", &[]))?;
+            let p = Payload {
+                format: INDEX_FORMAT,
+                store_id: "store-1".into(),
+                seq: 1,
+            };
+            idx.commit(w, &p)
+        })
+        .unwrap();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        let found = |value: &str| -> Vec<String> {
+            let filter = idx
+                .filter_query(&Filters {
+                    props: vec![("status".into(), value.into())],
+                    ..Filters::default()
+                })
+                .unwrap();
+            let q = idx.text_query("zeppelin", &Boosts::default(), 64);
+            let mut ids: Vec<String> = idx
+                .search(q, filter, 10, far)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.0)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(found("growing"), ["a2"]);
+        assert_eq!(found("done"), ["b1"]);
+        assert!(found("wilting").is_empty());
     }
 
     /// A chunk whose id is its row's is kept as that number, any other id as written; both
