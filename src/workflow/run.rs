@@ -60,6 +60,9 @@ pub(super) struct Scope {
     suffix: String,
     loop_index: Option<usize>,
     locals: BTreeMap<String, Value>,
+    /// Set when a step of the innermost loop's iteration goes to `BREAK`, before that step's
+    /// end is journaled: a parallel loop's other workers start no iteration once it is.
+    loop_stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a drive needs from the engine that runs it, and nothing more: the store and search it
@@ -367,6 +370,11 @@ impl RunCtx {
             },
         };
         let ty = step.step_type();
+        if route.or(step.next.as_deref()) == Some("BREAK")
+            && let Some(stop) = &sc.loop_stop
+        {
+            stop.store(true, Ordering::SeqCst);
+        }
         let result = self.host.store().write(|tx| -> Result<Value, StepError> {
             if let Some(g) = &done.graph {
                 let (result, evs) = steps::apply(tx, g, &prov)?;
@@ -1053,10 +1061,12 @@ impl RunCtx {
             .unwrap_or(u64::MAX)
             .min(self.limits.loop_items);
         let parallel = step.mode.as_deref() == Some("parallel");
+        let stop = Arc::new(AtomicBool::new(false));
         let iteration = |i: usize| -> Scope {
             let mut s = sc.clone();
             s.suffix = format!("{}[{i}]", sc.suffix);
             s.loop_index = Some(i);
+            s.loop_stop = Some(stop.clone());
             s.locals.insert("_index".into(), json!(i));
             if let Some(items) = &items {
                 s.locals.insert("_item".into(), items[i].clone());
@@ -1071,7 +1081,6 @@ impl RunCtx {
                 .min(self.limits.concurrency)
                 .max(1) as usize;
             let next_i = AtomicUsize::new(0);
-            let stop = AtomicBool::new(false);
             let work = || {
                 let mut mine = Vec::new();
                 loop {
