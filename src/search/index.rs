@@ -1367,6 +1367,22 @@ mod tests {
         }
     }
 
+    /// Adds `docs` to `idx` and commits them.
+    fn commit_docs(idx: &TextIndex, docs: &[ChunkDoc]) {
+        idx.with_writer(|w| {
+            for d in docs {
+                idx.add(w, d)?;
+            }
+            let p = Payload {
+                format: INDEX_FORMAT,
+                store_id: "store-1".into(),
+                seq: 1,
+            };
+            idx.commit(w, &p)
+        })
+        .unwrap();
+    }
+
     /// A property filter takes every chunk of the notes that have the property, though only
     /// a note's first document holds its property terms.
     #[test]
@@ -1382,19 +1398,15 @@ mod tests {
                 .into(),
             ..doc(id, body)
         };
-        idx.with_writer(|w| {
-            idx.add(w, &chunk("a1", "a", "intro", &["status=growing"]))?;
-            idx.add(w, &chunk("a2", "a", "zeppelin tomatoes", &[]))?;
-            idx.add(w, &chunk("b1", "b", "zeppelin", &["status=done"]))?;
-            idx.add(w, &chunk("c1", "c", "zeppelin", &[]))?;
-            let p = Payload {
-                format: INDEX_FORMAT,
-                store_id: "store-1".into(),
-                seq: 1,
-            };
-            idx.commit(w, &p)
-        })
-        .unwrap();
+        commit_docs(
+            &idx,
+            &[
+                chunk("a1", "a", "intro", &["status=growing"]),
+                chunk("a2", "a", "zeppelin tomatoes", &[]),
+                chunk("b1", "b", "zeppelin", &["status=done"]),
+                chunk("c1", "c", "zeppelin", &[]),
+            ],
+        );
         let far = Instant::now() + std::time::Duration::from_secs(60);
         let found = |value: &str| -> Vec<String> {
             let filter = idx
@@ -1431,18 +1443,12 @@ mod tests {
             "0190c3a4-6e5f-7b2a-9c1d-1234567890ab",
             section.as_str(),
         ];
-        idx.with_writer(|w| {
-            for (i, id) in ids.iter().enumerate() {
-                idx.add(w, &doc(id, &format!("common word{i}")))?;
-            }
-            let p = Payload {
-                format: INDEX_FORMAT,
-                store_id: "store-1".into(),
-                seq: 1,
-            };
-            idx.commit(w, &p)
-        })
-        .unwrap();
+        let docs: Vec<ChunkDoc> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| doc(id, &format!("common word{i}")))
+            .collect();
+        commit_docs(&idx, &docs);
         let far = Instant::now() + std::time::Duration::from_secs(60);
         for (i, id) in ids.iter().enumerate() {
             let q = idx.text_query(&format!("word{i}"), &Boosts::default(), 64);
