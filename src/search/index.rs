@@ -502,8 +502,13 @@ impl TextIndex {
         Ok(cut)
     }
 
-    /// The filters as one query, or `None` when there are none.
-    pub fn filter_query(&self, filters: &Filters) -> Result<Option<Box<dyn Query>>, IndexError> {
+    /// The filters as one query, or `None` when there are none. A property filter is resolved to the notes that have the property before `deadline`
+    /// ([`IndexError::OutOfTime`] after it).
+    pub fn filter_query(
+        &self,
+        filters: &Filters,
+        deadline: Instant,
+    ) -> Result<Option<Box<dyn Query>>, IndexError> {
         let f = &self.fields;
         let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let any_of = |field: Field, values: &[String], lower: bool| -> Box<dyn Query> {
@@ -542,10 +547,8 @@ impl TextIndex {
                 .collect::<Result<Vec<_>, _>>()?;
             for (k, v) in &filters.props {
                 let term = Term::from_field_text(f.prop, &prop_term(k, v));
-                let docs = searcher.search(
-                    &TermQuery::new(term, IndexRecordOption::Basic),
-                    &DocSetCollector,
-                )?;
+                let docs = Deadline::new(DocSetCollector, deadline)
+                    .search(&searcher, &TermQuery::new(term, IndexRecordOption::Basic))?;
                 let mut notes = Vec::with_capacity(docs.len());
                 for addr in docs {
                     if let Some(ids) = columns.get(addr.segment_ord as usize) {
@@ -1411,10 +1414,13 @@ mod tests {
         let far = Instant::now() + std::time::Duration::from_secs(60);
         let found = |value: &str| -> Vec<String> {
             let filter = idx
-                .filter_query(&Filters {
-                    props: vec![("status".into(), value.into())],
-                    ..Filters::default()
-                })
+                .filter_query(
+                    &Filters {
+                        props: vec![("status".into(), value.into())],
+                        ..Filters::default()
+                    },
+                    far,
+                )
                 .unwrap();
             let q = idx.text_query("zeppelin", &Boosts::default(), 64);
             let mut ids: Vec<String> = idx
@@ -1429,6 +1435,15 @@ mod tests {
         assert_eq!(found("growing"), ["a2"]);
         assert_eq!(found("done"), ["b1"]);
         assert!(found("wilting").is_empty());
+        // Finding the notes reads the index, within the query's time.
+        let spent = idx.filter_query(
+            &Filters {
+                props: vec![("status".into(), "growing".into())],
+                ..Filters::default()
+            },
+            Instant::now(),
+        );
+        assert!(matches!(spent, Err(IndexError::OutOfTime)), "{spent:?}");
     }
 
     /// A chunk whose id is its row's is kept as that number, any other id as written; both
@@ -1460,10 +1475,13 @@ mod tests {
                 (*id, &*format!("n-{id}"))
             );
         }
-        let all = idx.filter_query(&Filters {
-            kinds: vec!["note".into()],
-            ..Filters::default()
-        });
+        let all = idx.filter_query(
+            &Filters {
+                kinds: vec!["note".into()],
+                ..Filters::default()
+            },
+            far,
+        );
         let found = idx.matching_chunks(&*all.unwrap().unwrap(), far).unwrap();
         assert_eq!(found, ids.iter().map(|s| s.to_string()).collect());
     }
@@ -1485,8 +1503,8 @@ mod tests {
         })
         .unwrap();
         let ids = |q: &str, f: &Filters| -> Vec<String> {
-            let filter = idx.filter_query(f).unwrap();
             let far = Instant::now() + std::time::Duration::from_secs(60);
+            let filter = idx.filter_query(f, far).unwrap();
             idx.search(idx.text_query(q, &Boosts::default(), 64), filter, 10, far)
                 .unwrap()
                 .into_iter()
@@ -1586,10 +1604,13 @@ mod tests {
         let e = idx.search(q(), None, 10, spent).unwrap_err();
         assert!(matches!(e, IndexError::OutOfTime), "{e:?}");
         let filter = idx
-            .filter_query(&Filters {
-                kinds: vec!["note".into()],
-                ..Filters::default()
-            })
+            .filter_query(
+                &Filters {
+                    kinds: vec!["note".into()],
+                    ..Filters::default()
+                },
+                Instant::now() + std::time::Duration::from_secs(60),
+            )
             .unwrap()
             .unwrap();
         let e = idx.matching_chunks(filter.as_ref(), spent).unwrap_err();

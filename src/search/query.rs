@@ -69,13 +69,21 @@ impl Search {
         let t = req.tuning.unwrap_or(self.tuning);
         budget.check("parsing the query")?;
         let tq = text.text_query(&req.query, &t.boosts, self.limits.max_prefix_expansions);
-        let filter = text.filter_query(&req.filters)?;
         // What the index cannot answer because it is damaged is left out, with a warning; the
         // worker replaces the index and rebuilds it meanwhile.
         let mut damaged = false;
+        budget.check("filtering")?;
+        // A property filter reads the index (the notes that have the property).
+        let filter = self
+            .shielded(&text, || text.filter_query(&req.filters, budget.deadline()))
+            .map_err(out_of_time("filtering"))?
+            .unwrap_or_else(|| {
+                // Nothing is known to pass the filters.
+                damaged = true;
+                Some(Box::new(tantivy::query::EmptyQuery))
+            });
         // The chunks the filters allow, for the signals that do not come from the index
         // (dense vectors, graph neighbours); computed once per query.
-        budget.check("filtering")?;
         let allowed = match &filter {
             Some(f) if mode != Mode::Bm25 || req.graph => {
                 let found = self.shielded(&text, || {
