@@ -1371,8 +1371,8 @@ mod tests {
         }
     }
 
-    /// Adds `docs` to `idx` and commits them.
-    fn commit_docs(idx: &TextIndex, docs: &[ChunkDoc]) {
+    /// Adds `docs` to `idx` and commits them as outbox position `seq`.
+    fn commit_docs(idx: &TextIndex, docs: &[ChunkDoc], seq: i64) {
         idx.with_writer(|w| {
             for d in docs {
                 idx.add(w, d)?;
@@ -1380,7 +1380,7 @@ mod tests {
             let p = Payload {
                 format: INDEX_FORMAT,
                 store_id: "store-1".into(),
-                seq: 1,
+                seq,
             };
             idx.commit(w, &p)
         })
@@ -1410,6 +1410,7 @@ mod tests {
                 chunk("b1", "b", "zeppelin", &["status=done"]),
                 chunk("c1", "c", "zeppelin", &[]),
             ],
+            1,
         );
         let far = Instant::now() + std::time::Duration::from_secs(60);
         let found = |value: &str| -> Vec<String> {
@@ -1464,7 +1465,7 @@ mod tests {
             .enumerate()
             .map(|(i, id)| doc(id, &format!("common word{i}")))
             .collect();
-        commit_docs(&idx, &docs);
+        commit_docs(&idx, &docs, 1);
         let far = Instant::now() + std::time::Duration::from_secs(60);
         for (i, id) in ids.iter().enumerate() {
             let q = idx.text_query(&format!("word{i}"), &Boosts::default(), 64);
@@ -1491,17 +1492,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (idx, opened) = TextIndex::open(dir.path(), "store-1").unwrap();
         assert!(matches!(opened, Opened::Fresh(_)));
-        idx.with_writer(|w| {
-            idx.add(w, &doc("a", "a zeppelin hangar"))?;
-            idx.add(w, &doc("b", "deep watering of tomatoes"))?;
-            let p = Payload {
-                format: INDEX_FORMAT,
-                store_id: "store-1".into(),
-                seq: 7,
-            };
-            idx.commit(w, &p)
-        })
-        .unwrap();
+        commit_docs(
+            &idx,
+            &[
+                doc("a", "a zeppelin hangar"),
+                doc("b", "deep watering of tomatoes"),
+            ],
+            7,
+        );
         let ids = |q: &str, f: &Filters| -> Vec<String> {
             let far = Instant::now() + std::time::Duration::from_secs(60);
             let filter = idx.filter_query(f, far).unwrap();
