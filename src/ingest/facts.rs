@@ -201,12 +201,11 @@ pub fn write_file_node_aliases(
     rel_path: &str,
     aliases: &[String],
 ) -> rusqlite::Result<Vec<String>> {
-    let old = if node.created {
-        HashSet::new()
+    if node.created {
+        write_aliases_over(tx, ctx, &node.id, rel_path, aliases, HashSet::new())
     } else {
-        names_of(tx, &node.id, &["alias"])?
-    };
-    write_aliases_over(tx, ctx, &node.id, rel_path, aliases, old)
+        write_aliases(tx, ctx, &node.id, rel_path, aliases)
+    }
 }
 
 fn names_of(
