@@ -10,6 +10,7 @@
 //! (schema 0013); the `sections` view spells the key and path out again for readers.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use rusqlite::{Transaction, params};
@@ -67,10 +68,13 @@ pub fn plan(doc: &mut Document) -> Plan {
                 *n += 1;
                 *n
             }
-            None => *seen.entry(base.clone()).or_insert(1),
+            None => {
+                seen.insert(base.clone(), 1);
+                1
+            }
         };
-        base.push('#');
-        base.push_str(&n.to_string());
+        // Writing into a String cannot fail.
+        let _ = write!(base, "#{n}");
         (base, n as i64)
     };
     // The open headings: level, text, and index among the sections.
