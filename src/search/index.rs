@@ -1377,12 +1377,7 @@ mod tests {
             for d in docs {
                 idx.add(w, d)?;
             }
-            let p = Payload {
-                format: INDEX_FORMAT,
-                store_id: "store-1".into(),
-                seq,
-            };
-            idx.commit(w, &p)
+            idx.commit(w, &payload(seq))
         })
         .unwrap();
     }
@@ -1423,15 +1418,7 @@ mod tests {
                     far,
                 )
                 .unwrap();
-            let q = idx.text_query("zeppelin", &Boosts::default(), 64);
-            let mut ids: Vec<String> = idx
-                .search(q, filter, 10, far)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.0)
-                .collect();
-            ids.sort();
-            ids
+            hits_where(&idx, "zeppelin", 64, filter)
         };
         assert_eq!(found("growing"), ["a2"]);
         assert_eq!(found("done"), ["b1"]);
@@ -1550,11 +1537,21 @@ mod tests {
     }
 
     fn hits(idx: &TextIndex, q: &str, max_expansions: u32) -> Vec<String> {
+        hits_where(idx, q, max_expansions, None)
+    }
+
+    /// The chunk ids `q` finds among those `filter` allows, sorted.
+    fn hits_where(
+        idx: &TextIndex,
+        q: &str,
+        max_expansions: u32,
+        filter: Option<Box<dyn Query>>,
+    ) -> Vec<String> {
         let far = Instant::now() + std::time::Duration::from_secs(60);
         let mut ids: Vec<String> = idx
             .search(
                 idx.text_query(q, &Boosts::default(), max_expansions),
-                None,
+                filter,
                 10,
                 far,
             )
