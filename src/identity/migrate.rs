@@ -969,7 +969,14 @@ impl Schema {
 fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Option<Vec<String>>> {
     let exists = conn
         .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
+            // A view counts when it takes updates (our `edges`, schema 0015).
+            "SELECT 1 FROM sqlite_master t
+             WHERE t.name = ?1 COLLATE NOCASE
+               AND (t.type = 'table'
+                    OR (t.type = 'view' AND EXISTS (
+                        SELECT 1 FROM sqlite_master g
+                        WHERE g.type = 'trigger' AND g.tbl_name = t.name
+                          AND g.sql LIKE '%INSTEAD OF UPDATE%')))",
             [table],
             |_| Ok(()),
         )

@@ -570,9 +570,11 @@ fn shared_edge(
         return Ok(id);
     }
     let id = new_id();
+    // The ingester runs with triggers off, so it writes the rows under the `edges` view.
     tx.prepare_cached(
-        "INSERT INTO edges(id, src_id, dst_id, type, key, created_by, valid_from)
-         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6)",
+        "INSERT INTO edge_rows(id, src, dst, type, key, created_by, valid_from)
+         VALUES (?1, (SELECT rid FROM nodes WHERE id = ?2), (SELECT rid FROM nodes WHERE id = ?3),
+                 ?4, '', ?5, ?6)",
     )?
     .execute(params![id, src, dst, edge_type, ctx.user, ctx.now])?;
     Ok(id)
@@ -731,31 +733,32 @@ fn write_edges(
     version: i64,
     wanted: Vec<WantedEdge<'_>>,
 ) -> rusqlite::Result<()> {
-    // (target, type, key in today's form) → (id, key as stored)
-    let mut existing: HashMap<(String, String, String), (String, String)> = HashMap::new();
+    let note_rid: i64 = tx
+        .prepare_cached("SELECT rid FROM nodes WHERE id = ?1")?
+        .query_row([note_id], |r| r.get(0))?;
+    // (target, type, key in today's form) → the edge's row
+    let mut existing: HashMap<(String, String, String), i64> = HashMap::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, dst_id, type, key FROM edges WHERE src_id = ?1 AND valid_to IS NULL",
+            "SELECT e.rid, d.id, e.type, e.key FROM edge_rows e JOIN nodes d ON d.rid = e.dst
+             WHERE e.src = ?1 AND e.valid_to IS NULL",
         )?;
-        let rows = stmt.query_map([note_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get::<_, String>(3)?,
-            ))
+        let rows = stmt.query_map([note_rid], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
         })?;
         for row in rows {
-            let (id, dst, t, k) = row?;
-            existing.insert((dst, t, current_key(&k)), (id, k));
+            let (rid, dst, t, k) = row?;
+            existing.insert((dst, t, current_key(&k)), rid);
         }
     }
     // The acting user and the creation time are the cited version's and the edge's start
     // (schema 0014): neither is written.
     let mut ins = tx.prepare_cached(
-        "INSERT INTO edges(id, src_id, dst_id, type, key, props, valid_from,
-                           cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO edge_rows(id, src, dst, type, key, props, valid_from,
+                               cite_version, cite_byte_start, cite_byte_end, cite_line_start,
+                               cite_line_end)
+         VALUES (?1, ?2, (SELECT rid FROM nodes WHERE id = ?3), ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                 ?12)",
     )?;
     // An edge that took its acting user from the version it cited keeps that user when it is
     // cited by a version another user recorded: it is written out first. Prepared only when
@@ -763,13 +766,14 @@ fn write_edges(
     let mut keep = (!existing.is_empty())
         .then(|| {
             tx.prepare_cached(
-        "UPDATE edges SET props = ?2, cite_version = ?3, cite_byte_start = ?4, cite_byte_end = ?5,
-                          cite_line_start = ?6, cite_line_end = ?7, key = ?8,
-                          created_by = coalesce(created_by,
-                              (SELECT v.actor_id FROM source_versions v
-                               WHERE v.id = edges.cite_version AND v.actor_id IS NOT ?9))
-         WHERE id = ?1",
-    )
+                "UPDATE edge_rows SET props = ?2, cite_version = ?3, cite_byte_start = ?4,
+                              cite_byte_end = ?5, cite_line_start = ?6, cite_line_end = ?7,
+                              key = ?8,
+                              created_by = coalesce(created_by,
+                                  (SELECT v.actor_id FROM source_versions v
+                                   WHERE v.id = edge_rows.cite_version AND v.actor_id IS NOT ?9))
+         WHERE rid = ?1",
+            )
         })
         .transpose()?;
     for e in wanted {
@@ -781,9 +785,9 @@ fn write_edges(
             existing.remove(&(e.dst.clone(), e.edge_type.to_owned(), e.key.clone()))
         };
         match kept.zip(keep.as_mut()) {
-            Some(((id, _), keep)) => {
+            Some((rid, keep)) => {
                 keep.execute(params![
-                    id,
+                    rid,
                     e.props,
                     cite.version,
                     cite.byte_start,
@@ -797,7 +801,7 @@ fn write_edges(
             None => {
                 ins.execute(params![
                     new_id(),
-                    note_id,
+                    note_rid,
                     e.dst,
                     e.edge_type,
                     e.key,
@@ -815,9 +819,9 @@ fn write_edges(
     if existing.is_empty() {
         return Ok(());
     }
-    let mut retire = tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE id = ?1")?;
-    for (id, _) in existing.into_values() {
-        retire.execute(params![id, ctx.now])?;
+    let mut retire = tx.prepare_cached("UPDATE edge_rows SET valid_to = ?2 WHERE rid = ?1")?;
+    for rid in existing.into_values() {
+        retire.execute(params![rid, ctx.now])?;
     }
     Ok(())
 }
@@ -917,10 +921,16 @@ pub fn retire_node(tx: &Transaction<'_>, ctx: &Ctx<'_>, id: &str) -> rusqlite::R
         .execute(params![id, ctx.now])?;
     // Two statements, not one with `OR`: each uses its own index, where the `OR` made SQLite
     // scan every current edge.
-    tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE src_id = ?1 AND valid_to IS NULL")?
-        .execute(params![id, ctx.now])?;
-    tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE dst_id = ?1 AND valid_to IS NULL")?
-        .execute(params![id, ctx.now])?;
+    tx.prepare_cached(
+        "UPDATE edge_rows SET valid_to = ?2
+         WHERE src = (SELECT rid FROM nodes WHERE id = ?1) AND valid_to IS NULL",
+    )?
+    .execute(params![id, ctx.now])?;
+    tx.prepare_cached(
+        "UPDATE edge_rows SET valid_to = ?2
+         WHERE dst = (SELECT rid FROM nodes WHERE id = ?1) AND valid_to IS NULL",
+    )?
+    .execute(params![id, ctx.now])?;
     tx.prepare_cached(
         "UPDATE provenance SET valid_to = ?2 WHERE node_id = ?1 AND valid_to IS NULL",
     )?

@@ -143,9 +143,8 @@ fn collect(tx: &Transaction<'_>, root_id: i64) -> rusqlite::Result<()> {
     )?;
     tx.execute_batch(
         "INSERT INTO purge_edges(rid)
-         SELECT e.rowid FROM edges e
-         WHERE EXISTS (SELECT 1 FROM nodes n JOIN purge_nodes p ON p.rid = n.rowid WHERE n.id = e.src_id)
-            OR EXISTS (SELECT 1 FROM nodes n JOIN purge_nodes p ON p.rid = n.rowid WHERE n.id = e.dst_id);
+         SELECT rid FROM edge_rows
+         WHERE src IN (SELECT rid FROM purge_nodes) OR dst IN (SELECT rid FROM purge_nodes);
          INSERT OR IGNORE INTO purge_shared(id)
          SELECT d.id FROM purge_edges p JOIN edges e ON e.rowid = p.rid JOIN nodes d ON d.id = e.dst_id
          WHERE d.kind IN ('tag', 'placeholder', 'url') AND d.source_id IS NULL;
@@ -161,9 +160,10 @@ fn delete_edges(tx: &Transaction<'_>) -> rusqlite::Result<usize> {
         .query_map([PURGE_BATCH as i64], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut cites = tx.prepare_cached(
-        "DELETE FROM provenance WHERE edge_id = (SELECT id FROM edges WHERE rowid = ?1)",
+        "DELETE FROM provenance WHERE edge_id = (SELECT id FROM edge_rows WHERE rid = ?1)",
     )?;
-    let mut edge = tx.prepare_cached("DELETE FROM edges WHERE rowid = ?1")?;
+    // Triggers are off here: the rows under the `edges` view.
+    let mut edge = tx.prepare_cached("DELETE FROM edge_rows WHERE rid = ?1")?;
     let mut done = tx.prepare_cached("DELETE FROM purge_edges WHERE rid = ?1")?;
     for rid in &rids {
         cites.execute([rid])?;
@@ -300,7 +300,7 @@ fn finish(tx: &Transaction<'_>, root: &RootInfo) -> Result<(u64, u64), IngestErr
              WHERE e.src_id IN purge_dead AND d.kind IN ('tag', 'placeholder', 'url')
                AND d.source_id IS NULL AND d.id NOT IN purge_dead;
              DELETE FROM provenance WHERE edge_id IN (SELECT id FROM edges WHERE src_id IN purge_dead);
-             DELETE FROM edges WHERE src_id IN purge_dead;",
+             DELETE FROM edge_rows WHERE src IN (SELECT rid FROM nodes WHERE id IN purge_dead);",
         )?;
         for id in &dead {
             delete_node(tx, "?1", id)?;

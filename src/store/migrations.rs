@@ -67,6 +67,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0014_lean_edges.sql",
         include_str!("../../schema/0014_lean_edges.sql"),
     ),
+    (
+        "0015_integer_edge_refs.sql",
+        include_str!("../../schema/0015_integer_edge_refs.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -140,9 +144,10 @@ mod tests {
             .unwrap()
     }
 
+    /// Tables and views: `sections` (0013) and `edges` (0015) are views over their rows.
     fn tables(conn: &Connection) -> Vec<String> {
         let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")
             .unwrap();
         stmt.query_map([], |r| r.get(0))
             .unwrap()
@@ -402,7 +407,8 @@ mod tests {
         // The rebuilt tables keep their indexes and the search triggers.
         let names = rows(
             "SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name IN
-                 ('nodes', 'edges', 'chunks', 'sources') AND sql IS NOT NULL ORDER BY name",
+                 ('nodes', 'edges', 'edge_rows', 'chunks', 'sources') AND sql IS NOT NULL
+             ORDER BY name",
         );
         for want in [
             "edges_current",
@@ -625,21 +631,21 @@ mod tests {
                 "w user:w t0 text",
             ]
         );
-        // The rebuilt table keeps its indexes and the search triggers.
+        // The rebuilt table keeps its indexes and the search triggers (on the rows under the
+        // `edges` view since 0015).
         let names = stored(
-            "SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = 'edges'
-                 AND sql IS NOT NULL ORDER BY name",
+            "SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger')
+                 AND tbl_name IN ('edges', 'edge_rows') AND sql IS NOT NULL ORDER BY name",
         );
-        assert_eq!(
-            names,
-            [
-                "edges_current",
-                "edges_dst",
-                "edges_retired",
-                "search_tag_insert",
-                "search_tag_update"
-            ]
-        );
+        for want in [
+            "edges_current",
+            "edges_dst",
+            "edges_retired",
+            "search_tag_insert",
+            "search_tag_update",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+        }
         let dangling: i64 = conn
             .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
                 r.get(0)
