@@ -849,11 +849,11 @@ fn node_id_by_title(conn: &Connection, title: &str) -> Result<Option<String>, Er
     // `root_id IN (...)` lets the lookup use the (root_id, name) index; roots are few.
     let by_name = conn
         .prepare_cached(
-            "SELECT nn.node_id FROM note_names nn
-             JOIN nodes n ON n.id = nn.node_id AND n.valid_to IS NULL
+            "SELECT n.id FROM note_names nn
+             JOIN nodes n ON n.rid = nn.node AND n.valid_to IS NULL
              WHERE nn.root_id IN (SELECT id FROM roots) AND nn.name = ?1
                AND nn.how IN ('stem', 'alias')
-             ORDER BY nn.depth, nn.rel_path, nn.node_id
+             ORDER BY nn.depth, nn.rel_path, n.id
              LIMIT 1",
         )?
         .query_row([title.to_lowercase()], |r| r.get(0))
@@ -1001,8 +1001,8 @@ fn collect_candidates(
         keep(id, title, Origin::Title);
     }
     let mut names = conn.prepare_cached(
-        "SELECT nn.node_id, nn.name, nn.how, nn.rel_path FROM note_names nn
-         JOIN nodes n ON n.id = nn.node_id AND n.valid_to IS NULL
+        "SELECT n.id, nn.name, nn.how, nn.rel_path FROM note_names nn
+         JOIN nodes n ON n.rid = nn.node AND n.valid_to IS NULL
            AND n.kind IN ('note', 'file')
          WHERE nn.how IN ('stem', 'alias') AND nn.name LIKE ?1 ESCAPE '\\'
          LIMIT ?2",
@@ -1439,7 +1439,9 @@ mod tests {
                          cite_line_start = 1, cite_line_end = 4 WHERE id = 'n-a';
         UPDATE edges SET cite_version = 2, cite_byte_start = 10, cite_byte_end = 17,
                          cite_line_start = 2, cite_line_end = 2 WHERE id = 'e1';
-        INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path) VALUES
+        INSERT INTO note_names(root_id, name, how, node, depth, rel_path)
+        SELECT v.column1, v.column2, v.column3, n.rid, v.column5, v.column6
+        FROM (VALUES
             (1, 'a', 'stem', 'n-a', 0, 'a.md'),
             (1, 'a', 'path', 'n-a', 0, 'a.md'),
             (1, 'first letter', 'alias', 'n-a', 0, 'a.md'),
@@ -1447,7 +1449,8 @@ mod tests {
             (1, 'b', 'stem', 'n-b', 1, 'notes/b.md'),
             (1, 'notes/b', 'path', 'n-b', 1, 'notes/b.md'),
             (1, 'c', 'stem', 'n-c', 0, 'c.md'),
-            (1, 'old', 'stem', 'n-old', 0, 'old.md');
+            (1, 'old', 'stem', 'n-old', 0, 'old.md')) v
+        JOIN nodes n ON n.id = v.column4;
     ";
 
     fn store() -> (tempfile::TempDir, Store) {

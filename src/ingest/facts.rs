@@ -56,8 +56,17 @@ impl<'a> Ctx<'a> {
 /// begins or ends. Writes that could change an answer clear the affected map.
 #[derive(Default)]
 pub struct Lookups {
-    shared: HashMap<(&'static str, String), String>,
-    targets: HashMap<Target, Option<String>>,
+    shared: HashMap<(&'static str, String), NodeRef>,
+    /// The row of the node each target resolves to.
+    targets: HashMap<Target, Option<i64>>,
+}
+
+/// A node as the writer refers to it: its public id, and its row, by which edges and names
+/// refer to it (schema 0015).
+#[derive(Clone)]
+struct NodeRef {
+    id: String,
+    rid: i64,
 }
 
 impl Lookups {
@@ -165,12 +174,14 @@ pub fn ensure_file_node(
     if old != new_set {
         if !old.is_empty() {
             tx.prepare_cached(
-                "DELETE FROM note_names WHERE node_id = ?1 AND how IN ('stem', 'path')",
+                "DELETE FROM note_names
+                 WHERE node = (SELECT rid FROM nodes WHERE id = ?1) AND how IN ('stem', 'path')",
             )?
             .execute([&id])?;
         }
         let mut ins = tx.prepare_cached(
-            "INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO note_names(root_id, name, how, node, depth, rel_path)
+             VALUES (?1, ?2, ?3, (SELECT rid FROM nodes WHERE id = ?4), ?5, ?6)",
         )?;
         for (name, how) in &new {
             ins.execute(params![
@@ -213,7 +224,9 @@ fn names_of(
     node_id: &str,
     hows: &[&str],
 ) -> rusqlite::Result<HashSet<String>> {
-    let mut stmt = tx.prepare_cached("SELECT name, how FROM note_names WHERE node_id = ?1")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT name, how FROM note_names WHERE node = (SELECT rid FROM nodes WHERE id = ?1)",
+    )?;
     let rows = stmt.query_map([node_id], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
     })?;
@@ -228,7 +241,8 @@ fn names_of(
 }
 
 struct WantedEdge<'a> {
-    dst: String,
+    /// The row of the node it points at.
+    dst: i64,
     edge_type: &'a str,
     key: String,
     /// The `props` column as written.
@@ -372,8 +386,11 @@ pub fn write_document(
 
     let mut changed_names = Vec::new();
     let mut edges = Vec::new();
-    tx.prepare_cached("DELETE FROM link_refs WHERE src_node_id = ?1")?
-        .execute([note_id])?;
+    let note_rid: i64 = tx
+        .prepare_cached("SELECT rid FROM nodes WHERE id = ?1")?
+        .query_row([note_id], |r| r.get(0))?;
+    tx.prepare_cached("DELETE FROM link_refs WHERE src = ?1")?
+        .execute([note_rid])?;
 
     if let Some(p) = doc {
         tx.prepare_cached(
@@ -389,7 +406,7 @@ pub fn write_document(
             &p.doc.aliases,
         )?);
         plan_tags(tx, ctx, file, &p.doc, &mut edges)?;
-        resolve_links(tx, ctx, note_id, p, &mut edges)?;
+        resolve_links(tx, ctx, note_rid, p, &mut edges)?;
     } else {
         changed_names.extend(write_aliases(tx, ctx, note_id, file.rel_path, &[])?);
     }
@@ -401,7 +418,7 @@ pub fn write_document(
         ctx.now_ms,
         doc.map(|p| &p.parts),
     )?;
-    write_edges(tx, ctx, note_id, version, edges)?;
+    write_edges(tx, ctx, note_rid, version, edges)?;
     // What the triggers would queue, once, whether or not they are on (see Store::write_bulk).
     tx.prepare_cached("INSERT INTO search_outbox(note_id) VALUES (?1)")?
         .execute([note_id])?;
@@ -439,11 +456,15 @@ fn write_aliases_over(
     }
     ctx.lookups.borrow_mut().targets.clear();
     if !old.is_empty() {
-        tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1 AND how = 'alias'")?
-            .execute([note_id])?;
+        tx.prepare_cached(
+            "DELETE FROM note_names
+             WHERE node = (SELECT rid FROM nodes WHERE id = ?1) AND how = 'alias'",
+        )?
+        .execute([note_id])?;
     }
     let mut ins = tx.prepare_cached(
-        "INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path) VALUES (?1, ?2, 'alias', ?3, ?4, ?5)",
+        "INSERT INTO note_names(root_id, name, how, node, depth, rel_path)
+         VALUES (?1, ?2, 'alias', (SELECT rid FROM nodes WHERE id = ?3), ?4, ?5)",
     )?;
     for a in &new {
         ins.execute(params![
@@ -464,17 +485,24 @@ fn shared_node(
     kind: &'static str,
     key: &str,
     title: &str,
-) -> rusqlite::Result<String> {
+) -> rusqlite::Result<NodeRef> {
     let cache_key = (kind, key.to_owned());
-    if let Some(id) = ctx.lookups.borrow().shared.get(&cache_key) {
-        return Ok(id.clone());
+    if let Some(node) = ctx.lookups.borrow().shared.get(&cache_key) {
+        return Ok(node.clone());
     }
-    let found: Option<String> = tx
-        .prepare_cached("SELECT id FROM nodes WHERE kind = ?1 AND key = ?2 AND valid_to IS NULL")?
-        .query_row([kind, key], |r| r.get(0))
+    let found: Option<NodeRef> = tx
+        .prepare_cached(
+            "SELECT id, rid FROM nodes WHERE kind = ?1 AND key = ?2 AND valid_to IS NULL",
+        )?
+        .query_row([kind, key], |r| {
+            Ok(NodeRef {
+                id: r.get(0)?,
+                rid: r.get(1)?,
+            })
+        })
         .optional()?;
-    let id = match found {
-        Some(id) => id,
+    let node = match found {
+        Some(node) => node,
         None => {
             let id = new_id();
             tx.prepare_cached(
@@ -482,14 +510,17 @@ fn shared_node(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
             )?
             .execute(params![id, kind, key, title, ctx.user, ctx.now])?;
-            id
+            NodeRef {
+                id,
+                rid: tx.last_insert_rowid(),
+            }
         }
     };
     ctx.lookups
         .borrow_mut()
         .shared
-        .insert(cache_key, id.clone());
-    Ok(id)
+        .insert(cache_key, node.clone());
+    Ok(node)
 }
 
 /// [`resolve::resolve`], remembered for the rest of the transaction.
@@ -497,15 +528,15 @@ fn resolve_cached(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
     target: &Target,
-) -> rusqlite::Result<Option<String>> {
+) -> rusqlite::Result<Option<i64>> {
     if let Some(found) = ctx.lookups.borrow().targets.get(target) {
-        return Ok(found.clone());
+        return Ok(*found);
     }
     let found = resolve::resolve(tx, ctx.root_id, target)?;
     ctx.lookups
         .borrow_mut()
         .targets
-        .insert(target.clone(), found.clone());
+        .insert(target.clone(), found);
     Ok(found)
 }
 
@@ -523,10 +554,10 @@ fn plan_tags(
         if lower.is_empty() || !done.insert(lower.clone()) {
             continue;
         }
-        let id = shared_node(tx, ctx, "tag", &format!("tag:{lower}"), &name)?;
-        add_provenance(tx, ctx, file, Some(&id), None, Some(tag.span))?;
+        let tag_node = shared_node(tx, ctx, "tag", &format!("tag:{lower}"), &name)?;
+        add_provenance(tx, ctx, file, Some(&tag_node.id), None, Some(tag.span))?;
         edges.push(WantedEdge {
-            dst: id.clone(),
+            dst: tag_node.rid,
             edge_type: "tagged",
             key: String::new(),
             props: TAG_PROPS[usize::from(tag.from_front_matter)].as_ref(),
@@ -534,7 +565,7 @@ fn plan_tags(
         });
         // Nested tags: a/b/c child_of a/b child_of a. These edges belong to the tags, not to
         // this file, so they are created once and cited by every file that implies them.
-        let mut child = (id, name.clone());
+        let mut child = (tag_node.id, name.clone());
         while let Some((parent, _)) = child.1.rsplit_once('/') {
             let parent = parent.to_owned();
             let pid = shared_node(
@@ -543,7 +574,8 @@ fn plan_tags(
                 "tag",
                 &format!("tag:{}", parent.to_lowercase()),
                 &parent,
-            )?;
+            )?
+            .id;
             add_provenance(tx, ctx, file, Some(&pid), None, Some(tag.span))?;
             let eid = shared_edge(tx, ctx, &child.0, &pid, "child_of")?;
             add_provenance(tx, ctx, file, None, Some(&eid), Some(tag.span))?;
@@ -654,30 +686,30 @@ fn plan_links(doc: &Document, rel_path: &str) -> (Vec<PlannedLink>, HashSet<Stri
 fn resolve_links<'a>(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
-    note_id: &str,
+    note_rid: i64,
     p: &'a Prepared,
     edges: &mut Vec<WantedEdge<'a>>,
 ) -> rusqlite::Result<()> {
     // Links of one note to one target with one base, counted for their keys.
-    let mut seen: HashMap<(String, blake3::Hash), usize> = HashMap::new();
+    let mut seen: HashMap<(i64, blake3::Hash), usize> = HashMap::new();
     for (link, planned) in p.doc.links.iter().zip(&p.links) {
         let dst = match &planned.dst {
-            LinkDst::Url => shared_node(tx, ctx, "url", &link.target, &link.target)?,
-            LinkDst::SameNote => note_id.to_owned(),
+            LinkDst::Url => shared_node(tx, ctx, "url", &link.target, &link.target)?.rid,
+            LinkDst::SameNote => note_rid,
             LinkDst::Note(target) => match resolve_cached(tx, ctx, target)? {
-                Some(id) => id,
+                Some(rid) => rid,
                 None => {
                     let key = format!("{}:{}", ctx.root_id, target.name);
                     let title = link.target.trim().to_owned();
-                    shared_node(tx, ctx, "placeholder", &key, &title)?
+                    shared_node(tx, ctx, "placeholder", &key, &title)?.rid
                 }
             },
         };
         for e in &planned.edges {
-            let n = seen.entry((dst.clone(), e.base)).or_default();
+            let n = seen.entry((dst, e.base)).or_default();
             *n += 1;
             edges.push(WantedEdge {
-                dst: dst.clone(),
+                dst,
                 edge_type: &e.edge_type,
                 key: key_of_hash(&e.base, *n),
                 props: planned.props.as_ref(),
@@ -686,9 +718,9 @@ fn resolve_links<'a>(
         }
     }
     let mut ins =
-        tx.prepare_cached("INSERT INTO link_refs(root_id, name, src_node_id) VALUES (?1, ?2, ?3)")?;
+        tx.prepare_cached("INSERT INTO link_refs(root_id, name, src) VALUES (?1, ?2, ?3)")?;
     for name in &p.refs {
-        ins.execute(params![ctx.root_id, name, note_id])?;
+        ins.execute(params![ctx.root_id, name, note_rid])?;
     }
     Ok(())
 }
@@ -729,19 +761,15 @@ fn current_key(key: &str) -> String {
 fn write_edges(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
-    note_id: &str,
+    note_rid: i64,
     version: i64,
     wanted: Vec<WantedEdge<'_>>,
 ) -> rusqlite::Result<()> {
-    let note_rid: i64 = tx
-        .prepare_cached("SELECT rid FROM nodes WHERE id = ?1")?
-        .query_row([note_id], |r| r.get(0))?;
-    // (target, type, key in today's form) → the edge's row
-    let mut existing: HashMap<(String, String, String), i64> = HashMap::new();
+    // (target's row, type, key in today's form) → the edge's row
+    let mut existing: HashMap<(i64, String, String), i64> = HashMap::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT e.rid, d.id, e.type, e.key FROM edge_rows e JOIN nodes d ON d.rid = e.dst
-             WHERE e.src = ?1 AND e.valid_to IS NULL",
+            "SELECT rid, dst, type, key FROM edge_rows WHERE src = ?1 AND valid_to IS NULL",
         )?;
         let rows = stmt.query_map([note_rid], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
@@ -757,8 +785,7 @@ fn write_edges(
         "INSERT INTO edge_rows(id, src, dst, type, key, props, valid_from,
                                cite_version, cite_byte_start, cite_byte_end, cite_line_start,
                                cite_line_end)
-         VALUES (?1, ?2, (SELECT rid FROM nodes WHERE id = ?3), ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
-                 ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     // An edge that took its acting user from the version it cited keeps that user when it is
     // cited by a version another user recorded: it is written out first. Prepared only when
@@ -782,7 +809,7 @@ fn write_edges(
         let kept = if existing.is_empty() {
             None
         } else {
-            existing.remove(&(e.dst.clone(), e.edge_type.to_owned(), e.key.clone()))
+            existing.remove(&(e.dst, e.edge_type.to_owned(), e.key.clone()))
         };
         match kept.zip(keep.as_mut()) {
             Some((rid, keep)) => {
@@ -952,10 +979,14 @@ pub fn retire_file(
     for id in &ids {
         names.extend(names_of(tx, id, &["stem", "path", "alias"])?);
         // `retire_node` below forgets the remembered lookups.
-        tx.prepare_cached("DELETE FROM note_names WHERE node_id = ?1")?
-            .execute([id])?;
-        tx.prepare_cached("DELETE FROM link_refs WHERE src_node_id = ?1")?
-            .execute([id])?;
+        tx.prepare_cached(
+            "DELETE FROM note_names WHERE node = (SELECT rid FROM nodes WHERE id = ?1)",
+        )?
+        .execute([id])?;
+        tx.prepare_cached(
+            "DELETE FROM link_refs WHERE src = (SELECT rid FROM nodes WHERE id = ?1)",
+        )?
+        .execute([id])?;
         retire_node(tx, ctx, id)?;
     }
     super::parts::retire(tx, source_id, ctx.now_ms)?;

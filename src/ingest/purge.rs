@@ -224,11 +224,12 @@ fn delete_node(
 ) -> rusqlite::Result<()> {
     for table_col in [
         "provenance WHERE node_id",
-        "note_names WHERE node_id",
-        "link_refs WHERE src_node_id",
+        "note_names WHERE node = (SELECT rid FROM nodes WHERE id",
+        "link_refs WHERE src = (SELECT rid FROM nodes WHERE id",
         "node_revisions WHERE node_id",
     ] {
-        tx.prepare_cached(&format!("DELETE FROM {table_col} = {id_sql}"))?
+        let close = if table_col.contains('(') { ")" } else { "" };
+        tx.prepare_cached(&format!("DELETE FROM {table_col} = {id_sql}{close}"))?
             .execute([arg])?;
     }
     Ok(())

@@ -98,14 +98,14 @@ fn normalize(p: &str) -> Option<String> {
     (!out.is_empty()).then(|| out.join("/"))
 }
 
-/// The node a target resolves to in `root_id`, if any.
+/// The row of the node a target resolves to in `root_id`, if any.
 pub fn resolve(
     tx: &Transaction<'_>,
     root_id: i64,
     target: &Target,
-) -> rusqlite::Result<Option<String>> {
+) -> rusqlite::Result<Option<i64>> {
     let mut by = tx.prepare_cached(
-        "SELECT node_id FROM note_names WHERE root_id = ?1 AND name = ?2 AND how = ?3
+        "SELECT node FROM note_names WHERE root_id = ?1 AND name = ?2 AND how = ?3
          ORDER BY depth, rel_path LIMIT 1",
     )?;
     for p in &target.paths {
@@ -121,18 +121,18 @@ pub fn resolve(
         let last = target.name.rsplit('/').next().unwrap_or(&target.name);
         let suffix = format!("/{}", target.name);
         let mut stmt = tx.prepare_cached(
-            "SELECT n.node_id, p.name FROM note_names n
-               JOIN note_names p ON p.node_id = n.node_id AND p.how = 'path'
+            "SELECT n.node, p.name FROM note_names n
+               JOIN note_names p ON p.node = n.node AND p.how = 'path'
              WHERE n.root_id = ?1 AND n.name = ?2 AND n.how = 'stem'
              ORDER BY n.depth, n.rel_path",
         )?;
         let rows = stmt.query_map(rusqlite::params![root_id, last], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
         for row in rows {
-            let (id, path) = row?;
+            let (rid, path) = row?;
             if path.ends_with(&suffix) || path == target.name {
-                return Ok(Some(id));
+                return Ok(Some(rid));
             }
         }
         return Ok(None);

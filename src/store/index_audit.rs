@@ -46,7 +46,7 @@ mod tests {
         (
             "edges_current",
             "ingest::facts::write_edges",
-            "SELECT id, dst_id, type, key FROM edges WHERE src_id = ?1 AND valid_to IS NULL",
+            "SELECT rid, dst, type, key FROM edge_rows WHERE src = ?1 AND valid_to IS NULL",
         ),
         (
             "edges_dst",
@@ -65,12 +65,12 @@ mod tests {
         (
             "link_refs_lookup",
             "ingest (notes whose links may resolve elsewhere)",
-            "SELECT src_node_id FROM link_refs WHERE root_id = ?1 AND name = ?2",
+            "SELECT src FROM link_refs WHERE root_id = ?1 AND name = ?2",
         ),
         (
             "link_refs_src",
             "ingest::facts::write_document",
-            "DELETE FROM link_refs WHERE src_node_id = ?1",
+            "DELETE FROM link_refs WHERE src = ?1",
         ),
         (
             "node_revisions_node",
@@ -106,13 +106,13 @@ mod tests {
         (
             "note_names_lookup",
             "ingest::resolve::resolve",
-            "SELECT node_id FROM note_names WHERE root_id = ?1 AND name = ?2 AND how = ?3
+            "SELECT node FROM note_names WHERE root_id = ?1 AND name = ?2 AND how = ?3
              ORDER BY depth, rel_path LIMIT 1",
         ),
         (
             "note_names_node",
             "ingest::facts::names_of",
-            "SELECT name, how FROM note_names WHERE node_id = ?1",
+            "SELECT name, how FROM note_names WHERE node = (SELECT rid FROM nodes WHERE id = ?1)",
         ),
         (
             "provenance_edge",

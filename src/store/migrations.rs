@@ -68,8 +68,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../schema/0014_lean_edges.sql"),
     ),
     (
-        "0015_integer_edge_refs.sql",
-        include_str!("../../schema/0015_integer_edge_refs.sql"),
+        "0015_integer_refs.sql",
+        include_str!("../../schema/0015_integer_refs.sql"),
     ),
 ];
 
@@ -663,5 +663,89 @@ mod tests {
         )
         .unwrap();
         assert_eq!(queued(&conn), before + 1, "the edges trigger is back");
+    }
+    /// A store at schema 14: after 0015 edges, names and link references name their nodes by
+    /// row, and every one of them still reads as the same node ids; a provenance row keeps its
+    /// edge; the edges view takes writes and refuses an end that names no node.
+    #[test]
+    fn integer_refs_name_the_same_nodes() {
+        let mut conn = store_at(14);
+        conn.execute_batch(
+            "INSERT INTO roots(id, path, added_by, added_at) VALUES (1, '/v', 'u', 't');
+             INSERT INTO sources(id, root_id, rel_path, file_type, status, first_seen_at, last_seen_at)
+                 VALUES (1, 1, 'a.md', 'markdown', 'indexed', 't', 't');
+             INSERT INTO nodes(id, kind, key, owner_id, source_id, valid_from, created_at, updated_at)
+                 VALUES ('z', 'tag', 'tag:z', 'user:a', NULL, 't1', 't1', 't1'),
+                        ('n', 'note', 'source:1', 'user:a', 1, 't1', 't1', 't1'),
+                        ('m', 'url', 'https://x', 'user:a', NULL, 't1', 't1', 't1');
+             INSERT INTO edges(id, src_id, dst_id, type, key, created_by, valid_from, valid_to)
+                 VALUES ('l', 'n', 'm', 'links_to', 'k#1', 'user:a', 't1', NULL),
+                        ('r', 'n', 'z', 'tagged', '', 'user:a', 't1', 't2'),
+                        ('c', 'z', 'n', 'mentions', '', 'user:w', 't1', NULL);
+             INSERT INTO provenance(edge_id, extractor, extractor_version, actor_id, recorded_at)
+                 VALUES ('c', 'workflow', '1', 'user:w', 't1');
+             INSERT INTO note_names(root_id, name, how, node_id, depth, rel_path)
+                 VALUES (1, 'a', 'stem', 'n', 0, 'a.md'), (1, 'zed', 'alias', 'n', 0, 'a.md');
+             INSERT INTO link_refs(root_id, name, src_node_id) VALUES (1, 'b', 'n'), (1, 'z', 'z');",
+        )
+        .unwrap();
+        let edges = "SELECT id || ' ' || src_id || ' ' || dst_id || ' ' || type || ' '
+                            || coalesce(valid_to, '-') FROM edges ORDER BY id";
+        let before = strings(&conn, edges);
+        assert_eq!(apply(&mut conn).unwrap(), latest_version());
+        assert_eq!(strings(&conn, edges), before);
+        assert_eq!(
+            strings(
+                &conn,
+                "SELECT nn.name || ' ' || n.id FROM note_names nn JOIN nodes n ON n.rid = nn.node
+                 ORDER BY nn.name"
+            ),
+            ["a n", "zed n"]
+        );
+        assert_eq!(
+            strings(
+                &conn,
+                "SELECT r.name || ' ' || n.id FROM link_refs r JOIN nodes n ON n.rid = r.src
+                 ORDER BY r.name"
+            ),
+            ["b n", "z z"]
+        );
+        assert_eq!(
+            strings(&conn, "SELECT edge_id FROM provenance"),
+            ["c"],
+            "a citation keeps its edge"
+        );
+        let dangling: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
+
+        // The view takes writes, each to the row under it.
+        conn.execute_batch(
+            "INSERT INTO edges(id, src_id, dst_id, type, created_by, valid_from)
+                 VALUES ('new', 'm', 'z', 'mentions', 'user:w', 't3');
+             UPDATE edges SET valid_to = 't4' WHERE id = 'l';
+             DELETE FROM edges WHERE id = 'r';",
+        )
+        .unwrap();
+        assert_eq!(
+            strings(&conn, edges),
+            [
+                "c z n mentions -",
+                "l n m links_to t4",
+                "new m z mentions -"
+            ]
+        );
+        let refused = conn.execute(
+            "INSERT INTO edges(id, src_id, dst_id, type, created_by, valid_from)
+                 VALUES ('bad', 'nowhere', 'z', 'mentions', 'user:w', 't3')",
+            [],
+        );
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("FOREIGN KEY")),
+            "{refused:?}"
+        );
     }
 }

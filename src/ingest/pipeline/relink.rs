@@ -31,8 +31,9 @@ impl Relinker<'_> {
             .to_string();
         Ok(self.store.read(|c| {
             c.prepare_cached(
-                "SELECT DISTINCT r.src_node_id FROM json_each(?2) AS j
-                 CROSS JOIN link_refs AS r ON r.root_id = ?1 AND r.name = j.value",
+                "SELECT DISTINCT n.id FROM json_each(?2) AS j
+                 CROSS JOIN link_refs AS r ON r.root_id = ?1 AND r.name = j.value
+                 JOIN nodes n ON n.rid = r.src",
             )?
             .query_map(params![self.root.id, names], |r| r.get::<_, String>(0))?
             .collect::<rusqlite::Result<HashSet<String>>>()

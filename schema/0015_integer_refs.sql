@@ -1,8 +1,9 @@
--- 0015: an edge names its two nodes by row number, not by their 36-character ids.
+-- 0015: rows name a node by its row number, not by its 36-character id.
 --
 -- Measured with the dbstat table on a store of obsidian-hub (103 MB for 14.8 MB of notes, 74k
 -- link edges, 43k URL nodes): edges and their three indexes were 41.7 MB, and each edge row and
--- each entry of `edges_current` and `edges_dst` spelled out one or two node ids in full. Here:
+-- each entry of `edges_current` and `edges_dst` spelled out one or two node ids in full; so did
+-- each row of `note_names` and `link_refs` (4.7 and 7 MB with their indexes). Here:
 --
 -- * `nodes` gets an `INTEGER PRIMARY KEY` (`rid`, the row number it had, which VACUUM never
 --   renumbers once it is declared) beside its public id, which stays unique and indexed.
@@ -12,6 +13,7 @@
 --   edges by their nodes' ids still runs. It takes INSERT, UPDATE and DELETE through triggers
 --   for the writers that are not on the ingest path; the ingester, which runs with triggers
 --   off, writes `edge_rows` itself.
+-- * `note_names.node` and `link_refs.src` are the row numbers of the nodes they named by id.
 -- * `provenance.edge_id` now names `edge_rows(id)`: a foreign key cannot name a view.
 --
 -- Nothing is lost: every edge keeps its id, nodes and times, and every node its id. The
@@ -100,11 +102,42 @@ CREATE TABLE provenance_0015 (
 ) STRICT;
 INSERT INTO provenance_0015 SELECT * FROM provenance ORDER BY id;
 
+-- The names links resolve by, and the names a note's links watch, name their node the same way.
+CREATE TABLE note_names_0015 (
+    root_id  INTEGER NOT NULL REFERENCES roots(id),
+    name     TEXT NOT NULL,      -- lowercased: file stem, vault path without .md, or alias
+    how      TEXT NOT NULL CHECK (how IN ('stem', 'path', 'alias')),
+    node     INTEGER NOT NULL REFERENCES nodes(rid),
+    depth    INTEGER NOT NULL,   -- folder depth below the root: closest to the root wins
+    rel_path TEXT NOT NULL
+) STRICT;
+INSERT INTO note_names_0015
+SELECT nn.root_id, nn.name, nn.how, n.rowid, nn.depth, nn.rel_path
+FROM note_names nn JOIN nodes n ON n.id = nn.node_id ORDER BY nn.rowid;
+
+CREATE TABLE link_refs_0015 (
+    root_id INTEGER NOT NULL REFERENCES roots(id),
+    name    TEXT NOT NULL,       -- the lowercased names the link could resolve by
+    src     INTEGER NOT NULL REFERENCES nodes(rid)
+) STRICT;
+INSERT INTO link_refs_0015
+SELECT r.root_id, r.name, n.rowid
+FROM link_refs r JOIN nodes n ON n.id = r.src_node_id ORDER BY r.rowid;
+
+DROP TABLE note_names;
+DROP TABLE link_refs;
 DROP TABLE provenance;
 DROP TABLE edges;
 DROP TABLE nodes;
 ALTER TABLE nodes_0015 RENAME TO nodes;
 ALTER TABLE provenance_0015 RENAME TO provenance;
+ALTER TABLE note_names_0015 RENAME TO note_names;
+ALTER TABLE link_refs_0015 RENAME TO link_refs;
+
+CREATE INDEX note_names_lookup ON note_names(root_id, name);
+CREATE INDEX note_names_node ON note_names(node);
+CREATE INDEX link_refs_lookup ON link_refs(root_id, name);
+CREATE INDEX link_refs_src ON link_refs(src);
 
 CREATE UNIQUE INDEX nodes_current_key ON nodes(kind, key) WHERE valid_to IS NULL;
 CREATE INDEX nodes_title ON nodes(title COLLATE NOCASE)
