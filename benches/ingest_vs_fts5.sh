@@ -108,7 +108,8 @@ schema = f.execute("SELECT type, sql FROM o.sqlite_schema WHERE sql IS NOT NULL 
 order = {"table": 0, "index": 1, "view": 2, "trigger": 3}
 for _, sql in sorted(schema, key=lambda r: order[r[0]]):
     f.execute(sql)
-tables = ["roots", "sources", "source_versions", "nodes", "edges", "provenance", "note_names", "link_refs"]
+# `edges` is a view over `edge_rows` (schema 0015).
+tables = ["roots", "sources", "source_versions", "nodes", "edge_rows", "provenance", "note_names", "link_refs"]
 rows = sum(f.execute(f"SELECT COUNT(*) FROM o.{t}").fetchone()[0] for t in tables)
 t = time.perf_counter()
 f.execute("BEGIN")
@@ -133,9 +134,8 @@ CREATE TABLE edges AS SELECT e.rowid, (SELECT a.n FROM nid a WHERE a.id = e.src_
   (SELECT b.n FROM nid b WHERE b.id = e.dst_id), (SELECT rowid FROM types t WHERE t.type = e.type),
   e.key, e.props, e.cite_version, e.cite_byte_start, e.cite_byte_end, e.cite_line_start, e.cite_line_end, NULL
   FROM o.edges e;
-CREATE TABLE note_names AS SELECT root_id, name, how, (SELECT n FROM nid WHERE nid.id = node_id), depth, rel_path
-  FROM o.note_names;
-CREATE TABLE link_refs AS SELECT root_id, name, (SELECT n FROM nid WHERE nid.id = src_node_id) FROM o.link_refs;
+CREATE TABLE note_names AS SELECT root_id, name, how, node, depth, rel_path FROM o.note_names;
+CREATE TABLE link_refs AS SELECT root_id, name, src FROM o.link_refs;
 CREATE TABLE source_versions AS SELECT id, source_id, content_hash, extractor, extractor_version, actor_id, recorded_at
   FROM o.source_versions;
 CREATE TABLE sources AS SELECT * FROM o.sources;
