@@ -671,9 +671,15 @@ fn plan_links(doc: &Document, rel_path: &str) -> (Vec<PlannedLink>, HashSet<Stri
                 }
             })
             .collect();
+        // A URL node's key is the link's target: the `edges` view puts it back.
+        let props = if matches!(dst, LinkDst::Url) {
+            edge_props::column_to_dst_key(&props)
+        } else {
+            edge_props::column(&props)
+        };
         links.push(PlannedLink {
             dst,
-            props: edge_props::column(&props),
+            props,
             span: link.span,
             edges,
         });

@@ -13,6 +13,12 @@ use serde_json::{Map, Value};
 /// The props of a link, in the order the ingester writes them (`ingest::facts::plan_links`).
 pub const LINK_FIELDS: [&str; 5] = ["kind", "syntax", "target", "subpath", "display"];
 
+/// What a packed link holds in place of its target when the target is the key of the node the
+/// edge points at (a URL link's target is its URL node's key): the `edges` view puts that key
+/// back (schema 0015). No link's target is `true`, and [`column`] keeps props whose target is
+/// `true` as text, so in a packed column it means nothing else.
+const TARGET_IS_DST_KEY: Value = Value::Bool(true);
+
 /// A `props` column of nodes and edges as JSON text: absent (NULL) when empty, as readers
 /// take a missing object to be empty (schema 0011).
 pub fn text_column(props: &Value) -> Option<String> {
@@ -26,19 +32,40 @@ pub fn text_column(props: &Value) -> Option<String> {
 /// An edge's `props` column: as [`text_column`], except a link's five props in
 /// [`LINK_FIELDS`] order, which are packed.
 pub fn column(props: &Value) -> Option<SqlValue> {
-    let map = match props {
-        Value::Object(m) if m.keys().map(String::as_str).eq(LINK_FIELDS) => m,
-        other => return text_column(other).map(SqlValue::Text),
-    };
-    let mut values: Vec<&Value> = map.values().collect();
+    match props {
+        Value::Object(m)
+            if m.keys().map(String::as_str).eq(LINK_FIELDS) && m["target"] != TARGET_IS_DST_KEY =>
+        {
+            Some(pack(m.values()))
+        }
+        other => text_column(other).map(SqlValue::Text),
+    }
+}
+
+/// [`column`] of a link whose target is the key of the node it points at, packed without it;
+/// props that are not a link's are stored as [`column`] stores them.
+pub fn column_to_dst_key(props: &Value) -> Option<SqlValue> {
+    match props {
+        Value::Object(m) if m.keys().map(String::as_str).eq(LINK_FIELDS) => {
+            Some(pack(m.iter().map(|(k, v)| {
+                if k == "target" { &TARGET_IS_DST_KEY } else { v }
+            })))
+        }
+        other => column(other),
+    }
+}
+
+/// Values in [`LINK_FIELDS`] order as a packed column, trailing nulls left out.
+fn pack<'a>(values: impl Iterator<Item = &'a Value>) -> SqlValue {
+    let mut values: Vec<&Value> = values.collect();
     while values.last().is_some_and(|v| v.is_null()) {
         values.pop();
     }
-    Some(SqlValue::Blob(
+    SqlValue::Blob(
         Value::from_iter(values.into_iter().cloned())
             .to_string()
             .into_bytes(),
-    ))
+    )
 }
 
 /// The props object a stored column holds; anything unreadable is taken as empty, as a missing
@@ -152,6 +179,66 @@ mod tests {
         // Empty props are absent.
         check(json!({}), None, false);
         check(Value::Null, None, false);
+    }
+
+    /// A URL link's target is its URL node's key: it is packed as `true`, and the `edges` view
+    /// reads the key back in its place, byte for byte the object that was written. Props whose
+    /// own target is `true` are kept as text, so the mark means nothing else.
+    #[test]
+    fn a_target_that_is_the_destinations_key_is_left_to_the_view() {
+        let url = "https://example.org/a?b=\"c\"&d=é";
+        let link = json!({"kind": "external", "syntax": "external", "target": url,
+                          "subpath": null, "display": "x"});
+        let stored = column_to_dst_key(&link);
+        let Some(SqlValue::Blob(packed)) = &stored else {
+            panic!("not packed: {stored:?}");
+        };
+        assert_eq!(
+            packed.as_slice(),
+            br#"["external","external",true,null,"x"]"#
+        );
+
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::store::migrations::apply(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO nodes(id, kind, key, owner_id, valid_from, created_at, updated_at)
+             VALUES ('n', 'note', 'n', 'u', 't', 't', 't'), ('m', 'url', ?1, 'u', 't', 't', 't')",
+            [url],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO edge_rows(id, src, dst, type, key, props, valid_from)
+             VALUES ('e', (SELECT rid FROM nodes WHERE id = 'n'),
+                     (SELECT rid FROM nodes WHERE id = 'm'), 'links_to', 'k#1', ?1, 't')",
+            [&stored],
+        )
+        .unwrap();
+        let read_back = conn
+            .query_row("SELECT props FROM edges WHERE id = 'e'", [], |r| {
+                Ok(read(r.get_ref(0)?))
+            })
+            .unwrap();
+        assert_eq!(read_back.to_string(), link.to_string());
+        let target: String = conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM edges WHERE id = 'e'",
+                    sql_field("props", "target")
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(target, url);
+
+        let odd = json!({"kind": "k", "syntax": "s", "target": true, "subpath": null,
+                         "display": null});
+        check(odd.clone(), Some(&odd.to_string()), false);
+        // What is not a link's props is stored as `column` stores it.
+        assert_eq!(
+            column_to_dst_key(&json!({"a": 1})),
+            Some(SqlValue::Text(r#"{"a":1}"#.into()))
+        );
     }
 
     #[test]
