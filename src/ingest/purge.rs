@@ -222,14 +222,13 @@ fn delete_node(
     id_sql: &str,
     arg: &dyn rusqlite::ToSql,
 ) -> rusqlite::Result<()> {
-    for table_col in [
-        "provenance WHERE node_id",
-        "note_names WHERE node = (SELECT rid FROM nodes WHERE id",
-        "link_refs WHERE src = (SELECT rid FROM nodes WHERE id",
-        "node_revisions WHERE node_id",
+    for delete in [
+        "DELETE FROM provenance WHERE node_id = {id}",
+        "DELETE FROM note_names WHERE node = (SELECT rid FROM nodes WHERE id = {id})",
+        "DELETE FROM link_refs WHERE src = (SELECT rid FROM nodes WHERE id = {id})",
+        "DELETE FROM node_revisions WHERE node_id = {id}",
     ] {
-        let close = if table_col.contains('(') { ")" } else { "" };
-        tx.prepare_cached(&format!("DELETE FROM {table_col} = {id_sql}{close}"))?
+        tx.prepare_cached(&delete.replace("{id}", id_sql))?
             .execute([arg])?;
     }
     Ok(())

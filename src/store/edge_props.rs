@@ -4,8 +4,10 @@
 //! out was about 45 bytes of each link edge (4 MB on a 14k-file docs folder). Such props are
 //! stored as a BLOB holding a JSON array of the five values in [`LINK_FIELDS`] order, trailing
 //! nulls left out (schema 0014); any other props stay a JSON object as text. Reading the one
-//! gives back exactly the object that was packed, keys in the same order.
-//! Must not: pack anything that does not unpack to the same object.
+//! gives back exactly the object that was packed, keys in the same order. A URL link's target,
+//! which is its URL node's key, is packed as a mark the `edges` view replaces with that key
+//! (schema 0015): read through the view, it too is the object that was written.
+//! Must not: pack anything that does not read back through the view as the same object.
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use serde_json::{Map, Value};
