@@ -1011,11 +1011,14 @@ pub fn collect_garbage(tx: &Transaction<'_>, ctx: &Ctx<'_>) -> rusqlite::Result<
     let mut total = 0;
     loop {
         let ids: Vec<String> = tx
+            // From the edges retired now to their targets, by row: asked the other way round
+            // (targets among the nodes of those kinds), SQLite scanned every current URL and
+            // tag, 50 ms a sync on obsidian-hub's 43k URLs even when nothing was retired.
             .prepare_cached(
-                "SELECT n.id FROM nodes n
-                 WHERE n.id IN (SELECT dst_id FROM edges WHERE valid_to = ?1)
-                   AND n.kind IN ('placeholder', 'url', 'tag') AND n.valid_to IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM edges e WHERE e.dst_id = n.id AND e.valid_to IS NULL)",
+                "SELECT DISTINCT d.id FROM edge_rows r JOIN nodes d ON d.rid = r.dst
+                 WHERE r.valid_to = ?1 AND d.kind IN ('placeholder', 'url', 'tag')
+                   AND d.valid_to IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM edge_rows e WHERE e.dst = d.rid AND e.valid_to IS NULL)",
             )?
             .query_map([ctx.now], |r| r.get(0))?
             .collect::<Result<_, _>>()?;

@@ -57,10 +57,10 @@ mod tests {
         (
             "edges_retired",
             "ingest::facts::collect_garbage",
-            "SELECT n.id FROM nodes n
-             WHERE n.id IN (SELECT dst_id FROM edges WHERE valid_to = ?1)
-               AND n.kind IN ('placeholder', 'url', 'tag') AND n.valid_to IS NULL
-               AND NOT EXISTS (SELECT 1 FROM edges e WHERE e.dst_id = n.id AND e.valid_to IS NULL)",
+            "SELECT DISTINCT d.id FROM edge_rows r JOIN nodes d ON d.rid = r.dst
+             WHERE r.valid_to = ?1 AND d.kind IN ('placeholder', 'url', 'tag')
+               AND d.valid_to IS NULL
+               AND NOT EXISTS (SELECT 1 FROM edge_rows e WHERE e.dst = d.rid AND e.valid_to IS NULL)",
         ),
         (
             "link_refs_lookup",

@@ -329,7 +329,8 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
     )?;
     let mut edges = grouped(
         conn,
-        "SELECT type, count(*) FROM edges WHERE valid_to IS NULL GROUP BY type",
+        // The rows under the `edges` view: counting needs neither end's id.
+        "SELECT type, count(*) FROM edge_rows WHERE valid_to IS NULL GROUP BY type",
     )?;
     // Sections and chunks show as nodes with an edge from their note each (schema 0010).
     for (table, kind, edge_type) in [
