@@ -16,6 +16,10 @@
 -- * `note_names.node` and `link_refs.src` are the row numbers of the nodes they named by id.
 -- * A URL link's packed props leave out its target, which is its URL node's key: the view
 --   puts it back. On obsidian-hub that was the URL a third time, 4.8 MB for 51k links.
+-- * A link edge the ingester writes from now on stores no id: its id is derived from its row
+--   (`store::edge_id`, spelt out by the view), which saves the id and its index entry (6.5 MB
+--   on obsidian-hub). Every edge already stored keeps its id, and so does every edge a
+--   workflow, a tag or a tag hierarchy writes, which citations name.
 -- * `provenance.edge_id` now names `edge_rows(id)`: a foreign key cannot name a view.
 --
 -- Nothing is lost: every edge keeps its id, nodes and times, and every node its id. The
@@ -58,7 +62,7 @@ FROM nodes ORDER BY rowid;
 
 CREATE TABLE edge_rows (
     rid             INTEGER PRIMARY KEY,
-    id              TEXT NOT NULL UNIQUE,
+    id              TEXT UNIQUE,             -- absent for a link read from a file (below)
     src             INTEGER NOT NULL REFERENCES nodes(rid),
     dst             INTEGER NOT NULL REFERENCES nodes(rid),
     type            TEXT NOT NULL,
@@ -157,10 +161,14 @@ CREATE INDEX provenance_source ON provenance(source_id);
 CREATE INDEX provenance_node ON provenance(node_id) WHERE node_id IS NOT NULL;
 CREATE INDEX provenance_edge ON provenance(edge_id) WHERE edge_id IS NOT NULL;
 
--- A packed link whose target is its destination's key (a URL link) stores `true` there
+-- An edge without a stored id answers to the one its row gives it (`store::edge_id`). A packed
+-- link whose target is its destination's key (a URL link) stores `true` there
 -- (`store::edge_props`); the view puts the key back.
 CREATE VIEW edges AS
-SELECT e.rid AS rowid, e.id, s.id AS src_id, d.id AS dst_id, e.type, e.key,
+SELECT e.rid AS rowid,
+       coalesce(e.id, printf('62656467-0000-8000-80%02d-%012d', e.rid / 1000000000000,
+                             e.rid % 1000000000000)) AS id,
+       s.id AS src_id, d.id AS dst_id, e.type, e.key,
        CASE WHEN typeof(e.props) = 'blob'
                  AND json_type(CAST(e.props AS TEXT), '$[2]') = 'true'
             THEN CAST(json_replace(CAST(e.props AS TEXT), '$[2]', d.key) AS BLOB)
@@ -190,7 +198,7 @@ END;
 CREATE TRIGGER edges_update INSTEAD OF UPDATE ON edges
 BEGIN
     UPDATE edge_rows SET
-        id = NEW.id,
+        id = CASE WHEN NEW.id IS OLD.id THEN id ELSE NEW.id END,
         src = CASE WHEN NEW.src_id IS OLD.src_id THEN src
                    ELSE (SELECT rid FROM nodes WHERE id = NEW.src_id) END,
         dst = CASE WHEN NEW.dst_id IS OLD.dst_id THEN dst

@@ -580,7 +580,7 @@ pub(crate) use edge_columns;
 /// schema/0007) and its current provenance rows (shared facts, workflow writes, and facts
 /// ingested before 0007). Spans by `byte_start`, then the ones without a span.
 macro_rules! provenance_sql {
-    ($table:literal, $column:literal) => {
+    ($table:literal, $fact:expr, $column:literal) => {
         concat!(
             "SELECT r.path, s.rel_path, p.line_start, p.line_end, p.byte_start, p.byte_end,
                     p.content_hash, p.extractor, p.extractor_version, p.actor_id, p.run_id,
@@ -594,7 +594,9 @@ macro_rules! provenance_sql {
                  FROM ",
             $table,
             " f JOIN source_versions v ON v.id = f.cite_version
-                 WHERE f.id = ?1 AND f.valid_to IS NULL
+                 WHERE ",
+            $fact,
+            " AND f.valid_to IS NULL
                  UNION ALL
                  SELECT id, source_id, byte_start, byte_end, line_start, line_end, content_hash,
                         extractor, extractor_version, actor_id, run_id, step_key, recorded_at
@@ -608,8 +610,17 @@ macro_rules! provenance_sql {
         )
     };
 }
-const PROVENANCE_OF_NODE: &str = provenance_sql!("nodes", "node_id");
-const PROVENANCE_OF_EDGE: &str = provenance_sql!("edges", "edge_id");
+const PROVENANCE_OF_NODE: &str = provenance_sql!("nodes", "f.id = ?1", "node_id");
+// An edge by its row, whose id may be derived from it (`store::edge_id`).
+const PROVENANCE_OF_EDGE: &str = provenance_sql!(
+    "edges",
+    concat!(
+        "f.rowid = ",
+        crate::store::edge_id::row_of!(),
+        " AND f.id = ?1"
+    ),
+    "edge_id"
+);
 
 fn provenance(conn: &Connection, sql: &str, id: &str) -> Result<Vec<Provenance>, Error> {
     let mut stmt = conn.prepare_cached(sql)?;

@@ -7,6 +7,7 @@
 //! them (what changed after it is answered from history). Sections and chunks are not
 //! exported: they are derived from the files the citations name.
 
+use crate::store::edge_id;
 use rusqlite::Connection;
 
 use super::history::{self, EdgeSpan, Instant};
@@ -106,19 +107,36 @@ pub fn export_page(
         };
         // Fewer than `limit` nodes were left, or the page would have ended above.
         let room = limit - page.nodes.len();
+        // Edges with a stored id come in its index's order, and those whose id is derived from
+        // their row (`store::edge_id`) in row order, which is their ids' order: each stream is
+        // one range scan, and the page takes the first `room` of the two.
+        let held = history::held_at("r", at);
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {}, e.valid_from, e.valid_to
-             FROM edges e WHERE e.id > ?1 AND {} ORDER BY e.id LIMIT ?2",
+            "SELECT {}, e.valid_from, e.valid_to FROM edges e
+             WHERE e.rowid IN (
+                 SELECT rid FROM (SELECT r.rid FROM edge_rows r
+                                  WHERE r.id > ?1 AND {held} ORDER BY r.id LIMIT ?2)
+                 UNION ALL
+                 SELECT rid FROM (SELECT r.rid FROM edge_rows r
+                                  WHERE r.id IS NULL AND r.rid >= ?3 AND {held}
+                                    AND printf('{}%02d-%012d', r.rid / 1000000000000,
+                                               r.rid % 1000000000000) > ?1
+                                  ORDER BY r.rid LIMIT ?2))
+             ORDER BY e.id LIMIT ?2",
             super::edge_columns!(),
-            history::held_at("e", at)
+            edge_id::PREFIX,
         ))?;
-        let rows = stmt.query_map(rusqlite::params![edge_after, room as i64], |r| {
-            Ok(EdgeSpan {
-                edge: super::edge_from_row(r)?,
-                valid_from: r.get(6)?,
-                valid_to: r.get(7)?,
-            })
-        })?;
+        let first_derived = edge_id::first_row_after(edge_after);
+        let rows = stmt.query_map(
+            rusqlite::params![edge_after, room as i64, first_derived],
+            |r| {
+                Ok(EdgeSpan {
+                    edge: super::edge_from_row(r)?,
+                    valid_from: r.get(6)?,
+                    valid_to: r.get(7)?,
+                })
+            },
+        )?;
         let found = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         let full = found.len() == room;
         for mut e in found {

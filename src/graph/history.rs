@@ -475,10 +475,12 @@ pub fn edge_citations_at(
     at: &Instant,
 ) -> Result<Vec<Provenance>, Error> {
     let cite: Option<Cite> = conn
-        .prepare_cached(
+        .prepare_cached(concat!(
             "SELECT cite_version, cite_byte_start, cite_byte_end, cite_line_start, cite_line_end
-             FROM edges WHERE id = ?1",
-        )?
+             FROM edges WHERE rowid = ",
+            crate::store::edge_id::row_of!(),
+            " AND id = ?1"
+        ))?
         .query_row([id], |r| Cite::read(r, 0))
         .optional()?;
     let kept = match cite {

@@ -832,8 +832,10 @@ fn write_edges(
                 ])?;
             }
             None => {
+                // A link (an edge with a key) takes its id from its row (`store::edge_id`); a
+                // tag, which a workflow may cite, gets one stored.
                 ins.execute(params![
-                    new_id(),
+                    e.key.is_empty().then(new_id),
                     note_rid,
                     e.dst,
                     e.edge_type,
@@ -1092,6 +1094,63 @@ mod tests {
             ]
         );
         assert_eq!(stored, [Some("user:alice".to_owned()), None]);
+    }
+
+    /// A link read from a file stores no id: it answers to the one its row gives it
+    /// (`store::edge_id`), keeps it while the file still says the link, and is found by it. A
+    /// tag's edge, which a workflow may cite, stores its id.
+    #[test]
+    fn a_link_answers_to_its_rows_id_and_keeps_it_across_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        let note = vault.join("n.md");
+        std::fs::write(&note, "See [[a]] and https://x.org #t\n").unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("brain.db")).unwrap());
+        let ingestor = Ingestor::new(store.clone(), "user:u", DEFAULT_MAX_FILE_BYTES);
+        let root = ingestor.add_root(&vault, false).unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        // (type, id as answered, id as stored) of the current edges.
+        let edges = || {
+            store
+                .read(|c| {
+                    c.prepare(
+                        "SELECT e.type, e.id, r.id FROM edges e JOIN edge_rows r ON r.rid = e.rowid
+                         WHERE e.valid_to IS NULL ORDER BY e.type, e.id",
+                    )?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<Vec<(String, String, Option<String>)>>>()
+                })
+                .unwrap()
+        };
+        let before = edges();
+        assert_eq!(before.len(), 3, "{before:?}");
+        for (ty, id, stored) in &before {
+            if ty == "tagged" {
+                assert_eq!(stored.as_deref(), Some(id.as_str()));
+            } else {
+                assert_eq!(*stored, None, "{ty}");
+                assert!(crate::store::edge_id::parse(id).is_some(), "{id}");
+                // Found by its id, with its citation.
+                let cited: i64 = store
+                    .read(|c| {
+                        c.query_row(
+                            &format!(
+                                "SELECT count(*) FROM edges WHERE rowid = {} AND id = ?1
+                                 AND cite_version IS NOT NULL",
+                                crate::store::edge_id::ROW_OF
+                            ),
+                            [id],
+                            |r| r.get(0),
+                        )
+                    })
+                    .unwrap();
+                assert_eq!(cited, 1, "{id}");
+            }
+        }
+        std::fs::write(&note, "Intro.\n\nSee [[a]] and https://x.org #t\n").unwrap();
+        ingestor.sync(&root, &Scope::All, &mut |_| {}).unwrap();
+        assert_eq!(edges(), before, "the same edges under the same ids");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! nothing about tokio, sockets or JSON-RPC; callers on async threads must hop to a blocking
 //! thread first.
 
+pub mod edge_id;
 pub mod edge_props;
 pub mod history;
 mod index_audit;

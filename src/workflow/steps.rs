@@ -419,7 +419,11 @@ pub fn retire(
         return Ok(edges.len() as u64);
     }
     let ty: Option<String> = tx
-        .prepare_cached("SELECT type FROM edges WHERE id = ?1 AND valid_to IS NULL")?
+        .prepare_cached(concat!(
+            "SELECT type FROM edges WHERE rowid = ",
+            crate::store::edge_id::row_of!(),
+            " AND id = ?1 AND valid_to IS NULL"
+        ))?
         .query_row([id], |r| r.get(0))
         .optional()?;
     let Some(ty) = ty else {
@@ -436,8 +440,13 @@ pub fn retire(
 }
 
 fn retire_edge_row(tx: &Transaction<'_>, id: &str, now: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE edges SET valid_to = ?2 WHERE id = ?1")?
-        .execute(params![id, now])?;
+    // By its row: a link read from a file (the edges of a written node it points at) has its
+    // id from its row (`store::edge_id`).
+    tx.prepare_cached(concat!(
+        "UPDATE edge_rows SET valid_to = ?2 WHERE rid = ",
+        crate::store::edge_id::row_of!()
+    ))?
+    .execute(params![id, now])?;
     tx.prepare_cached(
         "UPDATE provenance SET valid_to = ?2 WHERE edge_id = ?1 AND valid_to IS NULL",
     )?
@@ -572,8 +581,11 @@ fn ensure_edge(
         .optional()?;
     if let Some(id) = existing {
         if let Some(props) = props {
-            tx.prepare_cached("UPDATE edges SET props = ?2 WHERE id = ?1")?
-                .execute(params![id, edge_props::column(props)])?;
+            tx.prepare_cached(concat!(
+                "UPDATE edge_rows SET props = ?2 WHERE rid = ",
+                crate::store::edge_id::row_of!()
+            ))?
+            .execute(params![id, edge_props::column(props)])?;
         }
         provenance(tx, p, None, Some(&id), now)?;
         return Ok((id, false));

@@ -166,6 +166,11 @@ fn bad_graph_writes_are_refused_and_write_nothing() {
     let note = d
         .call("node.get", json!({ "path": vault.join("Garden.md") }))
         .unwrap();
+    write(&vault.join("Beds.md"), "See [[Garden]].\n");
+    d.call("ingest.path", json!({ "path": vault })).unwrap();
+    let beds = d
+        .call("node.get", json!({ "path": vault.join("Beds.md") }))
+        .unwrap();
     let before = counts(&d);
     let check = |method: &str, params: Value, want: &str| {
         assert_eq!(
@@ -217,6 +222,19 @@ fn bad_graph_writes_are_refused_and_write_nothing() {
         "node_not_found",
     );
     check("edge.retire", json!({ "id": "no-such-edge" }), "not_found");
+    // A link read from a file is found by its id, and refused.
+    let links = d
+        .call(
+            "graph.neighbors",
+            json!({ "id": beds["id"], "direction": "out", "edge_types": ["links_to"] }),
+        )
+        .unwrap();
+    let link = &links["edges"][0];
+    assert!(
+        link["id"].is_string(),
+        "Beds.md links to Garden.md: {links}"
+    );
+    check("edge.retire", json!({ "id": link["id"] }), "invalid_params");
     assert_eq!(counts(&d), before, "a refused write changed the store");
     assert!(
         d.call("node.get", json!({ "id": note["id"] })).is_ok(),
