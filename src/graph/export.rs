@@ -7,11 +7,11 @@
 //! them (what changed after it is answered from history). Sections and chunks are not
 //! exported: they are derived from the files the citations name.
 
-use crate::store::edge_id;
 use rusqlite::Connection;
 
 use super::history::{self, EdgeSpan, Instant};
 use super::{Error, Kind, NodeView};
+use crate::store::edge_id;
 
 /// Most rows one page holds: the answer is one frame, and a node with its citations is a few
 /// hundred bytes (front matter can make it kilobytes).
