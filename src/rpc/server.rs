@@ -148,7 +148,7 @@ pub async fn run(listener: UnixListener, brain: Arc<Brain>, cfg: ServerConfig, s
         };
         let id = next_conn.fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            refuse_busy(&stream, cfg.max_connections);
+            refuse_busy(stream, cfg.max_connections);
             continue;
         };
         let (brain, cfg, pools, shutdown) =
@@ -177,15 +177,22 @@ pub async fn run(listener: UnixListener, brain: Arc<Brain>, cfg: ServerConfig, s
 
 /// Answers a connection over the cap with one error line, without waiting: the line is far
 /// smaller than a fresh socket's buffer, and a peer that cannot take it loses only the message.
-fn refuse_busy(stream: &UnixStream, max: usize) {
+/// Written by the socket's own (non-blocking) `write`, not tokio's `try_write`: the runtime has
+/// not yet seen a just-accepted socket become writable, so `try_write` could give up without
+/// trying, and a busy daemon then closed the connection in silence.
+fn refuse_busy(stream: UnixStream, max: usize) {
+    use std::io::Write;
     warn!(max_connections = max, "refusing a connection over the cap");
     let e = Error::new(
         Kind::ServerBusy,
         format!("server busy: {max} connections open (max_connections)"),
     );
-    if let Ok(mut line) = serde_json::to_vec(&protocol::error_response(Value::Null, &e)) {
+    if let (Ok(mut line), Ok(mut socket)) = (
+        serde_json::to_vec(&protocol::error_response(Value::Null, &e)),
+        stream.into_std(),
+    ) {
         line.push(b'\n');
-        let _ = stream.try_write(&line);
+        let _ = socket.write(&line);
     }
 }
 
