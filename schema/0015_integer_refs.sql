@@ -23,8 +23,8 @@
 -- * `provenance.edge_id` now names `edge_rows(id)`: a foreign key cannot name a view.
 --
 -- Nothing is lost: every edge keeps its id, nodes and times, and every node its id. The
--- triggers that named `nodes` or `edges` are recreated as they were (0003, 0011, 0012), the
--- tag ones on `edge_rows`, and only when an edge's end actually changes.
+-- triggers that named `nodes` or `edges` are recreated as they were (0003, 0011, 0012); the
+-- tag ones are on `edge_rows`, and the one for updates fires only when `valid_to` changes.
 
 -- Triggers on other tables that name `nodes` would stop the rename below.
 DROP TRIGGER search_source_update;
