@@ -119,12 +119,11 @@ pub fn export_page(
                  UNION ALL
                  SELECT rid FROM (SELECT r.rid FROM edge_rows r
                                   WHERE r.id IS NULL AND r.rid >= ?3 AND {held}
-                                    AND printf('{}%02d-%012d', r.rid / 1000000000000,
-                                               r.rid % 1000000000000) > ?1
+                                    AND {} > ?1
                                   ORDER BY r.rid LIMIT ?2))
              ORDER BY e.id LIMIT ?2",
             super::edge_columns!(),
-            edge_id::PREFIX,
+            edge_id::sql_id("r.rid"),
         ))?;
         let first_derived = edge_id::first_row_after(edge_after);
         let rows = stmt.query_map(

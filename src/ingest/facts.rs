@@ -1135,10 +1135,10 @@ mod tests {
                 let cited: i64 = store
                     .read(|c| {
                         c.query_row(
-                            &format!(
-                                "SELECT count(*) FROM edges WHERE rowid = {} AND id = ?1
-                                 AND cite_version IS NOT NULL",
-                                crate::store::edge_id::ROW_OF
+                            concat!(
+                                "SELECT count(*) FROM edges WHERE rowid = ",
+                                crate::store::edge_id::row_of!(),
+                                " AND id = ?1 AND cite_version IS NOT NULL"
                             ),
                             [id],
                             |r| r.get(0),

@@ -932,11 +932,10 @@ second #kitchen
         // every edge then stored its id (0015 derives a link's from its row).
         store
             .write(|tx| {
-                tx.execute_batch(
-                    "UPDATE edge_rows SET id = printf('62656467-0000-8000-80%02d-%012d',
-                                                      rid / 1000000000000, rid % 1000000000000)
-                     WHERE id IS NULL",
-                )?;
+                tx.execute_batch(&format!(
+                    "UPDATE edge_rows SET id = {} WHERE id IS NULL",
+                    crate::store::edge_id::sql_id("rid")
+                ))?;
                 for table in ["nodes", "edges"] {
                     let id_column = if table == "nodes" { "node_id" } else { "edge_id" };
                     tx.execute_batch(&format!(

@@ -502,8 +502,9 @@ impl TextIndex {
         Ok(cut)
     }
 
-    /// The filters as one query, or `None` when there are none. A property filter is resolved to the notes that have the property before `deadline`
-    /// ([`IndexError::OutOfTime`] after it).
+    /// The filters as one query, or `None` when there are none. A property filter is resolved
+    /// to the notes that have the property before `deadline` ([`IndexError::OutOfTime`] after
+    /// it).
     pub fn filter_query(
         &self,
         filters: &Filters,
@@ -540,10 +541,11 @@ impl TextIndex {
             // Property terms are on each note's first document only (see `each_doc`): each
             // property is the notes that have it, and so every chunk of those notes.
             let searcher = self.reader.searcher();
-            let columns = searcher
+            // Only the note ids are read.
+            let note_columns = searcher
                 .segment_readers()
                 .iter()
-                .map(IdColumns::of)
+                .map(|s| s.fast_fields().str("note_id"))
                 .collect::<Result<Vec<_>, _>>()?;
             for (k, v) in &filters.props {
                 let term = Term::from_field_text(f.prop, &prop_term(k, v));
@@ -551,8 +553,8 @@ impl TextIndex {
                     .search(&searcher, &TermQuery::new(term, IndexRecordOption::Basic))?;
                 let mut notes = Vec::with_capacity(docs.len());
                 for addr in docs {
-                    if let Some(ids) = columns.get(addr.segment_ord as usize) {
-                        let note = first_str(&ids.note, addr.doc_id)?;
+                    if let Some(column) = note_columns.get(addr.segment_ord as usize) {
+                        let note = first_str(column, addr.doc_id)?;
                         notes.push(Term::from_field_text(f.note_id, &note));
                     }
                 }

@@ -8,7 +8,7 @@
 //!
 //! The id spells the row number in decimal digits inside a UUID of version 8:
 //! `62656467-0000-8000-80DD-DDDDDDDDDDDD`, the fourteen `D`s the row number zero-padded. Decimal
-//! rather than hex so that SQL alone can print it (the `edges` view) and read it back ([`ROW_OF`],
+//! rather than hex so that SQL alone can print it (the `edges` view) and read it back ([`row_of`],
 //! by which a lookup by id goes straight to the row); every decimal digit is a hex digit, so it
 //! is a well-formed UUID. Zero-padded to a fixed width, the ids sort as their rows do.
 
@@ -16,6 +16,7 @@
 pub const PREFIX: &str = "62656467-0000-8000-80";
 
 /// Row numbers a derived id can spell: fourteen decimal digits.
+#[cfg(test)]
 const MAX_ROW: i64 = 99_999_999_999_999;
 
 /// SQL for the row of the edge whose id is `?1`, stored or derived; NULL when no edge can have
@@ -30,11 +31,16 @@ macro_rules! row_of {
 }
 pub(crate) use row_of;
 
-/// [`row_of`] as a string.
-pub const ROW_OF: &str = row_of!();
+/// SQL for the id derived from the edge row number in `column`, spelt as the `edges` view
+/// (schema 0015) spells it.
+pub fn sql_id(column: &str) -> String {
+    format!("printf('{PREFIX}%02d-%012d', {column} / 1000000000000, {column} % 1000000000000)")
+}
 
-/// The id of the edge in row `rid` that has no stored id; `None` past the rows an id can spell.
-pub fn format(rid: i64) -> Option<String> {
+/// The id of the edge in row `rid` that has no stored id, as SQL spells it; `None` past the
+/// rows an id can spell. The reference [`parse`] and [`sql_id`] are tested against.
+#[cfg(test)]
+fn format(rid: i64) -> Option<String> {
     (0..=MAX_ROW).contains(&rid).then(|| {
         format!(
             "{PREFIX}{:02}-{:012}",
@@ -44,7 +50,7 @@ pub fn format(rid: i64) -> Option<String> {
     })
 }
 
-/// The row an id made by [`format`] names; `None` for any other id.
+/// The row a derived id names; `None` for any other id.
 pub fn parse(id: &str) -> Option<i64> {
     let rest = id.strip_prefix(PREFIX)?;
     let (high, low) = rest.split_once('-')?;
@@ -90,14 +96,10 @@ mod tests {
             assert_eq!(parse(&id), Some(rid));
             assert!(id > last, "{id} sorts after {last}");
             last = id.clone();
-            // The `edges` view's spelling, and ROW_OF's reading.
+            // The SQL spelling, and `row_of!`'s reading.
             let (printed, read): (String, i64) = conn
                 .query_row(
-                    &format!(
-                        "SELECT printf('62656467-0000-8000-80%02d-%012d', ?2 / 1000000000000,
-                                       ?2 % 1000000000000), {}",
-                        ROW_OF
-                    ),
+                    &format!("SELECT {}, {}", sql_id("?2"), row_of!()),
                     rusqlite::params![id, rid],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
